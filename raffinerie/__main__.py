@@ -1,0 +1,3 @@
+from raffinerie.cli.main import main
+
+raise SystemExit(main())

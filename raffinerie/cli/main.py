@@ -1,0 +1,94 @@
+"""`raff`: the command line. Thin: parse, call the layers below, print.
+
+Every error a user can cause ends here as one line on stderr and a non-zero
+exit code; tracebacks are for bugs only. Heavy packages (pandas, zarr,
+matplotlib, zmq) are imported only inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from raffinerie import __version__
+from raffinerie.errors import ConfigErrors, RaffError
+
+DEFAULT_MAIN = "main_config.yaml"
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", metavar="MAIN",
+                   default=os.environ.get("RAFF_CONFIG", DEFAULT_MAIN),
+                   help=f"main configuration file (default: $RAFF_CONFIG or ./{DEFAULT_MAIN})")
+
+
+def _add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", metavar="DIR",
+                   help="cache directory (default: $RAFF_CACHE or .raffinerie-cache/ beside MAIN)")
+    p.add_argument("--network", metavar="FILE",
+                   help="network file naming the backend hosts (default: the embedded emulator)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raff",
+        description="raffinerie: incremental acquisition and analysis of HGCROCv3 data. "
+                    "Describe scans and analyses in YAML; `raff build NAME` does only the work "
+                    "whose inputs changed, `raff plan NAME` says what that would be, and why.")
+    parser.add_argument("--version", action="version", version=f"raff {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("validate", help="check a configuration library (schemas, references, values)",
+                       description="Check the main config and every library, target and daq file it "
+                                   "names. Reports every problem as file:line: place: message. "
+                                   "Exit 0 when valid (warnings allowed), 1 otherwise.")
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for CI)")
+    p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("plan", help="say what `raff build NAME` would do, and why",
+                       description="Dry run: the dependency tree of NAME, each node with its status "
+                                   "and reason, the scan axes and how many points are cached or to "
+                                   "acquire. Exit 0; with --check, exit 2 when anything would be built.")
+    p.add_argument("name", metavar="NAME", help="procedure or workflow")
+    _add_config(p)
+    _add_backend(p)
+    p.add_argument("--json", action="store_true", help="print the whole plan as JSON")
+    p.add_argument("--check", action="store_true",
+                   help="exit 2 when anything would be built, 0 when all is up to date")
+    p.add_argument("--points", action="store_true", help="list every point with its coordinates")
+    p.set_defaults(func=_plan)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigErrors as exc:
+        for diag in exc.diagnostics:
+            print(diag.format(), file=sys.stderr)
+        return exc.exit_code
+    except RaffError as exc:
+        print(f"raff: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("raff: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _validate(args) -> int:
+    from raffinerie.cli.commands import validate_command
+
+    return validate_command(args)
+
+
+def _plan(args) -> int:
+    from raffinerie.cli.commands import plan_command
+
+    return plan_command(args)

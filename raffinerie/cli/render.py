@@ -1,0 +1,154 @@
+"""Plans as text for people and as JSON for CI.
+
+JSON plan (stable; `raff plan NAME --json`):
+
+    {"procedure": NAME, "kind": "daq" | "analysis" | "workflow",
+     "identity": TARGET_IDENTITY, "todo": bool,
+     "summary": {"total": N, "cached": C, "to_acquire": M, "waiting": W, "nodes_to_build": B},
+     "points": [{"procedure": P, "index": I, "key": HEX | null, "coordinates": {AXIS: VALUE},
+                 "repeat": R, "status": "cached" | "new point" | "waiting"}],
+     "nodes": [{"id": "points:P" | "dataset:P" | "analysis:P", "kind": ..., "name": ...,
+                "key": HEX | null, "status": "cached" | "build" | "waiting",
+                "reason": TEXT, "depends_on": [ID]}]}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raffinerie.config.expand import Axis
+from raffinerie.graph.plan import CACHED, KEY_SIZE, Plan, PointSet
+
+_MARK = {CACHED: "cached", "build": "BUILD", "waiting": "waiting"}
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def compact_places(places: tuple[tuple, ...]) -> str:
+    """`{roc_s0,roc_s1}.ReferenceVoltage.{0,1}.Calib` when the places form a product."""
+    paths = [p[1:] if p[0] == "target" else p for p in places]
+    if len({len(p) for p in paths}) == 1:
+        columns = [list(dict.fromkeys(p[i] for p in paths)) for i in range(len(paths[0]))]
+        size = 1
+        for col in columns:
+            size *= len(col)
+        if size == len(paths):
+            return ".".join(str(c[0]) if len(c) == 1 else "{" + ",".join(map(str, c)) + "}"
+                            for c in columns)
+    shown = ", ".join(".".join(map(str, p)) for p in paths[:4])
+    return shown + (", ..." if len(paths) > 4 else "")
+
+
+def _axis_lines(axis: Axis) -> list[str]:
+    n = len(axis.places)
+    return [f"    axis {axis.name}: {axis.describe_values()}",
+            f"      sets {compact_places(axis.places)} ({n} place{'s' * (n != 1)})"]
+
+
+def _points_lines(points: PointSet) -> list[str]:
+    proc = points.procedure
+    origin = proc.origin
+    lines = [f"  {proc.name}: daq procedure at {origin.file}:{origin.line}"]
+    if not points.scan.axes:
+        lines.append("    no scan parameters: a single point")
+    for axis in points.scan.axes:
+        lines += _axis_lines(axis)
+    events = points.events_per_point()
+    lines.append(f"    mode {proc.mode}, repeat {proc.repeat}, {events} events per point")
+    if points.base is None:
+        lines.append(f"    points: {points.total}, waiting for calibration {points.waiting_for}")
+        return lines
+    lines.append(f"    points: {points.total} total, {points.n_cached} cached, "
+                 f"{points.to_acquire} to acquire")
+    raw, table = points.bytes_per_point()
+    todo = points.to_acquire
+    lines.append(f"    data to acquire: ~{human_bytes(raw * todo)} raw, "
+                 f"~{human_bytes(table * todo)} tables "
+                 f"(~{human_bytes(raw)} raw per point)")
+    return lines
+
+
+def _tree(plan: Plan) -> list[str]:
+    """The dependency tree, from what was asked for down to the points."""
+    nodes = plan.nodes
+    needed = {d for n in nodes.values() for d in n.depends_on}
+    rows: list[tuple[str, str]] = []
+    shown: set[str] = set()
+
+    def walk(node_id: str, prefix: str, last: bool, top: bool) -> None:
+        node = nodes[node_id]
+        branch = "" if top else ("└── " if last else "├── ")
+        again = node_id in shown
+        tail = "(see above)" if again else f"{_MARK[node.status]:8} {node.reason}"
+        rows.append((f"  {prefix}{branch}{node.kind} {node.name}", tail))
+        if again:
+            return
+        shown.add(node_id)
+        child_prefix = prefix + ("" if top else ("    " if last else "│   "))
+        for i, dep in enumerate(node.depends_on):
+            walk(dep, child_prefix, i == len(node.depends_on) - 1, False)
+
+    for node in nodes.values():
+        if node.id not in needed:
+            walk(node.id, "", True, True)
+    width = max((len(left) for left, _ in rows), default=0)
+    return [f"{left:<{width}}  {tail}" for left, tail in rows]
+
+
+def _point_listing(points: PointSet) -> list[str]:
+    names = [a.name for a in points.scan.axes]
+    lines = [f"  points of {points.procedure.name}:"]
+    for i in range(points.total):
+        coordinate, repeat = points.coordinate(i)
+        coords = ", ".join(f"{n}={v}" for n, v in zip(names, coordinate)) or "-"
+        status, key = _point_status(points, i)
+        rep = f" repeat {repeat}" if points.scan.repeat > 1 else ""
+        lines.append(f"    {i:>6}  {coords}{rep}  {status}  {key[:12] if key else ''}")
+    return lines
+
+
+def _point_status(points: PointSet, i: int) -> tuple[str, str | None]:
+    if points.base is None:
+        return "waiting", None
+    return ("cached" if points.cached[i] else "new point"), points.key(i).hex()
+
+
+def render_plan(plan: Plan, cache_dir: Path, list_points: bool = False) -> str:
+    s = plan.summary()
+    lines = [f"plan for {plan.target} ({plan.kind}); backend {plan.identity}; cache {cache_dir}", ""]
+    lines += _tree(plan)
+    for points in plan.points.values():
+        lines.append("")
+        lines += _points_lines(points)
+        if list_points:
+            lines += _point_listing(points)
+    lines.append("")
+    verdict = "up to date" if not plan.todo else f"{s['nodes_to_build']} nodes to build"
+    waiting = f", {s['waiting']} waiting for a calibration" if s["waiting"] else ""
+    lines.append(f"{s['total']} points: {s['cached']} cached, {s['to_acquire']} to acquire"
+                 f"{waiting}; {verdict}")
+    return "\n".join(lines)
+
+
+def plan_json(plan: Plan) -> dict:
+    points = []
+    for name, ps in plan.points.items():
+        names = [a.name for a in ps.scan.axes]
+        keys = ps.keys.hex() if ps.base is not None else ""
+        for i in range(ps.total):
+            coordinate, repeat = ps.coordinate(i)
+            status = "waiting" if ps.base is None else ("cached" if ps.cached[i] else "new point")
+            points.append({
+                "procedure": name, "index": i,
+                "key": keys[2 * KEY_SIZE * i:2 * KEY_SIZE * (i + 1)] or None,
+                "coordinates": dict(zip(names, coordinate)),
+                "repeat": repeat, "status": status})
+    return {"procedure": plan.target, "kind": plan.kind, "identity": plan.identity,
+            "todo": plan.todo, "summary": plan.summary(), "points": points,
+            "nodes": [n.as_dict() for n in plan.nodes.values()]}

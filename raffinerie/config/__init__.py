@@ -1,0 +1,1 @@
+"""The pure core: loading, validation, expansion, resolution and keys."""

@@ -1,0 +1,156 @@
+"""Checks across a loaded library: references, cycles, key paths, values.
+
+`validate(lib)` returns every problem as a Diagnostic; nothing is raised.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raffinerie.config.expand import expand, overlaps
+from raffinerie.config.library import AnalysisProcedure, DaqProcedure, Library, Origin
+from raffinerie.config.parameters import ParameterTable, load_table
+from raffinerie.config.resolve import ConfigFiles
+from raffinerie.config.tree import has_path
+from raffinerie.errors import ERROR, WARNING, Diagnostic
+
+
+def validate(lib: Library, strict: bool = False, files: ConfigFiles | None = None) -> list[Diagnostic]:
+    files = files or ConfigFiles()
+    checker = _Checker(lib, files, load_table())
+    for proc in lib.procedures.values():
+        if isinstance(proc, DaqProcedure):
+            checker.daq(proc)
+        else:
+            checker.analysis(proc)
+    for flow in lib.workflows.values():
+        for name, origin in zip(flow.procedures, flow.members):
+            if lib.get(name) is None:
+                checker.error(origin,
+                              f"workflow '{flow.name}' names unknown procedure '{name}'"
+                              + _known(lib, name))
+    checker.cycles()
+    diags = lib.diagnostics + checker.out + files.diagnostics
+    if strict:
+        diags = [Diagnostic(ERROR, d.message, d.file, d.line, d.where) for d in diags]
+    unique = list(dict.fromkeys(diags))
+    return sorted(unique, key=lambda d: (str(d.file), d.line or 0, d.where))
+
+
+def _known(lib: Library, name: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, lib.names(), n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class _Checker:
+    def __init__(self, lib: Library, files: ConfigFiles, table: ParameterTable):
+        self.lib, self.files, self.table = lib, files, table
+        self.out: list[Diagnostic] = []
+        self.checked_files: set[Path] = set()
+
+    def error(self, origin: Origin, message: str, severity: str = ERROR) -> None:
+        self.out.append(origin.error(message, severity))
+
+    def analysis(self, proc: AnalysisProcedure) -> None:
+        target = self.lib.procedures.get(proc.daq)
+        if target is None:
+            self.error(proc.origin.at("daq"), f"analysis '{proc.name}' reads unknown daq procedure "
+                       f"'{proc.daq}'" + _known(self.lib, proc.daq))
+        elif not isinstance(target, DaqProcedure):
+            self.error(proc.origin.at("daq"), f"'{proc.daq}' is an analysis, not a daq procedure")
+
+    def daq(self, proc: DaqProcedure) -> None:
+        if proc.calibration:
+            calib = self.lib.procedures.get(proc.calibration)
+            if calib is None:
+                self.error(proc.origin.at("calibration"), f"'{proc.name}' takes its calibration from "
+                           f"'{proc.calibration}', which is not a procedure of this library"
+                           + _known(self.lib, proc.calibration))
+            elif not isinstance(calib, AnalysisProcedure):
+                self.error(proc.origin.at("calibration"),
+                           f"calibration '{proc.calibration}' is a daq procedure, not an analysis")
+        scan = expand(proc)
+        for axis, place, problem in overlaps(scan):
+            self.error(axis.origin.at("key"), f"place {'.'.join(map(str, place[1:]))} {problem}")
+        self._target_files(proc)
+        pod = self.files.target(proc.power_on_default,
+                                proc.origin.at("target_settings", "power_on_default"),
+                                "power-on default")
+        daq = self.files.mapping(proc.daq_default, proc.origin.at("daq_settings", "default"),
+                                 "daq default config")
+        for param, axis in zip(proc.parameters, scan.axes):
+            for place in axis.places:
+                tree, path, what = ((daq, place[1:], "daq default config") if place[0] == "daq"
+                                    else (pod, place[1:], "power-on default"))
+                if tree is not None and not has_path(tree, path):
+                    self.error(param.origin.at("key"),
+                               f"key path {'.'.join(map(str, path))} is not in the {what}",
+                               WARNING)
+                if place[0] == "target":
+                    self._values(param.origin, path, axis.values)
+
+    def _values(self, origin: Origin, path: tuple, values) -> None:
+        if isinstance(values, range):
+            if len(values):
+                for value in sorted({values[0], values[-1]}):
+                    problem = self.table.check(path, value)
+                    if problem:
+                        self.error(origin.at("range"), problem)
+                        return
+            return
+        for i, value in enumerate(values):
+            problem = self.table.check(path, value)
+            if problem:
+                self.error(origin.at("values", i), problem)
+
+    def _target_files(self, proc: DaqProcedure) -> None:
+        """Values in the initial config and the inline overrides fit their registers."""
+        if proc.initial_config is not None and proc.initial_config.resolve() not in self.checked_files:
+            self.checked_files.add(proc.initial_config.resolve())
+            init = self.files.target(proc.initial_config,
+                                     proc.origin.at("target_settings", "initial_config"),
+                                     "initial config")
+            if init is not None:
+                self._tree_values(init, Origin(proc.initial_config))
+        if proc.overrides:
+            self._tree_values(proc.overrides, proc.origin.at("target_settings", "overrides"))
+
+    def _tree_values(self, tree: dict, origin: Origin) -> None:
+        for chip, blocks in tree.items():
+            if not isinstance(blocks, dict):
+                continue
+            for block, instances in blocks.items():
+                if not isinstance(instances, dict):
+                    continue
+                for index, params in instances.items():
+                    if not isinstance(params, dict):
+                        continue
+                    for name, value in params.items():
+                        problem = self.table.check((chip, block, index, name), value)
+                        if problem:
+                            self.error(origin.at(chip, block, index, name), problem)
+
+    def cycles(self) -> None:
+        state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+        reported: set[frozenset] = set()
+
+        def visit(name: str, stack: list[str]) -> None:
+            node = self.lib.get(name)
+            if node is None or state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                cycle = stack[stack.index(name):] + [name]
+                if frozenset(cycle) not in reported:
+                    reported.add(frozenset(cycle))
+                    first = self.lib.get(cycle[0])
+                    self.error(first.origin.at("name"), "dependency cycle: " + " -> ".join(cycle))
+                return
+            state[name] = 1
+            for dep in node.dependencies():
+                visit(dep, stack + [name])
+            state[name] = 2
+
+        for name in self.lib.names():
+            visit(name, [])

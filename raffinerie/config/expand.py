@@ -1,0 +1,119 @@
+"""Scan expansion: from parameters to axes and points, lazily.
+
+A parameter's key is a list of levels; a level that is a list fans out, so
+one parameter sets several places to one value. Several parameters form
+the Cartesian product of their values, the first varying slowest. Nothing
+here builds a dict per point: points are index tuples into the axes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from raffinerie.config.library import DaqProcedure, Origin, ScanParameter
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str                    # dataset column: the leaf key, disambiguated
+    places: tuple[tuple, ...]    # paths into {"target": ..., "daq": ...}
+    values: Sequence
+    origin: Origin
+
+    def describe_values(self) -> str:
+        v = self.values
+        if isinstance(v, range):
+            step = f", step {v.step}" if v.step != 1 else ""
+            return f"range({v.start}, {v.stop}{step}): {len(v)} values"
+        shown = ", ".join(map(str, v[:8])) + (", ..." if len(v) > 8 else "")
+        return f"[{shown}]: {len(v)} values"
+
+
+@dataclass(frozen=True)
+class Scan:
+    axes: tuple[Axis, ...]
+    repeat: int = 1
+
+    @property
+    def coordinates_total(self) -> int:
+        return math.prod(len(a.values) for a in self.axes)
+
+    @property
+    def total(self) -> int:
+        """Number of points, repeats included."""
+        return self.coordinates_total * self.repeat
+
+    def coordinates(self) -> Iterator[tuple]:
+        """The value of every axis for each coordinate, in scan order."""
+        return itertools.product(*(a.values for a in self.axes))
+
+    def coordinate(self, i: int) -> tuple:
+        """The i-th coordinate, without walking the ones before it."""
+        out = []
+        for axis in reversed(self.axes):
+            i, r = divmod(i, len(axis.values))
+            out.append(axis.values[r])
+        return tuple(reversed(out))
+
+    def patch(self, coordinate: tuple) -> list[tuple[tuple, object]]:
+        """(place, value) for every place the coordinate sets."""
+        return [(place, value) for axis, value in zip(self.axes, coordinate)
+                for place in axis.places]
+
+
+def place_of(path: tuple) -> tuple:
+    """A key path as a path into the resolved config: `daq.…` or the target."""
+    if path and path[0] == "daq":
+        return path
+    return ("target",) + path
+
+
+def expand(proc: DaqProcedure) -> Scan:
+    names = axis_names(proc.parameters)
+    axes = tuple(Axis(name, tuple(place_of(p) for p in param.places()), param.values, param.origin)
+                 for name, param in zip(names, proc.parameters))
+    return Scan(axes, proc.repeat)
+
+
+def overlaps(scan: Scan) -> list[tuple[Axis, tuple, str]]:
+    """Places set twice, or inside another place: (axis, place, problem)."""
+    seen: dict[tuple, Axis] = {}
+    problems = []
+    for axis in scan.axes:
+        for place in axis.places:
+            if place in seen:
+                problems.append((axis, place, f"is also set by parameter '{seen[place].name}'"))
+            seen.setdefault(place, axis)
+    for place, axis in seen.items():
+        for n in range(1, len(place)):
+            outer = seen.get(place[:n])
+            if outer is not None:
+                problems.append((axis, place, f"lies inside {'.'.join(map(str, place[:n]))}, "
+                                 f"which parameter '{outer.name}' sets"))
+    return problems
+
+
+def _label(level) -> str:
+    return "+".join(map(str, level)) if isinstance(level, list) else str(level)
+
+
+def axis_names(params: Sequence[ScanParameter]) -> list[str]:
+    """Leaf key of each parameter; on a clash, prefixed with parent levels."""
+    def name(p: ScanParameter, depth: int) -> str:
+        return ".".join(_label(lvl) for lvl in p.levels[-depth:])
+
+    names = [name(p, 1) for p in params]
+    for depth in range(2, 1 + max((len(p.levels) for p in params), default=1)):
+        clash = {n for n in names if names.count(n) > 1}
+        if not clash:
+            break
+        names = [name(p, depth) if n in clash else n for n, p in zip(names, params)]
+    counts: dict[str, int] = {}
+    out = []
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+        out.append(n if names.count(n) == 1 else f"{n}#{counts[n]}")
+    return out

@@ -1,0 +1,244 @@
+"""Loading a main configuration and the procedure libraries it includes.
+
+Loading checks each file against its schema and builds plain procedure
+objects; every problem is collected as a Diagnostic so that `raff validate`
+can report all of them at once. Paths resolve against the file naming them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raffinerie.config import schema
+from raffinerie.config.tree import norm_key, normalize
+from raffinerie.config.yamlio import line_of, load_yaml
+from raffinerie.errors import ERROR, Diagnostic, RaffError, format_where
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where something is written: a file and a path inside its document."""
+
+    file: Path
+    path: tuple = ()
+
+    @property
+    def line(self) -> int | None:
+        return line_of(self.file, self.path)
+
+    def at(self, *more) -> "Origin":
+        return Origin(self.file, self.path + more)
+
+    def error(self, message: str, severity: str = ERROR) -> Diagnostic:
+        return Diagnostic(severity, message, self.file, self.line, format_where(self.path))
+
+
+@dataclass
+class ScanParameter:
+    levels: list             # each level a key or a list of keys (fan-out)
+    values: range | list
+    origin: Origin
+
+    def places(self) -> list[tuple]:
+        paths: list[tuple] = [()]
+        for level in self.levels:
+            options = level if isinstance(level, list) else [level]
+            paths = [p + (o,) for p in paths for o in options]
+        return paths
+
+
+@dataclass
+class DaqProcedure:
+    name: str
+    origin: Origin
+    power_on_default: Path
+    daq_default: Path
+    initial_config: Path | None = None
+    overrides: dict = field(default_factory=dict)
+    server_override: dict = field(default_factory=dict)
+    client_override: dict = field(default_factory=dict)
+    parameters: list[ScanParameter] = field(default_factory=list)
+    calibration: str | None = None
+    mode: str = "summary"
+    repeat: int = 1
+    data_columns: list[str] | None = None
+    kind = "daq"
+
+    def dependencies(self) -> list[str]:
+        return [self.calibration] if self.calibration else []
+
+
+@dataclass
+class AnalysisProcedure:
+    name: str
+    origin: Origin
+    daq: str
+    module: str
+    parameters: dict = field(default_factory=dict)
+    kind = "analysis"
+
+    def dependencies(self) -> list[str]:
+        return [self.daq]
+
+
+@dataclass
+class Workflow:
+    name: str
+    origin: Origin
+    procedures: list[str]
+    members: list[Origin] = field(default_factory=list)  # where each name is written
+    kind = "workflow"
+
+    def dependencies(self) -> list[str]:
+        return list(self.procedures)
+
+
+Procedure = DaqProcedure | AnalysisProcedure
+
+
+@dataclass
+class Library:
+    main: Path
+    procedures: dict[str, Procedure] = field(default_factory=dict)
+    workflows: dict[str, Workflow] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def get(self, name: str) -> Procedure | Workflow | None:
+        return self.procedures.get(name) or self.workflows.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self.procedures) + sorted(self.workflows)
+
+
+def load_library(main: Path) -> Library:
+    """Load `main` and everything it includes; problems go to `.diagnostics`."""
+    main = Path(main)
+    lib = Library(main=main)
+    _Loader(lib).load(main, "main", stack=())
+    return lib
+
+
+class _Loader:
+    def __init__(self, lib: Library):
+        self.lib = lib
+        self.done: set[Path] = set()
+
+    def report(self, diag: Diagnostic) -> None:
+        self.lib.diagnostics.append(diag)
+
+    def load(self, path: Path, kind: str, stack: tuple, origin: Origin | None = None) -> None:
+        real = path.resolve()
+        if real in stack:
+            chain = " -> ".join(p.name for p in stack[stack.index(real):] + (real,))
+            where = origin or Origin(path)
+            self.report(where.error(f"library includes itself ({chain})"))
+            return
+        if real in self.done:
+            return
+        self.done.add(real)
+        try:
+            doc = load_yaml(path, "library file" if kind == "library" else "main config")
+        except RaffError as exc:
+            diag = exc.diagnostic
+            if origin is not None and diag.line is None:
+                diag = origin.error(f"{diag.message}: {path}")
+            self.report(diag)
+            return
+        self.lib.files.append(path)
+        if doc is None:
+            self.report(Diagnostic(ERROR, "file is empty", path, 1))
+            return
+        problems = schema.check(doc, kind, path)
+        for diag in problems:
+            self.report(diag)
+        bad = {d.where for d in problems}
+        if isinstance(doc, list):
+            self._procedures(doc, Origin(path), bad)
+        elif isinstance(doc, dict):
+            for i, entry in enumerate(doc.get("libraries") or []):
+                if isinstance(entry, str) and entry:
+                    self.load(path.parent / entry, "library", stack + (real,),
+                              Origin(path, ("libraries", i)))
+            procs = doc.get("procedures")
+            if isinstance(procs, list):
+                self._procedures(procs, Origin(path, ("procedures",)), bad)
+            flows = doc.get("workflows")
+            if isinstance(flows, list):
+                self._workflows(flows, Origin(path, ("workflows",)), bad)
+
+    def _procedures(self, entries: list, origin: Origin, bad: set[str]) -> None:
+        for i, entry in enumerate(entries):
+            here = origin.at(i)
+            prefix = format_where(here.path)
+            if any(w == prefix or w.startswith(prefix + ".") or w.startswith(prefix + "[")
+                   for w in bad):
+                continue  # already reported by the schema check
+            proc = _build(entry, here, self.report)
+            self._add(proc, self.lib.procedures)
+
+    def _workflows(self, entries: list, origin: Origin, bad: set[str]) -> None:
+        for i, entry in enumerate(entries):
+            here = origin.at(i)
+            if any(w.startswith(format_where(here.path)) for w in bad):
+                continue
+            names, members = [], []
+            for key in ("procedures", "analyses"):
+                for j, name in enumerate(entry.get(key) or []):
+                    names.append(name)
+                    members.append(here.at(key, j))
+            self._add(Workflow(entry["name"], here, names, members), self.lib.workflows)
+
+    def _add(self, item, table: dict) -> None:
+        first = self.lib.procedures.get(item.name) or self.lib.workflows.get(item.name)
+        if first is not None:
+            self.report(item.origin.at("name").error(
+                f"'{item.name}' is defined twice (first at {first.origin.file}:{first.origin.line})"))
+            return
+        table[item.name] = item
+
+
+def _build(entry: dict, origin: Origin, report) -> Procedure:
+    base = origin.file.parent
+    if entry["type"] == "analysis":
+        return AnalysisProcedure(
+            name=entry["name"], origin=origin, daq=entry["daq"],
+            module=entry.get("module") or entry["name"],
+            parameters=dict(entry.get("parameters") or {}))
+    target, daq = entry["target_settings"], entry["daq_settings"]
+    init = target.get("initial_config")
+    return DaqProcedure(
+        name=entry["name"], origin=origin,
+        power_on_default=base / target["power_on_default"],
+        initial_config=base / init if init else None,
+        overrides=normalize(target.get("overrides") or {}),
+        daq_default=base / daq["default"],
+        server_override=normalize(daq.get("server_override") or {}),
+        client_override=normalize(daq.get("client_override") or {}),
+        parameters=[_parameter(p, origin.at("parameters", i), report)
+                    for i, p in enumerate(entry.get("parameters") or [])],
+        calibration=entry.get("calibration"),
+        mode=entry.get("mode", "summary"),
+        repeat=entry.get("repeat", 1),
+        data_columns=entry.get("data_columns"),
+    )
+
+
+def _parameter(entry: dict, origin: Origin, report) -> ScanParameter:
+    levels = [[norm_key(k) for k in level] if isinstance(level, list) else norm_key(level)
+              for level in entry["key"]]
+    if "values" in entry:
+        return ScanParameter(levels, list(entry["values"]), origin)
+    spec = entry["range"]
+    start, stop, step = spec.get("start", 0), spec["stop"], spec.get("step", 1)
+    if step == 0:
+        report(origin.at("range", "step").error("range step is 0; it must be a positive integer"))
+        return ScanParameter(levels, range(0), origin)
+    values = range(start, stop, step)
+    if len(values) == 0:
+        relation = "above" if step > 0 else "below"
+        report(origin.at("range").error(
+            f"range is empty: stop {stop} is not {relation} start {start} (step {step})"))
+    return ScanParameter(levels, values, origin)

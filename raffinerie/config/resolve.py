@@ -1,0 +1,81 @@
+"""Resolution: the complete target and daq config of a point.
+
+target = power-on default ⊕ initial config ⊕ overrides ⊕ calibration ⊕ point
+daq    = default ⊕ {server: server_override} ⊕ {client: client_override}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from raffinerie.config.library import DaqProcedure, Origin
+from raffinerie.config.tree import merge, normalize, set_path, strip_network
+from raffinerie.config.yamlio import load_yaml
+from raffinerie.errors import Diagnostic, RaffError
+
+
+class ConfigFiles:
+    """Target and daq files, each read once; problems become diagnostics."""
+
+    def __init__(self):
+        self._docs: dict[Path, Any] = {}
+        self._failed: dict[Path, Diagnostic] = {}
+        self.diagnostics: list[Diagnostic] = []
+
+    def mapping(self, path: Path, origin: Origin, what: str) -> dict | None:
+        """The normalised mapping in `path`, or None after reporting why not."""
+        key = path.resolve()
+        if key in self._docs:
+            return self._docs[key]
+        if key in self._failed:
+            diag = self._failed[key]
+            if diag.file != path:  # a missing file is reported at every reference
+                self.diagnostics.append(origin.error(diag.message))
+            return None
+        try:
+            doc = load_yaml(path, what)
+        except RaffError as exc:
+            diag = exc.diagnostic
+            if diag.line is None:  # not found / unreadable: say where it is named
+                diag = origin.error(f"{diag.message}: {path}")
+            self._failed[key] = diag
+            self.diagnostics.append(diag)
+            return None
+        if not isinstance(doc, dict):
+            problem = "is empty" if doc is None else f"holds a {type(doc).__name__}, not a mapping"
+            diag = Diagnostic("error", f"{what} {problem}", path, 1)
+            self._failed[key] = diag
+            self.diagnostics.append(diag)
+            return None
+        doc = normalize(doc)
+        self._docs[key] = doc
+        return doc
+
+    def target(self, path: Path, origin: Origin, what: str) -> dict | None:
+        doc = self.mapping(path, origin, what)
+        return strip_network(doc) if doc is not None else None
+
+
+def base_config(proc: DaqProcedure, files: ConfigFiles, calibration: dict | None = None) -> dict | None:
+    """`{"target": ..., "daq": ...}` of `proc` before its scan, or None if a file failed."""
+    where = proc.origin
+    pod = files.target(proc.power_on_default, where.at("target_settings", "power_on_default"),
+                       "power-on default")
+    init = {}
+    if proc.initial_config is not None:
+        init = files.target(proc.initial_config, where.at("target_settings", "initial_config"),
+                            "initial config")
+    daq = files.mapping(proc.daq_default, where.at("daq_settings", "default"), "daq default config")
+    if pod is None or init is None or daq is None:
+        return None
+    target = merge(merge(merge(pod, init), proc.overrides), normalize(calibration or {}))
+    daq = merge(daq, {"server": proc.server_override, "client": proc.client_override})
+    return {"target": target, "daq": daq}
+
+
+def resolve_point(base: dict, patch: list[tuple[tuple, Any]]) -> dict:
+    """The fully materialised config of one point (for tests and the backend)."""
+    for place, value in patch:
+        base = set_path(base, place, normalize(value))
+    return base

@@ -1,0 +1,124 @@
+"""JSON-Schema validation of configuration documents, with plain messages.
+
+The schemas live in the top-level `schemas/` folder (installed as the
+package data of `raffinerie.schemas`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+from raffinerie.errors import ERROR, Diagnostic, format_where
+from raffinerie.config.yamlio import line_of
+
+_BASE = "https://raffinerie.github.io/schemas/v1/"
+_TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string",
+               "integer": "an integer", "number": "a number", "boolean": "true or false",
+               "null": "nothing"}
+
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def schema_files() -> dict[str, dict]:
+    return {path.name: json.loads(path.read_text(encoding="utf-8"))
+            for path in sorted(SCHEMA_DIR.glob("*.schema.json"))}
+
+
+@lru_cache(maxsize=None)
+def _validator(name: str):
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
+    schemas = schema_files()
+    registry = Registry().with_resources(
+        (_BASE + fname, Resource.from_contents(doc)) for fname, doc in schemas.items())
+    return Draft202012Validator(schemas[f"{name}.schema.json"], registry=registry)
+
+
+def check(document: Any, schema: str, file: Path, prefix: tuple = ()) -> list[Diagnostic]:
+    """Diagnostics for every place where `document` breaks `schema`."""
+    out = []
+    for error in _leaf_errors(_validator(schema).iter_errors(document)):
+        path = prefix + tuple(error.absolute_path)
+        message, path = _explain(error, path)
+        out.append(Diagnostic(ERROR, message, file, line_of(file, path), format_where(path)))
+    return sorted(out, key=lambda d: (d.line or 0, d.where, d.message))
+
+
+def _leaf_errors(errors) -> Iterator:
+    """The most specific errors: descend into `if/then/allOf` wrappers."""
+    for error in errors:
+        if error.validator in ("allOf", "$ref", "then", "else") and error.context:
+            yield from _leaf_errors(error.context)
+        else:
+            yield error
+
+
+def _what(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{str(value).lower()}"
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _explain(error, path: tuple) -> tuple[str, tuple]:
+    kind, arg, inst = error.validator, error.validator_value, error.instance
+    if kind == "type":
+        types = [arg] if isinstance(arg, str) else arg
+        wanted = " or ".join(_TYPE_NAMES.get(t, t) for t in types)
+        if inst is None:
+            return f"is empty; expected {wanted}", path
+        return f"expected {wanted}, got {_what(inst)}", path
+    if kind == "required":
+        missing = [name for name in arg if name not in inst]
+        return f"missing required field '{missing[0]}'", path
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(str(k) for k in inst if k not in allowed)
+        bad = extra[0] if extra else "?"
+        hint = difflib.get_close_matches(bad, allowed, n=1)
+        tip = f" (did you mean '{hint[0]}'?)" if hint else f" (allowed: {', '.join(allowed)})"
+        return f"unknown field '{bad}'{tip}", path + (bad,)
+    if kind in ("enum", "const"):
+        options = arg if kind == "enum" else [arg]
+        return f"must be one of {', '.join(map(str, options))}; got {_what(inst)}", path
+    if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        rel = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[kind]
+        return f"must be {rel} {arg}, got {_what(inst)}", path
+    if kind == "minItems":
+        return ("is an empty list" if not inst else f"needs at least {arg} items"), path
+    if kind == "minLength":
+        return "is an empty string", path
+    if kind == "pattern":
+        return f"{_what(inst)} is not a valid name (letters, digits, _ . -; not starting with a digit)", path
+    if kind in ("oneOf", "anyOf"):
+        return _explain_alternatives(error, path)
+    return error.message, path
+
+
+def _explain_alternatives(error, path: tuple) -> tuple[str, tuple]:
+    subs = error.context or []
+    if subs and all(e.validator == "required" for e in subs):
+        names = sorted({n for e in subs for n in e.validator_value})
+        if error.validator == "oneOf" and isinstance(error.instance, dict) \
+                and sum(n in error.instance for n in names) > 1:
+            return f"gives both {' and '.join(names)}; use one", path
+        return f"needs {' or '.join(names)}", path
+    if subs:
+        # the alternative meant is the one whose type fits the value
+        fitting = [e for e in subs if e.validator != "type"] or subs
+        best = max(fitting, key=lambda e: len(e.path))
+        return _explain(best, path + tuple(best.path))
+    return error.message, path

@@ -1,0 +1,81 @@
+"""Where the cache is and what it holds, read without heavy imports.
+
+Layout: `<root>/{measurements,datasets,analyses}/<key[:2]>/<key>/`, with
+`tmp/` for entries being written and `locks/` for per-key locks. An entry
+directory exists only once it is complete (it is renamed into place), so
+listing the directories is listing what is cached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+KINDS = ("measurements", "datasets", "analyses")
+CACHE_DIRNAME = ".raffinerie-cache"
+
+
+def cache_root(main_config: Path, override: str | Path | None = None) -> Path:
+    """`--cache`, else `$RAFF_CACHE`, else `.raffinerie-cache/` beside the main config."""
+    if override:
+        return Path(override)
+    env = os.environ.get("RAFF_CACHE")
+    if env:
+        return Path(env)
+    return Path(main_config).resolve().parent / CACHE_DIRNAME
+
+
+def entry_dir(root: Path, kind: str, key: str) -> Path:
+    return root / kind / key[:2] / key
+
+
+class CacheIndex:
+    """What a cache directory holds, listed once per kind."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._keys: dict[str, set[bytes]] = {}
+
+    def keys(self, kind: str) -> set[bytes]:
+        if kind not in self._keys:
+            self._keys[kind] = self._list(kind)
+        return self._keys[kind]
+
+    def has(self, kind: str, key: bytes) -> bool:
+        return key in self.keys(kind)
+
+    def _list(self, kind: str) -> set[bytes]:
+        out: set[bytes] = set()
+        base = self.root / kind
+        try:
+            shards = list(os.scandir(base))
+        except (FileNotFoundError, NotADirectoryError):
+            return out
+        for shard in shards:
+            if not shard.is_dir() or len(shard.name) != 2:
+                continue
+            for entry in os.scandir(shard.path):
+                if len(entry.name) == 64 and not entry.name.startswith("."):
+                    try:
+                        out.add(bytes.fromhex(entry.name))
+                    except ValueError:
+                        continue
+        return out
+
+    def calibration(self, key: bytes) -> dict | None:
+        """The calibration overlay written by the analysis with this key."""
+        path = entry_dir(self.root, "analyses", key.hex()) / "calibration.yaml"
+        if not path.is_file():
+            return None
+        from raffinerie.config.yamlio import load_yaml
+
+        doc = load_yaml(path, "calibration")
+        return doc if isinstance(doc, dict) else None
+
+    def last_build(self, kind: str, name: str) -> dict | None:
+        """The record of the last build of procedure `name` (its key and inputs)."""
+        try:
+            return json.loads((self.root / "names" / kind / f"{name}.json").read_text())
+        except (OSError, ValueError):
+            return None
