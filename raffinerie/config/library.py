@@ -155,6 +155,8 @@ class _Loader:
         for diag in problems:
             self.report(diag)
         bad = {d.where for d in problems}
+        if "" in bad:
+            return  # the document as a whole has the wrong shape
         if isinstance(doc, list):
             self._procedures(doc, Origin(path), bad)
         elif isinstance(doc, dict):

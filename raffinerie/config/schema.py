@@ -110,10 +110,10 @@ def _explain(error, path: tuple) -> tuple[str, tuple]:
 
 def _explain_alternatives(error, path: tuple) -> tuple[str, tuple]:
     subs = error.context or []
-    if subs and all(e.validator == "required" for e in subs):
-        names = sorted({n for e in subs for n in e.validator_value})
-        if error.validator == "oneOf" and isinstance(error.instance, dict) \
-                and sum(n in error.instance for n in names) > 1:
+    options = error.validator_value
+    if all(isinstance(o, dict) and set(o) == {"required"} for o in options):
+        names = sorted({n for o in options for n in o["required"]})
+        if isinstance(error.instance, dict) and sum(n in error.instance for n in names) > 1:
             return f"gives both {' and '.join(names)}; use one", path
         return f"needs {' or '.join(names)}", path
     if subs:

@@ -1,0 +1,108 @@
+"""Shared fixtures: running `raff` as a user would, and the real reference data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+SHARED = Path(os.environ.get("RAFF_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DR012 = SHARED / "reference" / "datenraffinerie-0.1.2"
+
+
+def shared(*parts: str) -> Path:
+    """A path under ../shared/data; skips the test when it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"reference data not available: {path}")
+    return path
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def lines(self) -> list[str]:
+        return [l for l in (self.out + self.err).splitlines() if l.strip()]
+
+
+def run_raff(*args: str, cwd: Path | None = None, env: dict | None = None,
+             timeout: float = 120) -> Result:
+    """Run `python -m raffinerie ARGS` in a subprocess, as a user would."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("RAFF_CACHE", "RAFF_CONFIG")}
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "raffinerie", *map(str, args)],
+                          cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def raff():
+    return run_raff
+
+
+def assert_clean_error(result: Result, *needles: str, code: int = 1) -> None:
+    """A user error: the expected exit code, the message, and no traceback."""
+    text = result.out + result.err
+    assert result.code == code, text
+    assert "Traceback" not in text, text
+    for needle in needles:
+        assert needle in text, f"{needle!r} not in:\n{text}"
+
+
+DAQ_DEFAULT = """\
+server: {NChips: 3, NEvents: 100, zmqPushPull_port: 8888}
+client: {hw_type: LD, serverIP: localhost, data_push_port: 8888}
+"""
+
+
+class LibraryFolder:
+    """A throw-away library: write files, get the main config path."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        pod = (EXAMPLES / "defaults" / "V3LDHexaboard-poweron-default.yaml").read_text()
+        self.write("defaults/pod.yaml", pod)
+        self.write("defaults/daq.yaml", DAQ_DEFAULT)
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def daq(self, name: str = "scan", parameters: str = "", extra: str = "") -> str:
+        """A daq procedure entry (YAML text, indented for a list)."""
+        text = f"""\
+        - name: {name}
+          type: daq
+          target_settings:
+            power_on_default: ./defaults/pod.yaml
+          daq_settings:
+            default: ./defaults/daq.yaml
+        """
+        text = textwrap.dedent(text)
+        if extra:
+            text += textwrap.indent(textwrap.dedent(extra), "  ")
+        if parameters:
+            text += "  parameters:\n" + textwrap.indent(textwrap.dedent(parameters), "    ")
+        return text
+
+    def main(self, procedures: str, extra: str = "") -> Path:
+        body = "procedures:\n" + textwrap.indent(procedures, "  ") + textwrap.dedent(extra)
+        return self.write("main.yaml", body)
+
+
+@pytest.fixture
+def libdir(tmp_path) -> LibraryFolder:
+    return LibraryFolder(tmp_path)
