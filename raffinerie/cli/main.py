@@ -61,6 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 2 when anything would be built, 0 when all is up to date")
     p.add_argument("--points", action="store_true", help="list every point with its coordinates")
     p.set_defaults(func=_plan)
+
+    p = sub.add_parser("raw", help="decode hexactrl runs (.raw with its .yaml, or .root)",
+                       description="Decode a hexactrl run and print or write its tables as CSV.")
+    raw_sub = p.add_subparsers(dest="raw_command", metavar="TABLE")
+    raw_sub.required = True
+    for name, text in (("summary", "per-channel statistics (one row per chip, half, channel)"),
+                       ("events", "the event table (one row per event, chip, half, channel)")):
+        q = raw_sub.add_parser(name, help=text, description=f"{text}. Corrupt halves (bad header "
+                               "or CRC) are reported on stderr and left out of the statistics.")
+        q.add_argument("file", metavar="FILE", help="a .raw file (with its .yaml beside it) or a .root file")
+        q.add_argument("--config", metavar="RUN.yaml",
+                       help="run configuration that gives each chip's mode (default: FILE.yaml)")
+        q.add_argument("--mode", choices=("characterisation", "normal"),
+                       help="channel-word layout for every chip, instead of a run configuration")
+        q.add_argument("-o", "--output", metavar="OUT.csv", help="write CSV here (default: stdout)")
+        q.set_defaults(func=_raw)
     return parser
 
 
@@ -92,3 +108,9 @@ def _plan(args) -> int:
     from raffinerie.cli.commands import plan_command
 
     return plan_command(args)
+
+
+def _raw(args) -> int:
+    from raffinerie.cli.raw import raw_command
+
+    return raw_command(args)

@@ -1,0 +1,1 @@
+"""The DAQ edge: the hexactrl raw format, summary statistics, the zmq client."""

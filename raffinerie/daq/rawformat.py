@@ -1,0 +1,253 @@
+"""The hexactrl-sw raw format: a boost binary archive of (event, chip) records.
+
+Layout (hexactrl-raw-format.md): a 40-byte archive header, a 5-byte class
+preamble before the first object only, then 392-byte records
+
+    event int32 | chip int32 | 41 (u64) | half 0: 41 words | 41 (u64) | half 1: 41 words | 5 x u64 0
+
+where the final 40 zero bytes are missing after the last record in most
+files. A data stream over zmq is the same byte stream cut into messages, so
+files and streams are decoded by the same code: `read_frames`.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from raffinerie.daq.crc import crc_of_words
+from raffinerie.errors import RaffError
+
+ARCHIVE_HEADER = (struct.pack("<Q", 22) + b"serialization::archive"
+                  + struct.pack("<H", 10) + bytes([4, 8, 4, 8]) + struct.pack("<i", 1))
+PREAMBLE = b"\x00" + struct.pack("<I", 0)  # tracking flag, class version
+FIRST_OBJECT = len(ARCHIVE_HEADER) + len(PREAMBLE)  # 45
+HALF_WORDS = 41
+IDLE_WORD = 0xACCCCCCC
+TAIL_BYTES = 40
+
+_FIELDS = [("event", "<i4"), ("chip", "<i4"), ("n0", "<u8"), ("h0", "<u4", (HALF_WORDS,)),
+           ("n1", "<u8"), ("h1", "<u4", (HALF_WORDS,))]
+RECORD_NO_TAIL = np.dtype(_FIELDS)                      # 352 bytes
+RECORD = np.dtype(_FIELDS + [("tail", "<u8", (5,))])    # 392 bytes
+RECORD_BYTES = RECORD.itemsize
+
+# readout word of each channel slot of a half: slots 0..35 are channels
+# 0..35, slot 36 the calibration channel (word 20)
+CHANNEL_WORDS = np.array(list(range(2, 20)) + list(range(21, 39)) + [20])
+SLOTS = 39  # 36 channels, calib, cm0, cm1
+
+
+class RawFormatError(RaffError):
+    """Bytes that are not a hexactrl raw stream."""
+
+
+@dataclass
+class Frames:
+    """The records of a run: one row per (event, chip), both halves' words."""
+
+    event: np.ndarray   # int32, m_event
+    chip: np.ndarray    # int32, m_chip
+    words: np.ndarray   # uint32, shape (records, 2, 41)
+
+    def __len__(self) -> int:
+        return len(self.event)
+
+    @property
+    def n_chips(self) -> int:
+        return int(self.chip.max()) + 1 if len(self.chip) else 0
+
+
+def read_frames(data, source: str = "stream") -> Frames:
+    """Frames of a raw file's bytes (or of a stream's messages joined)."""
+    buf = memoryview(data).cast("B")
+    if len(buf) < FIRST_OBJECT:
+        raise RawFormatError(f"too short for a hexactrl raw stream ({len(buf)} bytes)", file=source)
+    if bytes(buf[:len(ARCHIVE_HEADER)]) != ARCHIVE_HEADER:
+        raise RawFormatError(_header_problem(bytes(buf[:len(ARCHIVE_HEADER)])), file=source)
+    if bytes(buf[len(ARCHIVE_HEADER):FIRST_OBJECT]) != PREAMBLE:
+        raise RawFormatError("unexpected class preamble at byte 40 (tracking flag or class "
+                             "version not 0)", file=source)
+    frames = _fast_frames(buf)
+    return frames if frames is not None else _general_frames(buf, source)
+
+
+def _header_problem(head: bytes) -> str:
+    if head[8:30] != b"serialization::archive":
+        return "not a boost archive (no 'serialization::archive' signature at byte 8)"
+    version = struct.unpack("<H", head[30:32])[0]
+    if version != 10:
+        return f"boost archive library version {version}; only version 10 is known"
+    return "archive header sizes or byte order differ from hexactrl's (expected int 4, long 8, little endian)"
+
+
+def _fast_frames(buf: memoryview) -> Frames | None:
+    """Records at a fixed 392-byte stride; None when the checks fail."""
+    body = len(buf) - FIRST_OBJECT
+    full, rest = divmod(body, RECORD_BYTES)
+    if rest not in (0, RECORD_NO_TAIL.itemsize):
+        return None
+    recs = np.frombuffer(buf, dtype=RECORD, count=full, offset=FIRST_OBJECT)
+    if rest:
+        last = np.frombuffer(buf, dtype=RECORD_NO_TAIL, count=1, offset=FIRST_OBJECT + full * RECORD_BYTES)
+    else:
+        last = np.zeros(0, dtype=RECORD_NO_TAIL)
+    n = full + len(last)
+    if np.any(recs["tail"]):
+        return None
+    for field in ("n0", "n1"):
+        if np.any(recs[field] != HALF_WORDS) or np.any(last[field] != HALF_WORDS):
+            return None
+    words = np.empty((n, 2, HALF_WORDS), dtype=np.uint32)
+    words[:full, 0], words[:full, 1] = recs["h0"], recs["h1"]
+    words[full:, 0], words[full:, 1] = last["h0"], last["h1"]
+    event = np.concatenate([recs["event"], last["event"]])
+    chip = np.concatenate([recs["chip"], last["chip"]])
+    if np.any(chip < 0) or np.any(chip > 63):
+        return None
+    return Frames(event, chip, words)
+
+
+def _general_frames(buf: memoryview, source: str) -> Frames:
+    """Object by object, for streams that the fixed stride does not fit."""
+    pos, size = FIRST_OBJECT, len(buf)
+    events, chips, halves = [], [], []
+    while pos < size:
+        start = pos
+        if size - pos < 16:
+            raise RawFormatError(f"stream ends inside the record at byte {start}", file=source)
+        event, chip, n0 = struct.unpack_from("<iiQ", buf, pos)
+        pos += 16
+        pair = []
+        for half in (0, 1):
+            if half:
+                if size - pos < 8:
+                    raise RawFormatError(f"stream ends inside the record at byte {start}", file=source)
+                (n0,) = struct.unpack_from("<Q", buf, pos)
+                pos += 8
+            if n0 != HALF_WORDS:
+                raise RawFormatError(f"half {half} of the record at byte {start} has {n0} words; "
+                                     f"only {HALF_WORDS}-word halves are known", file=source)
+            if size - pos < 4 * HALF_WORDS:
+                raise RawFormatError(f"stream ends inside the record at byte {start}", file=source)
+            pair.append(np.frombuffer(buf, dtype="<u4", count=HALF_WORDS, offset=pos))
+            pos += 4 * HALF_WORDS
+        if size - pos >= TAIL_BYTES:
+            for _ in range(5):
+                (count,) = struct.unpack_from("<Q", buf, pos)
+                pos += 8 + 4 * count
+        elif pos != size:
+            raise RawFormatError(f"{size - pos} stray bytes after the record at byte {start}", file=source)
+        events.append(event)
+        chips.append(chip)
+        halves.append(pair)
+    words = np.array(halves, dtype=np.uint32).reshape(len(halves), 2, HALF_WORDS)
+    return Frames(np.array(events, dtype=np.int32), np.array(chips, dtype=np.int32), words)
+
+
+# --- half frames -------------------------------------------------------------
+
+@dataclass
+class Halves:
+    """Header fields and quality of every half: arrays of shape (records, 2)."""
+
+    header: np.ndarray
+    crc_ok: np.ndarray
+    corruption: np.ndarray
+
+    @property
+    def good(self) -> np.ndarray:
+        return self.corruption == 0
+
+
+def check_halves(frames: Frames) -> Halves:
+    """Header check, CRC check and corruption code (format section 4) of each half."""
+    n = len(frames)
+    header = frames.words[:, :, 0]
+    valid = ((header >> 28) == 5) & ((header & 0xF) == 5)
+    syndrome = crc_of_words(frames.words[:, :, :40].reshape(2 * n, 40)).reshape(n, 2)
+    crc_ok = syndrome == 0
+    corruption = (~valid).astype(np.uint8) + 2 * (~crc_ok).astype(np.uint8) \
+        + ((header >> 2) & 0b11100).astype(np.uint8)
+    return Halves(header, crc_ok, corruption)
+
+
+def decompress_tot(raw: np.ndarray) -> np.ndarray:
+    """10-bit TOT field -> 12-bit TOT (bit 9 set: 8-count steps)."""
+    raw = raw.astype(np.uint16)
+    return np.where(raw & 0x200, (raw & 0x1FF) << 3, raw).astype(np.uint16)
+
+
+def channel_fields(frames: Frames, characterisation: np.ndarray):
+    """ADC, ADC(BX-1), raw TOT, TOA and flags of the 37 channel slots.
+
+    Arrays of shape (records, 2, 37). `characterisation[chip, half]` chooses
+    the layout: characterisation mode ADC|TOT|TOA = P3|P2|P1; normal mode
+    ADC = P2 unless Tc, TOT = P2 if Tc, ADC(BX-1) = P3, TOA = P1.
+    """
+    w = frames.words[:, :, CHANNEL_WORDS]
+    p1 = (w & 0x3FF).astype(np.uint16)
+    p2 = ((w >> 10) & 0x3FF).astype(np.uint16)
+    p3 = ((w >> 20) & 0x3FF).astype(np.uint16)
+    tc = (w >> 31).astype(bool)
+    flags = (w >> 30).astype(np.uint8)
+    char = characterisation[frames.chip][:, :, None]
+    if char.all():
+        return p3, np.zeros_like(p3), p2, p1, flags
+    zero = np.zeros_like(p2)
+    adc = np.where(char, p3, np.where(tc, zero, p2))
+    adcm = np.where(char, zero, p3)
+    tot = np.where(char | tc, p2, zero)
+    return adc, adcm, tot, p1, flags
+
+
+def common_mode(frames: Frames) -> tuple[np.ndarray, np.ndarray]:
+    cm = frames.words[:, :, 1]
+    return ((cm >> 10) & 0x3FF).astype(np.uint16), (cm & 0x3FF).astype(np.uint16)
+
+
+# --- encoding ------------------------------------------------------------------
+
+def make_header(bx: np.ndarray, event_counter: np.ndarray, orbit: np.ndarray | int = 0) -> np.ndarray:
+    return (np.uint32(5 << 28) | ((np.asarray(bx, np.uint32) & 0xFFF) << 16)
+            | ((np.asarray(event_counter, np.uint32) & 0x3F) << 10)
+            | ((np.asarray(orbit, np.uint32) & 0x7) << 7) | np.uint32(5))
+
+
+def make_channel_words(adc, tot, toa, flags) -> np.ndarray:
+    """Characterisation-mode channel words: Tc Tp | ADC | TOT | TOA."""
+    return ((np.asarray(flags, np.uint32) << 30) | (np.asarray(adc, np.uint32) << 20)
+            | (np.asarray(tot, np.uint32) << 10) | np.asarray(toa, np.uint32))
+
+
+def build_halves(header: np.ndarray, cm_word: np.ndarray, channels: np.ndarray) -> np.ndarray:
+    """Complete 41-word halves (with CRC and idle word) from their parts.
+
+    header, cm_word: shape (...,); channels: shape (..., 37) in slot order.
+    """
+    shape = header.shape
+    words = np.zeros(shape + (HALF_WORDS,), dtype=np.uint32)
+    words[..., 0] = header
+    words[..., 1] = cm_word
+    words[..., CHANNEL_WORDS] = channels
+    flat = words.reshape(-1, HALF_WORDS)
+    flat[:, 39] = crc_of_words(flat[:, :39])
+    flat[:, 40] = IDLE_WORD
+    return words
+
+
+def encode_records(event: np.ndarray, chip: np.ndarray, words: np.ndarray,
+                   first: bool = True, last: bool = True) -> bytes:
+    """Raw-format bytes of records; `first` adds the archive header and preamble,
+    `last` leaves out the tail of the final record, as hexactrl-sw does."""
+    n = len(event)
+    recs = np.zeros(n, dtype=RECORD)
+    recs["event"], recs["chip"] = event, chip
+    recs["n0"] = recs["n1"] = HALF_WORDS
+    recs["h0"], recs["h1"] = words[:, 0], words[:, 1]
+    body = recs.tobytes()
+    if last and n:
+        body = body[:-TAIL_BYTES]
+    return (ARCHIVE_HEADER + PREAMBLE if first else b"") + body

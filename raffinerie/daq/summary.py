@@ -1,0 +1,178 @@
+"""Per-channel statistics and the event table of a run.
+
+One summary row per (chip, half, slot): 36 channels, the calibration channel
+and two common-mode values per half, so 234 rows for an LD hexaboard, in the
+order of hexactrl's run summaries. Only good halves (corruption 0) count.
+
+ADC, TOT and TOA are small integers, so every statistic comes from one
+histogram per quantity (a single `bincount` over all channels at once):
+quantiles are read off cumulative counts instead of sorting each channel.
+Quantiles use linear interpolation between order statistics (numpy's
+default). TOT and TOA statistics are over the events in which they fired
+(field > 0); with none, they are NaN. Standard deviations are population
+ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from raffinerie.daq.rawformat import SLOTS, Frames, Halves, channel_fields, check_halves, common_mode, \
+    decompress_tot
+
+SUMMARY_COLUMNS = [
+    "chip", "half", "channel", "channeltype", "n_events",
+    "adc_median", "adc_iqr", "tot_median", "tot_iqr", "toa_median", "toa_iqr",
+    "adc_mean", "adc_stdd", "tot_mean", "tot_stdd", "toa_mean", "toa_stdd",
+    "tot_efficiency", "tot_efficiency_error", "toa_efficiency", "toa_efficiency_error",
+]
+EVENT_COLUMNS = ["event", "chip", "half", "channel", "channeltype", "adc", "adcm", "toa", "tot",
+                 "totflag", "corruption", "bxcounter", "eventcounter", "orbitcounter"]
+
+# TOT bins are ordered by decompressed value (the 10-bit code is not monotonic
+# in it), so that cumulative counts run in value order for every quantity
+_TOT_BY_CODE = decompress_tot(np.arange(1024)).astype(np.int64)
+_TOT_ORDER = np.argsort(_TOT_BY_CODE, kind="stable")
+_TOT_BIN_OF_CODE = np.argsort(_TOT_ORDER).astype(np.int64)
+_TOT_BIN_VALUES = _TOT_BY_CODE[_TOT_ORDER]
+_PLAIN_BIN_VALUES = np.arange(1024, dtype=np.int64)
+
+
+def slot_identity(n_chips: int) -> dict[str, np.ndarray]:
+    """chip, half, channel, channeltype of every summary row (format section 5)."""
+    chip = np.repeat(np.arange(n_chips), 2 * SLOTS)
+    half = np.tile(np.repeat(np.arange(2), SLOTS), n_chips)
+    slot = np.tile(np.arange(SLOTS), 2 * n_chips)
+    channel = np.where(slot < 36, 36 * half + slot, np.where(slot == 36, half, 2 * half + slot - 37))
+    channeltype = np.where(slot < 36, 0, np.where(slot == 36, 1, 100))
+    return {"chip": chip.astype(np.int16), "half": half.astype(np.int8),
+            "channel": channel.astype(np.int16), "channeltype": channeltype.astype(np.int16)}
+
+
+def _slot_values(frames: Frames, characterisation: np.ndarray, full: bool = False):
+    """ADC, raw TOT, TOA (and with `full` ADC(BX-1) and flags) of all 39 slots.
+
+    Arrays of shape (records, 2, 39); the CM slots have no TDC values.
+    """
+    adc, adcm, tot, toa, flags = channel_fields(frames, characterisation)
+    cm0, cm1 = common_mode(frames)
+    pad = np.zeros((len(frames), 2, 2), dtype=np.uint16)
+    out = [np.concatenate([adc, cm0[:, :, None], cm1[:, :, None]], axis=2),
+           np.concatenate([tot, pad], axis=2), np.concatenate([toa, pad], axis=2)]
+    if full:
+        out += [np.concatenate([adcm, pad], axis=2),
+                np.concatenate([flags, pad.astype(np.uint8)], axis=2)]
+    return out
+
+
+def _stats(bins: np.ndarray, keep: np.ndarray, frames: Frames, n_chips: int,
+           bin_values: np.ndarray) -> dict[str, np.ndarray]:
+    """n, mean, population std, median and IQR of the kept entries of each slot.
+
+    bins: (records, 2, SLOTS) bin numbers, increasing with the value, which is
+    bin_values[bin]. The histogram of each slot spans only the bins between
+    its smallest and largest entry, all slots in one bincount; only its
+    occupied bins are visited. Sums are exact (integers below 2**53).
+    """
+    n_groups = n_chips * 2 * SLOTS
+    lo = np.zeros((n_chips, 2, SLOTS), dtype=np.int64)
+    hi = np.full((n_chips, 2, SLOTS), -1, dtype=np.int64)
+    for chip in range(n_chips):  # per-slot bin range
+        rows = frames.chip == chip
+        if rows.any():
+            b, k = bins[rows], keep[rows]
+            lo[chip] = np.where(k, b, 1 << 30).min(axis=0)
+            hi[chip] = np.where(k, b, -1).max(axis=0)
+    lo, hi = lo.ravel(), hi.ravel()
+    width = np.maximum(hi - lo + 1, 0)
+    offset = np.cumsum(width) - width
+    group = (frames.chip[:, None, None] * 2 + np.arange(2)[None, :, None]) * SLOTS \
+        + np.arange(SLOTS)[None, None, :]
+    keys = (offset - lo)[group] + bins
+    counts = np.bincount(keys[keep], minlength=int(width.sum()))
+    occupied = np.flatnonzero(counts)
+    c = counts[occupied]
+    group_of = np.searchsorted(offset + width, occupied, side="right")
+    value = bin_values[occupied - offset[group_of] + lo[group_of]]
+    n = np.bincount(group_of, weights=c, minlength=n_groups).astype(np.int64)
+    s1 = np.bincount(group_of, weights=c * value, minlength=n_groups).astype(np.int64)
+    s2 = np.bincount(group_of, weights=c * value * value, minlength=n_groups).astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s1 / n
+        std = np.sqrt((n * s2 - s1 * s1).astype(np.float64)) / n
+    cum = np.cumsum(c)
+    start = np.cumsum(n) - n
+    last = np.maximum(n - 1, 0)
+
+    def value_at(rank: np.ndarray) -> np.ndarray:
+        if not len(value):
+            return np.zeros(n_groups)
+        return value[np.minimum(np.searchsorted(cum, start + rank, side="right"), len(value) - 1)]
+
+    def quantile(q: float) -> np.ndarray:
+        pos = q * last
+        low = np.floor(pos).astype(np.int64)
+        below, above = value_at(low), value_at(np.minimum(low + 1, last))
+        return np.where(n > 0, below + (pos - low) * (above - below), np.nan)
+
+    return {"n": n, "mean": mean, "std": std, "median": quantile(0.5),
+            "iqr": quantile(0.75) - quantile(0.25)}
+
+
+def summarize(frames: Frames, characterisation: np.ndarray, halves: Halves | None = None,
+              n_chips: int | None = None) -> dict[str, np.ndarray]:
+    """The summary table (SUMMARY_COLUMNS) of a run, as numpy columns."""
+    halves = halves or check_halves(frames)
+    n_chips = n_chips or max(frames.n_chips, 1)
+    adc, tot, toa = _slot_values(frames, characterisation)
+    good = np.broadcast_to(halves.good[:, :, None], adc.shape)
+    a = _stats(adc.astype(np.int64), good, frames, n_chips, _PLAIN_BIN_VALUES)
+    t = _stats(_TOT_BIN_OF_CODE[tot], good & (tot > 0), frames, n_chips, _TOT_BIN_VALUES)
+    o = _stats(toa.astype(np.int64), good & (toa > 0), frames, n_chips, _PLAIN_BIN_VALUES)
+    n = a["n"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tot_eff, toa_eff = t["n"] / n, o["n"] / n
+        tot_err = np.sqrt(tot_eff * (1 - tot_eff) / n)
+        toa_err = np.sqrt(toa_eff * (1 - toa_eff) / n)
+    table = slot_identity(n_chips)
+    table.update({
+        "n_events": n.astype(np.int32),
+        "adc_median": a["median"], "adc_iqr": a["iqr"],
+        "tot_median": t["median"], "tot_iqr": t["iqr"],
+        "toa_median": o["median"], "toa_iqr": o["iqr"],
+        "adc_mean": a["mean"], "adc_stdd": a["std"],
+        "tot_mean": t["mean"], "tot_stdd": t["std"],
+        "toa_mean": o["mean"], "toa_stdd": o["std"],
+        "tot_efficiency": tot_eff, "tot_efficiency_error": tot_err,
+        "toa_efficiency": toa_eff, "toa_efficiency_error": toa_err,
+    })
+    return table
+
+
+def event_table(frames: Frames, characterisation: np.ndarray,
+                halves: Halves | None = None) -> dict[str, np.ndarray]:
+    """One row per (event, chip, half, slot): EVENT_COLUMNS as numpy columns."""
+    halves = halves or check_halves(frames)
+    n = len(frames)
+    adc, tot, toa, adcm, flags = _slot_values(frames, characterisation, full=True)
+    ident = slot_identity(max(frames.n_chips, 1))
+    per_chip = 2 * SLOTS
+    index = (frames.chip[:, None] * per_chip + np.arange(per_chip)[None, :]).ravel()
+    header = halves.header
+
+    def per_slot(values: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(values[:, :, None], (n, 2, SLOTS)).ravel()
+
+    return {
+        "event": np.repeat(frames.event, per_chip),
+        "chip": np.repeat(frames.chip, per_chip).astype(np.int16),
+        "half": ident["half"][index],
+        "channel": ident["channel"][index],
+        "channeltype": ident["channeltype"][index],
+        "adc": adc.ravel(), "adcm": adcm.ravel(), "toa": toa.ravel(),
+        "tot": decompress_tot(tot).ravel(), "totflag": flags.ravel(),
+        "corruption": per_slot(halves.corruption),
+        "bxcounter": per_slot(((header >> 16) & 0xFFF).astype(np.uint16)),
+        "eventcounter": per_slot(((header >> 10) & 0x3F).astype(np.uint8)),
+        "orbitcounter": per_slot(((header >> 7) & 0x7).astype(np.uint8)),
+    }
