@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="channel-word layout for every chip, instead of a run configuration")
         q.add_argument("-o", "--output", metavar="OUT.csv", help="write CSV here (default: stdout)")
         q.set_defaults(func=_raw)
+
+    from raffinerie.cli import emulate
+
+    emulate.add_parser(sub)
     return parser
 
 

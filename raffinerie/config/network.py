@@ -30,12 +30,13 @@ class Host:
 
 @dataclass(frozen=True)
 class Network:
-    file: Path
+    file: Path | None
     server: Host
     target: Host
     client: Host | None
     board: str
     timeout: float
+    data: Host | None = None  # the data stream; default: server host, daq zmqPushPull_port
 
 
 def emulator_identity(seed: int = DEFAULT_SEED) -> str:
@@ -57,7 +58,7 @@ def load_network(path: Path) -> Network:
     target = host("target")
     return Network(path, host("server"), target, host("client"),
                    doc.get("board") or f"board@{target.hostname}",
-                   float(doc.get("timeout", DEFAULT_TIMEOUT)))
+                   float(doc.get("timeout", DEFAULT_TIMEOUT)), host("data"))
 
 
 def identity(network: Network | None, seed: int = DEFAULT_SEED) -> str:

@@ -1,0 +1,1 @@
+"""The HGCROCv3 hexaboard emulator: register model, response model, zmq servers."""

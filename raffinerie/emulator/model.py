@@ -1,0 +1,223 @@
+"""The response model of an emulated LD hexaboard (hgcroc-physics.md).
+
+Per-channel mismatches (pedestal, gain, thresholds, timewalk) are drawn once
+from the seed, so one seed is one board. Each run draws its noise from the
+seed, the configuration and how often that configuration ran before, so the
+same commands always give the same data. Everything is computed on arrays of
+shape (events, chips, halves, 37 channel slots) at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from raffinerie.daq.rawformat import build_halves, encode_records, make_header
+from raffinerie.emulator.registers import RegisterFile
+
+SLOTS = 37                    # 36 channels + the calibration channel per half
+HIGH_RANGE_FC = 1.953         # injected charge per Calib step, 8 pF
+LOW_RANGE_FC = 0.122          # 0.5 pF
+TAU_NS = 13.0                 # shaper time constant
+PHASE_NS = 25.0 / 16          # one phase_strobe step
+TOA_LSB_PER_PHASE = 64.3      # measured on the real board
+ADC_SATURATION = 3000.0       # preamp: amplitudes saturate smoothly towards this
+TOT_THRESHOLD_CALIB = 200.0   # TOT onset (HighRange Calib units) at Tot_vref 700
+TOT_SLOPE = 0.79              # TOT counts per Calib step above threshold
+TOT_INTERCEPT = 80.0          # where the straight line crosses 0
+TOA_THRESHOLD_FC = 15.0       # at Toa_vref 400
+TIMEWALK_LSB = 69.0           # TOA delay of a 250 fC pulse relative to a huge one
+BX_COUNTER = 44
+COMMON_MODE_NOISE = 0.35      # ADC, shared by the channels of a half in each event
+RECORDS_PER_MESSAGE = 96
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """Abramowitz & Stegun 7.1.26 (error < 1.5e-7), vectorised."""
+    sign = np.sign(x)
+    x = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return sign * (1.0 - poly * np.exp(-x * x))
+
+
+def pulse_shape(t_ns: np.ndarray) -> np.ndarray:
+    """CR-RC² shape h(t) = (t/τ)² exp(2(1 - t/τ)), 1 at the peak t = τ."""
+    x = np.maximum(t_ns, 0.0) / TAU_NS
+    return x * x * np.exp(2.0 * (1.0 - x))
+
+
+def compress_tot(tot: np.ndarray) -> np.ndarray:
+    """12-bit TOT -> 10-bit field: above 511, bit 9 set and 8-count steps."""
+    tot = np.clip(tot, 0, 4095).astype(np.uint32)
+    return np.where(tot >= 512, 0x200 | (tot >> 3), tot).astype(np.uint32)
+
+
+class Board:
+    """One emulated board: its mismatches, drawn from the seed."""
+
+    def __init__(self, seed: int, n_chips: int = 3):
+        self.seed, self.n_chips = seed, n_chips
+        rng = np.random.default_rng([seed, 0x4843524F43])
+        shape = (n_chips, 2, SLOTS)
+        self.chip_offset = rng.normal(0.0, 9.0, (n_chips, 1, 1))
+        self.pedestal_offset = rng.normal(0.0, 20.0, shape)
+        self.pedestal_offset[:, :, 36] = rng.normal(-12.0, 12.0, (n_chips, 2))  # calib channels
+        self.noise = np.clip(rng.normal(1.0, 0.09, shape), 0.8, 1.3)
+        self.noise[:, :, 36] = 0.93
+        self.cm_pedestal = rng.normal(265.0, 18.0, (n_chips, 2, 2))
+        self.gain = rng.normal(1.0, 0.03, shape)
+        self.trim_slope = rng.normal(1.5, 0.08, shape)        # ADC per trim_inv step
+        self.residual = np.clip(rng.normal(5.0, 3.0, shape), 0, None)  # Calib-equivalent at DAC 0
+        self.toa_threshold = rng.normal(0.0, 1.5, shape)      # fC
+        self.tot_threshold = rng.normal(0.0, 8.0, shape)      # Calib units
+        self.tot_slope = rng.normal(1.0, 0.03, shape)
+        self.timewalk = np.clip(rng.normal(1.0, 0.15, shape), 0.6, 1.4)
+        self.toa_offset = rng.uniform(0, 1024, (n_chips, 2, 1))
+        self.event_counter = int(rng.integers(0, 64))
+
+    # -- configuration -> per-slot physics -----------------------------------
+
+    def _slots(self, regs: RegisterFile, name: str) -> np.ndarray:
+        ch = regs.get("ch", name).reshape(self.n_chips, 2, 36)
+        return np.concatenate([ch, regs.get("calib", name)[:, :, None]], axis=2)
+
+    def _halves(self, regs: RegisterFile, block: str, name: str) -> np.ndarray:
+        return regs.get(block, name)[:, :, None].astype(np.float64)
+
+    def state(self, regs: RegisterFile, injecting: bool) -> dict:
+        """Per-slot pedestal, charge, gain, thresholds from the registers."""
+        half = lambda block, name: self._halves(regs, block, name)  # noqa: E731
+        slot = lambda name: self._slots(regs, name).astype(np.float64)  # noqa: E731
+        # half baseline from the reference voltages: linear, saturating at the ends
+        linear = 272.0 + 0.9 * (half("ReferenceVoltage", "Inv_vref") - 300) \
+            - 0.6 * (half("ReferenceVoltage", "Noinv_vref") - 100)
+        baseline = 512.0 + 480.0 * np.tanh((linear - 512.0) / 480.0)
+        pedestal = baseline + self.chip_offset + self.pedestal_offset - self.trim_slope * slot("trim_inv")
+        per_step = HIGH_RANGE_FC * slot("HighRange") + LOW_RANGE_FC * slot("LowRange")
+        on = (half("ReferenceVoltage", "IntCtest") > 0) & injecting
+        calib = half("ReferenceVoltage", "Calib")
+        charge = np.where(on, per_step * (calib + self.residual * (slot("HighRange") > 0)), 0.0)
+        fsc = _full_scale(half("GlobalAnalog", "Cf"), half("GlobalAnalog", "Cf_comp"),
+                          half("GlobalAnalog", "Rf"))
+        toa_thr = TOA_THRESHOLD_FC * (1 + 0.004 * (half("ReferenceVoltage", "Toa_vref") - 400)) \
+            - 0.3 * slot("trim_toa") + self.toa_threshold
+        tot_thr = TOT_THRESHOLD_CALIB * (1 + 0.0025 * (half("ReferenceVoltage", "Tot_vref") - 700)) \
+            - 2.0 * slot("trim_tot") + self.tot_threshold
+        phase = regs.get("Top", "phase_strobe")[:, 0].astype(np.float64)[:, None, None]
+        return {
+            "pedestal": pedestal, "charge": charge, "gain": 1024.0 / fsc * self.gain,
+            "toa_threshold": np.maximum(toa_thr, 2.0), "tot_threshold": tot_thr,
+            "phase": phase, "off": slot("Channel_off") > 0,
+            "characterisation": regs.get("DigitalHalf", "CalibrationSC") > 0,
+        }
+
+    # -- one run ----------------------------------------------------------------
+
+    def run(self, regs: RegisterFile, daq: dict, occurrence: int, bitslip: float = 0.0,
+            events: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(event, chip, words) of every record of one run."""
+        server = daq.get("server", {}) if isinstance(daq, dict) else {}
+        n_events = int(events if events is not None else server.get("NEvents", 1000))
+        s = self.state(regs, _injecting(server))
+        rng = np.random.default_rng([self.seed, _config_seed(regs, server), occurrence])
+        adc, tot, toa, common = self._sample(s, rng, n_events)
+        words = self._words(s, adc, tot, toa, common, rng, n_events)
+        if bitslip > 0:
+            words = _bit_slip(words, rng.random(words.shape[:2]) < bitslip)
+        event = np.repeat(np.arange(n_events, dtype=np.int32), self.n_chips)
+        chip = np.tile(np.arange(self.n_chips, dtype=np.int32), n_events)
+        return event, chip, words.reshape(n_events * self.n_chips, 2, -1)
+
+    def _sample(self, s: dict, rng, n: int):
+        shape = (n,) + s["pedestal"].shape
+        t = TAU_NS + (s["phase"] - 2.0) * PHASE_NS
+        h = pulse_shape(t)
+        linear = s["gain"] * s["charge"]
+        amplitude = ADC_SATURATION * np.tanh(linear / ADC_SATURATION)
+        xtalk = np.zeros_like(linear)
+        xtalk[:, :, 1:36] += 0.0028 * linear[:, :, 0:35]
+        xtalk[:, :, 2:36] += 0.0020 * linear[:, :, 0:34]
+        common = rng.normal(0.0, COMMON_MODE_NOISE, (n,) + s["pedestal"].shape[:2] + (1,))
+        own = np.sqrt(np.maximum(self.noise ** 2 - COMMON_MODE_NOISE ** 2, 0.01))
+        noise = rng.standard_normal(shape) * own
+        adc = s["pedestal"] + (amplitude + xtalk) * h + common + noise
+        adc = np.where(s["off"], 0, np.clip(np.rint(adc), 0, 1023)).astype(np.uint32)
+        q = s["charge"]
+        calib_units = q / HIGH_RANGE_FC
+        tot_fires = (calib_units > s["tot_threshold"]) & ~s["off"]
+        tot = TOT_SLOPE * self.tot_slope * (calib_units - TOT_INTERCEPT) \
+            - 90.0 * np.exp(-(calib_units - s["tot_threshold"]) / 91.0)
+        tot = np.where(tot_fires, np.maximum(tot, 1.0), 0.0)
+        tot = np.broadcast_to(tot, shape) + np.where(tot_fires, rng.normal(0.0, 2.5, shape), 0.0)
+        tot = np.where(tot_fires, np.clip(np.rint(tot), 1, 4095), 0).astype(np.uint32)
+        p_fire = 0.5 * (1.0 + erf((q - s["toa_threshold"]) / np.sqrt(2.0)))
+        toa_fires = (rng.random(shape) < p_fire) & ~s["off"]
+        walk = TIMEWALK_LSB * self.timewalk * np.sqrt(250.0 / np.maximum(q, 1e-3))
+        arrival = self.toa_offset + TOA_LSB_PER_PHASE * s["phase"] + walk
+        toa = np.rint(arrival + rng.normal(0.0, 0.5, shape)) % 1024
+        toa = np.where(toa_fires, toa, 0).astype(np.uint32)
+        return adc, tot, toa, common
+
+    def _words(self, s: dict, adc, tot, toa, common, rng, n: int) -> np.ndarray:
+        """41-word halves, shape (events, chips, 2, 41), in each half's mode."""
+        fired = tot > 0
+        char = s["characterisation"][None, :, :, None]
+        flags = np.where(fired, 3, 0).astype(np.uint32)
+        # normal mode: P2 holds TOT when Tc, else the ADC; P3 the previous BX's ADC
+        previous = np.clip(np.rint(s["pedestal"] + rng.normal(0, 1.0, adc.shape)), 0, 1023).astype(np.uint32)
+        p3 = np.where(char, adc, previous)
+        p2 = np.where(char, compress_tot(tot), np.where(fired, compress_tot(tot), adc))
+        channels = (flags << 30) | (p3 << 20) | (p2 << 10) | toa
+        cm = np.clip(np.rint(self.cm_pedestal[None] + 2.5 * common
+                             + rng.normal(0.0, 1.7, (n,) + self.cm_pedestal.shape)), 0, 1023).astype(np.uint32)
+        cm_word = (cm[..., 0] << 10) | cm[..., 1]
+        counter = (self.event_counter + np.arange(n)) % 64
+        self.event_counter = int((self.event_counter + n) % 64)
+        header = np.broadcast_to(make_header(BX_COUNTER, counter)[:, None, None], cm_word.shape)
+        return build_halves(np.ascontiguousarray(header), cm_word, channels)
+
+
+def _full_scale(cf: np.ndarray, cf_comp: np.ndarray, rf: np.ndarray) -> np.ndarray:
+    """Preamp full scale (fC): 80 / 160 / 320 for (Cf, Cf_comp, Rf) = (4,0,4) / (4,2,5) / (8,3,12)."""
+    fsc = 160.0 * np.maximum(cf + cf_comp, 1) / 6.0
+    fsc = np.where((cf == 4) & (cf_comp == 0), 80.0, fsc)
+    fsc = np.where((cf == 4) & (cf_comp == 2), 160.0, fsc)
+    return np.where((cf == 8) & (cf_comp == 3), 320.0, fsc)
+
+
+def _injecting(server: dict) -> bool:
+    """Calibration pulses are sent when an enabled L1A generator has flavor CALPULINT."""
+    gens = server.get("l1a_generator_settings") or []
+    return any(isinstance(g, dict) and g.get("enable") and g.get("flavor") == "CALPULINT" for g in gens)
+
+
+def _config_seed(regs: RegisterFile, server: dict) -> int:
+    h = hashlib.sha256()
+    for key in sorted(regs.values):
+        h.update(repr(key).encode())
+        h.update(regs.values[key].tobytes())
+    h.update(repr(sorted((str(k), repr(v)) for k, v in server.items())).encode())
+    return int.from_bytes(h.digest()[:8], "little")
+
+
+def _bit_slip(words: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """2-bit serial-link slip of the chosen records, as in the real corrupt runs."""
+    out = words.copy()
+    w = words[which].astype(np.uint64)                # (k, 2, 41)
+    nxt = np.concatenate([w[..., 1:], np.zeros(w.shape[:-1] + (1,), np.uint64)], axis=-1)
+    out[which] = (((w << np.uint64(2)) & np.uint64(0xFFFFFFFF)) | (nxt >> np.uint64(30))).astype(np.uint32)
+    return out
+
+
+def messages(event: np.ndarray, chip: np.ndarray, words: np.ndarray,
+             per_message: int = RECORDS_PER_MESSAGE) -> list[bytes]:
+    """The raw-format byte stream of a run, cut into data messages."""
+    n = len(event)
+    out = []
+    for start in range(0, n, per_message):
+        stop = min(start + per_message, n)
+        out.append(encode_records(event[start:stop], chip[start:stop], words[start:stop],
+                                  first=start == 0, last=stop == n))
+    return out or [encode_records(event, chip, words)]

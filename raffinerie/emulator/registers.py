@@ -1,0 +1,116 @@
+"""The emulated chips' registers, built from raffinerie's parameter table.
+
+Values live in one integer array per (block, parameter), shape (chips,
+instances), so the response model reads them without walking dicts. A
+write is checked whole before anything changes: an unknown chip, block,
+index or parameter, or a value that does not fit its register, is refused
+with a message naming the place.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from raffinerie.config.parameters import ParameterTable, load_table
+from raffinerie.config.tree import norm_key
+
+_CHIP = re.compile(r"^roc_s(\d+)$")
+# HalfWise writes go to the channel fields of every channel of the half
+_CHANNELS_PER_HALF = 36
+
+
+class RegisterError(ValueError):
+    """A write the chips refuse; the message names the place."""
+
+
+class RegisterFile:
+    def __init__(self, n_chips: int = 3, table: ParameterTable | None = None):
+        self.table = table or load_table()
+        self.n_chips = n_chips
+        self.values: dict[tuple[str, str], np.ndarray] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Power-on state."""
+        for (block, name), param in self.table.parameters.items():
+            shape = (self.n_chips, self.table.instances[block])
+            self.values[(block, name)] = np.full(shape, param.default, dtype=np.int64)
+
+    def get(self, block: str, name: str) -> np.ndarray:
+        return self.values[(block, name)]
+
+    def write(self, config: dict) -> None:
+        """Apply a (partial) target config; all or nothing."""
+        writes = list(self._writes(config))
+        for block, name, chip, index, value in writes:
+            self.values[(block, name)][chip, index] = value
+            if block == "HalfWise" and ("ch", name) in self.values:
+                start = index * _CHANNELS_PER_HALF
+                self.values[("ch", name)][chip, start:start + _CHANNELS_PER_HALF] = value
+
+    def _writes(self, config):
+        if not isinstance(config, dict):
+            raise RegisterError(f"target config must be a mapping, got {type(config).__name__}")
+        for chip_key, blocks in config.items():
+            if chip_key in ("hostname", "port"):
+                continue
+            m = _CHIP.match(str(chip_key))
+            if not m or int(m.group(1)) >= self.n_chips:
+                raise RegisterError(f"{chip_key}: no such chip (this board has roc_s0..roc_s{self.n_chips - 1})")
+            chip = int(m.group(1))
+            yield from self._chip_writes(chip, chip_key, blocks)
+
+    def _chip_writes(self, chip: int, chip_key, blocks):
+        if not isinstance(blocks, dict):
+            raise RegisterError(f"{chip_key}: expected a mapping of blocks")
+        for block, instances in blocks.items():
+            if block not in self.table.instances:
+                raise RegisterError(f"{chip_key}.{block}: unknown block")
+            if not isinstance(instances, dict):
+                raise RegisterError(f"{chip_key}.{block}: expected a mapping of instances")
+            for index, params in instances.items():
+                index = norm_key(index)
+                where = f"{chip_key}.{block}.{index}"
+                if not isinstance(index, int) or not 0 <= index < self.table.instances[block]:
+                    raise RegisterError(f"{where}: no such {block} instance")
+                if not isinstance(params, dict):
+                    raise RegisterError(f"{where}: expected a mapping of parameters")
+                for name, value in params.items():
+                    param = self.table.parameters.get((block, name))
+                    if param is None:
+                        raise RegisterError(f"{where}.{name}: unknown parameter")
+                    problem = self.table.check((chip_key, block, index, name), value)
+                    if problem:
+                        raise RegisterError(f"{where}.{name}: {problem}")
+                    yield block, name, chip, index, value
+
+    def read(self, request: dict | None = None) -> dict:
+        """Current values: all of them, or those named in `request` (same shape)."""
+        if not request:
+            return {f"roc_s{chip}": self._chip_dict(chip) for chip in range(self.n_chips)}
+        out: dict = {}
+        for chip_key, blocks in request.items():
+            m = _CHIP.match(str(chip_key))
+            if not m or int(m.group(1)) >= self.n_chips:
+                raise RegisterError(f"{chip_key}: no such chip")
+            chip = int(m.group(1))
+            full = self._chip_dict(chip)
+            if not isinstance(blocks, dict):
+                out[chip_key] = full
+                continue
+            out[chip_key] = {}
+            for block, instances in blocks.items():
+                if block not in full:
+                    raise RegisterError(f"{chip_key}.{block}: unknown block")
+                out[chip_key][block] = full[block] if not isinstance(instances, dict) else {
+                    norm_key(i): full[block].get(norm_key(i), {}) for i in instances}
+        return out
+
+    def _chip_dict(self, chip: int) -> dict:
+        out: dict = {}
+        for (block, name), arr in self.values.items():
+            for index in range(arr.shape[1]):
+                out.setdefault(block, {}).setdefault(index, {})[name] = int(arr[chip, index])
+        return out
