@@ -131,45 +131,60 @@ class Board:
         return event, chip, words.reshape(n_events * self.n_chips, 2, -1)
 
     def _sample(self, s: dict, rng, n: int):
+        """ADC, TOT and TOA of every event and slot, and the common-mode term.
+
+        Per-slot quantities are computed once; per-event random numbers are
+        drawn only where they matter (TOT and TOA only in slots that can fire).
+        """
         shape = (n,) + s["pedestal"].shape
-        t = TAU_NS + (s["phase"] - 2.0) * PHASE_NS
-        h = pulse_shape(t)
+        h = pulse_shape(TAU_NS + (s["phase"] - 2.0) * PHASE_NS)
         linear = s["gain"] * s["charge"]
         amplitude = ADC_SATURATION * np.tanh(linear / ADC_SATURATION)
         xtalk = np.zeros_like(linear)
         xtalk[:, :, 1:36] += 0.0028 * linear[:, :, 0:35]
         xtalk[:, :, 2:36] += 0.0020 * linear[:, :, 0:34]
-        common = rng.normal(0.0, COMMON_MODE_NOISE, (n,) + s["pedestal"].shape[:2] + (1,))
-        own = np.sqrt(np.maximum(self.noise ** 2 - COMMON_MODE_NOISE ** 2, 0.01))
-        noise = rng.standard_normal(shape) * own
-        adc = s["pedestal"] + (amplitude + xtalk) * h + common + noise
-        adc = np.where(s["off"], 0, np.clip(np.rint(adc), 0, 1023)).astype(np.uint32)
+        mean = (s["pedestal"] + (amplitude + xtalk) * h).astype(np.float32)
+        common = rng.standard_normal((n,) + shape[1:3] + (1,), dtype=np.float32) * COMMON_MODE_NOISE
+        own = np.sqrt(np.maximum(self.noise ** 2 - COMMON_MODE_NOISE ** 2, 0.01)).astype(np.float32)
+        adc = rng.standard_normal(shape, dtype=np.float32)
+        adc *= own
+        adc += mean
+        adc += common
+        adc = np.clip(np.rint(adc), 0, 1023).astype(np.uint32)
+        adc[:, s["off"]] = 0
         q = s["charge"]
         calib_units = q / HIGH_RANGE_FC
-        tot_fires = (calib_units > s["tot_threshold"]) & ~s["off"]
-        tot = TOT_SLOPE * self.tot_slope * (calib_units - TOT_INTERCEPT) \
+        tot_slot = TOT_SLOPE * self.tot_slope * (calib_units - TOT_INTERCEPT) \
             - 90.0 * np.exp(-(calib_units - s["tot_threshold"]) / 91.0)
-        tot = np.where(tot_fires, np.maximum(tot, 1.0), 0.0)
-        tot = np.broadcast_to(tot, shape) + np.where(tot_fires, rng.normal(0.0, 2.5, shape), 0.0)
-        tot = np.where(tot_fires, np.clip(np.rint(tot), 1, 4095), 0).astype(np.uint32)
+        tot = np.zeros(shape, dtype=np.uint32)
+        fires = (calib_units > s["tot_threshold"]) & ~s["off"]
+        if fires.any():
+            jitter = rng.normal(0.0, 2.5, (n, int(fires.sum())))
+            tot[:, fires] = np.clip(np.rint(np.maximum(tot_slot[fires], 1.0) + jitter), 1, 4095)
+        toa = np.zeros(shape, dtype=np.uint32)
         p_fire = 0.5 * (1.0 + erf((q - s["toa_threshold"]) / np.sqrt(2.0)))
-        toa_fires = (rng.random(shape) < p_fire) & ~s["off"]
-        walk = TIMEWALK_LSB * self.timewalk * np.sqrt(250.0 / np.maximum(q, 1e-3))
-        arrival = self.toa_offset + TOA_LSB_PER_PHASE * s["phase"] + walk
-        toa = np.rint(arrival + rng.normal(0.0, 0.5, shape)) % 1024
-        toa = np.where(toa_fires, toa, 0).astype(np.uint32)
+        can_fire = (p_fire > 1e-9) & ~s["off"]
+        if can_fire.any():
+            walk = TIMEWALK_LSB * self.timewalk * np.sqrt(250.0 / np.maximum(q, 1e-3))
+            arrival = (self.toa_offset + TOA_LSB_PER_PHASE * s["phase"] + walk)[can_fire]
+            k = int(can_fire.sum())
+            values = np.rint(arrival + rng.normal(0.0, 0.5, (n, k))) % 1024
+            fired = rng.random((n, k)) < p_fire[can_fire]
+            toa[:, can_fire] = np.where(fired, values, 0)
         return adc, tot, toa, common
 
     def _words(self, s: dict, adc, tot, toa, common, rng, n: int) -> np.ndarray:
         """41-word halves, shape (events, chips, 2, 41), in each half's mode."""
         fired = tot > 0
-        char = s["characterisation"][None, :, :, None]
-        flags = np.where(fired, 3, 0).astype(np.uint32)
-        # normal mode: P2 holds TOT when Tc, else the ADC; P3 the previous BX's ADC
-        previous = np.clip(np.rint(s["pedestal"] + rng.normal(0, 1.0, adc.shape)), 0, 1023).astype(np.uint32)
-        p3 = np.where(char, adc, previous)
-        p2 = np.where(char, compress_tot(tot), np.where(fired, compress_tot(tot), adc))
-        channels = (flags << 30) | (p3 << 20) | (p2 << 10) | toa
+        code = compress_tot(tot)
+        if s["characterisation"].all():
+            p3, p2 = adc, code
+        else:  # normal mode: P2 holds TOT when Tc, else the ADC; P3 the previous BX's ADC
+            char = s["characterisation"][None, :, :, None]
+            previous = np.clip(np.rint(s["pedestal"] + rng.normal(0, 1.0, adc.shape)), 0, 1023)
+            p3 = np.where(char, adc, previous.astype(np.uint32))
+            p2 = np.where(char | fired, code, adc)
+        channels = (fired.astype(np.uint32) * 3 << 30) | (p3 << 20) | (p2 << 10) | toa
         cm = np.clip(np.rint(self.cm_pedestal[None] + 2.5 * common
                              + rng.normal(0.0, 1.7, (n,) + self.cm_pedestal.shape)), 0, 1023).astype(np.uint32)
         cm_word = (cm[..., 0] << 10) | cm[..., 1]
