@@ -60,7 +60,7 @@ def plan_command(args) -> int:
     lib, files = load_valid(args)
     network = load_network(Path(args.network)) if args.network else None
     cache = CacheIndex(cache_root(lib.main, args.cache))
-    plan = make_plan(lib, args.name, identity(network), cache, files)
+    plan = make_plan(lib, args.name, identity(network, args.seed), cache, files)
     if args.json:
         json.dump(plan_json(plan), sys.stdout, indent=1)
         print()

@@ -28,6 +28,8 @@ def _add_backend(p: argparse.ArgumentParser) -> None:
                    help="cache directory (default: $RAFF_CACHE or .raffinerie-cache/ beside MAIN)")
     p.add_argument("--network", metavar="FILE",
                    help="network file naming the backend hosts (default: the embedded emulator)")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of the embedded emulator's board (default 0); part of every key")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("-o", "--output", metavar="OUT.csv", help="write CSV here (default: stdout)")
         q.set_defaults(func=_raw)
 
-    from raffinerie.cli import emulate
+    from raffinerie.cli import build, emulate
 
+    build.add_parsers(sub, _add_config, _add_backend)
     emulate.add_parser(sub)
     return parser
 

@@ -34,6 +34,8 @@ def config_diff(current: dict, wanted: dict) -> dict:
     out = {}
     for key, value in wanted.items():
         old = current.get(key, _MISSING) if isinstance(current, dict) else _MISSING
+        if old is value:
+            continue  # shared, untouched branch of consecutive points' configs
         if isinstance(value, dict) and isinstance(old, dict):
             sub = config_diff(old, value)
             if sub:

@@ -33,7 +33,7 @@ EVENT_COLUMNS = ["event", "chip", "half", "channel", "channeltype", "adc", "adcm
 # in it), so that cumulative counts run in value order for every quantity
 _TOT_BY_CODE = decompress_tot(np.arange(1024)).astype(np.int64)
 _TOT_ORDER = np.argsort(_TOT_BY_CODE, kind="stable")
-_TOT_BIN_OF_CODE = np.argsort(_TOT_ORDER).astype(np.int64)
+_TOT_BIN_OF_CODE = np.argsort(_TOT_ORDER).astype(np.int32)
 _TOT_BIN_VALUES = _TOT_BY_CODE[_TOT_ORDER]
 _PLAIN_BIN_VALUES = np.arange(1024, dtype=np.int64)
 
@@ -75,20 +75,29 @@ def _stats(bins: np.ndarray, keep: np.ndarray, frames: Frames, n_chips: int,
     occupied bins are visited. Sums are exact (integers below 2**53).
     """
     n_groups = n_chips * 2 * SLOTS
-    lo = np.zeros((n_chips, 2, SLOTS), dtype=np.int64)
-    hi = np.full((n_chips, 2, SLOTS), -1, dtype=np.int64)
-    for chip in range(n_chips):  # per-slot bin range
-        rows = frames.chip == chip
-        if rows.any():
-            b, k = bins[rows], keep[rows]
-            lo[chip] = np.where(k, b, 1 << 30).min(axis=0)
-            hi[chip] = np.where(k, b, -1).max(axis=0)
-    lo, hi = lo.ravel(), hi.ravel()
+    regular = _regular(frames, n_chips)
+    if regular:  # records cycle through the chips: one row of groups per event
+        bins, keep = bins.reshape(-1, n_groups), keep.reshape(-1, n_groups)
+        lo = np.where(keep, bins, 1 << 30).min(axis=0, initial=1 << 30)
+        hi = np.where(keep, bins, -1).max(axis=0, initial=-1)
+    else:
+        lo = np.full((n_chips, 2, SLOTS), 1 << 30, dtype=np.int64)
+        hi = np.full((n_chips, 2, SLOTS), -1, dtype=np.int64)
+        for chip in range(n_chips):  # per-slot bin range
+            rows = frames.chip == chip
+            if rows.any():
+                lo[chip] = np.where(keep[rows], bins[rows], 1 << 30).min(axis=0)
+                hi[chip] = np.where(keep[rows], bins[rows], -1).max(axis=0)
+        lo, hi = lo.ravel(), hi.ravel()
+    lo = np.where(hi >= 0, lo, 0).astype(np.int64)
     width = np.maximum(hi - lo + 1, 0)
     offset = np.cumsum(width) - width
-    group = (frames.chip[:, None, None] * 2 + np.arange(2)[None, :, None]) * SLOTS \
-        + np.arange(SLOTS)[None, None, :]
-    keys = (offset - lo)[group] + bins
+    if regular:
+        keys = bins + (offset - lo)[None, :]
+    else:
+        group = (frames.chip[:, None, None] * 2 + np.arange(2)[None, :, None]) * SLOTS \
+            + np.arange(SLOTS)[None, None, :]
+        keys = (offset - lo)[group] + bins
     counts = np.bincount(keys[keep], minlength=int(width.sum()))
     occupied = np.flatnonzero(counts)
     c = counts[occupied]
@@ -119,6 +128,12 @@ def _stats(bins: np.ndarray, keep: np.ndarray, frames: Frames, n_chips: int,
             "iqr": quantile(0.75) - quantile(0.25)}
 
 
+def _regular(frames: Frames, n_chips: int) -> bool:
+    n = len(frames)
+    return n % n_chips == 0 and bool(np.array_equal(
+        frames.chip, np.tile(np.arange(n_chips, dtype=frames.chip.dtype), n // n_chips)))
+
+
 def summarize(frames: Frames, characterisation: np.ndarray, halves: Halves | None = None,
               n_chips: int | None = None) -> dict[str, np.ndarray]:
     """The summary table (SUMMARY_COLUMNS) of a run, as numpy columns."""
@@ -126,9 +141,9 @@ def summarize(frames: Frames, characterisation: np.ndarray, halves: Halves | Non
     n_chips = n_chips or max(frames.n_chips, 1)
     adc, tot, toa = _slot_values(frames, characterisation)
     good = np.broadcast_to(halves.good[:, :, None], adc.shape)
-    a = _stats(adc.astype(np.int64), good, frames, n_chips, _PLAIN_BIN_VALUES)
+    a = _stats(adc.astype(np.int32), good, frames, n_chips, _PLAIN_BIN_VALUES)
     t = _stats(_TOT_BIN_OF_CODE[tot], good & (tot > 0), frames, n_chips, _TOT_BIN_VALUES)
-    o = _stats(toa.astype(np.int64), good & (toa > 0), frames, n_chips, _PLAIN_BIN_VALUES)
+    o = _stats(toa.astype(np.int32), good & (toa > 0), frames, n_chips, _PLAIN_BIN_VALUES)
     n = a["n"]
     with np.errstate(invalid="ignore", divide="ignore"):
         tot_eff, toa_eff = t["n"] / n, o["n"] / n

@@ -46,6 +46,7 @@ class PointSet:
     keys: bytearray = field(default_factory=bytearray)    # KEY_SIZE bytes per point
     cached: bytearray = field(default_factory=bytearray)  # 1 per cached point
     waiting_for: str | None = None
+    identity: str = ""               # target identity in the keys
 
     @property
     def total(self) -> int:
@@ -188,7 +189,7 @@ class _Planner:
             base = base_config(proc, self.files, calibration)
             if base is None:
                 raise ConfigErrors(self.files.diagnostics)
-        points = PointSet(proc, expand(proc), base, waiting_for=waiting)
+        points = PointSet(proc, expand(proc), base, waiting_for=waiting, identity=self.plan.identity)
         if base is not None:
             self._hash_points(points)
         self.plan.points[proc.name] = points
@@ -201,7 +202,7 @@ class _Planner:
     def _hash_points(self, points: PointSet) -> None:
         scan, proc = points.scan, points.procedure
         hasher = ScanHasher(points.base, [(a.places, a.values) for a in scan.axes],
-                            self.plan.identity, proc.mode, scan.repeat)
+                            points.identity, proc.mode, scan.repeat)
         known = self.cache.keys("measurements")
         keys, cached = points.keys, points.cached
         for key in hasher.keys():

@@ -1,0 +1,237 @@
+"""`raff build`, `raff show`, `raff export` and `raff cache`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from raffinerie.cli.commands import load_valid
+from raffinerie.config.network import identity, load_network
+from raffinerie.errors import RaffError
+from raffinerie.graph.plan import CACHED, make_plan
+from raffinerie.store.layout import KINDS, cache_root
+
+
+def _store(args, lib):
+    from raffinerie.store.store import Store
+
+    return Store(cache_root(lib.main, args.cache))
+
+
+def _network(args):
+    return load_network(Path(args.network)) if getattr(args, "network", None) else None
+
+
+def build_command(args) -> int:
+    from raffinerie.build.executor import Builder
+    from raffinerie.build.progress import Progress
+
+    lib, files = load_valid(args)
+    store = _store(args, lib)
+    progress = Progress(quiet=args.quiet)
+    runner = _runner(args, lib, store)
+    builder = Builder(lib, files, store, progress, _network(args), args.seed, runner)
+    report = builder.build(args.name)
+    if report.did_nothing:
+        print(f"{args.name} is up to date")
+    else:
+        print(f"{args.name}: {report.acquired} points acquired, {report.datasets} datasets and "
+              f"{report.analyses} analyses built in {report.seconds:.1f} s")
+    if args.profile and report.timer.seconds:
+        total = sum(report.timer.seconds.values())
+        for stage, seconds in sorted(report.timer.seconds.items(), key=lambda kv: -kv[1]):
+            print(f"  {stage:36} {seconds:8.2f} s  {100 * seconds / total:5.1f} %")
+    return 0
+
+
+def _runner(args, lib, store):
+    from raffinerie.build.executor import output_dir
+
+    try:
+        from raffinerie.analysis.runner import AnalysisRunner
+    except ImportError:
+        return None
+    return AnalysisRunner(lib, store, lambda name: output_dir(lib.main, args.output, name),
+                          getattr(args, "analysis_path", None), getattr(args, "workers", 1))
+
+
+def _dataset(args):
+    """(lib, store, plan node, key) of the built dataset of procedure NAME."""
+    lib, files = load_valid(args)
+    store = _store(args, lib)
+    proc = lib.procedures.get(args.name)
+    if proc is None or proc.kind != "daq":
+        known = ", ".join(sorted(n for n, p in lib.procedures.items() if p.kind == "daq"))
+        raise RaffError(f"'{args.name}' is not a daq procedure of this library; daq procedures: {known}",
+                        file=lib.main)
+    plan = make_plan(lib, args.name, identity(_network(args), args.seed), store.index(), files)
+    node = plan.nodes[f"dataset:{args.name}"]
+    if node.status != CACHED:
+        raise RaffError(f"the dataset of '{args.name}' is not built ({node.reason}); "
+                        f"run `raff build {args.name}`", file=lib.main)
+    return lib, store, node
+
+
+def show_command(args) -> int:
+    import pandas as pd
+
+    lib, store, node = _dataset(args)
+    meta = store.meta("datasets", node.key)
+    frame = pd.DataFrame(store.read_dataset(node.key))
+    print(f"dataset of {args.name}: {frame.shape[0]} rows x {frame.shape[1]} columns "
+          f"from {meta['points']} points")
+    print(f"cached at {store.path('datasets', node.key)}")
+    scan_axes = ", ".join(meta.get("axes") or []) or "none"
+    print(f"scan axes: {scan_axes}")
+    print("columns: " + ", ".join(frame.columns))
+    with pd.option_context("display.width", 160, "display.max_columns", 14):
+        print(frame.head(args.rows).to_string(max_cols=14))
+    return 0
+
+
+def export_command(args) -> int:
+    lib, store, node = _dataset(args)
+    out = Path(args.output)
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".zarr", ".root"):
+        raise RaffError("export format must be .csv, .zarr or .root", file=out)
+    columns = store.read_dataset(node.key)
+    try:
+        if suffix == ".csv":
+            import pandas as pd
+
+            pd.DataFrame(columns).to_csv(out, index=False)
+        elif suffix == ".zarr":
+            if out.exists():
+                raise RaffError("already exists; remove it or choose another name", file=out)
+            shutil.copytree(store.path("datasets", node.key) / "table", out)
+        else:
+            import uproot
+
+            with uproot.recreate(out) as f:
+                f["dataset"] = {name: values for name, values in columns.items()}
+    except OSError as exc:
+        raise RaffError(f"cannot write: {exc.strerror}", file=out) from None
+    rows = len(next(iter(columns.values())))
+    print(f"{out}: {rows} rows x {len(columns)} columns")
+    return 0
+
+
+def cache_command(args) -> int:
+    lib, files = load_valid(args)
+    store = _store(args, lib)
+    if args.cache_command == "ls":
+        return _cache_ls(store)
+    if args.cache_command == "verify":
+        damaged = store.verify()
+        for d in damaged:
+            print(f"{store.path(d.kind, d.key)}: damaged: {d.problem}; moved to quarantine/, "
+                  "the next build acquires it again" if d.kind == "measurements" else
+                  f"{store.path(d.kind, d.key)}: damaged: {d.problem}; moved to quarantine/")
+        usage = store.usage()
+        print(f"{store.root}: {sum(n for n, _ in usage.values())} entries verified, {len(damaged)} damaged")
+        return 1 if damaged else 0
+    return _cache_gc(args, lib, files, store)
+
+
+def _cache_ls(store) -> int:
+    from raffinerie.cli.render import human_bytes
+
+    usage = store.usage()
+    print(f"cache {store.root}")
+    for kind in KINDS:
+        count, size = usage[kind]
+        print(f"  {kind:13} {count:7} entries  {human_bytes(size):>10}")
+    names = store.root / "names"
+    for kind in ("datasets", "analyses"):
+        folder = names / kind
+        if folder.is_dir():
+            for record in sorted(folder.glob("*.json")):
+                doc = json.loads(record.read_text())
+                print(f"  {kind[:-1] if kind == 'datasets' else 'analysis'} {doc['name']}: {doc['key'][:16]}")
+    return 0
+
+
+def _cache_gc(args, lib, files, store) -> int:
+    from raffinerie.cli.render import human_bytes
+    from raffinerie.store.zarrio import tree_size
+
+    net = identity(_network(args), args.seed)
+    needed = {kind: set() for kind in KINDS}
+    index = store.index()
+    for name in lib.procedures:
+        plan = make_plan(lib, name, net, index, files)
+        for points in plan.points.values():
+            keys = points.keys.hex()
+            needed["measurements"].update(keys[i:i + 64] for i in range(0, len(keys), 64))
+        for node in plan.nodes.values():
+            if node.key and node.kind in ("dataset", "analysis"):
+                needed["datasets" if node.kind == "dataset" else "analyses"].add(node.key)
+    kinds = KINDS if args.include_measurements else ("datasets", "analyses")
+    doomed = [(kind, key, path) for kind in kinds for key, path in store.entries(kind)
+              if key not in needed[kind]]
+    size = sum(tree_size(p) for _, _, p in doomed)
+    for kind, key, path in doomed:
+        print(f"{'removing' if args.yes else 'would remove'} {kind[:-1] if kind != 'analyses' else 'analysis'} {key[:16]}  {path}")
+    for path in store.stale_tmp():
+        print(f"{'removing' if args.yes else 'would remove'} unfinished {path}")
+        if args.yes:
+            shutil.rmtree(path, ignore_errors=True)
+    if args.yes:
+        for kind, key, _ in doomed:
+            store.remove(kind, key)
+    verb = "removed" if args.yes else "would remove (dry run; --yes to delete)"
+    kept = "" if args.include_measurements else "; measurements are kept (--include-measurements removes unneeded ones)"
+    print(f"{verb}: {len(doomed)} entries, {human_bytes(size)}{kept}")
+    return 0
+
+
+def add_parsers(sub, add_config, add_backend) -> None:
+    p = sub.add_parser("build", help="bring a procedure or workflow up to date",
+                       description="Acquire the points the cache lacks (on the embedded emulator, or "
+                                   "the backend of --network), build datasets and run analyses whose "
+                                   "inputs changed. Ctrl-C stops after the point in flight; everything "
+                                   "acquired is kept.")
+    p.add_argument("name", metavar="NAME", help="procedure or workflow")
+    add_config(p)
+    add_backend(p)
+    p.add_argument("-w", "--workers", type=int, default=1, metavar="N",
+                   help="run up to N analyses in parallel (acquisition stays serial)")
+    p.add_argument("-o", "--output", metavar="DIR", help="where analysis outputs appear (default raff-out/)")
+    p.add_argument("-a", "--analysis-path", metavar="PATH",
+                   help="a package directory or .py file with user analyses")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--profile", action="store_true", help="print where acquisition time went")
+    p.set_defaults(func=build_command)
+
+    p = sub.add_parser("show", help="describe the dataset of a daq procedure",
+                       description="Shape, columns, first rows and cache location of a built dataset.")
+    p.add_argument("name", metavar="NAME")
+    add_config(p)
+    add_backend(p)
+    p.add_argument("-n", "--rows", type=int, default=5, help="rows to show (5)")
+    p.set_defaults(func=show_command)
+
+    p = sub.add_parser("export", help="write the dataset of a daq procedure to .csv, .zarr or .root")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.csv, FILE.zarr or FILE.root")
+    add_config(p)
+    add_backend(p)
+    p.set_defaults(func=export_command)
+
+    p = sub.add_parser("cache", help="inspect and maintain the cache (ls, verify, gc)")
+    cache_sub = p.add_subparsers(dest="cache_command", metavar="ACTION")
+    cache_sub.required = True
+    for name, text in (("ls", "what the cache holds and its size"),
+                       ("verify", "re-hash every entry; damaged ones go to quarantine/ and count as missing"),
+                       ("gc", "remove what no procedure of the library needs (dry run unless --yes)")):
+        q = cache_sub.add_parser(name, help=text, description=text)
+        add_config(q)
+        add_backend(q)
+        if name == "gc":
+            q.add_argument("--yes", action="store_true", help="really delete")
+            q.add_argument("--include-measurements", action="store_true",
+                           help="also remove measurements no procedure needs (acquired data!)")
+        q.set_defaults(func=cache_command)
+
