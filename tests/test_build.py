@@ -255,7 +255,7 @@ def test_corrupt_halves_are_recorded_not_fatal(raff, libdir, faulty_emulator):
     net = faulty_emulator("--bitslip", "0.05")
     assert raff("build", "scan", "-c", main, "--network", net).code == 0
     cache = libdir.root / ".raffinerie-cache"
-    metas = [json.loads(p.read_text()) for p in (cache / "measurements").glob("*/*/meta.json")]
+    metas = [json.loads(p.read_text())["attributes"] for p in (cache / "measurements").glob("*/*/zarr.json")]
     assert len(metas) == 3 and all(m["corrupt_halves"] > 0 for m in metas)
     assert all(m["identity"] == "test-board" for m in metas)
 
@@ -264,12 +264,12 @@ def test_verify_quarantines_damage_and_the_next_build_reacquires(raff, libdir):
     main = libdir.main(libdir.daq(parameters=SCAN % 300))
     cache = libdir.root / ".raffinerie-cache"
     assert raff("build", "scan", "-c", main).code == 0
-    victim = sorted((cache / "measurements").glob("*/*/summary/adc_mean/0"))[0]
+    victim = sorted((cache / "measurements").glob("*/*/summary/0.0"))[0]
     data = bytearray(victim.read_bytes())
     data[10] ^= 0xFF
     victim.write_bytes(bytes(data))
     result = raff("cache", "verify", "-c", main)
-    assert result.code == 1 and "damaged: content changed: summary/adc_mean/0" in result.out
+    assert result.code == 1 and "damaged: content changed: summary/0.0" in result.out
     assert plan(raff, main, "scan")["summary"]["to_acquire"] == 1
     assert raff("build", "scan", "-c", main).code == 0
     assert raff("cache", "verify", "-c", main).code == 0

@@ -26,7 +26,8 @@ import numpy as np
 
 from raffinerie import __version__
 from raffinerie.store.layout import KINDS, CacheIndex, entry_dir
-from raffinerie.store.zarrio import ZarrFormatError, compress, read_table, tree_size, write_table
+from raffinerie.store.zarrio import (ZarrFormatError, compress, read_array, read_group, read_table,
+                                     tree_size, write_array, write_group, write_table)
 
 MANIFEST = "manifest.json"
 
@@ -116,34 +117,58 @@ class Store:
 
     def put_measurement(self, key: bytes, summary: dict, raw: bytes, meta: dict,
                         events: dict | None = None, raw_compressed: bytes | None = None) -> bool:
-        """Commit a measurement; `raw_compressed` is `zarrio.compress(raw)` if already done."""
+        """Commit a measurement; `raw_compressed` is `zarrio.compress(raw)` if already done.
+
+        Layout (a Zarr v3 group, its attributes the metadata): `summary`, one
+        2-D float64 array (columns x rows; names and dtypes in the attributes,
+        so a point is one file, not one per column); `raw`, the raw bytes,
+        zstd-compressed; `events/` in events mode, one array per column.
+        """
         packed = raw_compressed if raw_compressed is not None else compress(raw)
+        names = list(summary)
+        attributes = {"key": key.hex(), "raffinerie": __version__, **meta,
+                      "summary_columns": names,
+                      "summary_dtypes": [np.asarray(summary[n]).dtype.str for n in names]}
 
         def write(folder: Path, digests: dict) -> None:
-            write_table(folder / "summary", summary, digests=digests)
+            table = np.vstack([np.asarray(summary[n], dtype=np.float64) for n in names])
+            members = {"summary": write_array(folder / "summary", table, digests=digests),
+                       "raw": write_array(folder / "raw", digests=digests,
+                                          encoded=(np.uint8, (len(raw),), packed))}
             if events is not None:
-                write_table(folder / "events", events, compress=True, digests=digests)
-            write_table(folder / "raw", {}, digests=digests, encoded={"bytes": (np.uint8, len(raw), packed)})
-            _write_json(folder / "meta.json", {"key": key.hex(), "raffinerie": __version__, **meta}, digests)
+                write_table(folder / "events", events, compressed=True, digests=digests)
+                _, event_members = read_group(folder / "events")
+                members["events"] = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}})
+                members.update({f"events/{n}": json.dumps(m) for n, m in event_members.items()})
+            write_group(folder, attributes, members, digests)
         return self.commit("measurements", key, write)
 
     def read_summary(self, key: bytes | str, columns: list[str] | None = None) -> dict[str, np.ndarray]:
-        return read_table(self.path("measurements", key) / "summary", columns)[0]
+        folder = self.path("measurements", key)
+        attributes, members = read_group(folder)
+        table = read_array(folder / "summary", members.get("summary"))
+        names, dtypes = attributes["summary_columns"], attributes["summary_dtypes"]
+        wanted = set(columns) if columns is not None else None
+        return {n: table[i].astype(dtypes[i]) for i, n in enumerate(names)
+                if wanted is None or n in wanted}
 
     def read_events(self, key: bytes | str) -> dict[str, np.ndarray]:
         return read_table(self.path("measurements", key) / "events")[0]
 
     def read_raw(self, key: bytes | str) -> bytes:
-        return read_table(self.path("measurements", key) / "raw")[0]["bytes"].tobytes()
+        return read_array(self.path("measurements", key) / "raw").tobytes()
 
     def meta(self, kind: str, key: bytes | str) -> dict:
-        return json.loads((self.path(kind, key) / "meta.json").read_text())
+        folder = self.path(kind, key)
+        if (folder / "meta.json").is_file():
+            return json.loads((folder / "meta.json").read_text())
+        return read_group(folder)[0]
 
     # -- datasets -------------------------------------------------------------------
 
     def put_dataset(self, key: bytes, columns: dict[str, np.ndarray], meta: dict) -> bool:
         def write(folder: Path, digests: dict) -> None:
-            write_table(folder / "table", columns, compress=True, digests=digests)
+            write_table(folder / "table", columns, compressed=True, digests=digests)
             _write_json(folder / "meta.json", {"key": key.hex(), "raffinerie": __version__, **meta}, digests)
         return self.commit("datasets", key, write)
 
@@ -268,8 +293,9 @@ def _check_manifest(folder: Path) -> str | None:
 
 def _check_tables(folder: Path) -> str | None:
     try:
-        read_table(folder / "summary")
-        read_table(folder / "raw")
-    except (ZarrFormatError, OSError, ValueError) as exc:
+        attributes, members = read_group(folder)
+        read_array(folder / "summary", members["summary"])
+        read_array(folder / "raw", members["raw"])
+    except (ZarrFormatError, OSError, ValueError, KeyError) as exc:
         return f"unreadable table: {exc}"
     return None
