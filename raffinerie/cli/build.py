@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from raffinerie.cli.commands import load_valid
@@ -187,7 +188,36 @@ def _cache_gc(args, lib, files, store) -> int:
     return 0
 
 
+def import_command(args) -> int:
+    from raffinerie.build.importer import import_runs
+    from raffinerie.build.progress import Progress
+    from raffinerie.cli.commands import main_path
+
+    main = main_path(args)
+    root = cache_root(main, args.cache)
+    report = import_runs(Path(args.folder), args.name, main, root, args.board, Progress(quiet=args.quiet))
+    for line in report.skipped:
+        print(f"warning: {line}", file=sys.stderr)
+    axes = ", ".join(report.axes) or "none"
+    print(f"{args.name}: {report.imported} runs imported, {report.already} already in the cache, "
+          f"{len(report.skipped)} skipped; axes: {axes}")
+    print(f"procedure written to {report.library} and included in {main}")
+    return 0
+
+
 def add_parsers(sub, add_config, add_backend) -> None:
+    p = sub.add_parser("import", help="bring existing hexactrl runs (.raw + .yaml) into the cache",
+                       description="Import pairs X.raw + X.yaml from FOLDER as measurements keyed by "
+                                   "their configurations, and record a procedure NAME (axes inferred from "
+                                   "what differs between the runs) in a library the main config includes.")
+    p.add_argument("folder", metavar="FOLDER")
+    p.add_argument("--name", required=True, help="name of the procedure to create")
+    p.add_argument("--board", help="identity of the board the runs were taken on (part of the keys)")
+    p.add_argument("--cache", metavar="DIR", help="cache directory")
+    p.add_argument("--quiet", action="store_true")
+    add_config(p)
+    p.set_defaults(func=import_command)
+
     p = sub.add_parser("build", help="bring a procedure or workflow up to date",
                        description="Acquire the points the cache lacks (on the embedded emulator, or "
                                    "the backend of --network), build datasets and run analyses whose "

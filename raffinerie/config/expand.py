@@ -36,9 +36,12 @@ class Axis:
 class Scan:
     axes: tuple[Axis, ...]
     repeat: int = 1
+    explicit: tuple[tuple[int, ...], ...] | None = None  # value-index tuples, instead of the product
 
     @property
     def coordinates_total(self) -> int:
+        if self.explicit is not None:
+            return len(self.explicit)
         return math.prod(len(a.values) for a in self.axes)
 
     @property
@@ -48,10 +51,26 @@ class Scan:
 
     def coordinates(self) -> Iterator[tuple]:
         """The value of every axis for each coordinate, in scan order."""
+        if self.explicit is not None:
+            return (self._values(index) for index in self.explicit)
         return itertools.product(*(a.values for a in self.axes))
+
+    def _values(self, index: tuple[int, ...]) -> tuple:
+        return tuple(a.values[i] for a, i in zip(self.axes, index))
+
+    def explicit_repeats(self) -> list[int]:
+        """Repeat index of each explicit point: how often it came before."""
+        seen: dict[tuple, int] = {}
+        out = []
+        for index in self.explicit or ():
+            out.append(seen.get(index, 0))
+            seen[index] = out[-1] + 1
+        return out
 
     def coordinate(self, i: int) -> tuple:
         """The i-th coordinate, without walking the ones before it."""
+        if self.explicit is not None:
+            return self._values(self.explicit[i])
         out = []
         for axis in reversed(self.axes):
             i, r = divmod(i, len(axis.values))
@@ -75,6 +94,8 @@ def expand(proc: DaqProcedure) -> Scan:
     names = axis_names(proc.parameters)
     axes = tuple(Axis(name, tuple(place_of(p) for p in param.places()), param.values, param.origin)
                  for name, param in zip(names, proc.parameters))
+    if proc.points is not None:
+        return Scan(axes, 1, tuple(proc.points))
     return Scan(axes, proc.repeat)
 
 

@@ -94,9 +94,12 @@ class ScanHasher:
     """
 
     def __init__(self, base: dict, axes: Sequence[tuple[Sequence[tuple], Sequence]],
-                 identity: str, mode: str, repeat: int = 1):
+                 identity: str, mode: str, repeat: int = 1,
+                 explicit: Sequence[tuple[int, ...]] | None = None,
+                 explicit_repeats: Sequence[int] | None = None):
         self.sizes = [len(values) for _, values in axes]
         self.total = math.prod(self.sizes)
+        self.explicit, self.explicit_repeats = explicit, explicit_repeats
         self.repeat = repeat
         self.tail = point_tail(identity, mode)
         self.root = _Node()
@@ -207,6 +210,15 @@ class ScanHasher:
         if n == 0:
             yield self.base_digest
             return
+        if self.explicit is not None:
+            prev: tuple | None = None
+            for idx in self.explicit:
+                j = 0 if prev is None else next((a for a in range(n) if idx[a] != prev[a]), n)
+                if j < n or prev is None:
+                    digest_now = self._step(list(idx), j)
+                prev = idx
+                yield digest_now
+            return
         if self.total == 0:
             return
         sizes, idx, j = self.sizes, [0] * n, 0
@@ -225,6 +237,10 @@ class ScanHasher:
 
     def keys(self) -> Iterator[bytes]:
         tail, repeat = self.tail, self.repeat
+        if self.explicit is not None:
+            for config, r in zip(self.config_digests(), self.explicit_repeats):
+                yield finish_key(config, tail, r)
+            return
         for config in self.config_digests():
             for r in range(repeat):
                 yield finish_key(config, tail, r)

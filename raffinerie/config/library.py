@@ -40,8 +40,11 @@ class ScanParameter:
     levels: list             # each level a key or a list of keys (fan-out)
     values: range | list
     origin: Origin
+    paths: list[tuple] | None = None   # explicit places (`keys:`) instead of levels
 
     def places(self) -> list[tuple]:
+        if self.paths is not None:
+            return list(self.paths)
         paths: list[tuple] = [()]
         for level in self.levels:
             options = level if isinstance(level, list) else [level]
@@ -64,6 +67,9 @@ class DaqProcedure:
     mode: str = "summary"
     repeat: int = 1
     data_columns: list[str] | None = None
+    points: list[tuple] | None = None   # explicit value-index tuples instead of the product
+    identity: str | None = None         # target identity of the keys (imported data)
+    imported: dict | None = None        # provenance of imported runs; never acquired again
     kind = "daq"
 
     def dependencies(self) -> list[str]:
@@ -211,7 +217,7 @@ def _build(entry: dict, origin: Origin, report) -> Procedure:
             parameters=dict(entry.get("parameters") or {}))
     target, daq = entry["target_settings"], entry["daq_settings"]
     init = target.get("initial_config")
-    return DaqProcedure(
+    proc = DaqProcedure(
         name=entry["name"], origin=origin,
         power_on_default=base / target["power_on_default"],
         initial_config=base / init if init else None,
@@ -225,10 +231,35 @@ def _build(entry: dict, origin: Origin, report) -> Procedure:
         mode=entry.get("mode", "summary"),
         repeat=entry.get("repeat", 1),
         data_columns=entry.get("data_columns"),
+        identity=entry.get("identity"),
+        imported=entry.get("imported"),
     )
+    if entry.get("points") is not None:
+        proc.points = _points(entry["points"], proc.parameters, origin.at("points"), report)
+    return proc
+
+
+def _points(entries: list, params: list[ScanParameter], origin: Origin, report) -> list[tuple]:
+    """Explicit points as value-index tuples; a repeated point is a repeat."""
+    lookup = [{repr(v): i for i, v in enumerate(p.values)} for p in params]
+    out = []
+    for n, entry in enumerate(entries):
+        if len(entry) != len(params):
+            report(origin.at(n).error(f"point has {len(entry)} values for {len(params)} parameters"))
+            continue
+        index = tuple(table.get(repr(v)) for table, v in zip(lookup, entry))
+        if None in index:
+            bad = index.index(None)
+            report(origin.at(n, bad).error(f"{entry[bad]!r} is not among the values of parameter {bad}"))
+            continue
+        out.append(index)
+    return out
 
 
 def _parameter(entry: dict, origin: Origin, report) -> ScanParameter:
+    if "keys" in entry:
+        paths = [tuple(norm_key(k) for k in path) for path in entry["keys"]]
+        return ScanParameter([paths[0][-1]], list(entry["values"]), origin, paths)
     levels = [[norm_key(k) for k in level] if isinstance(level, list) else norm_key(level)
               for level in entry["key"]]
     if "values" in entry:

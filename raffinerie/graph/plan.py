@@ -69,8 +69,15 @@ class PointSet:
 
     def coordinate(self, i: int) -> tuple[tuple, int]:
         """(axis values, repeat index) of point i."""
+        if self.scan.explicit is not None:
+            return self.scan.coordinate(i), self.repeats()[i]
         c, r = divmod(i, self.scan.repeat)
         return self.scan.coordinate(c), r
+
+    def repeats(self) -> list[int]:
+        if not hasattr(self, "_repeats"):
+            self._repeats = self.scan.explicit_repeats()
+        return self._repeats
 
     def events_per_point(self) -> int:
         server = (self.base or {}).get("daq", {}).get("server", {})
@@ -189,7 +196,8 @@ class _Planner:
             base = base_config(proc, self.files, calibration)
             if base is None:
                 raise ConfigErrors(self.files.diagnostics)
-        points = PointSet(proc, expand(proc), base, waiting_for=waiting, identity=self.plan.identity)
+        points = PointSet(proc, expand(proc), base, waiting_for=waiting,
+                          identity=proc.identity or self.plan.identity)
         if base is not None:
             self._hash_points(points)
         self.plan.points[proc.name] = points
@@ -202,7 +210,8 @@ class _Planner:
     def _hash_points(self, points: PointSet) -> None:
         scan, proc = points.scan, points.procedure
         hasher = ScanHasher(points.base, [(a.places, a.values) for a in scan.axes],
-                            points.identity, proc.mode, scan.repeat)
+                            points.identity, proc.mode, scan.repeat, scan.explicit,
+                            points.repeats() if scan.explicit is not None else None)
         known = self.cache.keys("measurements")
         keys, cached = points.keys, points.cached
         for key in hasher.keys():
@@ -262,7 +271,7 @@ def dataset_key(points: PointSet) -> bytes:
         spec = (["range", values.start, values.stop, values.step] if isinstance(values, range)
                 else ["values", list(values)])
         h.update(key_bytes(axis.name) + digest(spec))
-    h.update(b"%d\0" % scan.repeat + digest(proc.data_columns))
+    h.update(b"%d\0" % scan.repeat + digest(proc.data_columns) + digest(scan.explicit))
     h.update(points.keys)
     return h.digest()
 
