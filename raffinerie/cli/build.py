@@ -49,12 +49,10 @@ def build_command(args) -> int:
 def _runner(args, lib, store):
     from raffinerie.build.executor import output_dir
 
-    try:
-        from raffinerie.analysis.runner import AnalysisRunner
-    except ImportError:
-        return None
+    from raffinerie.analysis.runner import AnalysisRunner
+
     return AnalysisRunner(lib, store, lambda name: output_dir(lib.main, args.output, name),
-                          getattr(args, "analysis_path", None), getattr(args, "workers", 1))
+                          args.analysis_path, args.workers)
 
 
 def _dataset(args):
@@ -158,11 +156,14 @@ def _cache_gc(args, lib, files, store) -> int:
     from raffinerie.cli.render import human_bytes
     from raffinerie.store.zarrio import tree_size
 
+    from raffinerie.analysis.code import code_provider
+
     net = identity(_network(args), args.seed)
     needed = {kind: set() for kind in KINDS}
     index = store.index()
+    code = code_provider(lib.main, args.analysis_path)
     for name in lib.procedures:
-        plan = make_plan(lib, name, net, index, files)
+        plan = make_plan(lib, name, net, index, files, code)
         for points in plan.points.values():
             keys = points.keys.hex()
             needed["measurements"].update(keys[i:i + 64] for i in range(0, len(keys), 64))
@@ -260,6 +261,7 @@ def add_parsers(sub, add_config, add_backend) -> None:
         add_config(q)
         add_backend(q)
         if name == "gc":
+            q.add_argument("-a", "--analysis-path", metavar="PATH", help="user analyses (as for build)")
             q.add_argument("--yes", action="store_true", help="really delete")
             q.add_argument("--include-measurements", action="store_true",
                            help="also remove measurements no procedure needs (acquired data!)")

@@ -59,8 +59,11 @@ def plan_command(args) -> int:
 
     lib, files = load_valid(args)
     network = load_network(Path(args.network)) if args.network else None
+    from raffinerie.analysis.code import code_provider
+
     cache = CacheIndex(cache_root(lib.main, args.cache))
-    plan = make_plan(lib, args.name, identity(network, args.seed), cache, files)
+    plan = make_plan(lib, args.name, identity(network, args.seed), cache, files,
+                     code_provider(lib.main, args.analysis_path))
     if args.json:
         json.dump(plan_json(plan), sys.stdout, indent=1)
         print()

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="exit 2 when anything would be built, 0 when all is up to date")
     p.add_argument("--points", action="store_true", help="list every point with its coordinates")
+    p.add_argument("-a", "--analysis-path", metavar="PATH",
+                   help="a package directory or .py file with user analyses (default: analyses/ beside MAIN)")
     p.set_defaults(func=_plan)
 
     p = sub.add_parser("raw", help="decode hexactrl runs (.raw with its .yaml, or .root)",

@@ -14,7 +14,7 @@ from raffinerie.config import schema
 from raffinerie.config.yamlio import load_yaml
 from raffinerie.errors import ConfigErrors, RaffError
 
-EMULATOR_MODEL_VERSION = 1
+EMULATOR_MODEL_VERSION = 2  # part of emulated keys: a new response model is a new board
 DEFAULT_SEED = 0
 DEFAULT_TIMEOUT = 10.0
 

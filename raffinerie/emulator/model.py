@@ -19,10 +19,11 @@ from raffinerie.emulator.registers import RegisterFile
 SLOTS = 37                    # 36 channels + the calibration channel per half
 HIGH_RANGE_FC = 1.953         # injected charge per Calib step, 8 pF
 LOW_RANGE_FC = 0.122          # 0.5 pF
-TAU_NS = 13.0                 # shaper time constant
+TAU_NS = 9.0                  # shaper time constant: faster than the 13 ns [sim], to match the
+                              # real board's pulse tail at late phase_strobe (988 ... 498 ADC)
 PHASE_NS = 25.0 / 16          # one phase_strobe step
 TOA_LSB_PER_PHASE = 64.3      # measured on the real board
-ADC_SATURATION = 3000.0       # preamp: amplitudes saturate smoothly towards this
+ADC_SATURATION = 1000.0       # preamp: amplitudes are linear to 70 % of this, then saturate
 TOT_THRESHOLD_CALIB = 200.0   # TOT onset (HighRange Calib units) at Tot_vref 700
 TOT_SLOPE = 0.79              # TOT counts per Calib step above threshold
 TOT_INTERCEPT = 80.0          # where the straight line crosses 0
@@ -46,6 +47,13 @@ def pulse_shape(t_ns: np.ndarray) -> np.ndarray:
     """CR-RC² shape h(t) = (t/τ)² exp(2(1 - t/τ)), 1 at the peak t = τ."""
     x = np.maximum(t_ns, 0.0) / TAU_NS
     return x * x * np.exp(2.0 * (1.0 - x))
+
+
+def preamp(linear: np.ndarray) -> np.ndarray:
+    """Amplitude (ADC) of a pulse: linear up to a knee, then saturating smoothly."""
+    knee = 0.7 * ADC_SATURATION
+    soft = ADC_SATURATION - knee
+    return np.where(linear < knee, linear, knee + soft * np.tanh((linear - knee) / soft))
 
 
 def compress_tot(tot: np.ndarray) -> np.ndarray:
@@ -139,7 +147,7 @@ class Board:
         shape = (n,) + s["pedestal"].shape
         h = pulse_shape(TAU_NS + (s["phase"] - 2.0) * PHASE_NS)
         linear = s["gain"] * s["charge"]
-        amplitude = ADC_SATURATION * np.tanh(linear / ADC_SATURATION)
+        amplitude = preamp(linear)
         xtalk = np.zeros_like(linear)
         xtalk[:, :, 1:36] += 0.0028 * linear[:, :, 0:35]
         xtalk[:, :, 2:36] += 0.0020 * linear[:, :, 0:34]

@@ -143,20 +143,25 @@ class Plan:
 
 
 def make_plan(lib: Library, target: str, identity: str, cache: CacheView,
-              files: ConfigFiles | None = None) -> Plan:
-    """Plan `target` (a procedure or workflow) of `lib`. Raises ConfigErrors."""
+              files: ConfigFiles | None = None, code=None) -> Plan:
+    """Plan `target` (a procedure or workflow) of `lib`. Raises ConfigErrors.
+
+    `code(procedure)` gives the digests of an analysis's code ({file: digest});
+    without it analyses are keyed by their data and parameters only.
+    """
     node = lib.get(target)
     if node is None:
         raise RaffError(f"unknown procedure '{target}'; known: {', '.join(lib.names()) or 'none'}",
                         file=lib.main)
     plan = Plan(target, node.kind, identity)
-    _Planner(lib, plan, cache, files or ConfigFiles()).add(target)
+    _Planner(lib, plan, cache, files or ConfigFiles(), code).add(target)
     return plan
 
 
 class _Planner:
-    def __init__(self, lib: Library, plan: Plan, cache: CacheView, files: ConfigFiles):
+    def __init__(self, lib: Library, plan: Plan, cache: CacheView, files: ConfigFiles, code=None):
         self.lib, self.plan, self.cache, self.files = lib, plan, cache, files
+        self.code = code
         self.active: list[str] = []
 
     def add(self, name: str) -> Node | None:
@@ -191,6 +196,8 @@ class _Planner:
                 calibration = self.cache.calibration(bytes.fromhex(calib_node.key))
             if calibration is None:
                 waiting = proc.calibration
+                if calib_node.reason not in ("not built yet", "cached"):
+                    waiting += f" ({calib_node.reason})"
         base = None
         if waiting is None:
             base = base_config(proc, self.files, calibration)
@@ -201,7 +208,7 @@ class _Planner:
         if base is not None:
             self._hash_points(points)
         self.plan.points[proc.name] = points
-        points_node = self._points_node(points, deps)
+        points_node = self._points_node(points, deps, calib_node.key if proc.calibration else None)
         self.plan.nodes[points_node.id] = points_node
         data_node = self._dataset_node(points, points_node)
         self.plan.nodes[data_node.id] = data_node
@@ -218,14 +225,19 @@ class _Planner:
             keys += key
             cached.append(key in known)
 
-    def _points_node(self, points: PointSet, deps: list[str]) -> Node:
+    def _points_node(self, points: PointSet, deps: list[str], calibration: str | None) -> Node:
         name = points.procedure.name
         if points.base is None:
-            status, reason = WAITING, f"calibration {points.waiting_for} not built yet"
+            status, reason = WAITING, (f"calibration {points.waiting_for} not built yet"
+                                       if "(" not in points.waiting_for
+                                       else f"waiting for calibration {points.waiting_for}")
         elif points.to_acquire:
             status = BUILD
             reason = (f"{points.to_acquire} new point{'s' * (points.to_acquire != 1)}, "
                       f"{points.n_cached} cached")
+            last = self.cache.last_build("datasets", name)
+            if calibration and last and last.get("inputs", {}).get("calibration") not in (None, calibration):
+                reason = f"calibration changed: {reason}"
         else:
             status, reason = CACHED, f"all {points.total} points cached"
         return Node(f"points:{name}", "points", name, None, status, reason, deps)
@@ -250,7 +262,7 @@ class _Planner:
         if data_node.status == WAITING:
             node = Node(node_id, "analysis", proc.name, None, WAITING, data_node.reason, [data_node.id])
         else:
-            inputs = analysis_inputs(proc, data_node.key)
+            inputs = analysis_inputs(proc, data_node.key, self.code(proc) if self.code else None)
             key = analysis_key(inputs)
             if self.cache.has("analyses", key):
                 status, reason = CACHED, "cached"

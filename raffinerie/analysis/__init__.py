@@ -1,0 +1,1 @@
+"""Analyses (distilleries): loading, code hashing, running, built-ins."""

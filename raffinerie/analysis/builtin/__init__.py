@@ -1,0 +1,1 @@
+"""raffinerie's built-in analyses, used as `module: builtin.NAME`."""

@@ -1,0 +1,87 @@
+"""Per-channel `trim_inv` values that align the pedestals of each half.
+
+Input: a scan of `trim_inv` (the dataset's `trim_inv` column is the value each
+channel had). Each channel's pedestal is fitted as a straight line in
+`trim_inv`; the target of a half is the highest pedestal every channel of the
+half can reach (or, if there is none, the median of the channels' reachable
+ranges), and each channel gets the trim closest to it. The calibration is a
+target-config overlay with those `trim_inv` values.
+
+Summary columns: chip, channeltype, channel, half, slope, intercept,
+trim_inv, target, predicted_pedestal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .common import Distillery, chip_panels, linear_fit
+
+
+class PedestalTrim(Distillery):
+    defaults = {"max_trim": 63}
+    plots = ("trim_scan", "trimmed_pedestals")
+    calibrates = True
+
+    def analyse(self, data):
+        if "trim_inv" not in data or data["trim_inv"].nunique() < 2:
+            raise ValueError("the dataset has no trim_inv scan (a trim_inv column with 2 or more values)")
+        rows = data[data.channeltype != 100]
+        top = self.parameters["max_trim"]
+        fits = []
+        for (chip, kind, channel), g in rows.groupby(["chip", "channeltype", "channel"]):
+            slope, intercept = linear_fit(g.trim_inv, g.adc_mean)
+            fits.append((chip, kind, channel, int(g.half.iloc[0]), slope, intercept))
+        s = pd.DataFrame(fits, columns=["chip", "channeltype", "channel", "half", "slope", "intercept"])
+        ends = np.stack([s.intercept, s.intercept + s.slope * top])
+        s["low"], s["high"] = ends.min(axis=0), ends.max(axis=0)
+        targets = {}
+        for (chip, half), g in s.groupby(["chip", "half"]):
+            ok = g.dropna()
+            best = ok.low.max() if len(ok) else np.nan
+            if len(ok) and best > ok.high.min():  # no common level: aim at the middle
+                best = float(np.median((ok.low + ok.high) / 2))
+            targets[(chip, half)] = best
+        s["target"] = [targets[(c, h)] for c, h in zip(s.chip, s.half)]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            trim = np.rint((s.target - s.intercept) / s.slope)
+        s["trim_inv"] = np.clip(np.nan_to_num(trim, nan=0), 0, top).astype(int)
+        s["predicted_pedestal"] = s.intercept + s.slope * s.trim_inv
+        calibration: dict = {}
+        for r in s.itertuples():
+            block = "ch" if r.channeltype == 0 else "calib"
+            calibration.setdefault(f"roc_s{r.chip}", {}).setdefault(block, {})[int(r.channel)] = \
+                {"trim_inv": int(r.trim_inv)}
+        summary = s.drop(columns=["low", "high"])
+        figures = {"trim_scan": lambda: self._scan_plot(rows), "trimmed_pedestals": lambda: self._result(s)}
+        return summary, figures, calibration
+
+    def _scan_plot(self, rows):
+        fig, panels = chip_panels(rows.chip.unique(), "pedestal versus trim_inv")
+        for chip, ax in panels.items():
+            for _, g in rows[(rows.chip == chip) & (rows.channeltype == 0)].groupby("channel"):
+                g = g.sort_values("trim_inv")
+                ax.plot(g.trim_inv, g.adc_mean, "-", lw=0.7, alpha=0.6)
+            ax.set_xlabel("trim_inv (DAC steps)")
+        panels[min(panels)].set_ylabel("pedestal (ADC counts)")
+        return fig
+
+    def _result(self, s):
+        fig, panels = chip_panels(s.chip.unique(), "pedestals before and after trimming")
+        for chip, ax in panels.items():
+            rows = s[(s.chip == chip) & (s.channeltype == 0)]
+            ax.plot(rows.channel, rows.intercept, "o", ms=3, color="tab:grey", label="trim_inv 0")
+            ax.plot(rows.channel, rows.predicted_pedestal, "o", ms=3, color="tab:green", label="trimmed (fit)")
+            for half in (0, 1):
+                target = rows[rows.half == half].target
+                if len(target):
+                    ax.hlines(target.iloc[0], 36 * half - 0.5, 36 * half + 35.5, color="tab:red", lw=1,
+                              label="target" if half == 0 else None)
+            ax.set_xlabel("channel")
+        panels[min(panels)].set_ylabel("pedestal (ADC counts)")
+        panels[min(panels)].legend(fontsize=8)
+        return fig
+
+
+DISTILLERY = PedestalTrim

@@ -1,0 +1,166 @@
+"""Where an analysis's code is, and a digest of it that ignores comments and layout.
+
+The digest of an analysis is taken over its module and every project-local
+module it imports, transitively. Each file is normalised through its syntax
+tree (comments, blank lines, formatting and docstrings drop out), so only a
+change of behaviour changes the key. Digests are computed once per file per
+`CodeIndex`, i.e. once per build, however many nodes share them.
+
+Light on purpose: `raff plan` uses it.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from raffinerie.errors import RaffError
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+BUILTIN_PREFIX = "builtin."
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a distillery class lives."""
+
+    file: Path          # the module file
+    root: Path          # imports resolve under here (the analysis path, or the built-ins)
+    class_name: str | None
+    module: str         # importable name under `root` ("" for a single .py file)
+    builtin: bool = False
+
+
+def locate(module: str, analysis: str, analysis_path: Path | None, where) -> Source:
+    """The file and class of `module` (a procedure's `module:` or name)."""
+    if module.startswith(BUILTIN_PREFIX):
+        name = module[len(BUILTIN_PREFIX):]
+        file = BUILTIN_DIR / f"{name}.py"
+        if not file.is_file() or name.startswith("_"):
+            known = ", ".join(sorted(BUILTIN_PREFIX + p.stem for p in BUILTIN_DIR.glob("[!_]*.py")
+                                     if p.stem != "common"))
+            raise RaffError(f"analysis '{analysis}': no built-in analysis '{module}' (built-ins: {known})",
+                            file=where.file, line=where.line)
+        return Source(file, BUILTIN_DIR, None, name, builtin=True)
+    if analysis_path is None:
+        raise RaffError(f"analysis '{analysis}' uses module '{module}', but no analysis path was given "
+                        "(raff build -a PATH, or $RAFF_ANALYSIS_PATH)", file=where.file, line=where.line)
+    path = Path(analysis_path)
+    if path.is_file() and path.suffix == ".py":
+        return Source(path, path.parent, module, path.stem)
+    if path.is_dir():
+        candidate = path / f"{module}.py"
+        if candidate.is_file():
+            return Source(candidate, path, module, module)
+        if (path / "__init__.py").is_file():
+            return Source(path / "__init__.py", path.parent, module, path.name)
+        raise RaffError(f"analysis '{analysis}': module '{module}' not found: no {candidate.name} in "
+                        f"{path}", file=where.file, line=where.line)
+    raise RaffError(f"analysis path {path} is neither a .py file nor a folder", file=where.file,
+                    line=where.line)
+
+
+def analysis_path_for(main: Path, given: Path | str | None) -> Path | None:
+    """-a PATH, else $RAFF_ANALYSIS_PATH, else analyses/ beside the main config."""
+    if given:
+        return Path(given)
+    env = os.environ.get("RAFF_ANALYSIS_PATH")
+    if env:
+        return Path(env)
+    default = Path(main).resolve().parent / "analyses"
+    return default if default.is_dir() else None
+
+
+def code_provider(main: Path, given: Path | str | None):
+    """`code(procedure)` for the planner: digests of each analysis's code."""
+    index = CodeIndex(analysis_path_for(main, given))
+    return lambda proc: index.digests(locate(proc.module, proc.name, index.analysis_path, proc.origin))
+
+
+def normalised(source: str) -> str:
+    """The syntax tree of a module without docstrings: comments and layout drop out."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+class CodeIndex:
+    """Digests of analysis code, each file read and parsed once."""
+
+    def __init__(self, analysis_path: Path | None = None):
+        self.analysis_path = Path(analysis_path) if analysis_path else None
+        self._files: dict[Path, tuple[str, list[Path]]] = {}
+
+    def digests(self, source: Source) -> dict[str, str]:
+        """{file name relative to its root: digest} of the module and its local imports."""
+        out: dict[str, str] = {}
+        todo = [source.file]
+        while todo:
+            file = todo.pop()
+            name = _relative(file, source.root)
+            if name in out:
+                continue
+            digest, imports = self._file(file, source.root)
+            out[name] = digest
+            todo.extend(imports)
+        return dict(sorted(out.items()))
+
+    def _file(self, file: Path, root: Path) -> tuple[str, list[Path]]:
+        if file not in self._files:
+            try:
+                text = file.read_text(encoding="utf-8")
+                tree_text = normalised(text)
+                imports = _local_imports(ast.parse(text), file, root)
+            except SyntaxError as exc:
+                raise RaffError(f"syntax error in analysis code: {exc.msg}", file=file,
+                                line=exc.lineno) from None
+            except OSError as exc:
+                raise RaffError(f"cannot read analysis code: {exc.strerror}", file=file) from None
+            self._files[file] = (hashlib.sha256(tree_text.encode()).hexdigest()[:16], imports)
+        return self._files[file]
+
+
+def _relative(file: Path, root: Path) -> str:
+    try:
+        return str(file.relative_to(root))
+    except ValueError:
+        return file.name
+
+
+def _local_imports(tree: ast.AST, file: Path, root: Path) -> list[Path]:
+    """Files under `root` that `tree` imports (absolute or relative imports)."""
+    found = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = file.parent
+                for _ in range(node.level - 1):
+                    base = base.parent
+                parts = (node.module or "").split(".") if node.module else []
+                target = base.joinpath(*parts) if parts else base
+                found += _module_files(target) + [f for a in node.names
+                                                  for f in _module_files(target / a.name)]
+                continue
+            names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            found += _module_files(root.joinpath(*name.split(".")))
+    return [f for f in found if f != file]
+
+
+def _module_files(stem: Path) -> list[Path]:
+    if stem.with_suffix(".py").is_file():
+        return [stem.with_suffix(".py")]
+    if (stem / "__init__.py").is_file():
+        return [stem / "__init__.py"]
+    return []

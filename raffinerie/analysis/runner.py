@@ -1,0 +1,195 @@
+"""Running analyses: a dataset in, a distillery's outputs into the cache and raff-out/.
+
+A distillery is the Datenraffinerie's interface: `__init__(parameters)`,
+`output() -> {'summary': path, 'plots': [paths], 'calibration': path or None}`
+and `run(data: DataFrame, output_dir)`. Paths from `output()` may be relative
+to the output folder. `output_dir` is a `str` that also supports `/`, so
+distilleries written for either strings or `pathlib` run unchanged.
+
+Outputs are written to a temporary folder, checked against what `output()`
+declared, committed to the cache under the analysis key, and copied to the
+user-visible folder (raff-out/<procedure>/ by default).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import traceback
+import uuid
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from raffinerie.analysis.code import CodeIndex, Source, analysis_path_for, locate
+from raffinerie.config.library import AnalysisProcedure, Library
+from raffinerie.errors import RaffError
+from raffinerie.graph.plan import Node, Plan, analysis_inputs
+
+CALIBRATION = "calibration.yaml"
+
+
+class OutputDir(str):
+    """The output folder: a string (os.path.join, +) that also does `/` like a Path."""
+
+    def __truediv__(self, other) -> Path:
+        return Path(self) / other
+
+
+@dataclass
+class Job:
+    analysis: str
+    source: Source
+    parameters: dict
+    dataset: Path          # the dataset's table folder
+    output: Path           # an empty folder for the outputs
+
+
+def run_job(job: Job) -> dict | str:
+    """Run one distillery; its declared outputs, or an error message (picklable)."""
+    try:
+        import pandas as pd
+
+        from raffinerie.analysis.loader import load_class
+        from raffinerie.store.zarrio import read_table
+
+        columns, _ = read_table(job.dataset)
+        data = pd.DataFrame(columns)
+        cls = load_class(job.source, job.analysis)
+        distillery = _call(job, "__init__", lambda: cls(dict(job.parameters)))
+        declared = _call(job, "output", distillery.output) or {}
+        _call(job, "run", lambda: distillery.run(data, OutputDir(job.output)))
+        return _check_outputs(job, declared)
+    except RaffError as exc:
+        return str(exc)
+
+
+def _call(job: Job, what: str, fn):
+    try:
+        return fn()
+    except RaffError:
+        raise
+    except Exception as exc:
+        frame = _user_frame(exc, job.source)
+        raise RaffError(f"analysis '{job.analysis}' failed in {what}(): {type(exc).__name__}: {exc}"
+                        + (f" (at {frame})" if frame else ""), file=job.source.file) from None
+
+
+def _user_frame(exc: BaseException, source: Source) -> str | None:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if f.filename.startswith(str(source.root))]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None
+
+
+def _check_outputs(job: Job, declared: dict) -> dict:
+    def resolve(path) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else job.output / p
+
+    out = {"summary": None, "plots": [], "calibration": None}
+    wanted = [("summary", declared.get("summary"))] + [("plots", p) for p in declared.get("plots") or []] \
+        + [("calibration", declared.get("calibration"))]
+    for kind, path in wanted:
+        if not path:
+            continue
+        full = resolve(path)
+        if not full.is_file():
+            raise RaffError(f"analysis '{job.analysis}' declared {kind} output {path} but did not write it",
+                            file=job.source.file)
+        if full.parent != job.output:  # keep everything inside the entry
+            shutil.copy(full, job.output / full.name)
+        name = full.name
+        if kind == "plots":
+            out["plots"].append(name)
+        else:
+            out[kind] = name
+    return out
+
+
+class AnalysisRunner:
+    def __init__(self, lib: Library, store, output_dir, analysis_path: Path | None, workers: int = 1):
+        self.lib, self.store, self.output_dir = lib, store, output_dir
+        self.analysis_path = analysis_path_for(lib.main, analysis_path)
+        self.index = CodeIndex(self.analysis_path)
+        self.workers = max(1, int(workers or 1))
+        self.pool: ProcessPoolExecutor | None = None
+
+    # -- keys ---------------------------------------------------------------------
+
+    def source(self, proc: AnalysisProcedure) -> Source:
+        return locate(proc.module, proc.name, self.analysis_path, proc.origin)
+
+    def code(self, proc: AnalysisProcedure) -> dict[str, str]:
+        return self.index.digests(self.source(proc))
+
+    # -- running ------------------------------------------------------------------
+
+    def job(self, plan: Plan, node: Node) -> tuple[Job, dict]:
+        proc = self.lib.procedures[node.name]
+        data_node = plan.nodes[node.depends_on[0]]
+        folder = self.store.root / "tmp" / f"analysis-{node.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir(parents=True)
+        job = Job(node.name, self.source(proc), proc.parameters,
+                  self.store.path("datasets", data_node.key) / "table", folder)
+        return job, analysis_inputs(proc, data_node.key, self.code(proc))
+
+    def run(self, plan: Plan, node: Node) -> None:
+        """Run one analysis here and now."""
+        job, inputs = self.job(plan, node)
+        t0 = time.monotonic()
+        self.finish(node, job, inputs, run_job(job), t0)
+
+    def submit(self, plan: Plan, node: Node) -> tuple[Future, Node, Job, dict, float]:
+        """Run one analysis in a worker process."""
+        if self.pool is None:
+            import multiprocessing
+
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        job, inputs = self.job(plan, node)
+        return self.pool.submit(run_job, job), node, job, inputs, time.monotonic()
+
+    def finish(self, node: Node, job: Job, inputs: dict, result: dict | str, t0: float) -> None:
+        try:
+            if isinstance(result, str):
+                raise RaffError(result)
+            self._commit(node, job, inputs, result, time.monotonic() - t0)
+        finally:
+            shutil.rmtree(job.output, ignore_errors=True)
+        self.materialise(node)
+
+    def _commit(self, node: Node, job: Job, inputs: dict, outputs: dict, seconds: float) -> None:
+        def write(folder: Path, digests: dict) -> None:
+            for item in job.output.iterdir():
+                if item.is_file():
+                    shutil.copy(item, folder / item.name)
+            if outputs["calibration"] and outputs["calibration"] != CALIBRATION:
+                shutil.copy(job.output / outputs["calibration"], folder / CALIBRATION)
+            meta = {"kind": "analysis", "procedure": node.name, "inputs": inputs, "outputs": outputs,
+                    "seconds": round(seconds, 3), "time": time.time()}
+            (folder / "meta.json").write_text(_json(meta))
+        self.store.commit("analyses", bytes.fromhex(node.key), write)
+        self.store.record("analyses", node.name, node.key, inputs)
+
+    def materialise(self, node: Node) -> Path:
+        """Copy the cached outputs of `node` to its user-visible folder."""
+        source = self.store.path("analyses", node.key)
+        target = Path(self.output_dir(node.name))
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("manifest.json"))
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(tmp, target)
+        return target
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+def _json(doc: dict) -> str:
+    import json
+
+    return json.dumps(doc, indent=1, sort_keys=True, default=str)
