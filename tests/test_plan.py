@@ -41,7 +41,7 @@ def test_example_workflow_plan_shows_the_tree_and_reasons(raff):
     assert "analysis timewalk" in out and "dataset timewalk_scan" in out
     assert "80 new points, 0 cached" in out
     assert "sets {roc_s0,roc_s1,roc_s2}.ReferenceVoltage.{0,1}.Calib (6 places)" in out
-    assert "113 points: 0 cached, 113 to acquire" in out
+    assert "133 points: 0 cached, 132 to acquire, 1 waiting for a calibration" in out
 
 
 def test_json_plan_has_summary_points_and_nodes(raff, libdir):
@@ -116,7 +116,7 @@ def test_cache_location_from_option_and_environment(raff, libdir, tmp_path):
 def test_points_waiting_for_a_calibration(raff, libdir):
     main = libdir.main(libdir.daq("trim_scan", parameters="- key: [roc_s0, ch, 0, trim_inv]\n"
                                                           "  values: [0, 8]\n")
-                       + "- {name: trim, type: analysis, daq: trim_scan}\n"
+                       + "- {name: trim, type: analysis, daq: trim_scan, module: builtin.pedestal_trim}\n"
                        + libdir.daq("trimmed", extra="calibration: trim\n"))
     result = raff("plan", "trimmed", "-c", main)
     assert result.code == 0, result.err

@@ -7,11 +7,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from raffinerie.cli.commands import load_valid
-from raffinerie.config.network import identity, load_network
 from raffinerie.errors import RaffError
-from raffinerie.graph.plan import CACHED, make_plan
 from raffinerie.store.layout import KINDS, cache_root
+
+# The parsers below are built on every `raff` call (also for --help), so this
+# module imports the layers it drives inside the commands only.
 
 
 def _store(args, lib):
@@ -21,12 +21,15 @@ def _store(args, lib):
 
 
 def _network(args):
+    from raffinerie.config.network import load_network
+
     return load_network(Path(args.network)) if getattr(args, "network", None) else None
 
 
 def build_command(args) -> int:
     from raffinerie.build.executor import Builder
     from raffinerie.build.progress import Progress
+    from raffinerie.cli.commands import load_valid
 
     lib, files = load_valid(args)
     store = _store(args, lib)
@@ -57,6 +60,10 @@ def _runner(args, lib, store):
 
 def _dataset(args):
     """(lib, store, plan node, key) of the built dataset of procedure NAME."""
+    from raffinerie.cli.commands import load_valid
+    from raffinerie.config.network import identity
+    from raffinerie.graph.plan import CACHED, make_plan
+
     lib, files = load_valid(args)
     store = _store(args, lib)
     proc = lib.procedures.get(args.name)
@@ -118,6 +125,8 @@ def export_command(args) -> int:
 
 
 def cache_command(args) -> int:
+    from raffinerie.cli.commands import load_valid
+
     lib, files = load_valid(args)
     store = _store(args, lib)
     if args.cache_command == "ls":
@@ -157,6 +166,8 @@ def _cache_gc(args, lib, files, store) -> int:
     from raffinerie.store.zarrio import tree_size
 
     from raffinerie.analysis.code import code_provider
+    from raffinerie.config.network import identity
+    from raffinerie.graph.plan import make_plan
 
     net = identity(_network(args), args.seed)
     needed = {kind: set() for kind in KINDS}

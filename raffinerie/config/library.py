@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from raffinerie.config import schema
 from raffinerie.config.tree import norm_key, normalize

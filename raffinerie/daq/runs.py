@@ -14,7 +14,7 @@ import numpy as np
 
 from raffinerie.config.tree import get_path, normalize
 from raffinerie.config.yamlio import load_yaml
-from raffinerie.daq.rawformat import Frames, Halves, RawFormatError, check_halves, read_frames
+from raffinerie.daq.rawformat import Frames, Halves, check_halves, read_frames
 from raffinerie.daq.summary import event_table, summarize
 from raffinerie.errors import RaffError
 

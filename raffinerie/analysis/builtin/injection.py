@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from .common import HIGH_RANGE_FC, Distillery, channel_colors, chip_panels, injected_charge, \
