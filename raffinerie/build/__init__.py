@@ -1,0 +1,1 @@
+"""Executing plans: acquisition, datasets, analyses (raff build)."""

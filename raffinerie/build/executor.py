@@ -1,0 +1,171 @@
+"""`raff build`: bring a procedure up to date, doing only what the plan says.
+
+The executor plans, builds the first node whose inputs are all cached, and
+plans again, until nothing is left: acquisitions first (one backend session,
+points in plan order), then datasets, then analyses. A calibration chain
+resolves itself: once the calibration is built, the next plan knows the keys
+of the points that waited for it.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raffinerie.build.acquire import Stop, Timer, acquire_points
+from raffinerie.build.backend import Backend
+from raffinerie.build.datasets import assemble, select
+from raffinerie.config.library import Library
+from raffinerie.config.network import DEFAULT_SEED, Network, identity
+from raffinerie.config.resolve import ConfigFiles
+from raffinerie.graph.plan import BUILD, CACHED, Node, Plan, make_plan
+from raffinerie.errors import RaffError
+from raffinerie.store.store import Store
+
+
+class Interrupted(RaffError):
+    exit_code = 130
+
+
+@dataclass
+class BuildReport:
+    acquired: int = 0
+    datasets: int = 0
+    analyses: int = 0
+    seconds: float = 0.0
+    timer: Timer = field(default_factory=Timer)
+
+    @property
+    def did_nothing(self) -> bool:
+        return not (self.acquired or self.datasets or self.analyses)
+
+
+class Builder:
+    def __init__(self, lib: Library, files: ConfigFiles, store: Store, progress,
+                 network: Network | None = None, seed: int = DEFAULT_SEED, runner=None):
+        self.lib, self.files, self.store, self.progress = lib, files, store, progress
+        self.identity = identity(network, seed)
+        self.backend = Backend(network, seed, store, progress)
+        self.runner = runner  # runs analyses (raffinerie.analysis), None: none in this library
+        self.stop = Stop()
+        self.report = BuildReport()
+
+    def plan(self, name: str) -> Plan:
+        code = self.runner.code if self.runner is not None else None
+        return make_plan(self.lib, name, self.identity, self.store.index(), self.files, code)
+
+    def build(self, name: str) -> BuildReport:
+        t0 = time.monotonic()
+        previous = signal.signal(signal.SIGINT, self._interrupt)
+        try:
+            with self.backend:
+                plan = self._loop(name)
+            if plan is not None and self.runner is not None:
+                for node in plan.nodes.values():  # the latest outputs, in one place
+                    if node.kind == "analysis" and node.status == CACHED:
+                        self.runner.materialise(node)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            if self.runner is not None:
+                self.runner.close()
+            self.report.seconds = time.monotonic() - t0
+        if self.stop:
+            raise Interrupted(f"interrupted: {self.report.acquired} points acquired in this build are "
+                              f"kept; run `raff build {name}` again to continue")
+        return self.report
+
+    def _loop(self, name: str) -> Plan | None:
+        """Plan, build what is ready, plan again; analyses run in workers when -w > 1."""
+        running: dict[str, tuple] = {}
+        plan = None
+        while not self.stop:
+            plan = self.plan(name)
+            ready = [n for n in _ready(plan) if n.id not in running]
+            parallel = self.runner is not None and self.runner.workers > 1
+            for node in [n for n in ready if n.kind == "analysis"] if parallel else []:
+                running[node.id] = self.runner.submit(plan, node)
+                self.progress.info(f"{node.name}: analysis started ({node.reason})")
+            serial = [n for n in ready if not (parallel and n.kind == "analysis")]
+            if serial:
+                self._execute(plan, serial[0])
+            elif running:
+                self._collect(running)
+            else:
+                _check_done(plan)
+                return plan
+        for job in running.values():
+            job[0].cancel()
+        return plan
+
+    def _collect(self, running: dict) -> None:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        done, _ = wait([job[0] for job in running.values()], return_when=FIRST_COMPLETED)
+        for node_id, (future, node, job, inputs, t0) in list(running.items()):
+            if future in done:
+                del running[node_id]
+                self.runner.finish(node, job, inputs, future.result(), t0)
+                self.report.analyses += 1
+                self.progress.info(f"{node.name}: analysis done")
+
+    def _interrupt(self, *_) -> None:
+        if self.stop:
+            raise KeyboardInterrupt  # a second Ctrl-C: give up the point in flight
+        self.stop.event.set()
+        self.progress.info("stopping after the point in flight (Ctrl-C again to abort it)")
+
+    def _execute(self, plan: Plan, node: Node) -> None:
+        if node.kind == "points":
+            points = plan.points[node.name]
+            if points.procedure.imported is not None:
+                raise RaffError(f"{points.to_acquire} points of '{node.name}' are missing from the cache, "
+                                "and imported points cannot be acquired again; run `raff import` again "
+                                f"from {points.procedure.imported.get('source')}",
+                                file=points.procedure.origin.file)
+            pod = self.files.target(points.procedure.power_on_default, points.procedure.origin,
+                                    "power-on default") or {}
+            self.report.acquired += acquire_points(points, self.store, self.backend, self.progress,
+                                                   self.stop, pod, self.report.timer)
+        elif node.kind == "dataset":
+            self._dataset(plan, node)
+        elif node.kind == "analysis":
+            if self.runner is None:
+                raise RaffError(f"analysis '{node.name}' cannot run: no analysis runner")
+            t0 = time.monotonic()
+            self.runner.run(plan, node)
+            self.report.analyses += 1
+            self.progress.info(f"{node.name}: analysis done ({node.reason}, {time.monotonic() - t0:.1f} s)")
+
+    def _dataset(self, plan: Plan, node: Node) -> None:
+        points = plan.points[node.name]
+        t0 = time.perf_counter()
+        columns = select(assemble(points, self.store), points.procedure.data_columns)
+        meta = {"kind": "dataset", "procedure": node.name, "points": points.total,
+                "rows": len(next(iter(columns.values()))), "columns": list(columns),
+                "point_keys": [points.key(i).hex() for i in range(points.total)],
+                "axes": [a.name for a in points.scan.axes]}
+        self.store.put_dataset(bytes.fromhex(node.key), columns, meta)
+        calibration = next((plan.nodes[d].key for d in plan.nodes[node.depends_on[0]].depends_on), None)
+        self.store.record("datasets", node.name, node.key, {"calibration": calibration})
+        self.report.datasets += 1
+        self.progress.info(f"{node.name}: dataset of {meta['rows']} rows x {len(columns)} columns "
+                           f"({time.perf_counter() - t0:.2f} s)")
+
+
+def _ready(plan: Plan) -> list[Node]:
+    """Nodes to build whose dependencies are all cached, in plan order."""
+    return [n for n in plan.nodes.values() if n.status == BUILD
+            and all(plan.nodes[d].status == CACHED for d in n.depends_on)]
+
+
+def _check_done(plan: Plan) -> None:
+    pending = [n for n in plan.nodes.values() if n.status != CACHED]
+    if pending:
+        stuck = ", ".join(f"{n.id} ({n.reason})" for n in pending)
+        raise RaffError(f"nothing more can be built, but these are not up to date: {stuck}")
+
+
+def output_dir(main: Path, override: str | None, procedure: str) -> Path:
+    return Path(override) / procedure if override else main.resolve().parent / "raff-out" / procedure
