@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 from raffinerie.build.backend import Backend
-from raffinerie.config.resolve import resolve_point
+from raffinerie.config.resolve import resolve_point, server_setting
 from raffinerie.config.tree import merge
 from raffinerie.daq.runs import characterisation_modes, decode_run
 from raffinerie.daq.session import config_diff
@@ -90,7 +90,8 @@ def _acquire_one(points: PointSet, i: int, store: Store, backend: Backend, base_
     run = session.acquire(target, daq)
     t = timer.add("backend (configure, run, receive)", t)
     packed = _compressor().submit(compress, run.raw)  # in parallel with decoding
-    decoded = decode_run(run.raw, proc.name, characterisation_modes(target, _chips(daq)), _chips(daq))
+    chips = server_setting(daq, "NChips", 3)
+    decoded = decode_run(run.raw, proc.name, characterisation_modes(target, chips), chips)
     summary = decoded.summary()
     events = decoded.events() if proc.mode == "events" else None
     t = timer.add("decode and summary", t)
@@ -113,13 +114,6 @@ def _acquire_one(points: PointSet, i: int, store: Store, backend: Backend, base_
 @lru_cache(maxsize=1)
 def _compressor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="raff-compress")
-
-
-def _chips(daq: dict) -> int:
-    try:
-        return int((daq.get("server") or {}).get("NChips", 3))
-    except (TypeError, ValueError):
-        return 3
 
 
 def _patch_tree(patch: list, root: str) -> dict:

@@ -23,7 +23,7 @@ from raffinerie.config.expand import axis_names
 from raffinerie.config.keys import point_key
 from raffinerie.config.library import Origin, ScanParameter, load_library
 from raffinerie.config.parameters import load_table
-from raffinerie.config.resolve import ConfigFiles
+from raffinerie.config.resolve import ConfigFiles, server_setting
 from raffinerie.config.tree import merge, normalize, strip_network
 from raffinerie.config.yamlio import line_of, load_yaml
 from raffinerie.daq.rawformat import RawFormatError
@@ -114,7 +114,7 @@ def import_runs(folder: Path, name: str, main: Path, store_root: Path, board: st
     for run in runs:  # decode first: damaged runs are left out of the axes too
         try:
             data = run.raw.read_bytes()
-            chips = int((run.config["daq"].get("server") or {}).get("NChips", 3) or 3)
+            chips = server_setting(run.config["daq"], "NChips", 3) or 3
             decoded[run.name] = (data, decode_run(data, run.raw, characterisation_modes(
                 run.config["target"], chips), chips))
             good.append(run)

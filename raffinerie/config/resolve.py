@@ -74,6 +74,15 @@ def base_config(proc: DaqProcedure, files: ConfigFiles, calibration: dict | None
     return {"target": target, "daq": daq}
 
 
+def server_setting(daq: dict | None, name: str, default: int) -> int:
+    """An integer setting of the daq config's `server` section (NEvents, NChips)."""
+    server = (daq or {}).get("server") or {}
+    try:
+        return int(server.get(name, default))
+    except (TypeError, ValueError):
+        return default
+
+
 def resolve_point(base: dict, patch: list[tuple[tuple, Any]]) -> dict:
     """The fully materialised config of one point (for tests and the backend)."""
     for place, value in patch:

@@ -29,14 +29,18 @@ def _open(path: Path):
         raise RaffError(f"not a readable ROOT file ({exc})", file=path) from None
 
 
-def read_root_summary(path: Path) -> dict[str, np.ndarray]:
-    """The `runsummary/summary` tree as summary columns (plus `half`)."""
+def _read_tree(path: Path, tree: str) -> dict[str, np.ndarray]:
     path = Path(path)
     with _open(path) as f:
-        if SUMMARY_TREE not in f:
-            raise RaffError(f"no {SUMMARY_TREE} tree in this ROOT file", file=path)
-        arrays = f[SUMMARY_TREE].arrays(library="np")
-    table = {name: np.asarray(values) for name, values in arrays.items()}
+        if tree not in f:
+            raise RaffError(f"no {tree} tree in this ROOT file", file=path)
+        arrays = f[tree].arrays(library="np")
+    return {name: np.asarray(values) for name, values in arrays.items()}
+
+
+def read_root_summary(path: Path) -> dict[str, np.ndarray]:
+    """The `runsummary/summary` tree as summary columns (plus `half`)."""
+    table = _read_tree(path, SUMMARY_TREE)
     table["half"] = _half_of(table["channel"].astype(np.int64), table["channeltype"].astype(np.int64))
     order = [c for c in SUMMARY_COLUMNS if c in table] + [c for c in table if c not in SUMMARY_COLUMNS]
     return {c: table[c] for c in order}
@@ -44,9 +48,4 @@ def read_root_summary(path: Path) -> dict[str, np.ndarray]:
 
 def read_root_events(path: Path) -> dict[str, np.ndarray]:
     """The `unpacker_data/hgcroc` event tree, when the file has one."""
-    path = Path(path)
-    with _open(path) as f:
-        if EVENT_TREE not in f:
-            raise RaffError(f"no {EVENT_TREE} event tree in this ROOT file", file=path)
-        arrays = f[EVENT_TREE].arrays(library="np")
-    return {name: np.asarray(values) for name, values in arrays.items()}
+    return _read_tree(path, EVENT_TREE)

@@ -89,8 +89,16 @@ class EmulatorServer:
                 self.requests += 1
                 if self.faults.silent_after is not None and self.requests > self.faults.silent_after:
                     continue  # a backend that stopped answering
+                try:
+                    command, payload = self._parse(frames)
+                except yaml.YAMLError as exc:
+                    self._reply(sock, f"error: bad YAML: {exc}")
+                    continue
+                if command in self.faults.error_on:
+                    self._reply(sock, f"error: emulator fault injected on '{command}'")
+                    continue
                 handler = self._daq_command if sock is self.daq else self._i2c_command
-                after = handler(frames, sock)
+                after = handler(command, payload, sock)
                 if after:
                     after()
 
@@ -112,13 +120,7 @@ class EmulatorServer:
     def _reply(self, sock, text: str) -> None:
         sock.send_string(text)
 
-    def _daq_command(self, frames, sock):
-        try:
-            command, payload = self._parse(frames)
-        except yaml.YAMLError as exc:
-            return self._reply(sock, f"error: bad YAML: {exc}")
-        if command in self.faults.error_on:
-            return self._reply(sock, f"error: emulator fault injected on '{command}'")
+    def _daq_command(self, command: str, payload, sock):
         if command in ("initialize", "configure"):
             if payload is not None and not isinstance(payload, dict):
                 return self._reply(sock, "error: daq config must be a mapping")
@@ -155,13 +157,7 @@ class EmulatorServer:
         if drop is None:
             self.data.send(b"END_OF_RUN")
 
-    def _i2c_command(self, frames, sock):
-        try:
-            command, payload = self._parse(frames)
-        except yaml.YAMLError as exc:
-            return self._reply(sock, f"error: bad YAML: {exc}")
-        if command in self.faults.error_on:
-            return self._reply(sock, f"error: emulator fault injected on '{command}'")
+    def _i2c_command(self, command: str, payload, sock):
         try:
             if command in ("initialize", "configure"):
                 if command == "initialize":

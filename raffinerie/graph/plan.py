@@ -18,7 +18,7 @@ from typing import Protocol
 from raffinerie.config.expand import Scan, expand
 from raffinerie.config.keys import ScanHasher, digest, key_bytes
 from raffinerie.config.library import AnalysisProcedure, DaqProcedure, Library, Workflow
-from raffinerie.config.resolve import ConfigFiles, base_config
+from raffinerie.config.resolve import ConfigFiles, base_config, server_setting
 from raffinerie.errors import ConfigErrors, RaffError
 
 CACHED, BUILD, WAITING = "cached", "build", "waiting"
@@ -80,18 +80,10 @@ class PointSet:
         return self._repeats
 
     def events_per_point(self) -> int:
-        server = (self.base or {}).get("daq", {}).get("server", {})
-        try:
-            return int(server.get("NEvents", 0))
-        except (TypeError, ValueError):
-            return 0
+        return server_setting((self.base or {}).get("daq"), "NEvents", 0)
 
     def chips(self) -> int:
-        server = (self.base or {}).get("daq", {}).get("server", {})
-        try:
-            return int(server.get("NChips", 3))
-        except (TypeError, ValueError):
-            return 3
+        return server_setting((self.base or {}).get("daq"), "NChips", 3)
 
     def bytes_per_point(self) -> tuple[int, int]:
         """Estimated (raw, table) bytes of one point."""
