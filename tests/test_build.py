@@ -292,3 +292,33 @@ def test_cache_ls_and_gc(raff, libdir):
     assert raff("cache", "gc", "-c", main, "--yes", "--include-measurements").code == 0
     assert len(list((cache / "measurements").glob("*/*"))) == 2
     assert raff("plan", "scan", "-c", main, "--check").code == 0
+
+
+def test_events_mode_keeps_the_event_table(raff, libdir, tmp_path):
+    import pandas as pd
+
+    main = libdir.main(libdir.daq(parameters="- key: [roc_s0, Top, 0, phase_strobe]\n  values: [1, 2]\n",
+                                  extra="mode: events\n"))
+    assert raff("build", "scan", "-c", main).code == 0
+    out = tmp_path / "events.csv"
+    assert raff("export", "scan", "-c", main, "-o", out).code == 0
+    data = pd.read_csv(out)
+    assert len(data) == 2 * 100 * 234  # points x events x channels
+    assert {"event", "adc", "toa", "tot", "corruption", "phase_strobe", "trim_inv"} <= set(data.columns)
+    assert sorted(data.groupby("point").phase_strobe.first()) == [1, 2]
+
+
+def test_unusable_cache_path_is_one_clear_error(raff, libdir):
+    main = libdir.main(libdir.daq())
+    blocker = libdir.root / "not-a-folder"
+    blocker.write_text("x")
+    result = raff("build", "scan", "-c", main, "--cache", blocker / "cache")
+    assert_clean_error(result, "not-a-folder")
+
+
+def test_unresolvable_backend_host_is_one_clear_error(raff, libdir):
+    main = libdir.main(libdir.daq())
+    net = libdir.write("net.yaml", "server: {hostname: 'no host!', port: 6000}\n"
+                                   "target: {hostname: 'no host!', port: 5555}\ntimeout: 0.5\n")
+    result = raff("build", "scan", "-c", main, "--network", net)
+    assert "Traceback" not in result.err and result.code == 3, result.err

@@ -103,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("raff: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a path that cannot be written or read: disk full, permissions, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"raff: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         return 0
 

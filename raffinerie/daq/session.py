@@ -65,7 +65,11 @@ class _Endpoint:
     def _open(self):
         sock = self.ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(f"tcp://{self.host.hostname}:{self.host.port}")
+        try:
+            sock.connect(f"tcp://{self.host.hostname}:{self.host.port}")
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            raise BackendError(f"cannot connect to the {self.name} at {self.host}: {exc}") from None
         return sock
 
     def request(self, command: str, payload: dict | None = None) -> str:
@@ -103,7 +107,11 @@ class DaqSession:
         self.target = _Endpoint(self.ctx, "target", network.target, self.timeout)
         self.data = self.ctx.socket(zmq.PULL)
         self.data.setsockopt(zmq.LINGER, 0)
-        self.data.connect(f"tcp://{data.hostname}:{data.port}")
+        try:
+            self.data.connect(f"tcp://{data.hostname}:{data.port}")
+        except zmq.ZMQError as exc:
+            self.close()
+            raise BackendError(f"cannot connect to the data stream at {data}: {exc}") from None
         self.target_state: dict | None = None
         self.daq_state: dict | None = None
 
