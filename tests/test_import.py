@@ -76,3 +76,18 @@ def test_import_errors(raff, tmp_path):
     assert_clean_error(raff("import", tmp_path / "nothing", "--name", "x", "-c", main), "not a folder")
     (tmp_path / "empty").mkdir()
     assert_clean_error(raff("import", tmp_path / "empty", "--name", "x", "-c", main), "no runs to import")
+
+
+def test_runs_of_one_configuration_only_are_repeats(raff, tmp_path):
+    folder = shared("hexactrl-timewalk")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for copy in ("a", "b"):
+        for ext in ("raw", "yaml"):
+            shutil.copy(folder / f"test_run_1.{ext}", runs / f"run_{copy}.{ext}")
+    main = _main(tmp_path)
+    result = raff("import", runs, "--name", "twice", "-c", main)
+    assert result.code == 0, result.err
+    assert "2 runs imported" in result.out and "axes: none" in result.out
+    assert raff("plan", "twice", "-c", main, "--check").code == 2  # the dataset is still to build
+    assert raff("build", "twice", "-c", main).code == 0

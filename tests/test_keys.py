@@ -120,3 +120,27 @@ def test_identity_mode_and_repeat_are_part_of_the_key():
 
 def test_values_of_different_types_differ():
     assert len({digest(v) for v in (1, "1", True, 1.0, None, [1], {"1": 1})}) == 7
+
+
+@settings(max_examples=150, deadline=None)
+@given(scans(), st.data())
+def test_explicit_points_with_repeats_equal_the_reference(scan, data):
+    base, axes, _ = scan
+    if not axes:
+        return
+    sizes = [len(values) for _, values in axes]
+    explicit = data.draw(st.lists(st.tuples(*(st.integers(0, n - 1) for n in sizes)), min_size=1, max_size=6))
+    seen: dict = {}
+    repeats = []
+    for index in explicit:
+        repeats.append(seen.get(index, 0))
+        seen[index] = repeats[-1] + 1
+    fast = list(ScanHasher(base, axes, "id", "summary", 1, explicit, repeats).keys())
+    expected = []
+    for index, r in zip(explicit, repeats):
+        config = base
+        for (places, values), i in zip(axes, index):
+            for place in places:
+                config = set_path(config, place, values[i])
+        expected.append(point_key(config["target"], config["daq"], "id", "summary", r))
+    assert fast == expected

@@ -189,6 +189,7 @@ def _write_library(folder: Path, name: str, main: Path, runs: list[Run], axes, b
         "daq_settings": {"default": f"./{name}/daq.yaml"},
         "parameters": parameters or None,
         "points": points if parameters else None,
+        "repeat": len(runs) if not parameters and len(runs) > 1 else None,  # all alike: repeats
     }
     entry = {k: v for k, v in entry.items() if v is not None}
     library = base_dir / f"{name}.yaml"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 FORMAT_VERSION = 1
 _POINT_TAG = b"raffinerie-point-v%d\0" % FORMAT_VERSION
@@ -244,8 +244,3 @@ class ScanHasher:
         for config in self.config_digests():
             for r in range(repeat):
                 yield finish_key(config, tail, r)
-
-
-def iter_hex(keys: Iterable[bytes]) -> Iterator[str]:
-    for k in keys:
-        yield k.hex()
