@@ -99,7 +99,7 @@ def _acquire_one(points: PointSet, i: int, store: Store, backend: Backend, base_
     meta = {
         "kind": "measurement", "procedure": proc.name, "index": i, "identity": points.identity,
         "mode": proc.mode, "repeat": repeat,
-        "coordinates": {a.name: _plain(v) for a, v in zip(scan.axes, coordinate)},
+        "coordinates": dict(zip((a.name for a in scan.axes), coordinate)),
         "target_diff": merge(base_diff, _patch_tree(patch, "target")),
         "daq": daq, "start": started, "end": time.time(), "raw_bytes": len(run.raw),
         "events": int(len(decoded.frames) // max(decoded.n_chips, 1)),
@@ -127,6 +127,3 @@ def _patch_tree(patch: list, root: str) -> dict:
         node[place[-1]] = value
     return tree
 
-
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value

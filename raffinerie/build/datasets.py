@@ -51,7 +51,7 @@ def assemble(points: PointSet, store: Store, table: ParameterTable | None = None
     table = table or load_table()
     data, point = read_measurements(points, store)
     if points.scan.explicit is not None:
-        coordinate_index, repeat = point, np.asarray(points.repeats(), dtype=np.int64)[point]
+        coordinate_index, repeat = point, np.asarray(points.explicit_repeats, dtype=np.int64)[point]
     else:
         coordinate_index, repeat = np.divmod(point, points.scan.repeat)
     out = dict(data)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol
 
 from raffinerie.config.expand import Scan, expand
@@ -70,14 +71,14 @@ class PointSet:
     def coordinate(self, i: int) -> tuple[tuple, int]:
         """(axis values, repeat index) of point i."""
         if self.scan.explicit is not None:
-            return self.scan.coordinate(i), self.repeats()[i]
+            return self.scan.coordinate(i), self.explicit_repeats[i]
         c, r = divmod(i, self.scan.repeat)
         return self.scan.coordinate(c), r
 
-    def repeats(self) -> list[int]:
-        if not hasattr(self, "_repeats"):
-            self._repeats = self.scan.explicit_repeats()
-        return self._repeats
+    @cached_property
+    def explicit_repeats(self) -> list[int]:
+        """Repeat index of each explicit point (see Scan.explicit_repeats)."""
+        return self.scan.explicit_repeats()
 
     def events_per_point(self) -> int:
         return server_setting((self.base or {}).get("daq"), "NEvents", 0)
@@ -210,7 +211,7 @@ class _Planner:
         scan, proc = points.scan, points.procedure
         hasher = ScanHasher(points.base, [(a.places, a.values) for a in scan.axes],
                             points.identity, proc.mode, scan.repeat, scan.explicit,
-                            points.repeats() if scan.explicit is not None else None)
+                            points.explicit_repeats if scan.explicit is not None else None)
         known = self.cache.keys("measurements")
         keys, cached = points.keys, points.cached
         for key in hasher.keys():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 KINDS = ("measurements", "datasets", "analyses")
 CACHE_DIRNAME = ".raffinerie-cache"
@@ -30,6 +31,20 @@ def entry_dir(root: Path, kind: str, key: str) -> Path:
     return root / kind / key[:2] / key
 
 
+def iter_entries(root: Path, kind: str) -> Iterator[tuple[str, str]]:
+    """(key, path) of every committed entry of `kind`, listed with scandir."""
+    try:
+        shards = sorted(os.scandir(Path(root) / kind), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for shard in shards:
+        if not shard.is_dir() or len(shard.name) != 2:
+            continue
+        for entry in sorted(os.scandir(shard.path), key=lambda e: e.name):
+            if len(entry.name) == 64 and not entry.name.startswith("."):
+                yield entry.name, entry.path
+
+
 class CacheIndex:
     """What a cache directory holds, listed once per kind."""
 
@@ -47,20 +62,11 @@ class CacheIndex:
 
     def _list(self, kind: str) -> set[bytes]:
         out: set[bytes] = set()
-        base = self.root / kind
-        try:
-            shards = list(os.scandir(base))
-        except (FileNotFoundError, NotADirectoryError):
-            return out
-        for shard in shards:
-            if not shard.is_dir() or len(shard.name) != 2:
+        for name, _ in iter_entries(self.root, kind):
+            try:
+                out.add(bytes.fromhex(name))
+            except ValueError:
                 continue
-            for entry in os.scandir(shard.path):
-                if len(entry.name) == 64 and not entry.name.startswith("."):
-                    try:
-                        out.add(bytes.fromhex(entry.name))
-                    except ValueError:
-                        continue
         return out
 
     def calibration(self, key: bytes) -> dict | None:

@@ -25,9 +25,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from raffinerie import __version__
-from raffinerie.store.layout import KINDS, CacheIndex, entry_dir
-from raffinerie.store.zarrio import (ZarrFormatError, compress, read_array, read_group, read_table,
-                                     tree_size, write_array, write_group, write_table)
+from raffinerie.store.layout import KINDS, CacheIndex, entry_dir, iter_entries
+from raffinerie.store.zarrio import (ZarrFormatError, compress, json_default, read_array, read_group,
+                                     read_table, tree_size, write_array, write_file, write_group,
+                                     write_table)
 
 MANIFEST = "manifest.json"
 
@@ -56,14 +57,8 @@ class Store:
         return CacheIndex(self.root)
 
     def entries(self, kind: str) -> Iterator[tuple[str, Path]]:
-        base = self.root / kind
-        if not base.is_dir():
-            return
-        for shard in sorted(base.iterdir()):
-            if shard.is_dir() and len(shard.name) == 2:
-                for entry in sorted(shard.iterdir()):
-                    if len(entry.name) == 64:
-                        yield entry.name, entry
+        for key, path in iter_entries(self.root, kind):
+            yield key, Path(path)
 
     # -- atomic commit ----------------------------------------------------------
 
@@ -240,19 +235,7 @@ class Store:
 
 
 def _write_json(path: Path, doc: dict, digests: dict | None = None) -> None:
-    data = json.dumps(doc, indent=1, sort_keys=True, default=_plain).encode()
-    with open(path, "wb") as f:
-        f.write(data)
-    if digests is not None:
-        digests[str(path)] = (len(data), hashlib.sha256(data).hexdigest())
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
+    write_file(str(path), json.dumps(doc, indent=1, sort_keys=True, default=json_default).encode(), digests)
 
 
 def _sha256(path: Path) -> str:

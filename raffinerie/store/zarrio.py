@@ -61,7 +61,7 @@ def array_metadata(dtype: np.dtype, shape: tuple[int, ...], compressed: bool) ->
         "fill_value": fill, "codecs": codecs, "attributes": {}, "storage_transformers": []})
 
 
-def _write(path: str, data: bytes, digests: dict | None = None) -> None:
+def write_file(path: str, data: bytes, digests: dict | None = None) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, data)
@@ -88,21 +88,21 @@ def write_array(folder: str | Path, values: np.ndarray | None = None, compressed
     meta = array_metadata(dtype, shape, compressed)
     folder = str(folder)
     os.mkdir(folder)
-    _write(os.path.join(folder, ZARR_JSON), meta.encode(), digests)
+    write_file(os.path.join(folder, ZARR_JSON), meta.encode(), digests)
     if all(shape):  # the single chunk's "v2" key: "0", "0.0", ...
-        _write(os.path.join(folder, ".".join(["0"] * len(shape))), data, digests)
+        write_file(os.path.join(folder, ".".join(["0"] * len(shape))), data, digests)
     return meta
 
 
 def write_group(folder: str | Path, attributes: dict | None, members: dict[str, str],
                 digests: dict | None = None) -> None:
     """A group's `zarr.json`, with the members' metadata JSON consolidated."""
-    attrs = json.dumps(attributes or {}, default=_json_default)
+    attrs = json.dumps(attributes or {}, default=json_default)
     consolidated = ", ".join(f"{json.dumps(name)}: {meta}" for name, meta in members.items())
     text = ('{"zarr_format": 3, "node_type": "group", "attributes": ' + attrs
             + ', "consolidated_metadata": {"kind": "inline", "must_understand": false, "metadata": {'
             + consolidated + "}}}")
-    _write(os.path.join(str(folder), ZARR_JSON), text.encode(), digests)
+    write_file(os.path.join(str(folder), ZARR_JSON), text.encode(), digests)
 
 
 def write_table(folder: Path, columns: dict[str, np.ndarray], attributes: dict | None = None,
@@ -115,12 +115,13 @@ def write_table(folder: Path, columns: dict[str, np.ndarray], attributes: dict |
     write_group(folder, attributes, members, digests)
 
 
-def _json_default(value):
+def json_default(value):
+    """numpy scalars and arrays as plain JSON; anything else by its text."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
-    raise TypeError(f"cannot store {type(value).__name__} in metadata")
+    return str(value)
 
 
 # --- reading ---------------------------------------------------------------------
