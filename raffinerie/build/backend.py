@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from raffinerie.config.daqconfig import generation_of, server_section
 from raffinerie.config.network import Host, Network
 from raffinerie.daq.session import DaqSession
 from raffinerie.errors import RaffError
@@ -10,29 +11,43 @@ from raffinerie.errors import RaffError
 class Backend:
     """Opened on first use (a build with nothing to acquire starts nothing)."""
 
-    def __init__(self, network: Network | None, seed: int, store, progress):
+    def __init__(self, network: Network | None, seed: int, store, progress, readback: bool = False):
         self.network, self.seed, self.store, self.progress = network, seed, store, progress
+        self.readback = readback
         self.emulator = None
         self.session: DaqSession | None = None
         self._lock = None
 
     def open(self, daq_config: dict) -> DaqSession:
         if self.session is not None:
-            return self.session
+            if self.network is None and generation_of(daq_config) is not self.session.protocols.generation:
+                self.close()  # the embedded emulator plays the generation the daq config is for
+            else:
+                return self.session
         if self.network is None:
-            from raffinerie.emulator.process import EmulatorProcess
-
-            self.emulator = EmulatorProcess(seed=self.seed).start()
-            network, data = self.emulator.network, self.emulator.network.data
-            self.progress.info(f"backend: embedded emulator (seed {self.seed}) on {network.server.hostname}")
+            network, data = self._start_emulator(daq_config)
         else:
             network = self.network
             data = network.data or Host(network.server.hostname, _data_port(daq_config, network))
             self._lock = self.store.lock(f"backend-{network.server.hostname}-{network.server.port}", wait=True)
             self._lock.__enter__()  # one build at a time talks to a hexacontroller
-            self.progress.info(f"backend: daq server {network.server}, target {network.target}, data {data}")
-        self.session = DaqSession(network, data)
+        protocols = network.protocols(daq_config)
+        if network is self.network:
+            self.progress.info(f"backend: daq server {network.server} (generation {protocols.generation.value}), "
+                               f"slow control {network.target} ({protocols.slow_control.value}), "
+                               f"data by {protocols.readout.value} from {data}")
+        self.session = DaqSession(network, data, protocols, self.readback)
         return self.session
+
+    def _start_emulator(self, daq_config: dict):
+        from raffinerie.emulator.process import EmulatorProcess
+
+        generation = generation_of(daq_config)
+        self.emulator = EmulatorProcess(seed=self.seed, generation=generation).start()
+        network = self.emulator.network
+        self.progress.info(f"backend: embedded emulator (seed {self.seed}, generation "
+                           f"{generation.value}) on {network.server.hostname}")
+        return network, network.data
 
     def close(self) -> None:
         if self.session is not None:
@@ -53,10 +68,10 @@ class Backend:
 
 
 def _data_port(daq_config: dict, network: Network) -> int:
-    port = (daq_config.get("server") or {}).get("zmqPushPull_port")
+    port = server_section(daq_config).get("zmqPushPull_port", 8888)
     try:
         return int(port)
     except (TypeError, ValueError):
-        raise RaffError("the daq config has no usable server.zmqPushPull_port for the data stream "
+        raise RaffError(f"the daq config's server.zmqPushPull_port {port!r} is not a port number "
                         "(or name the data host in the network file as `data:`)",
                         file=network.file) from None

@@ -10,7 +10,7 @@ One row per channel per point (per event too in `events` mode). Columns:
   block where two blocks share a name). A scanned register shows the value
   it had for that row, so `Calib` is the scan coordinate wherever it was set;
 - scan axes that are not chip registers (e.g. `NEvents`), by axis name;
-- numeric daq settings (`server` and `client` leaves).
+- numeric daq settings (the active menu's, `server` and `client` leaves).
 
 No Python runs per row: every column is a gather from a small per-point,
 per-chip lookup table.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from raffinerie.config.daqconfig import LOCATION_KEYS, active_settings, server_section
 from raffinerie.config.parameters import ParameterTable, load_table
 from raffinerie.config.tree import get_path
 from raffinerie.graph.plan import PointSet
@@ -166,11 +167,16 @@ def _dtype(width: int):
 
 
 def _daq_settings(daq: dict) -> dict[str, float | int]:
+    """Numeric run settings: the active menu's first (menus), then server and client.
+
+    Location settings (ports) say nothing about the data and are left out.
+    """
     out = {}
-    for section in ("server", "client"):
-        for name, value in (daq.get(section) or {}).items():
+    sections = (active_settings(daq), server_section(daq), daq.get("client") or {})
+    for section in sections:
+        for name, value in section.items():
             if isinstance(value, bool):
                 value = int(value)
-            if isinstance(value, (int, float)) and name not in out:
+            if isinstance(value, (int, float)) and name not in out and name not in LOCATION_KEYS:
                 out[str(name)] = value
     return out

@@ -44,10 +44,11 @@ class BuildReport:
 
 class Builder:
     def __init__(self, lib: Library, files: ConfigFiles, store: Store, progress,
-                 network: Network | None = None, seed: int = DEFAULT_SEED, runner=None):
+                 network: Network | None = None, seed: int = DEFAULT_SEED, runner=None,
+                 readback: bool = False):
         self.lib, self.files, self.store, self.progress = lib, files, store, progress
         self.identity = identity(network, seed)
-        self.backend = Backend(network, seed, store, progress)
+        self.backend = Backend(network, seed, store, progress, readback)
         self.runner = runner  # runs analyses (raffinerie.analysis), None: none in this library
         self.stop = Stop()
         self.report = BuildReport()

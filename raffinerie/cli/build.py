@@ -35,7 +35,8 @@ def build_command(args) -> int:
     store = _store(args, lib)
     progress = Progress(quiet=args.quiet)
     runner = _runner(args, lib, store)
-    builder = Builder(lib, files, store, progress, _network(args), args.seed, runner)
+    builder = Builder(lib, files, store, progress, _network(args), args.seed, runner,
+                      readback=args.readback)
     report = builder.build(args.name)
     if report.did_nothing:
         print(f"{args.name} is up to date")
@@ -245,6 +246,9 @@ def add_parsers(sub, add_config, add_backend) -> None:
                    help="a package directory or .py file with user analyses")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--profile", action="store_true", help="print where acquisition time went")
+    p.add_argument("--readback", action="store_true",
+                   help="read the target's registers back after each configure and stop with an "
+                        "error naming every register that differs")
     p.set_defaults(func=build_command)
 
     p = sub.add_parser("show", help="describe the dataset of a daq procedure",

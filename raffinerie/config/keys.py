@@ -18,7 +18,10 @@ import hashlib
 import math
 from typing import Any, Iterator, Sequence
 
-FORMAT_VERSION = 1
+from raffinerie.config.daqconfig import without_locations
+
+# 2: location settings (hosts, ports, output folders) are no longer hashed
+FORMAT_VERSION = 2
 _POINT_TAG = b"raffinerie-point-v%d\0" % FORMAT_VERSION
 _sha = hashlib.sha256
 
@@ -63,8 +66,15 @@ def finish_key(config_digest: bytes, tail: bytes, repeat: int) -> bytes:
 
 def point_key(target: dict, daq: dict, identity: str, mode: str, repeat: int = 0) -> bytes:
     """The key of a fully resolved point (the reference definition)."""
-    config = digest({"target": target, "daq": daq})
+    config = digest(hashed_config({"target": target, "daq": daq}))
     return finish_key(config, point_tail(identity, mode), repeat)
+
+
+def hashed_config(config: dict) -> dict:
+    """What a key hashes of `{"target": ..., "daq": ...}`: all but where things are."""
+    daq = config.get("daq")
+    stripped = without_locations(daq)
+    return config if stripped is daq else {**config, "daq": stripped}
 
 
 # --- the fast path ---------------------------------------------------------
@@ -97,6 +107,7 @@ class ScanHasher:
                  identity: str, mode: str, repeat: int = 1,
                  explicit: Sequence[tuple[int, ...]] | None = None,
                  explicit_repeats: Sequence[int] | None = None):
+        base = hashed_config(base)
         self.sizes = [len(values) for _, values in axes]
         self.total = math.prod(self.sizes)
         self.explicit, self.explicit_repeats = explicit, explicit_repeats

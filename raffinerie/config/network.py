@@ -1,22 +1,41 @@
-"""The network file (where the backend is) and the target identity.
+"""The network file (where the backend is, which protocols it speaks) and the target identity.
 
 The identity is part of every point's key: data of one board never stands
 in for another's. Without a network file the backend is the embedded
 emulator, whose identity names its response-model version and seed.
+
+The network files of Datenraffinerie 0.1.2 and 1.0 (with `daq_coordinator:`)
+are valid network files; the protocol settings have defaults that fit them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import Enum
 from pathlib import Path
 
 from raffinerie.config import schema
+from raffinerie.config.daqconfig import Generation, generation_of
 from raffinerie.config.yamlio import load_yaml
 from raffinerie.errors import ConfigErrors, RaffError
 
 EMULATOR_MODEL_VERSION = 2  # part of emulated keys: a new response model is a new board
 DEFAULT_SEED = 0
 DEFAULT_TIMEOUT = 10.0
+
+
+class SlowControl(str, Enum):
+    """The target's slow-control protocol."""
+
+    HCC = "hcc"            # hgcroc-configuration-client: one YAML request {type: set|get|...}
+    ZMQ_I2C = "zmq-i2c"    # the 2021 zmq_server.py: commands with the READY handshake
+
+
+class Readout(str, Enum):
+    """How raffinerie gets a run's data."""
+
+    PULL = "pull"              # it pulls the daq server's stream itself (the only puller)
+    DAQ_CLIENT = "daq-client"  # it drives the daq-client and reads the .raw file it writes
 
 
 @dataclass(frozen=True)
@@ -29,6 +48,15 @@ class Host:
 
 
 @dataclass(frozen=True)
+class Protocols:
+    """What the backend speaks, with every default resolved."""
+
+    generation: Generation
+    slow_control: SlowControl
+    readout: Readout
+
+
+@dataclass(frozen=True)
 class Network:
     file: Path | None
     server: Host
@@ -37,6 +65,22 @@ class Network:
     board: str
     timeout: float
     data: Host | None = None  # the data stream; default: server host, daq zmqPushPull_port
+    generation: Generation | None = None      # None: from the daq config
+    slow_control: SlowControl | None = None   # None: from the generation
+    readout: Readout = Readout.PULL
+    client_output: Path | None = None         # where the daq-client writes, as raffinerie sees it
+
+    def protocols(self, daq: dict | None) -> Protocols:
+        """The protocols to speak for a build whose daq config is `daq`."""
+        generation = self.generation or generation_of(daq)
+        slow = self.slow_control or (SlowControl.HCC if generation is Generation.MENUS
+                                     else SlowControl.ZMQ_I2C)
+        return Protocols(generation, slow, self.readout)
+
+    def setting_hint(self, name: str, value: str) -> str:
+        """How to tell raffinerie about the other protocol, for error messages."""
+        where = f" in {self.file}" if self.file else " (a network file)"
+        return f"set `{name}: {value}`{where}"
 
 
 def emulator_identity(seed: int = DEFAULT_SEED) -> str:
@@ -56,11 +100,33 @@ def load_network(path: Path) -> Network:
         return Host(entry["hostname"], entry["port"]) if entry else None
 
     target = host("target")
-    return Network(path, host("server"), target, host("client"),
-                   doc.get("board") or f"board@{target.hostname}",
-                   float(doc.get("timeout", DEFAULT_TIMEOUT)), host("data"))
+    network = Network(path, host("server"), target, host("client"),
+                      doc.get("board") or f"board@{target.hostname}",
+                      float(doc.get("timeout", DEFAULT_TIMEOUT)), host("data"))
+    return _protocol_settings(network, doc, path)
+
+
+def _protocol_settings(network: Network, doc: dict, path: Path) -> Network:
+    def enum(cls, name):
+        return cls(str(doc[name])) if doc.get(name) is not None else None
+
+    readout = enum(Readout, "readout") or Readout.PULL
+    output = doc.get("client_output")
+    if output is not None:
+        output = Path(output).expanduser()
+        if not output.is_absolute():
+            output = path.parent / output
+    if readout is Readout.DAQ_CLIENT:
+        if network.client is None:
+            raise RaffError("`readout: daq-client` needs `client:` (the daq-client's host and port)",
+                            file=path)
+        if output is None:
+            raise RaffError("`readout: daq-client` needs `client_output:`, the folder the daq-client "
+                            "writes into, as this machine sees it", file=path)
+    return replace(network, generation=enum(Generation, "generation"),
+                   slow_control=enum(SlowControl, "slow_control"), readout=readout,
+                   client_output=output)
 
 
 def identity(network: Network | None, seed: int = DEFAULT_SEED) -> str:
     return network.board if network else emulator_identity(seed)
-

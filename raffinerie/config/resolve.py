@@ -2,6 +2,9 @@
 
 target = power-on default ⊕ initial config ⊕ overrides ⊕ calibration ⊕ point
 daq    = default ⊕ {server: server_override} ⊕ {client: client_override}
+
+In a menu-generation daq config, a `server_override` key that the active
+menu has (and the server section has not) goes into the active menu.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from raffinerie.config.daqconfig import int_setting, server_override, server_section
 from raffinerie.config.library import DaqProcedure, Origin
 from raffinerie.config.tree import merge, normalize, set_path, strip_network
 from raffinerie.config.yamlio import load_yaml
@@ -70,17 +74,14 @@ def base_config(proc: DaqProcedure, files: ConfigFiles, calibration: dict | None
     if pod is None or init is None or daq is None:
         return None
     target = merge(merge(merge(pod, init), proc.overrides), normalize(calibration or {}))
-    daq = merge(daq, {"server": proc.server_override, "client": proc.client_override})
+    server = server_override(server_section(daq), proc.server_override)
+    daq = merge(daq, {"server": server, "client": proc.client_override})
     return {"target": target, "daq": daq}
 
 
 def server_setting(daq: dict | None, name: str, default: int) -> int:
-    """An integer setting of the daq config's `server` section (NEvents, NChips)."""
-    server = (daq or {}).get("server") or {}
-    try:
-        return int(server.get(name, default))
-    except (TypeError, ValueError):
-        return default
+    """An integer run setting (NEvents, NChips): the active menu's, else the server section's."""
+    return int_setting(daq, name, default)
 
 
 def resolve_point(base: dict, patch: list[tuple[tuple, Any]]) -> dict:

@@ -251,3 +251,38 @@ def encode_records(event: np.ndarray, chip: np.ndarray, words: np.ndarray,
     if last and n:
         body = body[:-TAIL_BYTES]
     return (ARCHIVE_HEADER + PREAMBLE if first else b"") + body
+
+
+# --- the data stream ---------------------------------------------------------
+
+def join_messages(messages: list[bytes], source: str = "stream") -> bytes:
+    """One raw file's bytes from a run's data messages.
+
+    Every message of the stream is a complete boost archive of its own
+    (zmq_pusher::sendvec starts a fresh archive per message), so each one's
+    header and class preamble is checked and dropped, and the records are
+    joined behind a single header, ending as a hexactrl file ends (no tail
+    after the last record). Messages that the fixed record stride does not
+    fit are read object by object.
+    """
+    bodies = []
+    for k, message in enumerate(messages):
+        where = f"{source}, data message {k + 1} of {len(messages)}"
+        if len(message) < FIRST_OBJECT or message[:FIRST_OBJECT] != ARCHIVE_HEADER + PREAMBLE:
+            frames = read_frames(message, where)  # raises with the precise problem
+            bodies.append(encode_records(frames.event, frames.chip, frames.words, False, False))
+            continue
+        body = memoryview(message)[FIRST_OBJECT:]
+        rest = len(body) % RECORD_BYTES
+        if rest == RECORD_NO_TAIL.itemsize:
+            bodies.append(body)
+            bodies.append(bytes(TAIL_BYTES))
+        elif rest == 0:
+            bodies.append(body)
+        else:
+            frames = read_frames(message, where)
+            bodies.append(encode_records(frames.event, frames.chip, frames.words, False, False))
+    if not bodies:
+        return ARCHIVE_HEADER + PREAMBLE
+    joined = b"".join(bodies)
+    return ARCHIVE_HEADER + PREAMBLE + joined[:len(joined) - TAIL_BYTES]

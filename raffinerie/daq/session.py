@@ -1,10 +1,11 @@
-"""The client side of the hexactrl-sw protocol: one session per backend.
+"""A session with one backend: slow control, daq server and the data, in the protocols it speaks.
 
-A session sends the target only what differs from its current state, starts
-the run (retrying while the links align), receives the raw data stream until
-`END_OF_RUN`, stops, and returns the bytes. Every request and every receive
-has a timeout: a dead, slow or misbehaving backend gives a clear error that
-names the host, the port and the command, never a hang.
+Per point the session sends the target only what differs from its state
+(the full configuration once, after connecting), resets the master TDCs
+after every change of a sampling phase, configures the daq server when its
+settings changed, runs, and returns the bytes of one .raw file. Every
+request has a timeout, every reply is checked against what the server sends
+on success; an error names the host, the port, the command and the reply.
 """
 
 from __future__ import annotations
@@ -12,21 +13,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import yaml
 import zmq
 
-from raffinerie.config.network import Host, Network
+from raffinerie.config.daqconfig import Generation, generation_of, server_section
+from raffinerie.config.network import Host, Network, Protocols, Readout, SlowControl
+from raffinerie.daq.daqcontrol import control
+from raffinerie.daq.readout import ClientReadout, StreamReadout, wait
+from raffinerie.daq.slowcontrol import HccTarget, I2cTarget, changes_phase, differences
+from raffinerie.daq.transport import BackendError, Endpoint
 from raffinerie.errors import RaffError
 
-START_RUN = b"START_RUN_HGCROC"
-END_RUN = b"END_OF_RUN"
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-
-class BackendError(RaffError):
-    """The backend is unreachable, silent, refusing, or sends bad data."""
-
-    exit_code = 3
+__all__ = ["BackendError", "DaqSession", "Run", "config_diff"]
+OTHER = {Generation.MENUS: Generation.Y2021, Generation.Y2021: Generation.MENUS,
+         SlowControl.HCC: SlowControl.ZMQ_I2C, SlowControl.ZMQ_I2C: SlowControl.HCC}
 
 
 def config_diff(current: dict, wanted: dict) -> dict:
@@ -55,70 +54,48 @@ class Run:
     seconds: float
 
 
-class _Endpoint:
-    """A REQ socket that survives timeouts (closed and opened again)."""
-
-    def __init__(self, ctx: zmq.Context, name: str, host: Host, timeout: float):
-        self.ctx, self.name, self.host, self.timeout = ctx, name, host, timeout
-        self.sock = None
-
-    def _open(self):
-        sock = self.ctx.socket(zmq.REQ)
-        sock.setsockopt(zmq.LINGER, 0)
-        try:
-            sock.connect(f"tcp://{self.host.hostname}:{self.host.port}")
-        except zmq.ZMQError as exc:
-            sock.close(0)
-            raise BackendError(f"cannot connect to the {self.name} at {self.host}: {exc}") from None
-        return sock
-
-    def request(self, command: str, payload: dict | None = None) -> str:
-        if self.sock is None:
-            self.sock = self._open()
-        frames = [command.encode()]
-        if payload is not None:
-            frames.append(yaml.dump(payload, Dumper=_Dumper).encode())
-        self.sock.send_multipart(frames)
-        if not self.sock.poll(int(self.timeout * 1000)):
-            self.close()  # a REQ socket that lost its reply cannot be reused
-            raise BackendError(f"{self.name} at {self.host} did not answer '{command}' within "
-                               f"{self.timeout:g} s (is it running and reachable?)")
-        reply = self.sock.recv().decode(errors="replace")
-        if reply.startswith("error"):
-            raise BackendError(f"{self.name} at {self.host} refused '{command}': "
-                               f"{reply.partition(':')[2].strip() or reply}")
-        return reply
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close(0)
-            self.sock = None
-
-
 class DaqSession:
-    """One connection to a backend (daq server, data stream, target)."""
+    """One connection to a backend (daq server, slow control, data)."""
 
-    def __init__(self, network: Network, data: Host, start_retries: int = 20):
-        self.network, self.data_host = network, data
-        self.timeout = network.timeout
-        self.start_retries = start_retries
+    def __init__(self, network: Network, data: Host, protocols: Protocols, readback: bool = False):
+        self.network, self.data_host, self.protocols = network, data, protocols
+        self.timeout, self.readback = network.timeout, readback
         self.ctx = zmq.Context()
-        self.daq = _Endpoint(self.ctx, "daq server", network.server, self.timeout)
-        self.target = _Endpoint(self.ctx, "target", network.target, self.timeout)
-        self.data = self.ctx.socket(zmq.PULL)
-        self.data.setsockopt(zmq.LINGER, 0)
+        gen, slow = protocols.generation, protocols.slow_control
+        gen_hint = self._hint("generation", gen)
+        self.server = control(gen, Endpoint(self.ctx, "daq server", network.server, self.timeout,
+                                            gen_hint), "server", gen_hint)
+        slow_hint = self._hint("slow_control", slow)
+        target_ep = Endpoint(self.ctx, "slow control", network.target, self.timeout, slow_hint)
+        self.target = (HccTarget if slow is SlowControl.HCC else I2cTarget)(target_ep, slow_hint)
+        self.client = None
         try:
-            self.data.connect(f"tcp://{data.hostname}:{data.port}")
-        except zmq.ZMQError as exc:
+            if protocols.readout is Readout.PULL:
+                self.readout = StreamReadout(self.ctx, data, self.timeout)
+            else:
+                client_ep = Endpoint(self.ctx, "daq-client", network.client, self.timeout, gen_hint)
+                self.client = control(gen, client_ep, "client", gen_hint)
+                self.readout = ClientReadout(self.client, network.client_output, self.timeout)
+        except BaseException:
             self.close()
-            raise BackendError(f"cannot connect to the data stream at {data}: {exc}") from None
+            raise
         self.target_state: dict | None = None
-        self.daq_state: dict | None = None
+        self.server_core: dict | None = None   # menus: what `initialize` sent
+        self.menu: tuple | None = None         # menus: (active menu, its settings) configured
+        self.server_sent: dict | None = None   # 2021: the server section configured
+        self.client_sent: dict | None = None
+        self.tdc_resets = 0
+
+    def _hint(self, setting: str, current) -> str:
+        other = OTHER[current].value
+        return (f"a server that speaks {setting.replace('_', ' ')} '{other}' stops answering or answers "
+                f"otherwise; if this one does, {self.network.setting_hint(setting, other)}")
 
     def close(self) -> None:
-        self.daq.close()
-        self.target.close()
-        self.data.close(0)
+        for endpoint in (self.server.ep, self.target.ep) + ((self.client.ep,) if self.client else ()):
+            endpoint.close()
+        if hasattr(self, "readout") and isinstance(self.readout, StreamReadout):
+            self.readout.close()
         self.ctx.term()
 
     def __enter__(self) -> "DaqSession":
@@ -131,72 +108,92 @@ class DaqSession:
 
     def configure(self, target: dict, daq: dict) -> None:
         """Bring the backend to this point's configuration, sending only changes."""
+        self._configure_target(target)
+        self._configure_daq(daq)
+
+    def _configure_target(self, target: dict) -> None:
         if self.target_state is None:
-            self.target.request("initialize", target)
+            self.target.initialize(target)
+            written, phase = target, True  # after power-on the TDCs need a reset anyway
         else:
-            diff = config_diff(self.target_state, target)
-            if diff:
-                self.target.request("configure", diff)
+            written = config_diff(self.target_state, target)
+            if written:
+                self.target.write(written)
+            phase = changes_phase(written)
         self.target_state = target
-        if self.daq_state is None:
-            self.daq.request("initialize", daq)
-        elif daq != self.daq_state:
-            self.daq.request("configure", daq)
-        self.daq_state = daq
+        if written and self.readback:
+            wrong = differences(written, self.target.read(written))
+            if wrong:
+                raise BackendError(f"{self.target.ep.name}: {len(wrong)} register(s) read back "
+                                   f"otherwise than written: " + "; ".join(wrong[:8])
+                                   + (f" and {len(wrong) - 8} more" if len(wrong) > 8 else ""))
+        if phase:
+            self.target.reset_tdc()
+            self.tdc_resets += 1
+
+    def _configure_daq(self, daq: dict) -> None:
+        gen = self.protocols.generation
+        if generation_of(daq) is Generation.MENUS and gen is not Generation.MENUS:
+            raise RaffError("the daq config has `server.menus` (menu generation) but the backend "
+                            f"speaks generation 2021 ({self.network.setting_hint('generation', 'menus')}, "
+                            "or use a 2021 daq config)", file=self.network.file)
+        server = {**server_section(daq), "zmqPushPull_port": self.data_host.port}
+        if gen is Generation.MENUS:
+            self._configure_menus(server)
+        elif server != self.server_sent:
+            self.server.configure(server)
+            self.server_sent = server
+        if self.client is not None:
+            self._configure_client(daq.get("client") or {})
+
+    def _configure_menus(self, server: dict) -> None:
+        core = {k: v for k, v in server.items() if k not in ("menus", "active_menu")}
+        if core != self.server_core:
+            self.server.initialize(server)  # links, menus, the data port: all set at initialize
+            self.server_core, self.menu = core, None
+        name = server.get("active_menu")
+        settings = (server.get("menus") or {}).get(name)
+        if not isinstance(settings, dict):
+            known = ", ".join(map(str, server.get("menus") or {})) or "none"
+            raise RaffError(f"the daq config's server.active_menu {name!r} is not one of its menus "
+                            f"({known})", file=self.network.file)
+        if self.menu != (name, settings):
+            self.server.configure({"active_menu": name, "menus": {name: settings}})
+            self.menu = (name, settings)
+
+    def _configure_client(self, client: dict) -> None:
+        port_key = "zmqPushPull_port" if self.protocols.generation is Generation.MENUS else "data_push_port"
+        client = {**client, "serverIP": self.data_host.hostname, port_key: self.data_host.port}
+        if self.protocols.generation is Generation.MENUS and client != self.client_sent:
+            self.client.initialize(client)  # it connects its puller here
+        self.client_sent = client
 
     # -- a run ----------------------------------------------------------------------
 
     def acquire(self, target: dict, daq: dict) -> Run:
-        """Configure, run, receive the raw stream until END_OF_RUN, stop."""
+        """Configure, run, and return the run's bytes (one .raw file image)."""
         t0 = time.monotonic()
         self.configure(target, daq)
-        self._drain()
-        self._start()
-        try:
-            raw, count = self._receive()
-        finally:
-            self._stop_quietly()
+        if isinstance(self.readout, StreamReadout):
+            self.readout.begin()
+            self.server.start()
+            raw, count = self.readout.receive()
+            self._end_run(lambda: 0)
+        else:
+            # a 2021 zmq-client takes its whole section per run; a menus daq-client only the folder
+            section = self.client_sent if self.protocols.generation is Generation.Y2021 else {}
+            self.readout.begin(section)
+            try:
+                self.server.start()
+                self._end_run(self.readout.progress)
+                raw, count = self.readout.collect(), 1
+            except BaseException:
+                self.readout.abandon()
+                raise
         return Run(raw, count, time.monotonic() - t0)
 
-    def _drain(self) -> None:
-        """Drop leftovers of an aborted run before starting a new one."""
-        while self.data.poll(0):
-            self.data.recv()
-
-    def _start(self) -> None:
-        for attempt in range(self.start_retries + 1):
-            try:
-                reply = self.daq.request("start")
-            except BackendError as exc:
-                if "refused 'start'" in str(exc) and attempt < self.start_retries:
-                    time.sleep(0.05)  # links still aligning
-                    continue
-                raise
-            if reply.strip() == "running":
-                return
-            raise BackendError(f"daq server at {self.network.server} answered '{reply}' to 'start', "
-                               "expected 'running'")
-
-    def _receive(self) -> tuple[bytes, int]:
-        chunks: list[bytes] = []
-        started = False
-        where = f"data stream from {self.data_host}"
-        while True:
-            if not self.data.poll(int(self.timeout * 1000)):
-                state = f"after {len(chunks)} data messages" if started else "before START_RUN_HGCROC"
-                raise BackendError(f"{where} stopped {state}: nothing for {self.timeout:g} s")
-            message = self.data.recv()
-            if message == START_RUN:
-                started, chunks = True, []
-            elif message == END_RUN:
-                if not started:
-                    continue  # the end of an older run
-                return b"".join(chunks), len(chunks)
-            elif started:
-                chunks.append(message)
-
-    def _stop_quietly(self) -> None:
-        try:
-            self.daq.request("stop")
-        except BackendError:
-            pass  # the error that matters was already raised, or will be by the next command
+    def _end_run(self, alive) -> None:
+        """Wait for the server to end the run (menus: by itself; 2021: `run_done`, then `stop`)."""
+        wait(self.server.finished, alive, self.timeout, f"the run on the {self.server.ep.name}")
+        if self.protocols.generation is Generation.Y2021:
+            self.server.stop()

@@ -2,17 +2,22 @@
 
 This is the embedded default backend: `raff build` without a network file
 starts one, talks to it over real sockets like to a hexacontroller, and
-stops it at the end.
+stops it at the end. The child dies with its parent (it watches for that
+itself), and a start-up that prints nothing still ends in bounded time.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
 import sys
 import time
 
-from raffinerie.config.network import DEFAULT_SEED, DEFAULT_TIMEOUT, Host, Network, emulator_identity
+from raffinerie.config.daqconfig import Generation
+from raffinerie.config.network import (DEFAULT_SEED, DEFAULT_TIMEOUT, Host, Network, SlowControl,
+                                       emulator_identity)
 from raffinerie.errors import RaffError
 
 STARTUP_TIMEOUT = 30.0
@@ -21,33 +26,65 @@ STARTUP_TIMEOUT = 30.0
 class EmulatorProcess:
     """`raff emulator` in a child process; a context manager."""
 
-    def __init__(self, seed: int = DEFAULT_SEED, host: str = "127.0.0.1", extra_args: list[str] | None = None):
+    def __init__(self, seed: int = DEFAULT_SEED, host: str = "127.0.0.1",
+                 extra_args: list[str] | None = None, generation: Generation = Generation.MENUS,
+                 slow_control: SlowControl | None = None):
         self.seed, self.host = seed, host
+        self.generation, self.slow_control = generation, slow_control
         self.extra_args = list(extra_args or [])
         self.proc: subprocess.Popen | None = None
         self.ports: dict | None = None
 
-    def start(self) -> "EmulatorProcess":
+    def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "raffinerie", "emulator", "--host", self.host, "--seed",
                str(self.seed), "--server-port", "0", "--target-port", "0", "--data-port", "0",
-               "--announce", *self.extra_args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, text=True)
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        line = self.proc.stdout.readline()  # the first line announces the ports
-        if not line or time.monotonic() > deadline:
-            err = self.proc.stderr.read() if self.proc.poll() is not None else ""
+               "--client-port", "0", "--generation", self.generation.value, "--announce"]
+        if self.slow_control is not None:
+            cmd += ["--slow-control", self.slow_control.value]
+        return cmd + self.extra_args
+
+    def start(self) -> "EmulatorProcess":
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL)
+        line = self._first_line(time.monotonic() + STARTUP_TIMEOUT)
+        try:
+            self.ports = json.loads(line)
+        except ValueError:
             self.stop()
-            raise RaffError(f"the embedded emulator did not start: {err.strip() or 'no answer'}")
-        self.ports = json.loads(line)
+            raise RaffError(f"the embedded emulator did not start: it printed {line[:200]!r}") from None
         return self
+
+    def _first_line(self, deadline: float) -> str:
+        """The announce line, read without ever blocking past the deadline."""
+        fd, buf = self.proc.stdout.fileno(), b""
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            ready = select.select([fd], [], [], max(left, 0))[0] if left > 0 else []
+            chunk = os.read(fd, 4096) if ready else b""
+            if not chunk:
+                err = b""
+                if self.proc.poll() is not None:
+                    err = self.proc.stderr.read() or b""
+                self.stop()
+                why = err.decode(errors="replace").strip().splitlines()
+                raise RaffError("the embedded emulator did not start: "
+                                + (why[-1] if why else f"no answer within {STARTUP_TIMEOUT:g} s"))
+            buf += chunk
+        return buf.split(b"\n", 1)[0].decode(errors="replace")
 
     @property
     def network(self) -> Network:
         p = self.ports
+        client = Host(self.host, p["client"]) if p.get("client") else None
+        data = Host(self.host, p["data"]) if p.get("data") else None
         return Network(file=None, server=Host(self.host, p["server"]), target=Host(self.host, p["target"]),
-                       client=None, board=emulator_identity(self.seed), timeout=DEFAULT_TIMEOUT,
-                       data=Host(self.host, p["data"]))
+                       client=client, board=emulator_identity(self.seed), timeout=DEFAULT_TIMEOUT,
+                       data=data, generation=Generation(p.get("generation", self.generation.value)),
+                       slow_control=SlowControl(p["slow_control"]) if p.get("slow_control") else None)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
 
     def stop(self) -> None:
         if self.proc is None:

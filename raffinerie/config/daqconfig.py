@@ -1,0 +1,105 @@
+"""The daq config of both hexactrl-sw generations, read the same way.
+
+A resolved daq config is `{"server": {...}, "client": {...}}`. In the 2021
+generation the server section holds its settings directly (`NEvents`,
+`l1a_generator_settings`, ...). In the menu generation (2022 on) it holds
+`menus: {name: {settings}}` and `active_menu: name`, and a run uses only the
+active menu's settings (hexactrl-protocol.md, section 2).
+
+Some settings only say where things are (hosts, ports, output folders). They
+are sent to the servers but never hashed: moving the DAQ PC or a port must
+not invalidate a cache.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+# settings that name a place, not a physical condition (never part of a key)
+LOCATION_KEYS = frozenset({"hostname", "port", "serverIP", "outputDirectory", "run_type",
+                           "zmqPushPull_port", "data_push_port", "delayScanData_port"})
+
+
+class Generation(str, Enum):
+    """Which hexactrl-sw the daq server and daq-client speak."""
+
+    MENUS = "menus"
+    Y2021 = "2021"
+
+
+def server_section(daq: dict | None) -> dict:
+    server = (daq or {}).get("server")
+    return server if isinstance(server, dict) else {}
+
+
+def is_menus(daq: dict | None) -> bool:
+    """A menu-generation daq config (its server section has `menus`)."""
+    return isinstance(server_section(daq).get("menus"), dict)
+
+
+def generation_of(daq: dict | None) -> Generation:
+    return Generation.MENUS if is_menus(daq) else Generation.Y2021
+
+
+def active_menu(daq: dict | None) -> str | None:
+    name = server_section(daq).get("active_menu")
+    return str(name) if name is not None else None
+
+
+def active_settings(daq: dict | None) -> dict:
+    """The settings a run uses: the active menu's (menus) or the server section (2021)."""
+    server = server_section(daq)
+    if not is_menus(daq):
+        return server
+    menu = server["menus"].get(active_menu(daq))
+    return menu if isinstance(menu, dict) else {}
+
+
+def daq_setting(daq: dict | None, name: str, default: Any = None) -> Any:
+    """A run setting: the active menu's value first, then the server section's."""
+    settings = active_settings(daq)
+    if name in settings:
+        return settings[name]
+    return server_section(daq).get(name, default)
+
+
+def int_setting(daq: dict | None, name: str, default: int) -> int:
+    try:
+        return int(daq_setting(daq, name, default))
+    except (TypeError, ValueError):
+        return default
+
+
+def server_override(server: dict, override: dict) -> dict:
+    """Route the keys of a `server_override` that the active menu has into that menu.
+
+    `server_override: {NEvents: 200}` then means the same in both
+    generations; keys the server section has itself, and full paths
+    (`menus: {calibAndL1A: {...}}`), stay where they are.
+    """
+    menus, name = server.get("menus"), server.get("active_menu", override.get("active_menu"))
+    if not isinstance(menus, dict) or not isinstance(menus.get(name), dict) or not override:
+        return override
+    menu = menus[name]
+    routed, into_menu = {}, {}
+    for key, value in override.items():
+        if key not in server and key in menu:
+            into_menu[key] = value
+        else:
+            routed[key] = value
+    if into_menu:
+        routed.setdefault("menus", {})
+        routed["menus"] = {**routed["menus"], name: {**routed["menus"].get(name, {}), **into_menu}}
+    return routed
+
+
+def without_locations(value: Any) -> Any:
+    """`value` without location settings at any depth (what a key hashes)."""
+    if isinstance(value, dict):
+        if not any(k in LOCATION_KEYS or isinstance(v, (dict, list)) for k, v in value.items()):
+            return value
+        return {k: without_locations(v) for k, v in value.items() if k not in LOCATION_KEYS}
+    if isinstance(value, list):
+        return [without_locations(v) for v in value]
+    return value
