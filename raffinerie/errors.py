@@ -32,6 +32,9 @@ class Diagnostic:
         prefix = "warning: " if self.severity == WARNING else ""
         return ": ".join(head + [prefix + self.message])
 
+    def as_error(self) -> "RaffError":
+        return RaffError(self.message, self.file, self.line, self.where)
+
     def as_dict(self) -> dict:
         return {
             "severity": self.severity,

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from raffinerie.config.library import Origin
 from raffinerie.config.daqconfig import LOCATION_KEYS, active_settings, server_section
 from raffinerie.config.parameters import ParameterTable, load_table
 from raffinerie.config.tree import get_path
 from raffinerie.graph.plan import PointSet
+from raffinerie.errors import RaffError
 from raffinerie.store.store import Store
 
 CHANNEL_BLOCKS = ("ch", "calib", "cm")
@@ -71,10 +73,19 @@ def assemble(points: PointSet, store: Store, table: ParameterTable | None = None
     return out
 
 
-def select(columns: dict[str, np.ndarray], wanted: list[str] | None) -> dict[str, np.ndarray]:
+def select(columns: dict[str, np.ndarray], wanted: list[str] | None,
+           where: Origin | None = None) -> dict[str, np.ndarray]:
+    """The columns `data_columns` names, in its order; a name the dataset lacks is an error."""
     if not wanted:
         return columns
-    return {name: columns[name] for name in wanted if name in columns}
+    unknown = [name for name in wanted if name not in columns]
+    if unknown:
+        message = (f"data_columns names {', '.join(map(repr, unknown))}, which the dataset does "
+                   f"not have; it has: {', '.join(columns)}")
+        if where is None:
+            raise RaffError(message)
+        raise where.error(message).as_error()
+    return {name: columns[name] for name in wanted}
 
 
 def _axis_index(points: PointSet, axis_number: int) -> np.ndarray:

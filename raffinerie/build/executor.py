@@ -142,7 +142,8 @@ class Builder:
     def _dataset(self, plan: Plan, node: Node) -> None:
         points = plan.points[node.name]
         t0 = time.perf_counter()
-        columns = select(assemble(points, self.store), points.procedure.data_columns)
+        proc = points.procedure
+        columns = select(assemble(points, self.store), proc.data_columns, proc.origin.at("data_columns"))
         meta = {"kind": "dataset", "procedure": node.name, "points": points.total,
                 "rows": len(next(iter(columns.values()))), "columns": list(columns),
                 "point_keys": [points.key(i).hex() for i in range(points.total)],

@@ -27,7 +27,7 @@ def load_valid(args) -> tuple[Library, ConfigFiles]:
     """The library of `-c MAIN`, or ConfigErrors with every error in it."""
     lib = load_library(main_path(args))
     files = ConfigFiles()
-    errors = [d for d in validate(lib, files=files) if d.severity == ERROR]
+    errors = [d for d in validate(lib, files=files, max_points=args.max_points) if d.severity == ERROR]
     if errors:
         raise ConfigErrors(errors)
     return lib, files
@@ -35,7 +35,7 @@ def load_valid(args) -> tuple[Library, ConfigFiles]:
 
 def validate_command(args) -> int:
     lib = load_library(main_path(args))
-    diags = validate(lib, strict=args.strict)
+    diags = validate(lib, strict=args.strict, max_points=args.max_points)
     errors = sum(d.severity == ERROR for d in diags)
     warnings = sum(d.severity == WARNING for d in diags)
     if args.json:

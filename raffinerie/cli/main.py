@@ -21,6 +21,10 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", metavar="MAIN",
                    default=os.environ.get("RAFF_CONFIG", DEFAULT_MAIN),
                    help=f"main configuration file (default: $RAFF_CONFIG or ./{DEFAULT_MAIN})")
+    p.add_argument("--max-points", type=int, metavar="N",
+                   default=int(os.environ.get("RAFF_MAX_POINTS", 10_000_000)),
+                   help="refuse procedures with more points than N (default: $RAFF_MAX_POINTS or "
+                        "10,000,000)")
 
 
 def _add_backend(p: argparse.ArgumentParser) -> None:
@@ -103,12 +107,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("raff: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `raff plan X --points | head`: the reader has gone; so do we, quietly
+        _silence_stdout()
+        return 0
     except OSError as exc:  # a path that cannot be written or read: disk full, permissions, ...
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"raff: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
-    except BrokenPipeError:
-        return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
 
 
 def _validate(args) -> int:

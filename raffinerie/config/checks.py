@@ -7,17 +7,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from raffinerie.config.daqconfig import daq_setting, server_override, server_section
 from raffinerie.config.expand import expand, overlaps
 from raffinerie.config.library import AnalysisProcedure, DaqProcedure, Library, Origin
 from raffinerie.config.parameters import ParameterTable, load_table
 from raffinerie.config.resolve import ConfigFiles
-from raffinerie.config.tree import has_path
+from raffinerie.config.tree import has_path, merge
+from raffinerie.config.yamlio import real_path
 from raffinerie.errors import ERROR, WARNING, Diagnostic
 
 
-def validate(lib: Library, strict: bool = False, files: ConfigFiles | None = None) -> list[Diagnostic]:
+DEFAULT_MAX_POINTS = 10_000_000   # a plan of 10 M points takes about a minute
+RUN_SETTINGS = {"NEvents": (1, 10_000_000), "NChips": (1, 6)}  # an HD hexaboard has 6 ROCs
+
+
+def validate(lib: Library, strict: bool = False, files: ConfigFiles | None = None,
+             max_points: int = DEFAULT_MAX_POINTS) -> list[Diagnostic]:
     files = files or ConfigFiles()
-    checker = _Checker(lib, files, load_table())
+    checker = _Checker(lib, files, load_table(), max_points)
     for proc in lib.procedures.values():
         if isinstance(proc, DaqProcedure):
             checker.daq(proc)
@@ -45,7 +52,9 @@ def _known(lib: Library, name: str) -> str:
 
 
 class _Checker:
-    def __init__(self, lib: Library, files: ConfigFiles, table: ParameterTable):
+    def __init__(self, lib: Library, files: ConfigFiles, table: ParameterTable,
+                 max_points: int = DEFAULT_MAX_POINTS):
+        self.max_points = max_points
         self.lib, self.files, self.table = lib, files, table
         self.out: list[Diagnostic] = []
         self.checked_files: set[Path] = set()
@@ -72,6 +81,9 @@ class _Checker:
                 self.error(proc.origin.at("calibration"),
                            f"calibration '{proc.calibration}' is a daq procedure, not an analysis")
         scan = expand(proc)
+        if scan.total > self.max_points:
+            self.error(proc.origin.at("parameters"), f"'{proc.name}' has {scan.total:,} points, more "
+                       f"than the limit of {self.max_points:,} (raise it with --max-points N)")
         for axis, place, problem in overlaps(scan):
             self.error(axis.origin.at("key"), f"place {'.'.join(map(str, place[1:]))} {problem}")
         self._target_files(proc)
@@ -80,6 +92,8 @@ class _Checker:
                                 "power-on default")
         daq = self.files.mapping(proc.daq_default, proc.origin.at("daq_settings", "default"),
                                  "daq default config")
+        if daq is not None:
+            self._run_settings(proc, daq)
         for param, axis in zip(proc.parameters, scan.axes):
             for place in axis.places:
                 tree, path, what = ((daq, place[1:], "daq default config") if place[0] == "daq"
@@ -90,6 +104,21 @@ class _Checker:
                                WARNING)
                 if place[0] == "target":
                     self._values(param.origin, path, axis.values)
+
+    def _run_settings(self, proc: DaqProcedure, daq: dict) -> None:
+        """NEvents and NChips of the resolved daq config are whole numbers in sane bounds."""
+        server = server_section(daq)
+        resolved = {**daq, "server": merge(server, server_override(server, proc.server_override))}
+        for name, (low, high) in RUN_SETTINGS.items():
+            value = daq_setting(resolved, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                in_menu = ("menus", server.get("active_menu")) if name not in server else ()
+                where = (proc.origin.at("daq_settings", "server_override", name)
+                         if name in (proc.server_override or {})
+                         else Origin(proc.daq_default, ("server",) + in_menu + (name,)))
+                self.error(where, f"{name}: {value!r} is not a whole number from {low} to {high:,}")
 
     def _values(self, origin: Origin, path: tuple, values) -> None:
         if isinstance(values, range):
@@ -107,8 +136,8 @@ class _Checker:
 
     def _target_files(self, proc: DaqProcedure) -> None:
         """Values in the initial config and the inline overrides fit their registers."""
-        if proc.initial_config is not None and proc.initial_config.resolve() not in self.checked_files:
-            self.checked_files.add(proc.initial_config.resolve())
+        if proc.initial_config is not None and real_path(proc.initial_config) not in self.checked_files:
+            self.checked_files.add(real_path(proc.initial_config))
             init = self.files.target(proc.initial_config,
                                      proc.origin.at("target_settings", "initial_config"),
                                      "initial config")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from raffinerie.config import schema
 from raffinerie.config.tree import norm_key, normalize
-from raffinerie.config.yamlio import line_of, load_yaml
+from raffinerie.config.yamlio import line_of, load_yaml, real_path
 from raffinerie.errors import ERROR, Diagnostic, RaffError, format_where
 
 
@@ -135,7 +135,7 @@ class _Loader:
         self.lib.diagnostics.append(diag)
 
     def load(self, path: Path, kind: str, stack: tuple, origin: Origin | None = None) -> None:
-        real = path.resolve()
+        real = real_path(path)
         if real in stack:
             chain = " -> ".join(p.name for p in stack[stack.index(real):] + (real,))
             where = origin or Origin(path)

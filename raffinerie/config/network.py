@@ -16,12 +16,13 @@ from pathlib import Path
 
 from raffinerie.config import schema
 from raffinerie.config.daqconfig import Generation, generation_of
-from raffinerie.config.yamlio import load_yaml
+from raffinerie.config.yamlio import line_of, load_yaml
 from raffinerie.errors import ConfigErrors, RaffError
 
 EMULATOR_MODEL_VERSION = 2  # part of emulated keys: a new response model is a new board
 DEFAULT_SEED = 0
 DEFAULT_TIMEOUT = 10.0
+MAX_TIMEOUT = 3600.0
 
 
 class SlowControl(str, Enum):
@@ -100,9 +101,12 @@ def load_network(path: Path) -> Network:
         return Host(entry["hostname"], entry["port"]) if entry else None
 
     target = host("target")
+    timeout = float(doc.get("timeout", DEFAULT_TIMEOUT))
+    if not 0 < timeout <= MAX_TIMEOUT:  # also refuses .nan, which every comparison fails
+        raise RaffError(f"{doc['timeout']!r} is not a number of seconds in (0, {MAX_TIMEOUT:g}]",
+                        file=path, line=line_of(path, ("timeout",)), where="timeout")
     network = Network(path, host("server"), target, host("client"),
-                      doc.get("board") or f"board@{target.hostname}",
-                      float(doc.get("timeout", DEFAULT_TIMEOUT)), host("data"))
+                      doc.get("board") or f"board@{target.hostname}", timeout, host("data"))
     return _protocol_settings(network, doc, path)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from raffinerie.config.daqconfig import int_setting, server_override, server_section
 from raffinerie.config.library import DaqProcedure, Origin
 from raffinerie.config.tree import merge, normalize, set_path, strip_network
-from raffinerie.config.yamlio import load_yaml
+from raffinerie.config.yamlio import load_yaml, real_path
 from raffinerie.errors import Diagnostic, RaffError
 
 
@@ -29,7 +29,7 @@ class ConfigFiles:
 
     def mapping(self, path: Path, origin: Origin, what: str) -> dict | None:
         """The normalised mapping in `path`, or None after reporting why not."""
-        key = path.resolve()
+        key = real_path(path)
         if key in self._docs:
             return self._docs[key]
         if key in self._failed:

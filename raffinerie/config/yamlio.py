@@ -1,12 +1,21 @@
 """Reading YAML files, with places (line numbers) for error messages.
 
-Documents are loaded with libyaml's C loader when it is there. Line numbers
+Documents are loaded with libyaml's C parser when it is there. Line numbers
 are found only when a message needs one: the file is composed into nodes
 again, once, and the node at a document path is looked up.
+
+Configuration files come from users and from other sites, so reading one is
+bounded: only regular files, at most MAX_FILE_BYTES, nesting at most
+MAX_DEPTH deep, and aliases that would expand to more than MAX_NODES values
+are refused (an "alias bomb" is a few lines that expand to billions). A key
+given twice in one mapping is an error naming both lines: YAML would keep
+the last one without a word.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -15,11 +24,61 @@ import yaml
 
 from raffinerie.errors import RaffError
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_DEPTH = 200
+MAX_NODES = 10_000_000
+
+
+class DuplicateKey(yaml.MarkedYAMLError):
+    pass
+
+
+class _Loader(_Base):
+    """The safe loader, refusing a key that a mapping already has."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.get(key)
+                    seen[key] = first or key_node.start_mark
+                except TypeError:
+                    continue
+                if first is not None:
+                    raise DuplicateKey(None, None, f"key {key!r} given twice (line {first.line + 1}, "
+                                                   f"column {first.column + 1} and line "
+                                                   f"{key_node.start_mark.line + 1}, column "
+                                                   f"{key_node.start_mark.column + 1}); YAML would keep "
+                                                   "the last one", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_yaml_map)
+
+
+def real_path(path: Path) -> Path:
+    """`path` with links resolved; a link loop stays as it is (reading it then says so)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # Python < 3.13 raises RuntimeError for a loop
+        return path.absolute()
 
 
 def read_text(path: Path, what: str = "file") -> str:
     try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(info.st_mode):
+            raise RaffError(f"{what} is not a regular file (a device, FIFO or socket)", file=path)
+        if info.st_size > MAX_FILE_BYTES:
+            raise RaffError(f"{what} is {info.st_size / 2**20:.0f} MiB; configuration files are "
+                            f"limited to {MAX_FILE_BYTES // 2**20} MiB", file=path)
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RaffError(f"{what} not found", file=path) from None
@@ -28,14 +87,18 @@ def read_text(path: Path, what: str = "file") -> str:
     except UnicodeDecodeError as exc:
         raise RaffError(f"not a UTF-8 text file ({exc.reason} at byte {exc.start})", file=path) from None
     except OSError as exc:
-        raise RaffError(f"cannot read {what}: {exc.strerror}", file=path) from None
+        raise RaffError(f"cannot read {what}: {exc.strerror or exc}", file=path) from None
 
 
 def load_yaml(path: Path, what: str = "file") -> Any:
     """The document in `path`; a syntax error names file:line:column."""
     text = read_text(path, what)
     try:
-        return yaml.load(text, Loader=_Loader)
+        doc = yaml.load(text, Loader=_Loader)
+    except RecursionError:
+        raise RaffError(f"YAML nested too deeply (limit {MAX_DEPTH} levels)", file=path) from None
+    except DuplicateKey as exc:
+        raise RaffError(exc.problem, file=path, line=exc.problem_mark.line + 1) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -45,6 +108,35 @@ def load_yaml(path: Path, what: str = "file") -> Any:
                         file=path, line=mark.line + 1) from None
     except yaml.YAMLError as exc:
         raise RaffError(f"YAML error: {exc}", file=path) from None
+    _check_size(doc, path)
+    return doc
+
+
+def _check_size(doc: Any, path: Path) -> None:
+    """Refuse documents nested deeper than MAX_DEPTH or expanding to more than MAX_NODES values.
+
+    Aliases share one object, so sizes are memoised per object: an alias
+    bomb costs as many steps as it has distinct nodes, not as it expands to.
+    """
+    sizes: dict[int, int] = {}
+    stack = [(doc, 0, False)]
+    while stack:
+        value, depth, done = stack.pop()
+        if not isinstance(value, (dict, list)) or (id(value) in sizes and not done):
+            continue
+        if depth > MAX_DEPTH:
+            raise RaffError(f"YAML nested too deeply (more than {MAX_DEPTH} levels)", file=path)
+        children = list(value.values()) if isinstance(value, dict) else value
+        if done:
+            total = 1 + sum(sizes.get(id(c), 1) for c in children)
+            if total > MAX_NODES:
+                raise RaffError(f"YAML expands to more than {MAX_NODES:,} values (aliases repeated "
+                                "within aliases?)", file=path)
+            sizes[id(value)] = total
+            continue
+        sizes[id(value)] = 0  # in progress: a self-referencing alias counts once
+        stack.append((value, depth, True))
+        stack.extend((c, depth + 1, False) for c in children if isinstance(c, (dict, list)))
 
 
 @lru_cache(maxsize=64)

@@ -133,10 +133,12 @@ class DaqSession:
 
     def _configure_daq(self, daq: dict) -> None:
         gen = self.protocols.generation
-        if generation_of(daq) is Generation.MENUS and gen is not Generation.MENUS:
-            raise RaffError("the daq config has `server.menus` (menu generation) but the backend "
-                            f"speaks generation 2021 ({self.network.setting_hint('generation', 'menus')}, "
-                            "or use a 2021 daq config)", file=self.network.file)
+        if generation_of(daq) is not gen:
+            has = "has `server.menus`" if gen is Generation.Y2021 else "has no `server.menus`"
+            raise RaffError(f"the daq config {has} (generation {generation_of(daq).value}) but the "
+                            f"backend speaks generation {gen.value}: use a daq config of that "
+                            f"generation, or {self.network.setting_hint('generation', generation_of(daq).value)}",
+                            file=self.network.file)
         server = {**server_section(daq), "zmqPushPull_port": self.data_host.port}
         if gen is Generation.MENUS:
             self._configure_menus(server)
