@@ -23,7 +23,7 @@ DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "hexactrl-ti
 
 
 def emulated_runs(folder: Path) -> list[Path]:
-    from raffinerie.emulator.model import Board, messages
+    from raffinerie.emulator.model import Board, RunSettings, raw_file
     from raffinerie.emulator.registers import RegisterFile
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -31,9 +31,9 @@ def emulated_runs(folder: Path) -> list[Path]:
     paths = []
     for i in range(49):
         regs.write({f"roc_s{c}": {"ReferenceVoltage": {0: {"Calib": 64 * i}}} for c in range(3)})
-        event, chip, words = board.run(regs, {"server": {"NEvents": 400}}, 0)
+        event, chip, words = board.run(regs, RunSettings(400, False), 0)
         path = folder / f"emulated_{i}.raw"
-        path.write_bytes(b"".join(messages(event, chip, words)))
+        path.write_bytes(raw_file(event, chip, words))
         paths.append(path)
     return paths
 

@@ -81,7 +81,8 @@ class LibraryFolder:
         path.write_text(textwrap.dedent(text))
         return path
 
-    def daq(self, name: str = "scan", parameters: str = "", extra: str = "") -> str:
+    def daq(self, name: str = "scan", parameters: str = "", extra: str = "",
+            server_override: str | None = None) -> str:
         """A daq procedure entry (YAML text, indented for a list)."""
         text = f"""\
         - name: {name}
@@ -92,6 +93,8 @@ class LibraryFolder:
             default: ./defaults/daq.yaml
         """
         text = textwrap.dedent(text)
+        if server_override:
+            text += f"    server_override: {server_override}\n"
         if extra:
             text += textwrap.indent(textwrap.dedent(extra), "  ")
         if parameters:

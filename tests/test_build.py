@@ -122,9 +122,7 @@ def test_show_before_build_explains(raff, libdir):
 
 
 def _slow_library(libdir, points: int = 40) -> Path:
-    daq = libdir.daq("slow", parameters=SCAN % (100 * points),
-                     extra="daq_settings:\n  default: ./defaults/daq.yaml\n  server_override: {NEvents: 600}\n")
-    daq = daq.replace("daq_settings:\n  default: ./defaults/daq.yaml\n", "", 1)
+    daq = libdir.daq("slow", parameters=SCAN % (100 * points), server_override="{NEvents: 600}")
     return libdir.main(daq)
 
 
@@ -204,7 +202,8 @@ def faulty_emulator(tmp_path):
 
     def start(*faults: str) -> Path:
         proc = subprocess.Popen([sys.executable, "-m", "raffinerie", "emulator", "--server-port", "0",
-                                 "--target-port", "0", "--data-port", "0", "--announce", *faults],
+                                 "--target-port", "0", "--data-port", "0", "--client-port", "0",
+                                 "--generation", "2021", "--announce", *faults],
                                 stdout=subprocess.PIPE, text=True)
         started.append(proc)
         ports = json.loads(proc.stdout.readline())

@@ -12,12 +12,14 @@ from conftest import EXAMPLES, shared
 
 from raffinerie.daq.runs import decode_run
 from raffinerie.daq.summary import SUMMARY_COLUMNS
-from raffinerie.emulator.model import Board, messages
+from raffinerie.daq.rawformat import CHANNEL_WORDS, read_frames
+from raffinerie.emulator.model import Board, RunSettings, injecting_2021, messages, raw_file, settings_identity
 from raffinerie.emulator.registers import RegisterError, RegisterFile
+from raffinerie.emulator.target import Target
 
 INJECTION = yaml.safe_load((EXAMPLES / "init" / "injection.yaml").read_text())
-PULSES = {"server": {"NEvents": 400, "l1a_generator_settings": [
-    {"name": "A", "enable": 1, "BX": 16, "flavor": "CALPULINT"}]}}
+PULSES = RunSettings(400, True, "pulses")
+QUIET = RunSettings(400, False, "quiet")
 INJECTED = [10, 20, 40, 50]
 
 
@@ -26,9 +28,9 @@ def setting(calib: int, phase: int = 2) -> dict:
                           "Top": {0: {"phase_strobe": phase}}} for c in range(3)}
 
 
-def summary(regs: RegisterFile, board: Board, daq=PULSES, occurrence: int = 0) -> dict:
-    event, chip, words = board.run(regs, daq, occurrence)
-    return decode_run(b"".join(messages(event, chip, words)), Path("emulated"), True).summary()
+def summary(regs: RegisterFile, board: Board, settings=PULSES, occurrence: int = 0) -> dict:
+    event, chip, words = board.run(regs, settings, occurrence)
+    return decode_run(raw_file(event, chip, words), Path("emulated"), True).summary()
 
 
 def rows(table: dict, channels, chips=(0, 1, 2)) -> np.ndarray:
@@ -65,7 +67,7 @@ def test_register_writes_are_checked_and_all_or_nothing():
 
 def test_pedestals_and_noise_look_like_the_real_board(board, regs):
     regs.write(setting(0))
-    t = summary(regs, board, {"server": {"NEvents": 400}})
+    t = summary(regs, board, QUIET)
     normal = rows(t, [c for c in range(72) if c not in INJECTED])
     pedestals, noise = t["adc_mean"][normal], t["adc_stdd"][normal]
     assert 265 < pedestals.mean() < 310          # real: 287.5
@@ -115,9 +117,9 @@ def test_toa_moves_64_lsb_per_phase_step_with_timewalk(board, regs):
 def test_trim_inv_moves_the_pedestal_of_one_channel(board):
     regs = RegisterFile()
     regs.write(yaml.safe_load((EXAMPLES / "init" / "characterisation_mode.yaml").read_text()))
-    before = summary(regs, board, {"server": {"NEvents": 200}})
+    before = summary(regs, board, RunSettings(200, False))
     regs.write({"roc_s0": {"ch": {5: {"trim_inv": 20}}}})
-    after = summary(regs, board, {"server": {"NEvents": 200}})
+    after = summary(regs, board, RunSettings(200, False))
     moved = after["adc_mean"] - before["adc_mean"]
     ch5 = rows(before, [5], [0])
     assert -40 < moved[ch5][0] < -20
@@ -152,8 +154,49 @@ def test_normal_mode_is_encoded_and_decoded(board):
                 for c in range(3)})
     regs.write(setting(1024))
     event, chip, words = board.run(regs, PULSES, 0)
-    run = decode_run(b"".join(messages(event, chip, words)), Path("emu"), False)
+    run = decode_run(raw_file(event, chip, words), Path("emu"), False)
     t = run.summary()
     injected = rows(t, INJECTED)
     assert (t["tot_efficiency"][injected] == 1).all()
     assert 250 < np.median(t["adc_mean"][rows(t, [30, 31])]) < 330
+
+
+def test_every_message_is_an_independent_archive(board, regs):
+    event, chip, words = board.run(regs, RunSettings(70, True), 0)
+    parts = [read_frames(m) for m in messages(event, chip, words, per_message=96)]
+    assert [len(p) for p in parts] == [96, 96, 18]
+    assert np.array_equal(np.concatenate([p.event for p in parts]), event)
+    assert np.array_equal(np.concatenate([p.words for p in parts]), words)
+
+
+def test_run_settings_of_the_2021_generation():
+    gens = [{"name": "A", "enable": 1, "flavor": "CALPULINT"}, {"name": "B", "enable": 0, "flavor": "L1A"}]
+    assert injecting_2021({"l1a_generator_settings": gens})
+    assert not injecting_2021({"l1a_generator_settings": gens[1:]}) and not injecting_2021({})
+    # ports are places, not conditions: the same data wherever the stream goes
+    assert settings_identity({"NEvents": 5, "zmqPushPull_port": 1}) == settings_identity({"NEvents": 5})
+
+
+def test_invalid_master_tdc_scrambles_toa_only(regs):
+    regs.write(setting(1024))
+    good = Board(0).run(regs, PULSES, 0, tdc_ok=np.array([True, True, True]))[2]
+    bad = Board(0).run(regs, PULSES, 0, tdc_ok=np.array([True, False, True]))[2]
+    chip1 = np.arange(len(good)) % 3 == 1
+    assert np.array_equal(good[~chip1], bad[~chip1])
+    good, bad = good[chip1][..., CHANNEL_WORDS], bad[chip1][..., CHANNEL_WORDS]
+    assert np.array_equal(good >> 10, bad >> 10)                  # flags, ADC, TOT
+    assert not np.array_equal(good & 0x3FF, bad & 0x3FF)          # TOA
+
+
+def test_master_tdc_state_of_the_target():
+    t = Target()
+    assert not t.tdc_ok.any()                                    # power-on
+    counters = lambda v: {"roc_s0": {"MasterTdc": {0: {"START_COUNTER": v}, 1: {"START_COUNTER": v}}}}  # noqa: E731
+    assert t.write(counters(1)).tdc_reset == []                  # already 1: no rising edge
+    t.write(counters(0))
+    assert t.write(counters(1)).tdc_reset == [0] and t.tdc_ok.tolist() == [True, False, False]
+    effect = t.write({"roc_s0": {"Top": {0: {"phase_ck": 3}}}})
+    assert effect.phase_changed == [0] and not t.tdc_ok.any()
+    assert t.reset_tdc().tdc_reset == [0, 1, 2] and t.tdc_ok.all()
+    t.power_on()
+    assert not t.tdc_ok.any()

@@ -103,10 +103,10 @@ def log_lines(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
-def dataset(raff, main: Path, cache: Path, out: Path, name: str = "scan"):
+def dataset(raff, main: Path, cache: Path, out: Path, net: Path, name: str = "scan"):
     import pandas as pd
 
-    r = raff("export", name, "-o", out, "-c", main, "--cache", cache)
+    r = raff("export", name, "-o", out, "-c", main, "--cache", cache, "--network", net)
     assert r.code == 0, r.err
     return pd.read_csv(out)
 
@@ -126,7 +126,7 @@ def test_build_rebuild_and_tdc_resets(libdir, tmp_path, raff, generation, slow, 
         lines = log_lines(log)
     finally:
         emu.stop()
-    data = dataset(raff, main, cache, tmp_path / "scan.csv")
+    data = dataset(raff, main, cache, tmp_path / "scan.csv", net)
     assert len(data) == 4 * 3 * 78  # points x chips x (72 channels + 2 calib + 4 cm)
     assert sorted(data.groupby(["Calib", "phase_strobe"]).size().index.tolist()) == \
         [(0, 0), (0, 8), (600, 0), (600, 8)]
@@ -138,7 +138,7 @@ def test_build_rebuild_and_tdc_resets(libdir, tmp_path, raff, generation, slow, 
     runs = [line for line in lines if line.get("event") == "run"]
     assert len(runs) == 4 and all(all(run["tdc_ok"]) for run in runs), runs
     # no daq-client traffic when raffinerie pulls; the daq-client drives every run otherwise
-    client_commands = [l["command"] for l in lines if l.get("server") == "client"]
+    client_commands = [l["command"] for l in lines if l.get("server") == "client" and "command" in l]
     assert (readout == "pull") == (not client_commands)
     if readout == "daq-client":
         assert not any((tmp_path / "daq-out").rglob("*.raw"))  # every file was taken into the cache
@@ -162,19 +162,17 @@ def test_tdc_reset_after_every_phase_change(libdir, tmp_path, raff, generation, 
     finally:
         emu.stop()
     lines = log_lines(log)
-    phase_changed = resets = 0
+    phase_changed, stale = 0, set()
     for line in lines:
         if line.get("phase_changed"):
             phase_changed += 1
-            pending = True
-        if line.get("tdc_reset"):
-            pending = False
-            resets += 1
+            stale |= set(line["phase_changed"])
+        stale -= set(line.get("tdc_reset") or ())
         if line.get("command") == "start" and line.get("server") == "daq":
-            assert not locals().get("pending"), "a run started after a phase change without a TDC reset"
-    assert phase_changed >= 3  # power-on (0), 0 -> 4, 4 -> 12
+            assert not stale, f"a run started after a phase change of chips {stale} without a TDC reset"
+    assert phase_changed >= 2  # 0 -> 4, 4 -> 12 (and on some boards the power-on write)
     runs = [line for line in lines if line.get("event") == "run"]
-    assert len(runs) == 8 and all(all(run["tdc_ok"]) for run in runs)
+    assert len(runs) == 6 and all(all(run["tdc_ok"]) for run in runs)  # phase 4 twice: one point
 
 
 @pytest.mark.parametrize("generation,slow,readout", COMBOS)

@@ -48,11 +48,7 @@ def test_duplicate_keys_name_both_places(libdir, raff):
 
 @pytest.mark.parametrize("value", ["-5", "0", "abc", "1000000000000", "2.5"])
 def test_absurd_event_counts_are_refused(libdir, raff, value):
-    main = libdir.main(libdir.daq("scan", extra=f"""\
-        daq_settings:
-          default: ./defaults/daq.yaml
-          server_override: {{NEvents: {value}}}
-        """).replace("  daq_settings:\n    default: ./defaults/daq.yaml\n", "", 1))
+    main = libdir.main(libdir.daq("scan", server_override=f"{{NEvents: {value}}}"))
     r = raff("validate", "-c", main)
     assert_clean_error(r, "server_override.NEvents", "is not a whole number from 1 to 10,000,000")
 

@@ -85,9 +85,11 @@ def test_acquire_points_over_real_sockets(emulator):
     assert runs[1].raw != runs[2].raw  # a repeat has its own noise
 
 
-def test_readout_through_the_daq_client(emulator, tmp_path):
-    gen = emulator.network.generation
-    with session(emulator, readout=Readout.DAQ_CLIENT, output=tmp_path / "daq") as s:
+@pytest.mark.parametrize("gen", GENERATIONS, ids=lambda g: g.value)
+def test_readout_through_the_daq_client(gen, tmp_path):
+    # its own emulator: once initialized, a daq-client stays connected and takes its share
+    with EmulatorProcess(seed=1, generation=gen) as emu, \
+            session(emu, readout=Readout.DAQ_CLIENT, output=tmp_path / "daq") as s:
         runs = [s.acquire(with_calib(calib), DAQ[gen]) for calib in (0, 512)]
     tables = [decode(r.raw, TARGET).summary() for r in runs]
     assert all((t["n_events"] == 300).all() for t in tables)
@@ -146,7 +148,8 @@ def test_bit_slipped_halves_are_recorded_as_corruption():
 
 @pytest.mark.parametrize("gen,command,message", [
     (Generation.MENUS, "set", r"slow control at 127.0.0.1:\d+ refused 'set'"),
-    (Generation.Y2021, "configure", r"slow control at 127.0.0.1:\d+ refused 'configure'"),
+    (Generation.Y2021, "resettdc", r"slow control at 127.0.0.1:\d+ answered 'resettdc' with [\"']E: "),
+    (Generation.Y2021, "configure", r"daq server at 127.0.0.1:\d+ answered 'configure' with \"error: "),
     (Generation.MENUS, "configure", r"daq server at 127.0.0.1:\d+ answered 'configure' with 'error'"),
 ])
 def test_backend_answering_with_an_error(gen, command, message):

@@ -41,7 +41,8 @@ def read_measurements(points: PointSet, store: Store) -> tuple[dict[str, np.ndar
     parts = []
     for i in range(points.total):
         key = points.key(i)
-        parts.append(store.read_events(key) if events else store.read_summary(key))
+        # checked against the manifest: a damaged measurement is never used, it is acquired again
+        parts.append(store.read_events(key, check=True) if events else store.read_summary(key, check=True))
     lengths = np.array([len(next(iter(p.values()))) for p in parts], dtype=np.int64)
     columns = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     if events and "half" not in columns:

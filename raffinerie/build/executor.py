@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raffinerie.build.acquire import Stop, Timer, acquire_points
+from raffinerie.build.acquire import DEFAULT_MAX_CORRUPT, Acquisition, Stop, Timer, acquire_points
 from raffinerie.build.backend import Backend
 from raffinerie.build.datasets import assemble, select
 from raffinerie.config.library import Library
@@ -22,16 +22,21 @@ from raffinerie.config.network import DEFAULT_SEED, Network, identity
 from raffinerie.config.resolve import ConfigFiles
 from raffinerie.graph.plan import BUILD, CACHED, Node, Plan, make_plan
 from raffinerie.errors import RaffError
-from raffinerie.store.store import Store
+from raffinerie.store.store import DamagedEntry, Store
 
 
 class Interrupted(RaffError):
-    exit_code = 130
+    """Ctrl-C or SIGTERM: what was in flight was finished and kept. Exit 128 + the signal."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 @dataclass
 class BuildReport:
     acquired: int = 0
+    corrupt_halves: int = 0
     datasets: int = 0
     analyses: int = 0
     seconds: float = 0.0
@@ -45,13 +50,16 @@ class BuildReport:
 class Builder:
     def __init__(self, lib: Library, files: ConfigFiles, store: Store, progress,
                  network: Network | None = None, seed: int = DEFAULT_SEED, runner=None,
-                 readback: bool = False):
+                 readback: bool = False, max_corrupt: float = DEFAULT_MAX_CORRUPT):
         self.lib, self.files, self.store, self.progress = lib, files, store, progress
         self.identity = identity(network, seed)
         self.backend = Backend(network, seed, store, progress, readback)
         self.runner = runner  # runs analyses (raffinerie.analysis), None: none in this library
         self.stop = Stop()
         self.report = BuildReport()
+        self.damaged: set[str] = set()  # keys quarantined during this build
+        self.acquisition = Acquisition(store, self.backend, progress, self.stop, self.report.timer,
+                                       max_corrupt)
 
     def plan(self, name: str) -> Plan:
         code = self.runner.code if self.runner is not None else None
@@ -59,23 +67,28 @@ class Builder:
 
     def build(self, name: str) -> BuildReport:
         t0 = time.monotonic()
-        previous = signal.signal(signal.SIGINT, self._interrupt)
+        previous = {sig: signal.signal(sig, self._interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            with self.backend:
+            with self.store.cache_lock(exclusive=False, waiting=self._waiting_for_gc), self.backend:
+                self.store.clean_tmp()
                 plan = self._loop(name)
             if plan is not None and self.runner is not None:
                 for node in plan.nodes.values():  # the latest outputs, in one place
                     if node.kind == "analysis" and node.status == CACHED:
                         self.runner.materialise(node)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             if self.runner is not None:
                 self.runner.close()
             self.report.seconds = time.monotonic() - t0
         if self.stop:
             raise Interrupted(f"interrupted: {self.report.acquired} points acquired in this build are "
-                              f"kept; run `raff build {name}` again to continue")
+                              f"kept; run `raff build {name}` again to continue", self.stop.signal)
         return self.report
+
+    def _waiting_for_gc(self) -> None:
+        self.progress.info(f"waiting for `raff cache gc` or `verify` on {self.store.root} to finish ...")
 
     def _loop(self, name: str) -> Plan | None:
         """Plan, build what is ready, plan again; analyses run in workers when -w > 1."""
@@ -90,7 +103,14 @@ class Builder:
                 self.progress.info(f"{node.name}: analysis started ({node.reason})")
             serial = [n for n in ready if not (parallel and n.kind == "analysis")]
             if serial:
-                self._execute(plan, serial[0])
+                try:
+                    self._execute(plan, serial[0])
+                except DamagedEntry as exc:  # quarantined: the next plan makes it again
+                    if exc.key in self.damaged:
+                        raise RaffError(f"{exc}; it was damaged again right after it was made: "
+                                        "check the disk under the cache") from None
+                    self.damaged.add(exc.key)
+                    self.progress.info(f"warning: {exc}")
             elif running:
                 self._collect(running)
             else:
@@ -111,9 +131,10 @@ class Builder:
                 self.report.analyses += 1
                 self.progress.info(f"{node.name}: analysis done")
 
-    def _interrupt(self, *_) -> None:
+    def _interrupt(self, signum, _frame) -> None:
         if self.stop:
             raise KeyboardInterrupt  # a second Ctrl-C: give up the point in flight
+        self.stop.signal = signum
         self.stop.event.set()
         self.progress.info("stopping after the point in flight (Ctrl-C again to abort it)")
 
@@ -127,8 +148,10 @@ class Builder:
                                 file=points.procedure.origin.file)
             pod = self.files.target(points.procedure.power_on_default, points.procedure.origin,
                                     "power-on default") or {}
-            self.report.acquired += acquire_points(points, self.store, self.backend, self.progress,
-                                                   self.stop, pod, self.report.timer)
+            try:
+                self.report.acquired += acquire_points(points, self.acquisition, pod)
+            finally:
+                self.report.corrupt_halves = self.acquisition.corrupt_halves
         elif node.kind == "dataset":
             self._dataset(plan, node)
         elif node.kind == "analysis":

@@ -3,63 +3,93 @@
 from __future__ import annotations
 
 import signal
+import sys
 
 from raffinerie.errors import RaffError
+
+GENERATIONS = ("menus", "2021")
+SLOW_CONTROLS = ("hcc", "zmq-i2c")
 
 
 def emulator_command(args) -> int:
     import zmq
 
-    from raffinerie.emulator.server import EmulatorServer, Faults
+    from raffinerie.config.daqconfig import Generation
+    from raffinerie.emulator.server import Emulator, Options, announce_line, die_with_parent
+    from raffinerie.emulator.wire import Faults
 
+    die_with_parent()
     faults = Faults(drop_after=args.drop_after, bitslip=args.bitslip, align_retries=args.align_retries,
-                    error_on=set(args.error_on or []), silent_after=args.silent_after)
+                    error_on=frozenset(c.lower() for c in args.error_on or []),
+                    silent_after=args.silent_after)
+    options = Options(host=args.host, server_port=args.server_port, target_port=args.target_port,
+                      client_port=args.client_port, data_port=args.data_port,
+                      generation=Generation(args.generation), slow_control=args.slow_control,
+                      seed=args.seed, rate=args.trigger_rate, log=args.log, faults=faults)
+    if args.trigger_rate is not None and args.trigger_rate <= 0:
+        raise RaffError(f"--trigger-rate must be positive, got {args.trigger_rate}")
     try:
-        server = EmulatorServer(args.host, args.server_port, args.target_port, args.data_port,
-                                args.seed, faults)
+        emulator = Emulator(options)
     except zmq.ZMQError as exc:
         raise RaffError(f"cannot open the emulator's sockets on {args.host}: {exc}") from None
-    p = server.ports
-    if args.announce:
-        print(p.as_json(), flush=True)
-    else:
-        print(f"raff emulator (seed {args.seed}): daq server tcp://{p.host}:{p.server}, "
-              f"target tcp://{p.host}:{p.target}, data tcp://{p.host}:{p.data}; Ctrl-C stops",
-              flush=True)
 
     def stop(*_):
-        server.stopped = True
+        emulator.stopped = True
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if args.announce:
+        print(announce_line(emulator), flush=True)
+    else:
+        a = emulator.announcement()
+        data = f"tcp://{a['host']}:{a['data']}" if a["data"] else "bound at initialize"
+        print(f"raff emulator (seed {args.seed}, {a['generation']} generation, {a['slow_control']} "
+              f"slow control): daq server tcp://{a['host']}:{a['server']}, slow control "
+              f"tcp://{a['host']}:{a['target']}, daq-client tcp://{a['host']}:{a['client']}, "
+              f"data {data}; Ctrl-C stops", flush=True)
     try:
-        server.serve()
+        emulator.serve()
     finally:
-        server.close()
+        emulator.close()
+        sys.stdout.flush()
     return 0
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("emulator", help="run the HGCROCv3 hexaboard emulator (daq + target servers)",
-                       description="Serve the hexactrl-sw protocol for an emulated LD hexaboard: a daq "
-                                   "server (REQ/REP) with a data PUSH socket, and a target i2c server "
-                                   "(REQ/REP). It can stand in for a hexacontroller on another machine. "
-                                   "Port 0 picks a free port.")
+    p = sub.add_parser("emulator", help="run the HGCROCv3 hexaboard emulator (daq, slow control, daq-client)",
+                       description="Serve the hexactrl-sw protocols of an emulated LD hexaboard, as the "
+                                   "real programs do: a daq server (REQ/REP) with its data PUSH socket, a "
+                                   "slow-control server (REQ/REP) and a daq-client (REQ/REP) that pulls "
+                                   "the data stream and writes .raw files. It can stand in for a "
+                                   "hexacontroller and a DAQ PC on another machine. Port 0 picks a free port.")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--generation", choices=GENERATIONS, default="menus",
+                   help="hexactrl-sw generation of the daq server and daq-client (default menus)")
+    p.add_argument("--slow-control", choices=SLOW_CONTROLS,
+                   help="slow-control protocol (default: hcc for menus, zmq-i2c for 2021)")
     p.add_argument("--server-port", type=int, default=6000, metavar="P", help="daq server port (6000)")
-    p.add_argument("--target-port", type=int, default=5555, metavar="P", help="target i2c server port (5555)")
-    p.add_argument("--data-port", type=int, default=8888, metavar="P", help="data PUSH port (8888)")
+    p.add_argument("--target-port", type=int, default=5555, metavar="P", help="slow-control port (5555)")
+    p.add_argument("--client-port", type=int, default=6001, metavar="P", help="daq-client port (6001)")
+    p.add_argument("--data-port", type=int, metavar="P",
+                   help="bind the data PUSH socket at start-up on P (0 = a free port) and ignore the "
+                        "daq config's zmqPushPull_port. Default: like the real servers, bind it when "
+                        "configured (menus: at initialize; 2021: at configure) on the config's "
+                        "zmqPushPull_port (8888)")
+    p.add_argument("--trigger-rate", type=float, metavar="HZ",
+                   help="L1A rate: a run of NEvents lasts NEvents/HZ seconds (default: as fast as possible)")
     p.add_argument("--seed", type=int, default=0, help="board seed: one seed is one board (0)")
-    p.add_argument("--announce", action="store_true", help="print the ports as one JSON line")
+    p.add_argument("--announce", action="store_true",
+                   help="print one JSON line first: host, server, target, data (null until bound), "
+                        "client, generation, slow_control, pid")
+    p.add_argument("--log", metavar="FILE", help="append one JSON line per request and per run to FILE")
     faults = p.add_argument_group("fault injection (for tests)")
-    faults.add_argument("--drop-after", type=int, metavar="N", help="drop the data stream after N events")
+    faults.add_argument("--drop-after", type=int, metavar="N",
+                        help="the data stream loses everything after N events of a run, END_OF_RUN included")
     faults.add_argument("--bitslip", type=float, default=0.0, metavar="F",
                         help="fraction of records with a 2-bit serial-link slip")
     faults.add_argument("--align-retries", type=int, default=0, metavar="K",
-                        help="`start` fails K times per run before the links align")
+                        help="`start` does not reach running K times per run (links not aligned)")
     faults.add_argument("--error-on", action="append", metavar="COMMAND",
-                        help="answer COMMAND with an error (repeatable)")
+                        help="COMMAND fails the way its server fails (repeatable)")
     faults.add_argument("--silent-after", type=int, metavar="N", help="stop answering after N requests")
     p.set_defaults(func=lambda args: emulator_command(args))
-
-

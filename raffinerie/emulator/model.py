@@ -5,6 +5,10 @@ from the seed, so one seed is one board. Each run draws its noise from the
 seed, the configuration and how often that configuration ran before, so the
 same commands always give the same data. Everything is computed on arrays of
 shape (events, chips, halves, 37 channel slots) at once.
+
+A chip whose master TDC was not reset since power-on or since its sampling
+phase changed measures garbage TOA (uniform, independent of the arrival
+time); ADC and TOT do not depend on it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ import hashlib
 
 import numpy as np
 
-from raffinerie.daq.rawformat import build_halves, encode_records, make_header
+from dataclasses import dataclass
+
+from raffinerie.config.daqconfig import without_locations
+from raffinerie.daq.rawformat import ARCHIVE_HEADER, PREAMBLE, RECORD, build_halves, encode_records, make_header
 from raffinerie.emulator.registers import RegisterFile
 
 SLOTS = 37                    # 36 channels + the calibration channel per half
@@ -31,7 +38,17 @@ TOA_THRESHOLD_FC = 15.0       # at Toa_vref 400
 TIMEWALK_LSB = 69.0           # TOA delay of a 250 fC pulse relative to a huge one
 BX_COUNTER = 44
 COMMON_MODE_NOISE = 0.35      # ADC, shared by the channels of a half in each event
-RECORDS_PER_MESSAGE = 96
+EVENTS_PER_MESSAGE = 32
+TOA_RANGE = 1024
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run's data depend on besides the registers."""
+
+    n_events: int
+    injecting: bool      # calibration pulses sent before each L1A
+    identity: str = ""   # the settings that chose this run, for the noise seed
 
 
 def erf(x: np.ndarray) -> np.ndarray:
@@ -123,14 +140,20 @@ class Board:
 
     # -- one run ----------------------------------------------------------------
 
-    def run(self, regs: RegisterFile, daq: dict, occurrence: int, bitslip: float = 0.0,
-            events: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(event, chip, words) of every record of one run."""
-        server = daq.get("server", {}) if isinstance(daq, dict) else {}
-        n_events = int(events if events is not None else server.get("NEvents", 1000))
-        s = self.state(regs, _injecting(server))
-        rng = np.random.default_rng([self.seed, _config_seed(regs, server), occurrence])
+    def run(self, regs: RegisterFile, settings: RunSettings, occurrence: int, bitslip: float = 0.0,
+            tdc_ok: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(event, chip, words) of every record of one run.
+
+        `tdc_ok[chip]`: whether that chip's master TDC is valid (default: all).
+        """
+        n_events = settings.n_events
+        s = self.state(regs, settings.injecting)
+        seed = [self.seed, _config_seed(regs, settings.identity), occurrence]
+        rng = np.random.default_rng(seed)
         adc, tot, toa, common = self._sample(s, rng, n_events)
+        if tdc_ok is not None and not np.all(tdc_ok):
+            # its own stream, so the rest of the data do not depend on the TDC state
+            _scramble_toa(toa, ~np.asarray(tdc_ok, bool), np.random.default_rng(seed + [0x7DC]))
         words = self._words(s, adc, tot, toa, common, rng, n_events)
         if bitslip > 0:
             words = _bit_slip(words, rng.random(words.shape[:2]) < bitslip)
@@ -210,19 +233,33 @@ def _full_scale(cf: np.ndarray, cf_comp: np.ndarray, rf: np.ndarray) -> np.ndarr
     return np.where((cf == 8) & (cf_comp == 3), 320.0, fsc)
 
 
-def _injecting(server: dict) -> bool:
-    """Calibration pulses are sent when an enabled L1A generator has flavor CALPULINT."""
+def injecting_2021(server: dict) -> bool:
+    """2021 generation: pulses are sent when an enabled L1A generator has flavor CALPULINT."""
     gens = server.get("l1a_generator_settings") or []
     return any(isinstance(g, dict) and g.get("enable") and g.get("flavor") == "CALPULINT" for g in gens)
 
 
-def _config_seed(regs: RegisterFile, server: dict) -> int:
+def settings_identity(settings: dict, menu: str | None = None) -> str:
+    """The run settings as text, without the places (ports, hosts) they name."""
+    body = without_locations(settings if isinstance(settings, dict) else {})
+    return repr((menu, sorted((str(k), repr(v)) for k, v in body.items())))
+
+
+def _config_seed(regs: RegisterFile, identity: str) -> int:
     h = hashlib.sha256()
     for key in sorted(regs.values):
         h.update(repr(key).encode())
         h.update(regs.values[key].tobytes())
-    h.update(repr(sorted((str(k), repr(v)) for k, v in server.items())).encode())
+    h.update(identity.encode())
     return int.from_bytes(h.digest()[:8], "little")
+
+
+def _scramble_toa(toa: np.ndarray, bad_chips: np.ndarray, rng) -> None:
+    """Hits of chips with an invalid master TDC get a uniform TOA (in place)."""
+    part = toa[:, bad_chips]
+    hits = part > 0
+    part[hits] = rng.integers(0, TOA_RANGE, int(hits.sum()), dtype=np.uint32)
+    toa[:, bad_chips] = part
 
 
 def _bit_slip(words: np.ndarray, which: np.ndarray) -> np.ndarray:
@@ -235,12 +272,18 @@ def _bit_slip(words: np.ndarray, which: np.ndarray) -> np.ndarray:
 
 
 def messages(event: np.ndarray, chip: np.ndarray, words: np.ndarray,
-             per_message: int = RECORDS_PER_MESSAGE) -> list[bytes]:
-    """The raw-format byte stream of a run, cut into data messages."""
-    n = len(event)
-    out = []
-    for start in range(0, n, per_message):
-        stop = min(start + per_message, n)
-        out.append(encode_records(event[start:stop], chip[start:stop], words[start:stop],
-                                  first=start == 0, last=stop == n))
-    return out or [encode_records(event, chip, words)]
+             per_message: int = EVENTS_PER_MESSAGE * 3) -> list[bytes]:
+    """The data messages of a run: each a complete, independent boost archive.
+
+    Like zmq_pusher::sendvec: a fresh archive per message (header, class
+    preamble, then the records, every one with its 40-byte tail).
+    """
+    body = encode_records(event, chip, words, first=False, last=False)
+    step = per_message * RECORD.itemsize
+    head = ARCHIVE_HEADER + PREAMBLE
+    return [head + body[i:i + step] for i in range(0, len(body), step)]
+
+
+def raw_file(event: np.ndarray, chip: np.ndarray, words: np.ndarray) -> bytes:
+    """The bytes of a `.raw` file of these records (as the daq-client writes it)."""
+    return encode_records(event, chip, words)

@@ -1,185 +1,216 @@
-"""The emulator's zmq servers, speaking the hexactrl-sw protocol.
+"""The emulator process: sockets and the one loop that serves them.
 
-- daq server (REQ/REP): `initialize`/`configure` + YAML, `status`, `start`,
-  `stop`. After replying `running` to `start` it PUSHes `START_RUN_HGCROC`,
-  the run's raw-format data messages, then `END_OF_RUN`.
-- target i2c server (REQ/REP): `initialize`/`configure` + YAML, `read` +
-  YAML (or nothing), `resettdc`, `read_pwr`, `measadc`.
-
-A refused command gets a reply starting with `error:` that names the
-problem. Fault switches make it misbehave on purpose, for tests.
+Three REP servers (daq server, slow control, daq-client), the daq server's
+data PUSH socket and the daq-client's PULL socket, all served by one poll
+loop: a run's due data messages are pushed between polls, so every socket
+stays responsive while a run goes on. A server that would have died stops
+answering (its socket is closed) and says so once on stderr.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
+import time
 from dataclasses import dataclass, field
 
-import yaml
 import zmq
 
-from raffinerie.config.tree import merge, normalize
-from raffinerie.emulator.model import Board, messages
-from raffinerie.emulator.registers import RegisterError, RegisterFile
+from raffinerie.config.daqconfig import Generation
+from raffinerie.emulator.daqclient import Client2021, MenusDaqClient
+from raffinerie.emulator.daqserver import Bench, Daq2021Server, MenusDaqServer
+from raffinerie.emulator.model import Board
+from raffinerie.emulator.slowcontrol import HccServer, I2cServer2021
+from raffinerie.emulator.stream import DataPush
+from raffinerie.emulator.target import Target
+from raffinerie.emulator.wire import Died, EventLog, Faults, Served
 
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-@dataclass
-class Faults:
-    """Ways to misbehave, for testing the client side."""
-
-    drop_after: int | None = None      # stop the data stream after N events (no END_OF_RUN)
-    bitslip: float = 0.0               # fraction of (event, chip) records with a 2-bit link slip
-    align_retries: int = 0             # `start` fails this many times per run before links align
-    error_on: set[str] = field(default_factory=set)  # commands answered with an error
-    silent_after: int | None = None    # stop answering after this many requests
+MAX_WAIT = 0.05  # seconds between checks of the stop flag and the parent
 
 
 @dataclass
-class Ports:
-    host: str
-    server: int
-    target: int
-    data: int
+class Options:
+    host: str = "127.0.0.1"
+    server_port: int = 6000
+    target_port: int = 5555
+    client_port: int = 6001
+    data_port: int | None = None       # None: bound by the daq config, as the real servers do
+    generation: Generation = Generation.MENUS
+    slow_control: str | None = None    # "hcc" | "zmq-i2c"; default follows the generation
+    seed: int = 0
+    rate: float | None = None
+    log: str | None = None
+    faults: Faults = field(default_factory=Faults)
 
-    def as_json(self) -> str:
-        return json.dumps({"host": self.host, "server": self.server, "target": self.target,
-                           "data": self.data})
+    @property
+    def slow_control_kind(self) -> str:
+        if self.slow_control:
+            return self.slow_control
+        return "hcc" if self.generation is Generation.MENUS else "zmq-i2c"
 
 
-class EmulatorServer:
-    def __init__(self, host: str = "127.0.0.1", server_port: int = 0, target_port: int = 0,
-                 data_port: int = 0, seed: int = 0, faults: Faults | None = None):
+class Emulator:
+    def __init__(self, options: Options):
+        self.options = o = options
         self.ctx = zmq.Context()
-        self.daq = self._bind(zmq.REP, host, server_port)
-        self.i2c = self._bind(zmq.REP, host, target_port)
-        self.data = self._bind(zmq.PUSH, host, data_port)
-        self.ports = Ports(host, *(_port(s) for s in (self.daq, self.i2c, self.data)))
-        self.board = Board(seed)
-        self.registers = RegisterFile(self.board.n_chips)
-        self.faults = faults or Faults()
-        self.daq_config: dict = {}
-        self.running = False
-        self.requests = 0
-        self.failed_starts = 0
-        self.occurrences: dict[int, int] = {}
+        self.log = EventLog(o.log)
         self.stopped = False
+        self.requests = 0
+        self.sockets: dict[str, zmq.Socket] = {}
+        self.silenced: list[zmq.Socket] = []   # open, never answering again
+        try:
+            self._build(o)
+        except zmq.ZMQError:
+            self.close()
+            raise
 
-    def _bind(self, kind: int, host: str, port: int):
-        sock = self.ctx.socket(kind)
+    def _build(self, o: Options) -> None:
+        board = Board(o.seed)
+        target = Target(board.n_chips)
+        push = DataPush(self.ctx, o.host, o.data_port)
+        bench = Bench(board, target, push, o.faults, self.log, o.rate)
+        menus = o.generation is Generation.MENUS
+        hcc = o.slow_control_kind == "hcc"
+        self.push = push
+        self.servers: dict[str, Served] = {
+            "daq": (MenusDaqServer if menus else Daq2021Server)(bench),
+            "slow_control": (HccServer if hcc else I2cServer2021)(target, o.faults, self.log),
+            "client": (MenusDaqClient if menus else Client2021)(self.ctx, o.faults, self.log),
+        }
+        for name, port in (("daq", o.server_port), ("slow_control", o.target_port),
+                           ("client", o.client_port)):
+            self.sockets[name] = self._bind_rep(port)
+
+    def _bind_rep(self, port: int) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.REP)
         sock.setsockopt(zmq.LINGER, 0)
-        if kind == zmq.PUSH:
-            sock.setsockopt(zmq.SNDHWM, 0)  # a run is never dropped for a slow reader
-        if port:
-            sock.bind(f"tcp://{host}:{port}")
-        else:
-            sock.bind_to_random_port(f"tcp://{host}")
+        try:
+            if port:
+                sock.bind(f"tcp://{self.options.host}:{port}")
+            else:
+                sock.bind_to_random_port(f"tcp://{self.options.host}")
+        except zmq.ZMQError:
+            sock.close(0)
+            raise
         return sock
 
-    def serve(self, poll_ms: int = 200) -> None:
-        """Answer requests until `close()` (or forever)."""
-        poller = zmq.Poller()
-        poller.register(self.daq, zmq.POLLIN)
-        poller.register(self.i2c, zmq.POLLIN)
+    def announcement(self) -> dict:
+        o = self.options
+        return {"host": o.host, "server": _port(self.sockets["daq"]),
+                "target": _port(self.sockets["slow_control"]), "data": self.push.port,
+                "client": _port(self.sockets["client"]), "generation": o.generation.value,
+                "slow_control": o.slow_control_kind, "pid": os.getpid()}
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Serve until `stopped` is set (signal) or the parent process is gone."""
+        parent = os.getppid()
         while not self.stopped:
-            for sock, _ in poller.poll(poll_ms):
-                frames = sock.recv_multipart()
-                self.requests += 1
-                if self.faults.silent_after is not None and self.requests > self.faults.silent_after:
-                    continue  # a backend that stopped answering
-                try:
-                    command, payload = self._parse(frames)
-                except yaml.YAMLError as exc:
-                    self._reply(sock, f"error: bad YAML: {exc}")
-                    continue
-                if command in self.faults.error_on:
-                    self._reply(sock, f"error: emulator fault injected on '{command}'")
-                    continue
-                handler = self._daq_command if sock is self.daq else self._i2c_command
-                after = handler(command, payload, sock)
-                if after:
-                    after()
+            if os.getppid() != parent:
+                break  # orphaned: the parent died without stopping us
+            wake = self._tick()
+            poller, pulls = self._poller()
+            timeout = MAX_WAIT if wake is None else min(MAX_WAIT, max(wake - time.monotonic(), 0.0))
+            ready = dict(poller.poll(timeout * 1000))
+            for sock, name in pulls.items():   # data first: files are complete sooner
+                if sock in ready:
+                    self._drain(name, sock)
+            for name, sock in list(self.sockets.items()):
+                if sock in ready and name in self.sockets:
+                    self._request(name, sock)
+
+    def _tick(self) -> float | None:
+        now = time.monotonic()
+        wakes = [w for w in (s.tick(now) for s in self.servers.values()) if w is not None]
+        return min(wakes) if wakes else None
+
+    def _poller(self):
+        poller = zmq.Poller()
+        for sock in self.sockets.values():
+            poller.register(sock, zmq.POLLIN)
+        pulls = {}
+        for name, server in self.servers.items():
+            sock = server.pull_socket()
+            if sock is not None:
+                poller.register(sock, zmq.POLLIN)
+                pulls[sock] = name
+        return poller, pulls
+
+    def _drain(self, name: str, sock: zmq.Socket) -> None:
+        server = self.servers[name]
+        try:
+            while server.pull_socket() is sock:
+                server.on_data(sock.recv(zmq.NOBLOCK, copy=True))
+        except zmq.Again:
+            pass
+        except Died as exc:
+            self._kill(name, str(exc))
+
+    def _request(self, name: str, sock: zmq.Socket) -> None:
+        frames = sock.recv_multipart()
+        self.requests += 1
+        entry = {"server": name, "command": None, "frames": len(frames)}
+        silent = self.options.faults.silent_after
+        if silent is not None and self.requests > silent:
+            self.log.write({**entry, "command": _peek(frames), "ignored": True})
+            # a REP socket that never replies takes no new request: keep it open, unpolled
+            self.silenced.append(self.sockets.pop(name))
+            return
+        server = self.servers[name]
+        try:
+            reply = server.handle(frames, entry)
+        except Died as exc:
+            self.log.write({**entry, "died": True})
+            self._kill(name, str(exc))
+            return
+        self.log.write(entry)
+        sock.send_string(reply)
+        if server.finished:
+            self._kill(name, f"the {name} server stopped on request", quiet=True)
+
+    def _kill(self, name: str, why: str, quiet: bool = False) -> None:
+        """That server is dead: its sockets close, it never answers again."""
+        if not quiet:
+            print(f"raff emulator: {name} server died: {why}", file=sys.stderr, flush=True)
+        sock = self.sockets.pop(name, None)
+        if sock is not None:
+            sock.close(0)
+        self.servers[name].close()
 
     def close(self) -> None:
         self.stopped = True
-        for sock in (self.daq, self.i2c, self.data):
+        for server in getattr(self, "servers", {}).values():
+            server.close()
+        for sock in [*self.sockets.values(), *self.silenced]:
             sock.close(0)
+        self.sockets, self.silenced = {}, []
         self.ctx.term()
-
-    # -- requests ----------------------------------------------------------------
-
-    def _parse(self, frames: list[bytes]):
-        command = frames[0].decode(errors="replace").strip()
-        payload = None
-        if len(frames) > 1 and frames[1].strip():
-            payload = yaml.load(frames[1], Loader=_Loader)
-        return command, payload
-
-    def _reply(self, sock, text: str) -> None:
-        sock.send_string(text)
-
-    def _daq_command(self, command: str, payload, sock):
-        if command in ("initialize", "configure"):
-            if payload is not None and not isinstance(payload, dict):
-                return self._reply(sock, "error: daq config must be a mapping")
-            base = {} if command == "initialize" else self.daq_config
-            self.daq_config = merge(base, normalize(payload or {}))
-            return self._reply(sock, "initialized" if command == "initialize" else "configured")
-        if command == "status":
-            return self._reply(sock, "running" if self.running else "configured")
-        if command == "start":
-            if self.failed_starts < self.faults.align_retries:
-                self.failed_starts += 1
-                return self._reply(sock, "error: link alignment failed, retry start")
-            self.failed_starts = 0
-            self.running = True
-            self._reply(sock, "running")
-            return self._push_run
-        if command == "stop":
-            self.running = False
-            return self._reply(sock, "configured")
-        return self._reply(sock, f"error: unknown daq command '{command}'")
-
-    def _push_run(self) -> None:
-        regs = self.registers
-        key = hash((repr(sorted(self.daq_config.get("server", {}).items())),
-                    b"".join(v.tobytes() for v in regs.values.values())))
-        occurrence = self.occurrences.get(key, 0)
-        self.occurrences[key] = occurrence + 1
-        event, chip, words = self.board.run(regs, self.daq_config, occurrence, self.faults.bitslip)
-        drop = self.faults.drop_after
-        n = len(event) if drop is None else drop * self.board.n_chips
-        self.data.send(b"START_RUN_HGCROC")
-        for message in messages(event[:n], chip[:n], words[:n]):
-            self.data.send(message)
-        if drop is None:
-            self.data.send(b"END_OF_RUN")
-
-    def _i2c_command(self, command: str, payload, sock):
-        try:
-            if command in ("initialize", "configure"):
-                if command == "initialize":
-                    self.registers.reset()
-                self.registers.write(payload or {})
-                return self._reply(sock, "configured")
-            if command == "read":
-                return self._reply(sock, yaml.dump(self.registers.read(payload), Dumper=_Dumper))
-            if command == "resettdc":
-                return self._reply(sock, yaml.dump({"resettdc": "done"}, Dumper=_Dumper))
-            if command == "read_pwr":
-                return self._reply(sock, yaml.dump(_power(self.board.n_chips), Dumper=_Dumper))
-            if command == "measadc":
-                return self._reply(sock, yaml.dump({"measadc": payload or {}}, Dumper=_Dumper))
-        except RegisterError as exc:
-            return self._reply(sock, f"error: {exc}")
-        return self._reply(sock, f"error: unknown target command '{command}'")
+        self.log.close()
 
 
-def _power(n_chips: int) -> dict:
-    return {f"roc_s{c}": {"V1p2_mV": 1200, "I_mA": 310} for c in range(n_chips)}
-
-
-def _port(sock) -> int:
+def _port(sock: zmq.Socket) -> int:
     return int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+
+
+def _peek(frames: list[bytes]) -> str:
+    return frames[0][:40].decode("utf-8", errors="replace") if frames else ""
+
+
+def die_with_parent() -> None:
+    """Ask Linux to send SIGTERM when the parent exits (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+def announce_line(emulator: Emulator) -> str:
+    return json.dumps(emulator.announcement())

@@ -35,6 +35,7 @@ class CacheView(Protocol):
     def has(self, kind: str, key: bytes) -> bool: ...
     def calibration(self, key: bytes) -> dict | None: ...
     def last_build(self, kind: str, name: str) -> dict | None: ...
+    def content(self, kind: str, keys) -> bytes | None: ...
 
 
 @dataclass
@@ -240,8 +241,13 @@ class _Planner:
         node_id = f"dataset:{name}"
         if points.base is None:
             return Node(node_id, "dataset", name, None, WAITING, points_node.reason, [points_node.id])
-        key = dataset_key(points)
-        if self.cache.has("datasets", key):
+        content = b""
+        if not points.to_acquire:  # the measurements' manifests: damaged and re-acquired = new dataset
+            content = self.cache.content("measurements", (points.key(i) for i in range(points.total)))
+        key = dataset_key(points, content or b"")
+        if content is None:
+            status, reason = BUILD, "a measurement's manifest is unreadable"
+        elif self.cache.has("datasets", key):
             status, reason = CACHED, "cached"
         elif points.to_acquire:
             status, reason = BUILD, "new points"
@@ -267,10 +273,11 @@ class _Planner:
         return node
 
 
-def dataset_key(points: PointSet) -> bytes:
-    """Hash of the ordered point keys, the coordinates and the column selection."""
+def dataset_key(points: PointSet, content: bytes = b"") -> bytes:
+    """Hash of the ordered point keys, the coordinates, the column selection and
+    `content`, the digest of the measurements' manifests (what they hold)."""
     proc, scan = points.procedure, points.scan
-    h = hashlib.sha256(b"raffinerie-dataset-v1\0")
+    h = hashlib.sha256(b"raffinerie-dataset-v2\0" + content)
     for axis in scan.axes:
         values = axis.values
         spec = (["range", values.start, values.stop, values.step] if isinstance(values, range)

@@ -8,12 +8,15 @@ listing the directories is listing what is cached.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Iterator
 
 KINDS = ("measurements", "datasets", "analyses")
+MANIFEST = "manifest.json"
+_HEX = frozenset("0123456789abcdef")
 CACHE_DIRNAME = ".raffinerie-cache"
 
 
@@ -41,7 +44,7 @@ def iter_entries(root: Path, kind: str) -> Iterator[tuple[str, str]]:
         if not shard.is_dir() or len(shard.name) != 2:
             continue
         for entry in sorted(os.scandir(shard.path), key=lambda e: e.name):
-            if len(entry.name) == 64 and not entry.name.startswith("."):
+            if len(entry.name) == 64 and _HEX.issuperset(entry.name) and entry.is_dir():
                 yield entry.name, entry.path
 
 
@@ -68,6 +71,21 @@ class CacheIndex:
             except ValueError:
                 continue
         return out
+
+    def content(self, kind: str, keys) -> bytes | None:
+        """One digest of the manifests of these entries (what they hold), None if one is unreadable.
+
+        A dataset's key hashes this, so a measurement that was damaged and
+        acquired again gives its dataset a new key.
+        """
+        h = hashlib.sha256()
+        for key in keys:
+            try:
+                with open(entry_dir(self.root, kind, key.hex()) / MANIFEST, "rb") as f:
+                    h.update(hashlib.sha256(f.read()).digest())
+            except OSError:
+                return None
+        return h.digest()
 
     def calibration(self, key: bytes) -> dict | None:
         """The calibration overlay written by the analysis with this key."""

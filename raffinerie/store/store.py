@@ -25,12 +25,18 @@ from typing import Callable, Iterator
 import numpy as np
 
 from raffinerie import __version__
-from raffinerie.store.layout import KINDS, CacheIndex, entry_dir, iter_entries
+from raffinerie.errors import RaffError
+from raffinerie.store.layout import KINDS, MANIFEST, CacheIndex, entry_dir, iter_entries
 from raffinerie.store.zarrio import (ZarrFormatError, compress, json_default, read_array, read_group,
                                      read_table, tree_size, write_array, write_file, write_group,
                                      write_table)
 
-MANIFEST = "manifest.json"
+# what reading a damaged entry can raise: bad JSON or Zarr metadata, a truncated
+# or flipped zstd frame (numcodecs raises RuntimeError), a missing file
+READ_ERRORS = (ZarrFormatError, OSError, ValueError, KeyError, IndexError, RuntimeError, TypeError)
+# files of a measurement checked on every read (small: the summary and the metadata;
+# the raw bytes are checked by `raff cache verify`)
+CHECKED = ("zarr.json", "summary/")
 
 
 @dataclass
@@ -38,6 +44,16 @@ class Damage:
     kind: str
     key: str
     problem: str
+
+
+class DamagedEntry(RaffError):
+    """A cache entry that cannot be read as written; it has been moved to quarantine/."""
+
+    def __init__(self, kind: str, key: str, path: Path, problem: str):
+        self.kind, self.key = kind, key
+        remedy = ("the next build acquires it again" if kind == "measurements"
+                  else "the next build makes it again")
+        super().__init__(f"damaged cache entry ({problem}); moved to quarantine/, {remedy}", file=path)
 
 
 class Store:
@@ -94,19 +110,100 @@ class Store:
 
     @contextlib.contextmanager
     def lock(self, name: str, wait: bool = False):
-        """An exclusive lock on `name`; yields whether it was obtained."""
-        folder = self.root / "locks"
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
+        """An exclusive lock on `name`; yields whether it was obtained.
+
+        The lock file is removed by its holder when it lets go, so `locks/`
+        holds only the locks in use. That is safe because a process that
+        obtains the lock checks that the file it locked is still the one at
+        that name; if its holder removed it meanwhile, it locks the new one.
+        """
+        path = _lock_folder(self.root) / f"{name}.lock"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-                got = True
             except BlockingIOError:
-                got = False
-            yield got
+                os.close(fd)
+                yield False
+                return
+            if _same_file(fd, path):
+                break
+            os.close(fd)  # removed by its last holder while we waited: take the new one
+        try:
+            yield True
         finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
             os.close(fd)  # closing releases the lock
+
+    @contextlib.contextmanager
+    def cache_lock(self, exclusive: bool, waiting: Callable[[], None] | None = None):
+        """The whole cache: builds share it; `gc` and `verify` take it alone.
+
+        A build that holds it shared is never left without an entry it is
+        about to use. `waiting()` is called once if the lock is not free.
+        """
+        fd = os.open(_lock_folder(self.root) / "cache.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        try:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting is not None:
+                    waiting()
+                fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)
+
+    def clean_tmp(self) -> int:
+        """Remove what dead processes left in `tmp/` (an entry being written when killed)."""
+        removed = 0
+        for path in self.stale_tmp(older_than=0.0):
+            pid = _writer_pid(path.name)
+            if pid is not None and not _alive(pid):
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        return removed
+
+    # -- reading, with damage detected ----------------------------------------------
+
+    def quarantine(self, kind: str, key: str, problem: str) -> Path:
+        """Move an entry out of the cache (never deleted), so that it is made again."""
+        path = self.path(kind, key)
+        target = self.root / "quarantine" / kind / f"{key}.{int(time.time())}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(path, target)
+        self.journal(event="quarantined", kind=kind, key=key, problem=problem)
+        return target
+
+    @contextlib.contextmanager
+    def reading(self, kind: str, key: bytes | str):
+        """Read an entry; if it cannot be read, quarantine it and raise DamagedEntry."""
+        key = key.hex() if isinstance(key, bytes) else key
+        try:
+            yield self.path(kind, key)
+        except DamagedEntry:
+            raise
+        except READ_ERRORS as exc:
+            if isinstance(exc, OSError) and not self.path(kind, key).is_dir():
+                raise  # not there at all: not damage
+            problem = f"unreadable: {_one_line(exc)}"
+            self.quarantine(kind, key, problem)
+            raise DamagedEntry(kind, key, self.path(kind, key), problem) from None
+
+    def check_files(self, kind: str, key: str, prefixes: tuple[str, ...]) -> None:
+        """Compare the files of an entry that start with `prefixes` with its manifest."""
+        folder = self.path(kind, key)
+        manifest = json.loads((folder / MANIFEST).read_text())["files"]
+        for name, (size, digest) in manifest.items():
+            if name.startswith(prefixes):
+                data = (folder / name).read_bytes()
+                if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+                    problem = f"content changed: {name}"
+                    self.quarantine(kind, key, problem)
+                    raise DamagedEntry(kind, key, folder, problem)
 
     # -- measurements -------------------------------------------------------------
 
@@ -138,26 +235,34 @@ class Store:
             write_group(folder, attributes, members, digests)
         return self.commit("measurements", key, write)
 
-    def read_summary(self, key: bytes | str, columns: list[str] | None = None) -> dict[str, np.ndarray]:
-        folder = self.path("measurements", key)
-        attributes, members = read_group(folder)
-        table = read_array(folder / "summary", members.get("summary"))
-        names, dtypes = attributes["summary_columns"], attributes["summary_dtypes"]
-        wanted = set(columns) if columns is not None else None
-        return {n: table[i].astype(dtypes[i]) for i, n in enumerate(names)
-                if wanted is None or n in wanted}
+    def read_summary(self, key: bytes | str, columns: list[str] | None = None,
+                     check: bool = False) -> dict[str, np.ndarray]:
+        """The per-channel table; `check`: its files against the manifest first (cheap: small)."""
+        with self.reading("measurements", key) as folder:
+            if check:
+                self.check_files("measurements", folder.name, CHECKED)
+            attributes, members = read_group(folder)
+            table = read_array(folder / "summary", members.get("summary"))
+            names, dtypes = attributes["summary_columns"], attributes["summary_dtypes"]
+            wanted = set(columns) if columns is not None else None
+            return {n: table[i].astype(dtypes[i]) for i, n in enumerate(names)
+                    if wanted is None or n in wanted}
 
-    def read_events(self, key: bytes | str) -> dict[str, np.ndarray]:
-        return read_table(self.path("measurements", key) / "events")[0]
+    def read_events(self, key: bytes | str, check: bool = False) -> dict[str, np.ndarray]:
+        with self.reading("measurements", key) as folder:
+            if check:
+                self.check_files("measurements", folder.name, ("zarr.json", "events/"))
+            return read_table(folder / "events")[0]
 
     def read_raw(self, key: bytes | str) -> bytes:
-        return read_array(self.path("measurements", key) / "raw").tobytes()
+        with self.reading("measurements", key) as folder:
+            return read_array(folder / "raw").tobytes()
 
     def meta(self, kind: str, key: bytes | str) -> dict:
-        folder = self.path(kind, key)
-        if (folder / "meta.json").is_file():
-            return json.loads((folder / "meta.json").read_text())
-        return read_group(folder)[0]
+        with self.reading(kind, key) as folder:
+            if (folder / "meta.json").is_file():
+                return json.loads((folder / "meta.json").read_text())
+            return read_group(folder)[0]
 
     # -- datasets -------------------------------------------------------------------
 
@@ -168,7 +273,8 @@ class Store:
         return self.commit("datasets", key, write)
 
     def read_dataset(self, key: bytes | str, columns: list[str] | None = None) -> dict[str, np.ndarray]:
-        return read_table(self.path("datasets", key) / "table", columns)[0]
+        with self.reading("datasets", key) as folder:
+            return read_table(folder / "table", columns)[0]
 
     # -- build records and the journal ----------------------------------------------
 
@@ -181,12 +287,22 @@ class Store:
         os.replace(tmp, folder / f"{name}.json")
 
     def journal(self, **event) -> None:
-        """Append one line to `journal.jsonl` (one write: safe between processes)."""
+        """Append one line to `journal.jsonl` (one write: safe between processes).
+
+        The first append of a process checks that the journal ends with a
+        whole line; a line cut short (a crash or a full disk mid-write) is
+        cut off, so the next record starts a line of its own.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        line = (json.dumps({"time": round(time.time(), 3), **event}) + "\n").encode()
-        fd = os.open(self.root / "journal.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        line = (json.dumps({"time": round(time.time(), 3), **event}, default=json_default) + "\n").encode()
+        fd = os.open(self.root / "journal.jsonl", os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
+            if not getattr(self, "_journal_checked", False):
+                _repair_journal(fd)
+                self._journal_checked = True
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(28, "short write (disk full?)", str(self.root / "journal.jsonl"))
         finally:
             os.close(fd)
 
@@ -203,9 +319,7 @@ class Store:
                 if problem:
                     damaged.append(Damage(kind, key, problem))
                     if quarantine:
-                        target = self.root / "quarantine" / kind / f"{key}.{int(time.time())}"
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        os.rename(path, target)
+                        self.quarantine(kind, key, problem)
         return damaged
 
     def usage(self) -> dict[str, tuple[int, int]]:
@@ -232,6 +346,61 @@ class Store:
             return []
         now = time.time()
         return [p for p in folder.iterdir() if now - p.stat().st_mtime > older_than]
+
+
+def _lock_folder(root: Path) -> Path:
+    folder = root / "locks"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RaffError("is a file, not the cache's locks folder; move it away", file=folder) from None
+    return folder
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _writer_pid(name: str) -> int | None:
+    """The pid in a `tmp/` folder name: `<kind>-<key16>-<pid>-<uuid8>`."""
+    parts = name.split("-")
+    return int(parts[-2]) if len(parts) >= 4 and parts[-2].isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _repair_journal(fd: int) -> None:
+    """Cut a last line that was cut short, under a lock against other appenders."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        size = os.fstat(fd).st_size
+        tail = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
+        if tail.endswith(b"\n"):
+            return
+        cut = tail.rfind(b"\n")
+        keep = size - len(tail) + cut + 1 if cut >= 0 else 0
+        os.ftruncate(fd, keep)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]
 
 
 def _write_json(path: Path, doc: dict, digests: dict | None = None) -> None:

@@ -1,0 +1,274 @@
+"""The daq servers of both generations: state, replies, and the runs they push.
+
+menus (DAQManager): commands lower-cased; `initialize`/`configure` carry
+YAML in a second frame of which only `daq` is used; every reply is the
+daqFSM state. `start` from configured aligns the links, replies `running`,
+and the run then goes on by itself: when the menu has sent its events the
+server stops and is `configured` again.
+
+2021: the READY handshake for `configure`, `{daq: {...}}`, replies
+`Configured`, `running`, `notdone`/`done` to `run_done`, `Stopped`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+from raffinerie.config.tree import merge
+from raffinerie.emulator.daqfsm import DaqFsm, State
+from raffinerie.emulator.model import Board, RunSettings, injecting_2021, settings_identity
+from raffinerie.emulator.stream import DataPush, Run, plan_run
+from raffinerie.emulator.target import Target
+from raffinerie.emulator.wire import Died, EventLog, Faults, Served, as_mapping, load_yaml, text
+
+# menus whose sequence injects charge before each L1A
+INJECTING_MENUS = frozenset({"calibAndL1A", "calibAndL1AplusTPG", "marsCalibAndL1A"})
+DEFAULT_EVENTS = 1000
+DEFAULT_DATA_PORT = 8888
+
+
+@dataclass
+class Bench:
+    """What a daq server works with: the board, its chips, the stream, the switches."""
+
+    board: Board
+    target: Target
+    push: DataPush
+    faults: Faults
+    log: EventLog
+    rate: float | None = None   # L1A rate in Hz; None = as fast as possible
+
+
+class Acquisition:
+    """Runs of the board under the current registers; counts repeats for the noise seed."""
+
+    def __init__(self, bench: Bench):
+        self.bench = bench
+        self.occurrences: dict[str, int] = {}
+        self.failed_starts = 0
+
+    def links_align(self) -> bool:
+        """False for the first `align_retries` starts of every run (the fault switch)."""
+        if self.failed_starts < self.bench.faults.align_retries:
+            self.failed_starts += 1
+            return False
+        self.failed_starts = 0
+        return True
+
+    def run(self, settings: RunSettings, now: float) -> Run:
+        b = self.bench
+        regs = b.target.registers
+        digest = hashlib.sha256(settings.identity.encode())
+        for key in sorted(regs.values):
+            digest.update(regs.values[key].tobytes())
+        key = digest.hexdigest()
+        occurrence = self.occurrences.get(key, 0)
+        self.occurrences[key] = occurrence + 1
+        tdc_ok = b.target.tdc_ok.copy()
+        event, chip, words = b.board.run(regs, settings, occurrence, b.faults.bitslip, tdc_ok)
+        b.log.write({"server": "daq", "event": "run", "tdc_ok": tdc_ok.tolist(),
+                     "events": settings.n_events, "injecting": settings.injecting})
+        return plan_run(event, chip, words, b.board.n_chips, now, b.rate, b.faults.drop_after)
+
+
+def _events(settings: dict) -> int:
+    try:
+        return int(settings.get("NEvents", DEFAULT_EVENTS))
+    except (TypeError, ValueError):
+        return DEFAULT_EVENTS
+
+
+class RunningDaq(Served):
+    """A daq server with at most one run on the stream at a time."""
+
+    name = "daq"
+
+    def __init__(self, bench: Bench):
+        self.bench = bench
+        self.acq = Acquisition(bench)
+        self.fsm = DaqFsm()
+        self.starting: RunSettings | None = None   # built on the next tick, after the reply
+        self.run: Run | None = None
+
+    def _begin(self, settings: RunSettings) -> None:
+        self.fsm.fire("start")
+        self.starting = settings
+
+    def _end_now(self) -> None:
+        """`stop` during a run: what was not sent is lost, END_OF_RUN goes out now."""
+        self.starting = None
+        if self.run is not None:
+            self.run.cut_short(time.monotonic())
+
+    def tick(self, now: float) -> float | None:
+        if self.starting is not None:
+            self.run, self.starting = self.acq.run(self.starting, now), None
+        if self.run is None:
+            return None
+        self.run.push(self.bench.push, now)
+        if self.run.finished(now):
+            # the menu has sent everything: the server's idle loop stops the run
+            self.run = None
+            self.fsm.fire("stop")
+            return None
+        return self.run.next_due()
+
+    def close(self) -> None:
+        self.run = self.starting = None
+        self.bench.push.close()
+
+
+class MenusDaqServer(RunningDaq):
+    def __init__(self, bench: Bench):
+        super().__init__(bench)
+        self.menus: dict = {}
+        self.active: str | None = None
+        self.actions = {"initialize": self._initialize, "configure": self._configure,
+                        "start": self._start, "stop": self._stop, "destroy": self._destroy,
+                        "status": lambda daq: None}
+
+    def handle(self, frames: list[bytes], entry: dict) -> str:
+        command = text(frames[0]).lower()
+        entry["command"] = command
+        wants_yaml = command in ("initialize", "configure")
+        _check_frames(frames, 2 if wants_yaml else 1, command)
+        daq = _daq_section(frames[1]) if wants_yaml else None
+        action = self.actions.get(command)
+        if action is None or command in self.bench.faults.error_on:
+            self._error()   # unknown command (or injected fault): stop if running, error state
+        else:
+            action(daq)
+        return self.fsm.reply
+
+    def _initialize(self, daq: dict) -> None:
+        self.fsm.fire("initialize")
+        self.bench.push.bind_from_config(daq.get("zmqPushPull_port", DEFAULT_DATA_PORT))
+        self.menus = {str(k): dict(as_mapping(v)) for k, v in as_mapping(daq.get("menus")).items()}
+        self.active = None  # the menus are built anew; none is chosen yet
+
+    def _configure(self, daq: dict) -> None:
+        self.active = None
+        self.fsm.fire("configure")
+        name = daq.get("active_menu")
+        if name is None:
+            # the real server throws on the missing key; model it as an error state
+            self.fsm.fire("error")
+            return
+        name = str(name)
+        if name in self.menus:
+            self.active = name
+            self.menus[name] = merge(self.menus[name], as_mapping(as_mapping(daq.get("menus")).get(name)))
+
+    def _start(self, daq) -> None:
+        if self.fsm.running:
+            return
+        if self.active is None:
+            # the real server dereferences a null menu here; model it as an error state
+            self.fsm.fire("error")
+            return
+        if self.fsm.state is not State.CONFIGURED or not self.acq.links_align():
+            return  # state unchanged: the client retries
+        settings = self.menus[self.active]
+        self._begin(RunSettings(_events(settings), self.active in INJECTING_MENUS,
+                                settings_identity(settings, self.active)))
+
+    def _stop(self, daq) -> None:
+        if self.fsm.fire("stop"):
+            self._end_now()
+
+    def _destroy(self, daq) -> None:
+        if self.fsm.running:
+            self._stop(None)
+        self.fsm.fire("destroy")
+        self.active = None
+
+    def _error(self) -> None:
+        if self.fsm.running:
+            self._stop(None)
+        self.fsm.fire("error")
+
+
+class Daq2021Server(RunningDaq):
+    def __init__(self, bench: Bench):
+        super().__init__(bench)
+        self.settings: dict = {}
+        self.pending: str | None = None   # command waiting for its YAML (READY handshake)
+        self.actions = {"start": self._start, "stop": self._stop, "status": self._status,
+                        "run_done": self._run_done}
+
+    def handle(self, frames: list[bytes], entry: dict) -> str:
+        _check_frames(frames, 1, "a 2021")
+        if self.pending is not None:
+            command, self.pending = self.pending, None
+            entry.update(command=command, handshake="yaml")
+            return self._configure(frames[0])
+        command = text(frames[0]).lower()
+        entry["command"] = command
+        if command in self.bench.faults.error_on:
+            return self._error(f"emulator fault injected on '{command}'")
+        if command in ("configure", "initialize"):
+            self.pending = command
+            return "READY"
+        action = self.actions.get(command)
+        return action() if action else self._error(f"unknown command '{command}'")
+
+    def _configure(self, frame: bytes) -> str:
+        doc = _yaml(frame, "2021 daq server")
+        if not isinstance(doc, dict) or not isinstance(doc.get("daq"), dict):
+            return self._error("the configuration has no 'daq' section")
+        self.settings = merge(self.settings, doc["daq"])
+        # DR 0.1.2 configures before every run: a rebind each time would drop the pullers
+        self.bench.push.bind_from_config(self.settings.get("zmqPushPull_port", DEFAULT_DATA_PORT),
+                                         again=False)
+        if not self.fsm.running:
+            self.fsm.state = State.CONFIGURED
+        return "Configured"
+
+    def _start(self) -> str:
+        if self.fsm.state is State.CONFIGURED and self.acq.links_align():
+            s = self.settings
+            self._begin(RunSettings(_events(s), injecting_2021(s), settings_identity(s)))
+        return self.fsm.reply
+
+    def _run_done(self) -> str:
+        return "notdone" if self.fsm.running else "done"
+
+    def _status(self) -> str:
+        return self.fsm.reply
+
+    def _stop(self) -> str:
+        if self.fsm.fire("stop"):
+            self._end_now()
+        return "Stopped"
+
+    def _error(self, why: str) -> str:
+        if self.fsm.running:
+            self._stop()
+        self.fsm.state = State.ERROR
+        return f"error: {why}"
+
+
+def _check_frames(frames: list[bytes], expected: int, command: str) -> None:
+    if not text(frames[0]):
+        raise Died("daq server: an empty command; it sends no reply and its next recv fails (zmq EFSM)")
+    if len(frames) < expected:
+        raise Died(f"daq server: '{command}' without its YAML frame; the server waits in recv "
+                   f"for a frame that is not coming (zmq EFSM) and dies")
+    if len(frames) > expected:
+        raise Died(f"daq server: {command} command in a {len(frames)}-frame message; it cannot "
+                   f"reply with a frame pending (zmq EFSM) and dies")
+
+
+def _yaml(frame: bytes, server: str):
+    try:
+        return load_yaml(frame)
+    except Exception as exc:  # noqa: BLE001 - the real servers throw on bad YAML
+        raise Died(f"{server}: the YAML does not parse ({type(exc).__name__}); the server throws") from None
+
+
+def _daq_section(frame: bytes) -> dict:
+    """The `daq` key of a YAML frame, as DAQManager::receiveConfig takes it."""
+    doc = _yaml(frame, "daq server")
+    return as_mapping(doc.get("daq")) if isinstance(doc, dict) else {}

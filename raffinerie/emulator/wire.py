@@ -1,0 +1,93 @@
+"""What every emulated server shares: fault switches, the request log, YAML, death.
+
+Real servers do not refuse malformed requests politely: some crash or block
+(a two-frame message to a 2021 server, a config command without its YAML
+frame, a slow-control request that is not a mapping). A handler raises
+`Died` there, and the serving loop stops answering on that socket, as a
+dead server would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class Died(Exception):
+    """The real server would have crashed or hung here; the message says why."""
+
+
+@dataclass
+class Faults:
+    """Ways to misbehave, for testing the client side."""
+
+    drop_after: int | None = None      # the stream loses everything after N events, END_OF_RUN included
+    bitslip: float = 0.0               # fraction of (event, chip) records with a 2-bit link slip
+    align_retries: int = 0             # `start` does not reach running this many times per run
+    error_on: frozenset[str] = field(default_factory=frozenset)  # commands that fail
+    silent_after: int | None = None    # stop answering after this many requests (all sockets)
+
+
+class EventLog:
+    """One JSON line per request and per run, for tests to check from the emulator's side."""
+
+    def __init__(self, path: str | None = None):
+        self.file = open(path, "a", buffering=1, encoding="utf-8") if path else None
+
+    def write(self, entry: dict) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps({"t": round(time.monotonic(), 6), **entry}) + "\n")
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def load_yaml(frame: bytes) -> Any:
+    """A YAML frame (raises yaml.YAMLError on bad YAML)."""
+    return yaml.load(frame, Loader=_Loader)
+
+
+def dump_yaml(value: Any, **options) -> str:
+    return yaml.dump(value, Dumper=_Dumper, **options)
+
+
+def text(frame: bytes) -> str:
+    return frame.decode("utf-8", errors="replace")
+
+
+def as_mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+class Served:
+    """One emulated server behind a REP socket; the serving loop calls these."""
+
+    name = "?"
+    finished = False   # the server stopped by request (HCC `stop`): close its socket after the reply
+
+    def handle(self, frames: list[bytes], entry: dict) -> str:
+        """The reply to one request; fills `entry` (the log line) with at least `command`."""
+        raise NotImplementedError
+
+    def tick(self, now: float) -> float | None:
+        """Do what is due by `now` (push data); the next time something is due, if any."""
+        return None
+
+    def pull_socket(self):
+        """A PULL socket to poll for data, if this server reads a stream now."""
+        return None
+
+    def on_data(self, message: bytes) -> None:
+        """One message from `pull_socket()`."""
+
+    def close(self) -> None:
+        """This server dies or the emulator stops: release what it holds."""
