@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
+import time
 import sys
 import textwrap
 from dataclasses import dataclass
@@ -109,3 +112,43 @@ class LibraryFolder:
 @pytest.fixture
 def libdir(tmp_path) -> LibraryFolder:
     return LibraryFolder(tmp_path)
+
+
+def emulator_pids(parent: int | None = None, parents: set[int] | None = None) -> list[int]:
+    """Pids of running `raffinerie emulator` processes (children of `parent` if given)."""
+    parents = parents if parents is not None else ({parent} if parent is not None else None)
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if b"raffinerie" in cmd and b"emulator" in cmd:
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if parents is None or ppid in parents:
+                out.append(int(entry.name))
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_emulator_outlives_the_tests():
+    """Fail the run if an emulator started during it is still running at its end.
+
+    Those are the ones left to this process, or orphaned (re-parented to init)
+    when the raff that started them died; others on the machine are not ours.
+    """
+    before = set(emulator_pids())
+    yield
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        left = set(emulator_pids(parents={1, os.getpid()})) - before
+        if not left:
+            return
+        time.sleep(0.1)
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    pytest.fail(f"emulator processes outlived the tests: {sorted(left)}")

@@ -73,8 +73,13 @@ def test_builtin_results_make_physical_sense(example):
     assert 62 < tw.toa_per_phase_step.median() < 66
     assert 30 < tw.timewalk_lsb.median() < 80
     s = pd.read_csv(out / "toa_scurve" / "summary.csv")
-    fitted = s[s.status == "fit"]
-    assert len(fitted) >= 6 and fitted.fit_ok.all() and (fitted.width < 2).all()
+    # a fit only where two points lie inside the 10-90 % transition; a turn-on narrower than one
+    # Calib step is reported as the interval that brackets it
+    fitted, unresolved = s[s.status == "fit"], s[s.status == "unresolved"]
+    assert fitted.fit_ok.all() and (fitted.width < 2).all() and (fitted.n_transition >= 2).all()
+    assert not unresolved.fit_ok.any() and unresolved.threshold.isna().all()
+    assert ((unresolved.bracket_high - unresolved.bracket_low) <= 3).all()
+    assert len(fitted) + len(unresolved) >= 6
 
 
 def test_trim_parameter_change_reruns_it_and_reacquires_only_the_trimmed_run(raff, example, tmp_path):
@@ -181,9 +186,11 @@ def test_analyses_of_the_real_timewalk_runs(raff, tmp_path):
     assert imported.code == 0, imported.err
     assert raff("build", "timewalk", "-c", main).code == 0
     tw = pd.read_csv(tmp_path / "raff-out" / "timewalk" / "summary.csv")
-    for chip in (0, 2):
+    # phases 1, 2 and 4 (runs 1-16 have no phase_strobe: not a phase-0 slice); chip 2 steps
+    # 65.5-68.4 LSB between phases 1 and 2, chip 0 63-64
+    for chip, (low, high) in ((0, (62.5, 64.5)), (2, (65, 69))):
         steps = tw[(tw.chip == chip) & tw.channel.isin([10, 20, 40, 50])].toa_per_phase_step
-        assert len(steps) == 4 and np.all(np.abs(steps - 64) < 3), steps
+        assert len(steps) == 4 and steps.between(low, high).all(), steps
     assert raff("build", "pedestal", "-c", main).code == 0
     ped = pd.read_csv(tmp_path / "raff-out" / "pedestal" / "summary.csv")
     quiet = ped[(ped.channeltype == 0) & ~ped.channel.isin([10, 11, 12, 20, 21, 22, 40, 41, 42, 50, 51, 52])]

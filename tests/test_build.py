@@ -250,12 +250,24 @@ def test_backend_refusing_a_value_names_it(raff, libdir, faulty_emulator):
 
 def test_corrupt_halves_are_recorded_not_fatal(raff, libdir, faulty_emulator):
     main = libdir.main(libdir.daq(parameters=SCAN % 300))
-    net = faulty_emulator("--bitslip", "0.05")
-    assert raff("build", "scan", "-c", main, "--network", net).code == 0
+    net = faulty_emulator("--bitslip", "0.02")
+    r = raff("build", "scan", "-c", main, "--network", net, "--max-corrupt", "10")
+    assert r.code == 0, r.err
+    assert r.err.count("corrupt halves in") >= 3 and "corrupt halves left out)" in r.out
     cache = libdir.root / ".raffinerie-cache"
     metas = [json.loads(p.read_text())["attributes"] for p in (cache / "measurements").glob("*/*/zarr.json")]
     assert len(metas) == 3 and all(m["corrupt_halves"] > 0 for m in metas)
     assert all(m["identity"] == "test-board" for m in metas)
+
+
+@pytest.mark.parametrize("bitslip", ["1.0", "0.3"])
+def test_a_garbled_backend_stops_the_build(raff, libdir, faulty_emulator, bitslip):
+    main = libdir.main(libdir.daq(parameters=SCAN % 300))
+    net = faulty_emulator("--bitslip", bitslip)
+    r = raff("build", "scan", "-c", main, "--network", net)
+    assert_clean_error(r, "scan point 0 (Calib 0)", "% corrupt halves (limit 5.0%, --max-corrupt)",
+                       "not committed", code=3)
+    assert not list((libdir.root / ".raffinerie-cache" / "measurements").glob("*/*"))
 
 
 def test_verify_quarantines_damage_and_the_next_build_reacquires(raff, libdir):

@@ -24,7 +24,8 @@ def test_import_of_the_timewalk_runs_gives_49_measurements_and_the_raw_statistic
     main.write_text("# the lab's library\nprocedures: []\n")
     result = raff("import", folder, "--name", "timewalk_runs", "-c", main, "--board", "LD-proto")
     assert result.code == 0, result.err
-    assert "49 runs imported" in result.out and "axes: Calib, phase_strobe" in result.out
+    assert "49 runs imported" in result.out and "axes: Calib, phase_strobe, phase_strobe_unknown" in result.out
+    assert "16 runs lack phase_strobe" in result.err
     assert "the lab's library" in main.read_text()
     assert len(list((tmp_path / ".raffinerie-cache" / "measurements").glob("*/*"))) == 49
     assert raff("validate", "-c", main).code == 0
@@ -41,9 +42,10 @@ def test_import_of_the_timewalk_runs_gives_49_measurements_and_the_raw_statistic
         mine = data[data.point == point].reset_index(drop=True)
         for column in ("n_events", "adc_mean", "adc_stdd", "adc_median", "toa_efficiency"):
             assert np.allclose(mine[column], reference[column], equal_nan=True), (run, column)
-    run9 = data[(data.Calib == 1024) & (data.phase_strobe == 0) & (data.chip == 0)
+    run9 = data[(data.Calib == 1024) & (data.phase_strobe_unknown == 1) & (data.chip == 0)
                 & (data.channel == 10) & (data.channeltype == 0)]
-    assert run9.adc_mean.iloc[0] == 1023
+    assert len(run9) == 1 and run9.adc_mean.iloc[0] == 1023
+    assert (data[data.phase_strobe_unknown == 1].point.unique() == np.arange(16)).all()
     again = raff("import", folder, "--name", "timewalk_runs", "-c", main, "--board", "LD-proto")
     assert again.code == 0 and "0 runs imported, 49 already in the cache" in again.out
     assert main.read_text().count("timewalk_runs.yaml") == 1

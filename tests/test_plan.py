@@ -30,7 +30,9 @@ def plan_json(raff, main, name="scan", *more):
 def fake_cached(cache: Path, kind: str, keys: list[str]) -> None:
     """Entries as the store lays them out (a directory per key)."""
     for key in keys:
-        (cache / kind / key[:2] / key).mkdir(parents=True, exist_ok=True)
+        folder = cache / kind / key[:2] / key
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "manifest.json").write_text('{"files": {}}')
 
 
 def test_example_workflow_plan_shows_the_tree_and_reasons(raff):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 import traceback
 import uuid
@@ -28,6 +29,7 @@ from raffinerie.errors import RaffError
 from raffinerie.graph.plan import Node, Plan, analysis_inputs
 
 CALIBRATION = "calibration.yaml"
+NOTES = "notes.txt"   # lines an analysis wants people to read (flagged points, choices it made)
 
 
 class OutputDir(str):
@@ -108,8 +110,11 @@ def _check_outputs(job: Job, declared: dict) -> dict:
 
 
 class AnalysisRunner:
-    def __init__(self, lib: Library, store, output_dir, analysis_path: Path | None, workers: int = 1):
+    def __init__(self, lib: Library, store, output_dir, analysis_path: Path | None, workers: int = 1,
+                 say=None):
         self.lib, self.store, self.output_dir = lib, store, output_dir
+        # where an analysis's notes go: the build output (stderr, beside the progress lines)
+        self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
         self.analysis_path = analysis_path_for(lib.main, analysis_path)
         self.index = CodeIndex(self.analysis_path)
         self.workers = max(1, int(workers or 1))
@@ -154,9 +159,17 @@ class AnalysisRunner:
             if isinstance(result, str):
                 raise RaffError(result)
             self._commit(node, job, inputs, result, time.monotonic() - t0)
+            self._tell(node, job)
         finally:
             shutil.rmtree(job.output, ignore_errors=True)
         self.materialise(node)
+
+    def _tell(self, node: Node, job: Job) -> None:
+        notes = job.output / NOTES
+        if notes.is_file():
+            for line in notes.read_text().splitlines():
+                if line.strip():
+                    self.say(f"{node.name}: {line}")
 
     def _commit(self, node: Node, job: Job, inputs: dict, outputs: dict, seconds: float) -> None:
         def write(folder: Path, digests: dict) -> None:

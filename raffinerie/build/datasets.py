@@ -26,6 +26,8 @@ from raffinerie.config.parameters import ParameterTable, load_table
 from raffinerie.config.tree import get_path
 from raffinerie.graph.plan import PointSet
 from raffinerie.errors import RaffError
+
+UNKNOWN_SUFFIX = "_unknown"  # see raffinerie.build.importer
 from raffinerie.store.store import Store
 
 CHANNEL_BLOCKS = ("ch", "calib", "cm")
@@ -36,7 +38,11 @@ CHIP_SLOTS = 78
 
 
 def read_measurements(points: PointSet, store: Store) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Measurement columns of every point, concatenated; and the point of each row."""
+    """Measurement columns of every point, concatenated; and the point of each row.
+
+    A column that some measurements lack (written by an older decoder) is
+    NaN in their rows.
+    """
     events = points.procedure.mode == "events"
     parts = []
     for i in range(points.total):
@@ -44,7 +50,9 @@ def read_measurements(points: PointSet, store: Store) -> tuple[dict[str, np.ndar
         # checked against the manifest: a damaged measurement is never used, it is acquired again
         parts.append(store.read_events(key, check=True) if events else store.read_summary(key, check=True))
     lengths = np.array([len(next(iter(p.values()))) for p in parts], dtype=np.int64)
-    columns = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    names = list(dict.fromkeys(name for p in parts for name in p))
+    columns = {name: np.concatenate([p[name] if name in p else np.full(n, np.nan)
+                                     for p, n in zip(parts, lengths)]) for name in names}
     if events and "half" not in columns:
         columns["half"] = np.zeros_like(columns["chip"])
     return columns, np.repeat(np.arange(points.total), lengths)
@@ -71,7 +79,22 @@ def assemble(points: PointSet, store: Store, table: ParameterTable | None = None
     for name, value in _daq_settings(points.base["daq"]).items():
         column = name if name not in out else f"daq.{name}"
         out[column] = np.full(len(point), value)
+    _unknown_to_nan(out)
     return out
+
+
+def _unknown_to_nan(out: dict[str, np.ndarray]) -> None:
+    """`raff import` marks a scan value a run's yaml lacked with `<axis>_unknown` = 1.
+
+    The axis column holds a placeholder there; every reader of the dataset
+    (analyses, `raff show`, exports) gets NaN instead, never an invented value.
+    """
+    for name in [n for n in out if n.endswith(UNKNOWN_SUFFIX)]:
+        axis = name[:-len(UNKNOWN_SUFFIX)]
+        unknown = out[name] == 1
+        if axis in out and unknown.any():
+            out[axis] = out[axis].astype(np.float64)
+            out[axis][unknown] = np.nan
 
 
 def select(columns: dict[str, np.ndarray], wanted: list[str] | None,

@@ -7,6 +7,15 @@ a library file records a procedure NAME with those axes and one explicit
 point per run (runs of identical configuration are repeats), and the main
 config includes it, so plans, datasets and analyses find it like any other
 procedure. A run whose raw file is damaged is reported and skipped.
+
+A run whose yaml lacks a key that other runs scan (runs 1-16 of the real
+timewalk campaign carry no `phase_strobe`) gets no value invented for it:
+it is imported with that scan value unknown, and a marker axis
+`labels.<axis>_unknown` (1 for such runs) keeps its key apart from any run
+that really was at the power-on default, and tells the analyses to treat
+the value as NaN. `--assume AXIS=VALUE [--runs SPEC]` says what the value
+was instead; the imported procedure records either choice under
+`imported: {missing: ..., assumed: ...}`.
 """
 
 from __future__ import annotations
@@ -35,11 +44,47 @@ from raffinerie.store.store import Store
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
+LABELS = "labels"                 # daq-config section of the unknown-value markers
+UNKNOWN_SUFFIX = "_unknown"       # marker leaf: <axis>_unknown = 1 where the run lacked the key
+
+
 @dataclass
 class Run:
     name: str
     raw: Path
     config: dict          # {"target": resolved target, "daq": daq}
+    given: frozenset = frozenset()   # target leaf paths the run's own yaml sets
+
+    @property
+    def number(self) -> int | None:
+        """The run number: the last integer in its name (test_run_12 -> 12)."""
+        found = re.findall(r"\d+", self.name)
+        return int(found[-1]) if found else None
+
+
+@dataclass(frozen=True)
+class Assumption:
+    """`--assume AXIS=VALUE`: the value of a scan key the runs' yamls lack."""
+
+    axis: str
+    value: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Assumption":
+        axis, sep, value = text.partition("=")
+        if not sep or not axis.strip():
+            raise RaffError(f"--assume {text!r}: expected AXIS=VALUE, e.g. phase_strobe=2")
+        try:
+            return cls(axis.strip(), int(value, 0))
+        except ValueError:
+            raise RaffError(f"--assume {text!r}: the value must be an integer") from None
+
+
+@dataclass
+class Corrupt:
+    run: str
+    halves: int
+    lines: list[str]
 
 
 @dataclass
@@ -49,6 +94,10 @@ class ImportReport:
     skipped: list[str]
     axes: list[str]
     library: Path
+    missing: dict[str, list[str]]                      # axis -> runs left with an unknown value
+    assumed: dict[str, tuple[int, list[str]]]          # axis -> (value, runs it was assumed for)
+    corrupt: list[Corrupt]
+    runs: int = 0
 
 
 def natural(path: Path):
@@ -71,7 +120,8 @@ def find_runs(folder: Path, pod: dict) -> tuple[list[Run], list[str]]:
             continue
         target = strip_network(doc.get("target", {}) if isinstance(doc.get("target"), dict) else {})
         daq = doc.get("daq", {}) if isinstance(doc.get("daq"), dict) else {}
-        runs.append(Run(raw.stem, raw, {"target": merge(pod, target), "daq": daq}))
+        given = frozenset(("target",) + path for path, _ in _leaves(target))
+        runs.append(Run(raw.stem, raw, {"target": merge(pod, target), "daq": daq}, given))
     if not runs:
         raise RaffError("no runs to import (pairs of X.raw and X.yaml)", file=folder)
     return runs, skipped
@@ -103,8 +153,91 @@ def infer_axes(runs: list[Run]) -> list[tuple[list[tuple], list]]:
     return [(places, [flats[i][places[0]] for i in range(len(runs))]) for places in groups.values()]
 
 
+def select_runs(runs: list[Run], spec: str | None) -> set[str]:
+    """Names of the runs `spec` names: numbers and ranges (`1-16,20`) or run names."""
+    if not spec:
+        return {r.name for r in runs}
+    chosen: set[str] = set()
+    by_name = {r.name: r for r in runs}
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        if part in by_name:
+            chosen.add(part)
+            continue
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise RaffError(f"--runs {spec!r}: {part!r} is neither a run name nor a number or range (1-16)")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        hits = {r.name for r in runs if r.number is not None and lo <= r.number <= hi}
+        if not hits:
+            raise RaffError(f"--runs {spec!r}: no run numbered {part}")
+        chosen |= hits
+    return chosen
+
+
+def missing_keys(runs: list[Run], axes, names: list[str]) -> dict[str, list[str]]:
+    """Per axis (by name), the runs whose own yaml lacks one of its target places."""
+    out = {}
+    for (places, _), axis in zip(axes, names):
+        targets = [p for p in places if p[0] == "target"]
+        lacking = [r.name for r in runs if targets and not all(p in r.given for p in targets)]
+        if lacking:
+            out[axis] = lacking
+    return out
+
+
+def settle_missing(runs: list[Run], axes, names: list[str], assumptions: list[Assumption],
+                   spec: str | None) -> tuple[dict, dict]:
+    """Apply the assumptions to the runs lacking their key; mark the others unknown.
+
+    Returns ({axis: runs still unknown}, {axis: (value, runs assumed)}).
+    """
+    missing = missing_keys(runs, axes, names)
+    places = dict(zip(names, (p for p, _ in axes)))
+    chosen = select_runs(runs, spec)
+    assumed: dict[str, tuple[int, list[str]]] = {}
+    for a in assumptions:
+        if a.axis not in places:
+            raise RaffError(f"--assume {a.axis}={a.value}: {a.axis} is not a scan axis of these runs "
+                            f"(axes: {', '.join(names) or 'none'})")
+        lacking = [n for n in missing.get(a.axis, []) if n in chosen]
+        if not lacking:
+            raise RaffError(f"--assume {a.axis}={a.value}: no run{' of --runs ' + spec if spec else ''} "
+                            f"lacks {a.axis}; --assume only fills values a run's yaml does not give")
+        given = sorted(chosen - set(missing.get(a.axis, [])), key=lambda n: _natural_name(n))
+        if spec and given:
+            raise RaffError(f"--assume {a.axis}={a.value} --runs {spec}: {', '.join(given[:5])} "
+                            f"set {a.axis} in their yaml; --assume only fills values a yaml lacks")
+        for run in runs:
+            if run.name in lacking:
+                for place in places[a.axis]:
+                    _set(run.config, place, a.value)
+        assumed[a.axis] = (a.value, lacking)
+        missing[a.axis] = [n for n in missing[a.axis] if n not in lacking]
+    missing = {axis: lacking for axis, lacking in missing.items() if lacking}
+    for axis, lacking in missing.items():  # a marker keeps the placeholder apart from real values
+        for run in runs:
+            run.config["daq"] = merge(run.config["daq"] or {},
+                                      {LABELS: {axis + UNKNOWN_SUFFIX: int(run.name in lacking)}})
+    return missing, assumed
+
+
+def _set(tree: dict, path: tuple, value) -> None:
+    for level in path[:-1]:
+        tree = tree.setdefault(level, {})
+    tree[path[-1]] = value
+
+
+def _natural_name(name: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _axis_names(axes, main: Path) -> list[str]:
+    return axis_names([ScanParameter([p[0][-1]], [], Origin(main), list(p)) for p, _ in axes]) \
+        if axes else []
+
+
 def import_runs(folder: Path, name: str, main: Path, store_root: Path, board: str | None,
-                progress) -> ImportReport:
+                progress, assumptions: list[Assumption] = (), runs_spec: str | None = None) -> ImportReport:
     lib = load_library(main)
     if lib.get(name) is not None and not _is_imported(lib, name):
         raise RaffError(f"'{name}' is already a procedure of this library", file=main)
@@ -122,8 +255,17 @@ def import_runs(folder: Path, name: str, main: Path, store_root: Path, board: st
             skipped.append(f"{run.raw.name}: damaged, not imported: {exc}")
     if not good:
         raise RaffError("no run could be decoded", file=folder)
+    if runs_spec and not assumptions:
+        raise RaffError("--runs says which runs an --assume applies to; give --assume AXIS=VALUE")
     axes = infer_axes(good)
-    library = _write_library(Path(folder), name, main, good, axes, board)
+    missing, assumed = settle_missing(good, axes, _axis_names(axes, main), list(assumptions), runs_spec)
+    axes = infer_axes(good)  # again: assumed values and unknown markers change them
+    axes.sort(key=lambda axis: axis[0][0][:2] == ("daq", LABELS))  # the markers last
+    corrupt = [Corrupt(run.name, int((~d.halves.good).sum()), d.corruption_report())
+               for run in good for d in [decoded[run.name][1]] if (~d.halves.good).any()]
+    provenance = {"missing": missing or None,
+                  "assumed": {a: {"value": v, "runs": r} for a, (v, r) in assumed.items()} or None}
+    library = _write_library(Path(folder), name, main, good, axes, board, provenance)
     _include(main, library)
     lib = load_library(main)
     if lib.diagnostics:
@@ -153,7 +295,8 @@ def import_runs(folder: Path, name: str, main: Path, store_root: Path, board: st
             store.journal(event="imported", procedure=name, key=key.hex(), run=str(run.raw))
             imported += 1
         progress.step(i + 1)
-    return ImportReport(imported, already, skipped, [a.name for a in points.scan.axes], library)
+    return ImportReport(imported, already, skipped, [a.name for a in points.scan.axes], library,
+                        missing, assumed, corrupt, len(good))
 
 
 def _is_imported(lib, name: str) -> bool:
@@ -161,7 +304,8 @@ def _is_imported(lib, name: str) -> bool:
     return proc is not None and getattr(proc, "imported", None) is not None
 
 
-def _write_library(folder: Path, name: str, main: Path, runs: list[Run], axes, board: str | None) -> Path:
+def _write_library(folder: Path, name: str, main: Path, runs: list[Run], axes, board: str | None,
+                   provenance: dict | None = None) -> Path:
     base_dir = main.parent / "imported"
     data_dir = base_dir / name
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -172,8 +316,7 @@ def _write_library(folder: Path, name: str, main: Path, runs: list[Run], axes, b
     (data_dir / "daq.yaml").write_text(
         f"# daq config of run {runs[0].name}\n" + yaml.dump(base["daq"] or {"server": {}, "client": {}},
                                                            Dumper=_Dumper, sort_keys=False))
-    names = axis_names([ScanParameter([p[0][-1]], [], Origin(main), list(p)) for p, _ in axes]) \
-        if axes else []
+    names = _axis_names(axes, main)
     parameters = []
     for (places, values), axis in zip(axes, names):
         distinct = sorted({repr(v): v for v in values}.values(), key=_sort_key)
@@ -184,7 +327,9 @@ def _write_library(folder: Path, name: str, main: Path, runs: list[Run], axes, b
         "name": name, "type": "daq",
         "identity": board or f"imported/{folder.resolve().name}",
         "imported": {"source": str(folder.resolve()), "board": board or "unknown",
-                     "runs": [r.name for r in runs]},
+                     "runs": [r.name for r in runs],
+                     # runs whose yaml lacked a scan key: unknown, or the value --assume gave
+                     **{k: v for k, v in (provenance or {}).items() if v}},
         "target_settings": {"power_on_default": f"./{name}/target.yaml"},
         "daq_settings": {"default": f"./{name}/daq.yaml"},
         "parameters": parameters or None,

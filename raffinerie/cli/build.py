@@ -36,12 +36,13 @@ def build_command(args) -> int:
     progress = Progress(quiet=args.quiet)
     runner = _runner(args, lib, store)
     builder = Builder(lib, files, store, progress, _network(args), args.seed, runner,
-                      readback=args.readback)
+                      readback=args.readback, max_corrupt=args.max_corrupt / 100)
     report = builder.build(args.name)
     if report.did_nothing:
         print(f"{args.name} is up to date")
     else:
-        print(f"{args.name}: {report.acquired} points acquired, {report.datasets} datasets and "
+        corrupt = (f" ({report.corrupt_halves} corrupt halves left out)" if report.corrupt_halves else "")
+        print(f"{args.name}: {report.acquired} points acquired{corrupt}, {report.datasets} datasets and "
               f"{report.analyses} analyses built in {report.seconds:.1f} s")
     if args.profile and report.timer.seconds:
         total = sum(report.timer.seconds.values())
@@ -133,7 +134,8 @@ def cache_command(args) -> int:
     if args.cache_command == "ls":
         return _cache_ls(store)
     if args.cache_command == "verify":
-        damaged = store.verify()
+        with store.cache_lock(exclusive=True, waiting=_waiting_for_builds(store)):
+            damaged = store.verify()
         for d in damaged:
             print(f"{store.path(d.kind, d.key)}: damaged: {d.problem}; moved to quarantine/, "
                   "the next build acquires it again" if d.kind == "measurements" else
@@ -141,7 +143,16 @@ def cache_command(args) -> int:
         usage = store.usage()
         print(f"{store.root}: {sum(n for n, _ in usage.values())} entries verified, {len(damaged)} damaged")
         return 1 if damaged else 0
-    return _cache_gc(args, lib, files, store)
+    if not args.yes:
+        return _cache_gc(args, lib, files, store)
+    with store.cache_lock(exclusive=True, waiting=_waiting_for_builds(store)):
+        return _cache_gc(args, lib, files, store)
+
+
+def _waiting_for_builds(store):
+    def say() -> None:
+        print(f"waiting for the builds running on {store.root} to finish ...", file=sys.stderr, flush=True)
+    return say
 
 
 def _cache_ls(store) -> int:
@@ -202,20 +213,40 @@ def _cache_gc(args, lib, files, store) -> int:
 
 
 def import_command(args) -> int:
-    from raffinerie.build.importer import import_runs
+    from raffinerie.build.importer import Assumption, import_runs
     from raffinerie.build.progress import Progress
     from raffinerie.cli.commands import main_path
 
     main = main_path(args)
     root = cache_root(main, args.cache)
-    report = import_runs(Path(args.folder), args.name, main, root, args.board, Progress(quiet=args.quiet))
+    assumptions = [Assumption.parse(text) for text in args.assume or []]
+    report = import_runs(Path(args.folder), args.name, main, root, args.board, Progress(quiet=args.quiet),
+                         assumptions, args.runs)
     for line in report.skipped:
         print(f"warning: {line}", file=sys.stderr)
+    for axis, runs in report.missing.items():
+        print(f"warning: {len(runs)} runs lack {axis} in their yaml ({_runs(runs)}): imported with {axis} "
+              f"unknown (NaN in the analyses), not the power-on default; if you know it, import again "
+              f"with --assume {axis}=VALUE --runs ...", file=sys.stderr)
+    for axis, (value, runs) in report.assumed.items():
+        print(f"{axis} = {value} assumed for {len(runs)} runs whose yaml lacks it ({_runs(runs)}); "
+              f"recorded in {report.library.name}")
+    for c in report.corrupt:
+        print(f"{c.run}: {c.halves} corrupt halves left out ({'; '.join(c.lines)})")
+    if report.corrupt:
+        halves = sum(c.halves for c in report.corrupt)
+        print(f"corrupt halves: {halves} in {len(report.corrupt)} of {report.runs} runs (bad header or CRC; "
+              "left out of the statistics)")
     axes = ", ".join(report.axes) or "none"
     print(f"{args.name}: {report.imported} runs imported, {report.already} already in the cache, "
           f"{len(report.skipped)} skipped; axes: {axes}")
     print(f"procedure written to {report.library} and included in {main}")
     return 0
+
+
+def _runs(names: list[str]) -> str:
+    """A short list of run names: test_run_1 .. test_run_16 when they are many."""
+    return ", ".join(names) if len(names) <= 4 else f"{names[0]}, {names[1]} .. {names[-1]}"
 
 
 def add_parsers(sub, add_config, add_backend) -> None:
@@ -226,6 +257,12 @@ def add_parsers(sub, add_config, add_backend) -> None:
     p.add_argument("folder", metavar="FOLDER")
     p.add_argument("--name", required=True, help="name of the procedure to create")
     p.add_argument("--board", help="identity of the board the runs were taken on (part of the keys)")
+    p.add_argument("--assume", action="append", metavar="AXIS=VALUE",
+                   help="the value of scan axis AXIS for runs whose yaml lacks it (repeatable); without "
+                        "it such runs are imported with that value unknown (NaN), never the default")
+    p.add_argument("--runs", metavar="SPEC",
+                   help="the runs --assume applies to: numbers, ranges or names (1-16,20); "
+                        "default: every run lacking the key")
     p.add_argument("--cache", metavar="DIR", help="cache directory")
     p.add_argument("--quiet", action="store_true")
     add_config(p)
@@ -246,6 +283,9 @@ def add_parsers(sub, add_config, add_backend) -> None:
                    help="a package directory or .py file with user analyses")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--profile", action="store_true", help="print where acquisition time went")
+    p.add_argument("--max-corrupt", type=float, default=5.0, metavar="PERCENT",
+                   help="refuse a point (and stop, exit 3) when more than PERCENT of a chip's halves "
+                        "are corrupt (default 5)")
     p.add_argument("--readback", action="store_true",
                    help="read the target's registers back after each configure and stop with an "
                         "error naming every register that differs")

@@ -10,6 +10,11 @@ JSON plan (stable; `raff plan NAME --json`):
      "nodes": [{"id": "points:P" | "dataset:P" | "analysis:P", "kind": ..., "name": ...,
                 "key": HEX | null, "status": "cached" | "build" | "waiting",
                 "reason": TEXT, "depends_on": [ID]}]}
+
+TARGET_IDENTITY is the identity in the keys of the plan's points: the board
+an imported procedure names (`identity:`), else the backend's. When the
+points of a workflow have several, it is the backend's, and `identities`
+maps each daq procedure to its own.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ def _points_lines(points: PointSet) -> list[str]:
     proc = points.procedure
     origin = proc.origin
     lines = [f"  {proc.name}: daq procedure at {origin.file}:{origin.line}"]
+    if proc.imported is not None:
+        lines.append(f"    imported from {proc.imported.get('source')}; board {points.identity}")
     if not points.scan.axes:
         lines.append("    no scan parameters: a single point")
     for axis in points.scan.axes:
@@ -119,9 +126,22 @@ def _point_status(points: PointSet, i: int) -> tuple[str, str | None]:
     return ("cached" if points.cached[i] else "new point"), points.key(i).hex()
 
 
+def identity_of(plan: Plan) -> str:
+    """The identity in the keys of the plan's points (an imported board's, not the backend's)."""
+    identities = {ps.identity for ps in plan.points.values()}
+    return identities.pop() if len(identities) == 1 else plan.identity
+
+
+def _identity_text(plan: Plan) -> str:
+    imported = [ps for ps in plan.points.values() if ps.procedure.imported is not None]
+    if imported and len({ps.identity for ps in plan.points.values()}) == 1:
+        return f"board {imported[0].identity} (imported runs)"
+    return f"backend {plan.identity}"
+
+
 def render_plan(plan: Plan, cache_dir: Path, list_points: bool = False) -> str:
     s = plan.summary()
-    lines = [f"plan for {plan.target} ({plan.kind}); backend {plan.identity}; cache {cache_dir}", ""]
+    lines = [f"plan for {plan.target} ({plan.kind}); {_identity_text(plan)}; cache {cache_dir}", ""]
     lines += _tree(plan)
     for points in plan.points.values():
         lines.append("")
@@ -149,6 +169,8 @@ def plan_json(plan: Plan) -> dict:
                 "key": keys[2 * KEY_SIZE * i:2 * KEY_SIZE * (i + 1)] or None,
                 "coordinates": dict(zip(names, coordinate)),
                 "repeat": repeat, "status": status})
-    return {"procedure": plan.target, "kind": plan.kind, "identity": plan.identity,
+    identities = {name: ps.identity for name, ps in plan.points.items()}
+    return {"procedure": plan.target, "kind": plan.kind, "identity": identity_of(plan),
+            **({"identities": identities} if len(set(identities.values())) > 1 else {}),
             "todo": plan.todo, "summary": plan.summary(), "points": points,
             "nodes": [n.as_dict() for n in plan.nodes.values()]}

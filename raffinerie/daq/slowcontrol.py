@@ -128,6 +128,8 @@ class I2cTarget:
 
     def _handshake(self, command: str, doc: dict | None) -> str:
         reply = self.ep.request(command)
+        if reply.startswith("E:"):
+            raise BackendError(f"{self.ep.name} refused '{command}': {quote(reply[2:].strip())}")
         if "ready" not in reply.lower():
             hint = self.other_hint if "status" in reply else ""
             raise self.ep.refuse(command, reply, "'READY' (the 2021 handshake)", hint)

@@ -11,6 +11,11 @@ Quantiles use linear interpolation between order statistics (numpy's
 default). TOT and TOA statistics are over the events in which they fired
 (field > 0); with none, they are NaN. Standard deviations are population
 ones.
+
+A raw TOT field of 0x3FF (4088 decompressed) is the chip's overflow code,
+not a measured time: it is counted in `tot_overflow` and left out of every
+TOT statistic (median, IQR, mean, std). It still counts as a TOT that fired
+in `tot_efficiency`, which says whether TOT fired, not whether it measured.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ SUMMARY_COLUMNS = [
     "adc_median", "adc_iqr", "tot_median", "tot_iqr", "toa_median", "toa_iqr",
     "adc_mean", "adc_stdd", "tot_mean", "tot_stdd", "toa_mean", "toa_stdd",
     "tot_efficiency", "tot_efficiency_error", "toa_efficiency", "toa_efficiency_error",
+    "tot_overflow",
 ]
+TOT_OVERFLOW_CODE = 0x3FF   # raw 10-bit TOT field of the overflow marker (decompresses to 4088)
 EVENT_COLUMNS = ["event", "chip", "half", "channel", "channeltype", "adc", "adcm", "toa", "tot",
                  "totflag", "corruption", "bxcounter", "eventcounter", "orbitcounter"]
 
@@ -142,11 +149,14 @@ def summarize(frames: Frames, characterisation: np.ndarray, halves: Halves | Non
     adc, tot, toa = _slot_values(frames, characterisation)
     good = np.broadcast_to(halves.good[:, :, None], adc.shape)
     a = _stats(adc.astype(np.int32), good, frames, n_chips, _PLAIN_BIN_VALUES)
-    t = _stats(_TOT_BIN_OF_CODE[tot], good & (tot > 0), frames, n_chips, _TOT_BIN_VALUES)
+    overflow = good & (tot == TOT_OVERFLOW_CODE)
+    # the overflow code is a marker, not a time: out of the TOT statistics
+    t = _stats(_TOT_BIN_OF_CODE[tot], good & (tot > 0) & ~overflow, frames, n_chips, _TOT_BIN_VALUES)
     o = _stats(toa.astype(np.int32), good & (toa > 0), frames, n_chips, _PLAIN_BIN_VALUES)
     n = a["n"]
     with np.errstate(invalid="ignore", divide="ignore"):
-        tot_eff, toa_eff = t["n"] / n, o["n"] / n
+        n_overflow = _count(overflow, frames, n_chips)
+        tot_eff, toa_eff = (t["n"] + n_overflow) / n, o["n"] / n
         tot_err = np.sqrt(tot_eff * (1 - tot_eff) / n)
         toa_err = np.sqrt(toa_eff * (1 - toa_eff) / n)
     table = slot_identity(n_chips)
@@ -160,8 +170,16 @@ def summarize(frames: Frames, characterisation: np.ndarray, halves: Halves | Non
         "toa_mean": o["mean"], "toa_stdd": o["std"],
         "tot_efficiency": tot_eff, "tot_efficiency_error": tot_err,
         "toa_efficiency": toa_eff, "toa_efficiency_error": toa_err,
+        "tot_overflow": n_overflow.astype(np.int32),
     })
     return table
+
+
+def _count(flags: np.ndarray, frames: Frames, n_chips: int) -> np.ndarray:
+    """Number of set flags per summary row; flags has shape (records, 2, SLOTS)."""
+    group = (frames.chip.astype(np.int64)[:, None, None] * 2 + np.arange(2)[None, :, None]) * SLOTS \
+        + np.arange(SLOTS)[None, None, :]
+    return np.bincount(group[flags], minlength=n_chips * 2 * SLOTS).astype(np.int64)
 
 
 def event_table(frames: Frames, characterisation: np.ndarray,

@@ -1,9 +1,25 @@
-"""What the built-in distilleries share: the interface, filtering, output, plots."""
+"""What the built-in distilleries share: the interface, filtering, output, plots,
+and the checks of the data against its labels.
+
+Every built-in reads the dataset through `prepare`:
+
+- scan values a run's yaml did not carry (`raff import` marks them with a
+  column `<axis>_unknown` = 1) become NaN in their column, so no analysis
+  takes them for the power-on default;
+- points whose data contradict their label (`mislabelled_points`: a point
+  labelled "no injection" whose injected channels fire TOA or TOT, or sit at
+  ADC saturation) are left out, and each is named in `notes`.
+
+`notes` are lines for people: `run` writes them to notes.txt, and the
+analysis runner prints them in the build output.
+"""
 
 from __future__ import annotations
 
+import enum
 import math
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -11,6 +27,28 @@ import pandas as pd
 HIGH_RANGE_FC = 1.953   # injected charge per Calib step through the 8 pF capacitor
 LOW_RANGE_FC = 0.122    # through the 0.5 pF capacitor
 CHANNEL_TYPES = {0: "channels", 1: "calibration channels", 100: "common mode"}
+NOTES = "notes.txt"
+UNKNOWN_SUFFIX = "_unknown"   # `raff import`: 1 where the run's yaml lacked this scan key
+CHANNEL = ["chip", "channeltype", "channel"]
+# Columns of a measurement (and of the dataset's bookkeeping): never scan axes.
+MEASURED = {"chip", "half", "channel", "channeltype", "n_events", "point", "repeat",
+            "adc_median", "adc_iqr", "tot_median", "tot_iqr", "toa_median", "toa_iqr",
+            "adc_mean", "adc_stdd", "tot_mean", "tot_stdd", "toa_mean", "toa_stdd",
+            "tot_efficiency", "tot_efficiency_error", "toa_efficiency", "toa_efficiency_error",
+            "tot_overflow", "charge"}
+
+
+class Status(str, enum.Enum):
+    """Per-channel outcome of a fit (the `status` column)."""
+
+    FIT = "fit"                          # resolved and fitted
+    UNRESOLVED = "unresolved"            # the transition lies between two scan points
+    BELOW_SCAN = "fires below the scan"  # already efficient at the first point
+    FAILED = "fit failed"                # enough points, but the fit did not converge
+    NO_DATA = "no data"                  # nothing left to analyse (e.g. all points flagged)
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class Distillery:
@@ -31,17 +69,22 @@ class Distillery:
             raise ValueError(f"unknown parameters {sorted(unknown)}; this analysis takes "
                              f"{sorted(self.defaults) + ['where']}")
         self.parameters = {**self.defaults, **(parameters or {})}
+        self.notes: list[str] = []
 
     def output(self) -> dict:
         return {"summary": "summary.csv", "plots": [f"{p}.png" for p in self.plots],
                 "calibration": "calibration.yaml" if self.calibrates else None}
 
     def run(self, data: pd.DataFrame, output_dir) -> None:
-        data = select(data, self.parameters.get("where"))
+        self.notes = []
+        data = select(unknown_to_nan(data, self.notes), self.parameters.get("where"))
         if data.empty:
             raise ValueError("no rows to analyse (check `where`)")
         summary, figures, calibration = self.analyse(data)
         summary.to_csv(os.path.join(output_dir, "summary.csv"), index=False, float_format="%.6g")
+        if self.notes:
+            with open(os.path.join(output_dir, NOTES), "w") as f:
+                f.write("".join(line + "\n" for line in self.notes))
         for name, draw in figures.items():
             save(draw, os.path.join(output_dir, f"{name}.png"))
         if self.calibrates:
@@ -62,6 +105,120 @@ def select(data: pd.DataFrame, where: dict | None) -> pd.DataFrame:
         values = wanted if isinstance(wanted, list) else [wanted]
         data = data[data[column].isin(values)]
     return data
+
+
+def unknown_to_nan(data: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Scan values marked unknown (`<axis>_unknown` = 1) become NaN in their column."""
+    markers = [c for c in data.columns if c.endswith(UNKNOWN_SUFFIX)
+               and c[:-len(UNKNOWN_SUFFIX)] in data.columns]
+    if not markers:
+        return data
+    data = data.copy()
+    for marker in markers:
+        axis, unknown = marker[:-len(UNKNOWN_SUFFIX)], data[marker].to_numpy() > 0
+        if unknown.any():
+            data[axis] = data[axis].astype(float).where(~unknown)
+            points = data.loc[unknown, "point"].nunique() if "point" in data else int(unknown.sum())
+            notes.append(f"{points} points have no {axis} (their run yaml lacks it): "
+                         f"{axis} is NaN for them")
+    return data.drop(columns=markers)
+
+
+def scan_axes(data: pd.DataFrame, modelled=()) -> list[str]:
+    """Configuration columns that vary between the points of a channel, except `modelled`.
+
+    These are the scan's axes (and whatever moves with them); an analysis
+    that does not model one analyses each of its values separately.
+    """
+    candidates = [c for c in data.columns if c not in MEASURED and c not in modelled
+                  and not c.endswith(UNKNOWN_SUFFIX) and data[c].dtype.kind in "biuf"]
+    if not candidates or data.empty:
+        return []
+    spread = data.groupby(CHANNEL)[candidates].nunique(dropna=False).max()
+    varying = [c for c in candidates if spread[c] > 1]
+    # columns that only restate another (e.g. Top.0 values) add no slices
+    out, seen = [], []
+    for c in varying:
+        if not any(data.groupby(c, dropna=False)[o].nunique(dropna=False).max() <= 1
+                   and data.groupby(o, dropna=False)[c].nunique(dropna=False).max() <= 1 for o in seen):
+            out.append(c)
+            seen.append(c)
+    return out
+
+
+def slices(data: pd.DataFrame, axes: list[str]):
+    """(values of `axes`, rows) for every slice of the data; NaN (unknown) is a slice too."""
+    if not axes:
+        yield (), data
+        return
+    for values, rows in data.groupby(axes, dropna=False, sort=True):
+        yield (values if isinstance(values, tuple) else (values,)), rows
+
+
+def describe(axes: list[str], values: tuple) -> str:
+    return ", ".join(f"{a} {'unknown' if _isnan(v) else _num(v)}" for a, v in zip(axes, values))
+
+
+def _isnan(v) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def _num(v):
+    return int(v) if isinstance(v, (float, np.floating)) and float(v).is_integer() else v
+
+
+FLAG_COLUMNS = ["point", *CHANNEL, "reason"]
+
+
+@dataclass
+class LabelCheck:
+    """The points whose data contradict their label, with the evidence per channel."""
+
+    flagged: pd.DataFrame     # FLAG_COLUMNS: one row per channel that contradicts its label
+
+    @property
+    def points(self) -> list:
+        return sorted(self.flagged.point.unique()) if len(self.flagged) else []
+
+    def drop(self, data: pd.DataFrame) -> pd.DataFrame:
+        return data[~data.point.isin(self.points)] if self.points else data
+
+
+def mislabelled_points(data: pd.DataFrame, notes: list[str], saturation_adc: float = 1000,
+                       injected: pd.Series | None = None) -> LabelCheck:
+    """Points labelled "no injection" whose injected channels respond as if injected.
+
+    Physics: with no injected charge, a channel fires neither TOA nor TOT and
+    its ADC sits at its pedestal, far from saturation. A connected channel may
+    read tens of ADC above its pedestal at Calib 0 (a residual injection on
+    real boards), so only TOA, TOT or saturation count as contradictions. A
+    point is flagged when most of its connected channels contradict the label
+    (a chip without TDC output can still saturate).
+    """
+    if "point" not in data or data.empty:
+        return LabelCheck(pd.DataFrame(columns=FLAG_COLUMNS))
+    injected = injected_rows(data) if injected is None else injected
+    rows = data[injected & (injected_charge(data) == 0)]
+    if rows.empty:
+        return LabelCheck(pd.DataFrame(columns=FLAG_COLUMNS))
+    evidence = pd.DataFrame({"TOA fires": rows.toa_efficiency.to_numpy() > 0.5,
+                             "TOT fires": rows.tot_efficiency.to_numpy() > 0.5,
+                             "ADC saturated": rows.adc_median.to_numpy() >= saturation_adc},
+                            index=rows.index)
+    contradicts = evidence.any(axis=1)
+    share = contradicts.groupby(rows.point).mean()
+    bad = contradicts & rows.point.isin(share.index[share > 0.5])
+    reasons = evidence[bad].apply(lambda r: ", ".join(r.index[r.to_numpy()]), axis=1) if bad.any() else []
+    flagged = rows.loc[bad, ["point", *CHANNEL]].assign(reason=reasons)
+    labels = [c for c in ("Calib", "phase_strobe", "IntCtest") if c in data]
+    for point, g in flagged.groupby("point"):
+        mine = rows[rows.point == point]
+        label = data.loc[data.point == point, labels].iloc[0]
+        notes.append(f"point {int(point)} ({describe(labels, tuple(label))}) contradicts its label: no "
+                     f"injection, but {len(g)} of its {len(mine)} injected channels respond "
+                     f"({g.reason.iloc[0]}; median TOA efficiency {mine.toa_efficiency.median():.2f}, "
+                     f"ADC {mine.adc_median.median():.0f}); left out")
+    return LabelCheck(flagged)
 
 
 def injected_charge(data: pd.DataFrame) -> pd.Series:
@@ -114,6 +271,13 @@ def chip_panels(chips, title: str, sharey: bool = True):
         ax.tick_params(labelsize=9)
         panels[chip] = ax
     return fig, panels
+
+
+def no_data(ax, text: str = "no data") -> None:
+    """Say so in a panel that has nothing to show, instead of leaving it empty."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=12, color="grey")
+    # tick labels off, not ticks: the y axis is shared with the other panels
+    ax.tick_params(labelbottom=False, labelleft=False)
 
 
 def channel_colors(n: int):

@@ -1,0 +1,199 @@
+"""Nothing lost, nothing silently wrong: damaged entries, stray processes, racing commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_clean_error, emulator_pids
+
+SCAN = "- key: [[roc_s0, roc_s1, roc_s2], ReferenceVoltage, [0, 1], Calib]\n  range: {start: 0, stop: %d, step: 100}\n"
+
+
+def journal(cache: Path) -> list[dict]:
+    path = cache / "journal.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def acquired(cache: Path) -> list[str]:
+    return [e["key"] for e in journal(cache) if e["event"] == "acquired"]
+
+
+def plan_json(raff, main, *more) -> dict:
+    r = raff("plan", "scan", "-c", main, "--json", *more)
+    assert r.code in (0, 2), r.err
+    return json.loads(r.out)
+
+
+def start_build(main: Path, *more: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAFF_CACHE", "RAFF_CONFIG")}
+    return subprocess.Popen([sys.executable, "-m", "raffinerie", "build", "scan", "-c", str(main), *more],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(cache: Path, n: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len(acquired(cache)) < n:
+        assert time.monotonic() < deadline, "build made no progress"
+        time.sleep(0.02)
+
+
+def slow(libdir, points: int = 30) -> Path:
+    return libdir.main(libdir.daq(parameters=SCAN % (100 * points), server_override="{NEvents: 600}"))
+
+
+def test_a_damaged_measurement_is_never_used(raff, libdir):
+    main = libdir.main(libdir.daq(parameters=SCAN % 300))
+    cache = libdir.root / ".raffinerie-cache"
+    assert raff("build", "scan", "-c", main).code == 0
+    before = plan_json(raff, main)["nodes"][1]["key"]
+    victim = sorted((cache / "measurements").glob("*/*/summary/0.0"))[0]
+    data = bytearray(victim.read_bytes())
+    data[-3] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    for entry in (cache / "datasets").glob("*/*"):
+        import shutil
+        shutil.rmtree(entry)
+    r = raff("build", "scan", "-c", main)
+    assert r.code == 0, r.err
+    assert "damaged cache entry (content changed: summary/0.0)" in r.err and "acquires it again" in r.err
+    assert "1 points acquired" in r.out
+    assert len(list((cache / "quarantine" / "measurements").iterdir())) == 1
+    assert plan_json(raff, main)["nodes"][1]["key"] != before  # the new content, a new dataset
+    assert raff("cache", "verify", "-c", main).code == 0
+
+
+def test_verify_then_build_rebuilds_the_dataset(raff, libdir):
+    main = libdir.main(libdir.daq(parameters=SCAN % 300))
+    cache = libdir.root / ".raffinerie-cache"
+    assert raff("build", "scan", "-c", main).code == 0
+    victim = sorted((cache / "measurements").glob("*/*/summary/0.0"))[1]
+    data = victim.read_bytes()
+    victim.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert raff("cache", "verify", "-c", main).code == 1
+    assert raff("plan", "scan", "-c", main, "--check").code == 2  # not "up to date"
+    r = raff("build", "scan", "-c", main)
+    assert r.code == 0 and "1 points acquired, 1 datasets" in r.out, r.out + r.err
+    assert raff("plan", "scan", "-c", main, "--check").code == 0
+
+
+@pytest.mark.parametrize("damage", ["truncate-json", "flip-table"])
+def test_unreadable_dataset_is_quarantined_in_one_line(raff, libdir, damage):
+    main = libdir.main(libdir.daq(parameters=SCAN % 300))
+    cache = libdir.root / ".raffinerie-cache"
+    assert raff("build", "scan", "-c", main).code == 0
+    folder = next((cache / "datasets").glob("*/*"))
+    if damage == "truncate-json":
+        path = folder / "table" / "zarr.json"
+        path.write_text(path.read_text()[:40])
+    else:
+        path = next((folder / "table" / "adc_mean").rglob("0"))
+        path.write_bytes(bytes(b ^ 0x5A for b in path.read_bytes()))
+    r = raff("show", "scan", "-c", main)
+    assert_clean_error(r, str(folder), "damaged cache entry", "moved to quarantine/")
+    assert len(r.lines) == 1
+    assert not folder.exists()
+    r = raff("build", "scan", "-c", main)
+    assert r.code == 0 and "0 points acquired, 1 datasets" in r.out, r.out + r.err
+    assert raff("show", "scan", "-c", main).code == 0
+
+
+def test_locks_and_unfinished_entries_are_cleaned(raff, libdir):
+    main = libdir.main(libdir.daq(parameters=SCAN % 300))
+    cache = libdir.root / ".raffinerie-cache"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stray = cache / "tmp" / f"datasets-0123456789abcdef-{dead.pid}-deadbeef"
+    stray.mkdir(parents=True)
+    (stray / "half-written").write_text("x")
+    alive = cache / "tmp" / f"datasets-0123456789abcdef-{os.getpid()}-cafecafe"
+    alive.mkdir()
+    assert raff("build", "scan", "-c", main).code == 0
+    assert not stray.exists() and alive.exists()  # a live writer's work is left alone
+    assert sorted(p.name for p in (cache / "locks").iterdir()) == ["cache.lock"]
+
+
+def test_a_truncated_journal_is_repaired(raff, libdir):
+    main = libdir.main(libdir.daq(parameters=SCAN % 200))
+    cache = libdir.root / ".raffinerie-cache"
+    assert raff("build", "scan", "-c", main).code == 0
+    path = cache / "journal.jsonl"
+    path.write_bytes(path.read_bytes()[:-25])  # a crash mid-line
+    main = libdir.main(libdir.daq(parameters=SCAN % 400))
+    assert raff("build", "scan", "-c", main).code == 0
+    lines = path.read_text().splitlines()
+    assert all(json.loads(line) for line in lines)  # every line parses
+    assert len([e for e in map(json.loads, lines) if e["event"] == "acquired"]) == 3
+
+
+def test_sigterm_finishes_the_point_in_flight_and_exits_143(libdir):
+    main = slow(libdir)
+    cache = libdir.root / ".raffinerie-cache"
+    proc = start_build(main)
+    wait_for(cache, 2)
+    children = emulator_pids(proc.pid)
+    assert children, "the embedded emulator runs as a child"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "interrupted" in err
+    time.sleep(0.5)
+    assert not [p for p in children if Path(f"/proc/{p}").exists()]
+
+
+def test_the_emulator_dies_with_a_killed_build(libdir):
+    main = slow(libdir)
+    cache = libdir.root / ".raffinerie-cache"
+    proc = start_build(main)
+    wait_for(cache, 2)
+    children = emulator_pids(proc.pid)
+    assert children
+    proc.kill()
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 5
+    while [p for p in children if Path(f"/proc/{p}").exists()] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in children if Path(f"/proc/{p}").exists()], "emulator outlived raff"
+
+
+def test_random_kills_lose_nothing_and_acquire_nothing_twice(raff, libdir):
+    """Several builds killed at random moments (SIGKILL, SIGINT, SIGTERM), then one to finish."""
+    main = slow(libdir, points=24)
+    cache = libdir.root / ".raffinerie-cache"
+    rng = random.Random(7)
+    for trial in range(4):
+        proc = start_build(main)
+        time.sleep(rng.uniform(0.8, 2.5))
+        proc.send_signal(rng.choice([signal.SIGKILL, signal.SIGINT, signal.SIGTERM]))
+        proc.communicate(timeout=60)
+    r = raff("build", "scan", "-c", main)
+    assert r.code == 0, r.err
+    keys = acquired(cache)
+    assert len(keys) == len(set(keys)) == 24
+    assert raff("cache", "verify", "-c", main).code == 0
+    assert raff("plan", "scan", "-c", main, "--check").code == 0
+
+
+def test_gc_waits_for_a_running_build(raff, libdir, tmp_path):
+    main = slow(libdir)
+    cache = libdir.root / ".raffinerie-cache"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "main.yaml").write_text("procedures: []\n")
+    proc = start_build(main)
+    wait_for(cache, 2)
+    gc = raff("cache", "gc", "-c", other / "main.yaml", "--cache", cache, "--yes", "--include-measurements",
+              timeout=120)
+    assert gc.code == 0 and "waiting for the builds" in gc.err
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    keys = acquired(cache)
+    assert len(keys) == len(set(keys)) == 30  # acquired once each, even though gc ran
