@@ -40,3 +40,56 @@ def test_local_imports_are_followed_and_each_file_is_parsed_once(tmp_path, monke
 def test_builtin_analyses_include_their_shared_module():
     digests = CodeIndex().digests(locate("builtin.pedestal", "p", None, WHERE))
     assert set(digests) == {"pedestal.py", "common.py"}
+
+
+SAMPLE = '''"""Module doc."""
+import numpy as np  # comment
+
+
+class gain:
+    """Class doc."""
+    def __init__(self, p):
+        \'\'\'doc\'\'\'
+        self.p = p
+        x = f"{p!r:>10} and {f'{p}'}" ; y = 1
+
+    def run(self, data, out):
+        return [v * 2 for v in data if v > 0]
+'''
+
+
+def test_code_digest_is_a_fixed_value():
+    """Golden value: a change here reruns every analysis of every user; make it on purpose only."""
+    import hashlib
+
+    assert hashlib.sha256(normalised(SAMPLE).encode()).hexdigest()[:16] == "75328bdc0cf33445"
+
+
+def test_code_digests_are_the_same_in_other_python_versions(tmp_path):
+    """The same digests under every Python 3.11+ on this machine (others are skipped)."""
+    import shutil
+    import subprocess
+
+    from conftest import ROOT
+
+    (tmp_path / "sample.py").write_text(SAMPLE)
+    script = ("import hashlib, sys; sys.path.insert(0, sys.argv[1]); "
+              "from raffinerie.analysis.code import normalised; "
+              "print(hashlib.sha256(normalised(open(sys.argv[2]).read()).encode()).hexdigest())")
+    files = [tmp_path / "sample.py"] + sorted((ROOT / "raffinerie" / "analysis" / "builtin").glob("*.py"))
+    here = [__import__("hashlib").sha256(normalised(f.read_text()).encode()).hexdigest() for f in files]
+    candidates = {shutil.which(f"python3.{minor}") for minor in range(11, 16)}
+    candidates |= {str(p) for p in Path("/root/.pyenv/versions").glob("3.1[1-9]*/bin/python")}
+    ran = 0
+    for python in sorted(c for c in candidates if c):
+        probe = subprocess.run([python, "-c", "import sys; print(sys.version_info >= (3, 11))"],
+                               capture_output=True, text=True)
+        if probe.returncode or probe.stdout.strip() != "True":
+            continue
+        digests = [subprocess.run([python, "-c", script, str(ROOT), str(f)], capture_output=True,
+                                  text=True, check=True).stdout.strip() for f in files]
+        assert digests == here, python
+        ran += 1
+    if ran < 2:
+        import pytest
+        pytest.skip("no second Python 3.11+ interpreter on this machine")

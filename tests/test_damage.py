@@ -197,3 +197,20 @@ def test_gc_waits_for_a_running_build(raff, libdir, tmp_path):
     assert proc.returncode == 0, err
     keys = acquired(cache)
     assert len(keys) == len(set(keys)) == 30  # acquired once each, even though gc ran
+
+
+def test_disk_full_names_the_file_and_keeps_the_cache_sound(libdir, raff, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(small)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        main = libdir.main(libdir.daq(parameters=SCAN % 900))
+        r = raff("build", "scan", "-c", main, "--cache", small / "c")
+        assert_clean_error(r, str(small / "c"), "cannot write: No space left on device")
+        assert not list((small / "c" / "tmp").iterdir())  # no half entry left behind
+        verify = raff("cache", "verify", "-c", main, "--cache", small / "c")
+        assert verify.code == 0, verify.out
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

@@ -103,3 +103,15 @@ def test_broken_pipe_exits_quietly(libdir, tmp_path):
     proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "" and proc.stdout.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["../../x", "/abs/path", "a/b", ""])
+def test_import_names_that_would_escape_are_refused(libdir, raff, tmp_path, name):
+    main = libdir.main(libdir.daq("scan"))
+    before = main.read_text()
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    r = raff("import", runs, "--name", name, "-c", main, "--cache", tmp_path / "cache")
+    assert_clean_error(r, "a procedure name is letters")
+    assert main.read_text() == before
+    assert not (libdir.root / "imported").exists() and not (tmp_path / "x").exists()

@@ -236,3 +236,46 @@ def test_raff_emulator_command_serves_on_chosen_ports(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(5) == 0
+
+
+@pytest.fixture
+def fake_server():
+    """A REP socket on loopback that answers every request with the frames given."""
+    import threading
+
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.REP)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    frames: list[bytes] = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            if sock.poll(50):
+                sock.recv_multipart()
+                sock.send_multipart(frames)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield Host("127.0.0.1", port), frames
+    stop.set()
+    thread.join(2)
+    sock.close(0)
+    ctx.term()
+
+
+@pytest.mark.parametrize("reply,needle", [
+    ([b"configured\x1b[31m\nraff: error: all points lost"], r"\x1b[31m\nraff: error"),
+    ([b"status: success", b"extra"], "2-part message"),
+])
+def test_a_hostile_reply_cannot_forge_lines(fake_server, reply, needle):
+    host, frames = fake_server
+    frames[:] = reply
+    net = Network(None, host, host, None, "fake", 1.0, host)
+    with DaqSession(net, host, net.protocols(DAQ_MENUS)) as s:
+        with pytest.raises(BackendError) as err:
+            s.acquire(TARGET, DAQ_MENUS)
+    text = str(err.value)
+    assert "\n" not in text and "\x1b" not in text and needle in text, text

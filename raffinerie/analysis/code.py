@@ -2,8 +2,9 @@
 
 The digest of an analysis is taken over its module and every project-local
 module it imports, transitively. Each file is normalised through its syntax
-tree (comments, blank lines, formatting and docstrings drop out), so only a
-change of behaviour changes the key. Digests are computed once per file per
+tree (comments, blank lines, formatting and docstrings drop out), written out
+the same way by every Python version, so only a change of behaviour changes
+the key. Digests are computed once per file per
 `CodeIndex`, i.e. once per build, however many nodes share them.
 
 Light on purpose: `raff plan` uses it.
@@ -81,7 +82,14 @@ def code_provider(main: Path, given: Path | str | None):
 
 
 def normalised(source: str) -> str:
-    """The syntax tree of a module without docstrings: comments and layout drop out."""
+    """The module's syntax tree without docstrings, written out in a version-proof way.
+
+    Comments, blank lines, layout and redundant parentheses drop out. Not
+    `ast.dump`: its text differs between Python versions (3.12 added empty
+    `type_params` fields, 3.13 leaves out empty ones), so an interpreter
+    upgrade would rerun every analysis. Here every node is its class name and
+    its non-empty fields in name order, which is the same in 3.11, 3.12, 3.13.
+    """
     tree = ast.parse(source)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
@@ -89,7 +97,33 @@ def normalised(source: str) -> str:
                 and isinstance(getattr(body[0], "value", None), ast.Constant) \
                 and isinstance(body[0].value.value, str):
             node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+    out: list[str] = []
+    _write(tree, out)
+    return "".join(out)
+
+
+def _write(value, out: list[str]) -> None:
+    if isinstance(value, ast.AST):
+        out.append(type(value).__name__ + "(")
+        for name in sorted(value._fields):
+            field = getattr(value, name, None)
+            if field is None or field == [] or name in _VERSION_FIELDS:
+                continue
+            out.append(name + "=")
+            _write(field, out)
+            out.append(",")
+        out.append(")")
+    elif isinstance(value, list):
+        out.append("[")
+        for item in value:
+            _write(item, out)
+            out.append(",")
+        out.append("]")
+    else:
+        out.append(repr(value))
+
+
+_VERSION_FIELDS = {"type_comment", "kind"}  # None almost always; `kind` is the u"" prefix
 
 
 class CodeIndex:

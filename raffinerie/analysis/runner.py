@@ -27,6 +27,7 @@ from raffinerie.analysis.code import CodeIndex, Source, analysis_path_for, locat
 from raffinerie.config.library import AnalysisProcedure, Library
 from raffinerie.errors import RaffError
 from raffinerie.graph.plan import Node, Plan, analysis_inputs
+from raffinerie.store.store import DamagedEntry
 
 CALIBRATION = "calibration.yaml"
 NOTES = "notes.txt"   # lines an analysis wants people to read (flagged points, choices it made)
@@ -56,15 +57,46 @@ def run_job(job: Job) -> dict | str:
         from raffinerie.analysis.loader import load_class
         from raffinerie.store.zarrio import read_table
 
-        columns, _ = read_table(job.dataset)
+        try:
+            columns, _ = read_table(job.dataset)
+        except Exception as exc:  # noqa: BLE001 - any failure to read it is damage
+            return DamagedDataset(" ".join(f"unreadable: {exc}".split())[:200])
         data = pd.DataFrame(columns)
         cls = load_class(job.source, job.analysis)
         distillery = _call(job, "__init__", lambda: cls(dict(job.parameters)))
-        declared = _call(job, "output", distillery.output) or {}
+        declared = _declared(job, _call(job, "output", distillery.output))
         _call(job, "run", lambda: distillery.run(data, OutputDir(job.output)))
         return _check_outputs(job, declared)
     except RaffError as exc:
         return str(exc)
+
+
+@dataclass
+class DamagedDataset:
+    """A worker could not read the dataset: the parent quarantines it."""
+
+    problem: str
+
+
+def _declared(job: Job, declared) -> dict:
+    """What `output()` returned, checked: a mapping of path strings (or None)."""
+    if declared is None:
+        return {}
+    problem = None
+    if not isinstance(declared, dict):
+        problem = f"returned a {type(declared).__name__}"
+    elif not isinstance(declared.get("plots") or [], (list, tuple)):
+        problem = f"'plots' is a {type(declared['plots']).__name__}, not a list"
+    else:
+        paths = [declared.get("summary"), declared.get("calibration"), *(declared.get("plots") or [])]
+        bad = [p for p in paths if p is not None and not isinstance(p, (str, os.PathLike))]
+        if bad:
+            problem = f"names {bad[0]!r}, which is not a path"
+    if problem:
+        raise RaffError(f"analysis '{job.analysis}': output() {problem}; it must return a mapping "
+                        "{'summary': path, 'plots': [paths], 'calibration': path or None}",
+                        file=job.source.file)
+    return declared
 
 
 def _call(job: Job, what: str, fn):
@@ -72,6 +104,9 @@ def _call(job: Job, what: str, fn):
         return fn()
     except RaffError:
         raise
+    except SystemExit as exc:  # sys.exit() in a distillery ends the analysis, not raff
+        raise RaffError(f"analysis '{job.analysis}' called sys.exit({exc.code!r}) in {what}(); an "
+                        "analysis must return (or raise an exception) instead", file=job.source.file) from None
     except Exception as exc:
         frame = _user_frame(exc, job.source)
         raise RaffError(f"analysis '{job.analysis}' failed in {what}(): {type(exc).__name__}: {exc}"
@@ -139,23 +174,44 @@ class AnalysisRunner:
                   self.store.path("datasets", data_node.key) / "table", folder)
         return job, analysis_inputs(proc, data_node.key, self.code(proc))
 
-    def run(self, plan: Plan, node: Node) -> None:
-        """Run one analysis here and now."""
-        job, inputs = self.job(plan, node)
-        t0 = time.monotonic()
-        self.finish(node, job, inputs, run_job(job), t0)
-
     def submit(self, plan: Plan, node: Node) -> tuple[Future, Node, Job, dict, float]:
-        """Run one analysis in a worker process."""
+        """Run one analysis in a worker process.
+
+        Always a worker, never raff itself: a distillery that calls os._exit,
+        crashes the interpreter or leaves global state (matplotlib) behind
+        cannot take the build with it. Workers ignore Ctrl-C; raff decides
+        (finish what runs, or on a second Ctrl-C, `kill()` them).
+        """
         if self.pool is None:
             import multiprocessing
 
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_worker_init)
         job, inputs = self.job(plan, node)
         return self.pool.submit(run_job, job), node, job, inputs, time.monotonic()
 
-    def finish(self, node: Node, job: Job, inputs: dict, result: dict | str, t0: float) -> None:
+    def broken(self, running: list[str]) -> str:
+        """The message for a worker process that ended abruptly; a fresh pool for what follows."""
+        self.kill()
+        return (f"analysis {', '.join(repr(n) for n in running)}: the worker process ended abruptly "
+                "(os._exit, a crash or out of memory) before the analysis returned")
+
+    def kill(self) -> None:
+        """Stop the workers now (a second Ctrl-C, or a broken pool)."""
+        if self.pool is None:
+            return
+        for process in list(getattr(self.pool, "_processes", {}).values()):
+            if process.is_alive():
+                process.kill()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = None
+
+    def finish(self, node: Node, job: Job, inputs: dict, result, t0: float) -> None:
         try:
+            if isinstance(result, DamagedDataset):
+                key = job.dataset.parent.name
+                self.store.quarantine("datasets", key, result.problem)
+                raise DamagedEntry("datasets", key, job.dataset.parent, result.problem)
             if isinstance(result, str):
                 raise RaffError(result)
             self._commit(node, job, inputs, result, time.monotonic() - t0)
@@ -200,6 +256,13 @@ class AnalysisRunner:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
+
+
+def _worker_init() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the build's Ctrl-C is raff's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _json(doc: dict) -> str:

@@ -71,7 +71,12 @@ class Builder:
         try:
             with self.store.cache_lock(exclusive=False, waiting=self._waiting_for_gc), self.backend:
                 self.store.clean_tmp()
-                plan = self._loop(name)
+                try:
+                    plan = self._loop(name)
+                except KeyboardInterrupt:  # a second Ctrl-C: stop the analyses in flight too
+                    if self.runner is not None:
+                        self.runner.kill()
+                    raise
             if plan is not None and self.runner is not None:
                 for node in plan.nodes.values():  # the latest outputs, in one place
                     if node.kind == "analysis" and node.status == CACHED:
@@ -91,45 +96,65 @@ class Builder:
         self.progress.info(f"waiting for `raff cache gc` or `verify` on {self.store.root} to finish ...")
 
     def _loop(self, name: str) -> Plan | None:
-        """Plan, build what is ready, plan again; analyses run in workers when -w > 1."""
+        """Plan, build what is ready, plan again; analyses run in worker processes, -w at a time."""
         running: dict[str, tuple] = {}
         plan = None
         while not self.stop:
             plan = self.plan(name)
             ready = [n for n in _ready(plan) if n.id not in running]
-            parallel = self.runner is not None and self.runner.workers > 1
-            for node in [n for n in ready if n.kind == "analysis"] if parallel else []:
+            analyses = [n for n in ready if n.kind == "analysis"]
+            free = (self.runner.workers - len(running)) if self.runner is not None else 0
+            for node in analyses[:max(free, 0)]:
                 running[node.id] = self.runner.submit(plan, node)
                 self.progress.info(f"{node.name}: analysis started ({node.reason})")
-            serial = [n for n in ready if not (parallel and n.kind == "analysis")]
-            if serial:
-                try:
-                    self._execute(plan, serial[0])
-                except DamagedEntry as exc:  # quarantined: the next plan makes it again
-                    if exc.key in self.damaged:
-                        raise RaffError(f"{exc}; it was damaged again right after it was made: "
-                                        "check the disk under the cache") from None
-                    self.damaged.add(exc.key)
-                    self.progress.info(f"warning: {exc}")
+            others = [n for n in ready if n.kind != "analysis"]
+            if others:
+                self._execute_kept(plan, others[0])
             elif running:
                 self._collect(running)
+            elif analyses and self.runner is None:
+                raise RaffError(f"analysis '{analyses[0].name}' cannot run: no analysis runner")
             else:
                 _check_done(plan)
                 return plan
-        for job in running.values():
-            job[0].cancel()
+        while running:  # Ctrl-C: the analyses in flight finish (a second Ctrl-C kills them)
+            self._collect(running)
         return plan
+
+    def _execute_kept(self, plan: Plan, node: Node) -> None:
+        """Build one node; a damaged input is quarantined and made again by the next plan."""
+        try:
+            self._execute(plan, node)
+        except DamagedEntry as exc:
+            if exc.key in self.damaged:
+                raise RaffError(f"{exc}; it was damaged again right after it was made: "
+                                "check the disk under the cache") from None
+            self.damaged.add(exc.key)
+            self.progress.info(f"warning: {exc}")
 
     def _collect(self, running: dict) -> None:
         from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
 
         done, _ = wait([job[0] for job in running.values()], return_when=FIRST_COMPLETED)
         for node_id, (future, node, job, inputs, t0) in list(running.items()):
             if future in done:
                 del running[node_id]
-                self.runner.finish(node, job, inputs, future.result(), t0)
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    names = [node.name] + [r[1].name for r in running.values()]
+                    running.clear()
+                    result = self.runner.broken(names)
+                try:
+                    self.runner.finish(node, job, inputs, result, t0)
+                except DamagedEntry as exc:  # its dataset: quarantined, made again by the next plan
+                    self.damaged.add(exc.key)
+                    self.progress.info(f"warning: {exc}")
+                    continue
                 self.report.analyses += 1
-                self.progress.info(f"{node.name}: analysis done")
+                self.progress.info(f"{node.name}: analysis done ({node.reason}, "
+                                   f"{time.monotonic() - t0:.1f} s)")
 
     def _interrupt(self, signum, _frame) -> None:
         if self.stop:
@@ -154,13 +179,6 @@ class Builder:
                 self.report.corrupt_halves = self.acquisition.corrupt_halves
         elif node.kind == "dataset":
             self._dataset(plan, node)
-        elif node.kind == "analysis":
-            if self.runner is None:
-                raise RaffError(f"analysis '{node.name}' cannot run: no analysis runner")
-            t0 = time.monotonic()
-            self.runner.run(plan, node)
-            self.report.analyses += 1
-            self.progress.info(f"{node.name}: analysis done ({node.reason}, {time.monotonic() - t0:.1f} s)")
 
     def _dataset(self, plan: Plan, node: Node) -> None:
         points = plan.points[node.name]

@@ -20,6 +20,7 @@ was instead; the imported procedure records either choice under
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 LABELS = "labels"                 # daq-config section of the unknown-value markers
+PROCEDURE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 UNKNOWN_SUFFIX = "_unknown"       # marker leaf: <axis>_unknown = 1 where the run lacked the key
 
 
@@ -238,6 +240,9 @@ def _axis_names(axes, main: Path) -> list[str]:
 
 def import_runs(folder: Path, name: str, main: Path, store_root: Path, board: str | None,
                 progress, assumptions: list[Assumption] = (), runs_spec: str | None = None) -> ImportReport:
+    if not PROCEDURE_NAME.fullmatch(name):
+        raise RaffError(f"--name {name!r}: a procedure name is letters, digits, '_', '-' and '.', "
+                        "starting with a letter or '_' (it names files under imported/)")
     lib = load_library(main)
     if lib.get(name) is not None and not _is_imported(lib, name):
         raise RaffError(f"'{name}' is already a procedure of this library", file=main)
@@ -266,10 +271,13 @@ def import_runs(folder: Path, name: str, main: Path, store_root: Path, board: st
     provenance = {"missing": missing or None,
                   "assumed": {a: {"value": v, "runs": r} for a, (v, r) in assumed.items()} or None}
     library = _write_library(Path(folder), name, main, good, axes, board, provenance)
-    _include(main, library)
+    before = main.read_text()
+    _include(main, library)  # last, in one step; undone if the result does not load
     lib = load_library(main)
     if lib.diagnostics:
-        raise RaffError(f"the written library does not load: {lib.diagnostics[0].format()}", file=library)
+        _replace(main, before)
+        raise RaffError(f"the written library does not load, so {main.name} was left as it was: "
+                        f"{lib.diagnostics[0].format()}", file=library)
     store = Store(store_root)
     plan = make_plan(lib, name, "unused", store.index(), ConfigFiles())
     points = plan.points[name]
@@ -370,7 +378,14 @@ def _include(main: Path, library: Path) -> None:
         if lines and not lines[-1].endswith("\n"):
             lines[-1] += "\n"
         lines.append(f"libraries:\n  - {relative}\n")
-    main.write_text("".join(lines))
+    _replace(main, "".join(lines))
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write `path` in one step: a reader (or a crash) sees the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _plain(value):

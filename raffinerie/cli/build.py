@@ -104,6 +104,8 @@ def export_command(args) -> int:
     suffix = out.suffix.lower()
     if suffix not in (".csv", ".zarr", ".root"):
         raise RaffError("export format must be .csv, .zarr or .root", file=out)
+    if not out.parent.is_dir():
+        raise RaffError(f"cannot write: the folder {out.parent} does not exist", file=out)
     columns = store.read_dataset(node.key)
     try:
         if suffix == ".csv":
@@ -120,7 +122,7 @@ def export_command(args) -> int:
             with uproot.recreate(out) as f:
                 f["dataset"] = {name: values for name, values in columns.items()}
     except OSError as exc:
-        raise RaffError(f"cannot write: {exc.strerror}", file=out) from None
+        raise RaffError(f"cannot write: {exc.strerror or exc}", file=out) from None
     rows = len(next(iter(columns.values())))
     print(f"{out}: {rows} rows x {len(columns)} columns")
     return 0

@@ -26,7 +26,8 @@ def _open(path: Path):
     except FileNotFoundError:
         raise RaffError("ROOT file not found", file=path) from None
     except Exception as exc:  # uproot raises many kinds for a damaged file
-        raise RaffError(f"not a readable ROOT file ({exc})", file=path) from None
+        why = " ".join(str(exc).split()).replace(f" for file path {path.resolve()}", "")
+        raise RaffError(f"not a readable ROOT file ({why[:200]})", file=path) from None
 
 
 def _read_tree(path: Path, tree: str) -> dict[str, np.ndarray]:

@@ -62,11 +62,17 @@ def array_metadata(dtype: np.dtype, shape: tuple[int, ...], compressed: bool) ->
 
 
 def write_file(path: str, data: bytes, digests: dict | None = None) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    """Write all of `data` (os.write may write less); an error names the file."""
     try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write: {exc.strerror}", str(path)) from None
     if digests is not None:  # hashed from memory: no second read of the file
         digests[path] = (len(data), hashlib.sha256(data).hexdigest())
 
