@@ -129,6 +129,8 @@ class ClientReadout:
                                    f"{self.folder} ({names}); expected one")
             if files:
                 size = files[0].stat().st_size
+                if _closed(size):
+                    return files[0]
                 stable = stable + 1 if size == last and _complete(size) else 0
                 if stable >= STABLE_POLLS:
                     return files[0]
@@ -148,12 +150,29 @@ def _complete(size: int) -> bool:
     return body > 0 and body % RECORD_BYTES in (0, RECORD_BYTES - TAIL_BYTES)
 
 
-def wait(finished: Callable[[], bool], alive: Callable[[], int], timeout: float, what: str) -> None:
+def _closed(size: int) -> bool:
+    """The daq-client closed the file: it ends without the last record's tail.
+
+    While a run is written every record carries its 40-byte tail; the closed
+    file lacks the last one (159 of the 160 real files). A file that ends
+    with a tail is either still growing or one of the rare closed files that
+    keep it, so for those the size has to hold for a few polls.
+    """
+    body = size - FIRST_OBJECT
+    return body > 0 and body % RECORD_BYTES == RECORD_BYTES - TAIL_BYTES
+
+
+def wait(finished: Callable[[], bool], alive: Callable[[], int], timeout: float, what: str,
+         expected: float = 0.0) -> None:
     """Poll `finished` (at most 100 times a second) until it says so.
 
-    The run may take as long as it needs while `alive()` keeps changing (data
+    The first poll comes when the run is `expected` to end (the previous
+    run's length), so a run costs one or two polls, not one per 10 ms. The
+    run may take as long as it needs while `alive()` keeps changing (data
     arriving); `timeout` seconds without either is an error.
     """
+    if expected > POLL_SECONDS:
+        time.sleep(0.9 * expected)
     deadline = time.monotonic() + timeout
     seen = alive()
     while not finished():
