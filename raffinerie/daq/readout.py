@@ -24,7 +24,8 @@ from raffinerie.daq.transport import BackendError
 START_RUN = b"START_RUN_HGCROC"
 END_RUN = b"END_OF_RUN"
 FILE_POLL_SECONDS = 0.005
-POLL_SECONDS = 0.01  # status polling: at most 100 requests per second
+POLL_SECONDS = 0.02  # status polling while a run goes on: 50 requests per second
+MIN_POLL_SECONDS = 0.001
 STABLE_POLLS = 3   # a file is complete when its size holds for this many polls (and fits the format)
 
 
@@ -96,7 +97,12 @@ class ClientReadout:
 
     def progress(self) -> int:
         """Bytes written so far (a growing file is a run that is alive)."""
-        return sum(f.stat().st_size for f in self._files())
+        return sum(_size(f) for f in self._files())
+
+    def ended(self) -> bool:
+        """The daq-client has closed a file: the run is over on the stream."""
+        files = self._files()
+        return len(files) == 1 and _closed(_size(files[0]))
 
     def collect(self) -> bytes:
         """Wait until exactly one complete file is there, stop the client, take the file."""
@@ -144,6 +150,13 @@ class ClientReadout:
                            "writes to, as this machine sees it?)")
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def _complete(size: int) -> bool:
     """A size a whole .raw file can have: header, then whole records (last tail optional)."""
     body = size - FIRST_OBJECT
@@ -163,23 +176,26 @@ def _closed(size: int) -> bool:
 
 
 def wait(finished: Callable[[], bool], alive: Callable[[], int], timeout: float, what: str,
-         expected: float = 0.0) -> None:
-    """Poll `finished` (at most 100 times a second) until it says so.
+         ended: Callable[[], bool] = lambda: False) -> None:
+    """Poll `finished` (the server's status) until it says the run is over.
 
-    The first poll comes when the run is `expected` to end (the previous
-    run's length), so a run costs one or two polls, not one per 10 ms. The
+    At most every 20 ms (50 requests per second), except right after
+    `ended()`, a local sign that the run is over (the daq-client closed its
+    file), which is checked every millisecond at no cost to the server. The
     run may take as long as it needs while `alive()` keeps changing (data
     arriving); `timeout` seconds without either is an error.
     """
-    if expected > POLL_SECONDS:
-        time.sleep(0.9 * expected)
     deadline = time.monotonic() + timeout
-    seen = alive()
-    while not finished():
+    seen, last_poll = alive(), -1.0
+    while True:
         now = time.monotonic()
+        if now - last_poll >= (MIN_POLL_SECONDS if ended() else POLL_SECONDS):
+            last_poll = now
+            if finished():
+                return
         current = alive()
         if current != seen:
             seen, deadline = current, now + timeout
         if now > deadline:
             raise BackendError(f"{what} did not end: no progress for {timeout:g} s")
-        time.sleep(POLL_SECONDS)
+        time.sleep(MIN_POLL_SECONDS)

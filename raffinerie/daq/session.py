@@ -85,7 +85,6 @@ class DaqSession:
         self.server_sent: dict | None = None   # 2021: the server section configured
         self.client_sent: dict | None = None
         self.tdc_resets = 0
-        self.run_seconds = 0.0  # how long the last run took, from `start` to its end
 
     def _hint(self, setting: str, current) -> str:
         other = OTHER[current].value
@@ -179,27 +178,24 @@ class DaqSession:
         self.configure(target, daq)
         if isinstance(self.readout, StreamReadout):
             self.readout.begin()
-            started = time.monotonic()
             self.server.start()
             raw, count = self.readout.receive()
-            self._end_run(lambda: 0, started)
+            self._end_run(lambda: 0)
         else:
             # a 2021 zmq-client takes its whole section per run; a menus daq-client only the folder
             section = self.client_sent if self.protocols.generation is Generation.Y2021 else {}
             self.readout.begin(section)
             try:
-                started = time.monotonic()
                 self.server.start()
-                self._end_run(self.readout.progress, started, self.run_seconds)
+                self._end_run(self.readout.progress, self.readout.ended)
                 raw, count = self.readout.collect(), 1
             except BaseException:
                 self.readout.abandon()
                 raise
         return Run(raw, count, time.monotonic() - t0)
 
-    def _end_run(self, alive, started: float, expected: float = 0.0) -> None:
+    def _end_run(self, alive, ended=lambda: False) -> None:
         """Wait for the server to end the run (menus: by itself; 2021: `run_done`, then `stop`)."""
-        wait(self.server.finished, alive, self.timeout, f"the run on the {self.server.ep.name}", expected)
-        self.run_seconds = time.monotonic() - started
+        wait(self.server.finished, alive, self.timeout, f"the run on the {self.server.ep.name}", ended)
         if self.protocols.generation is Generation.Y2021:
             self.server.stop()
