@@ -165,7 +165,7 @@ def test_the_emulator_dies_with_a_killed_build(libdir):
 
 
 def test_random_kills_lose_nothing_and_acquire_nothing_twice(raff, libdir):
-    """Several builds killed at random moments (SIGKILL, SIGINT, SIGTERM), then one to finish."""
+    """Pipelined builds killed at random moments (SIGKILL, SIGINT, SIGTERM), then one to finish."""
     main = slow(libdir, points=24)
     cache = libdir.root / ".raffinerie-cache"
     rng = random.Random(7)
@@ -174,8 +174,11 @@ def test_random_kills_lose_nothing_and_acquire_nothing_twice(raff, libdir):
         time.sleep(rng.uniform(0.8, 2.5))
         proc.send_signal(rng.choice([signal.SIGKILL, signal.SIGINT, signal.SIGTERM]))
         proc.communicate(timeout=60)
+    present = len(acquired(cache))
+    assert present == len(set(acquired(cache)))
     r = raff("build", "scan", "-c", main)
     assert r.code == 0, r.err
+    assert f"{24 - present} points acquired" in r.out  # exactly the missing ones
     keys = acquired(cache)
     assert len(keys) == len(set(keys)) == 24
     assert raff("cache", "verify", "-c", main).code == 0

@@ -1,9 +1,14 @@
-"""Acquiring the missing points of a daq procedure, one committed point at a time.
+"""Acquiring the missing points of a daq procedure: a pipeline behind each point.
 
-Each point is locked, acquired, decoded, summarised and committed before the
-next one starts, so an interrupt or a crash loses at most the point in
-flight. Points locked by another process are left to it and checked again at
-the end; if that process died, they are acquired here.
+The backend session is strictly serial: configure, run, receive, point after
+point, in plan order. While point i+1 is acquired, point i is decoded,
+summarised and committed in a worker thread (the decoder and zstd release
+the GIL, the session mostly waits on sockets), so on a test stand raffinerie
+adds almost nothing to the hardware's pace. At most two points are in
+flight, one being acquired and one being committed: that is all a crash can
+lose. Ctrl-C finishes both. A point's lock is held from its acquisition to
+its commit. Points locked by another process are left to it and checked
+again at the end; if that process died, they are acquired here.
 """
 
 from __future__ import annotations
@@ -63,8 +68,11 @@ class Acquisition:
     stop: Stop
     timer: Timer = field(default_factory=Timer)
     max_corrupt: float = DEFAULT_MAX_CORRUPT
+    pipelined: bool = True   # commit in a worker while the next point is acquired
     acquired: int = 0
     corrupt_halves: int = 0
+    done: int = 0            # points of the current procedure, for the progress line
+    counting: threading.Lock = field(default_factory=threading.Lock)
 
 
 def acquire_points(points: PointSet, job: Acquisition, pod: dict) -> int:
@@ -72,65 +80,146 @@ def acquire_points(points: PointSet, job: Acquisition, pod: dict) -> int:
     proc, store = points.procedure, job.store
     todo = points.missing()
     job.progress.start(proc.name, len(todo))
+    job.done = 0
     base_diff = config_diff(pod, points.base["target"])
-    before, done, deferred = job.acquired, 0, []
-    for i in todo:
-        if job.stop:
-            break
-        with store.lock(points.key(i).hex()) as mine:
-            if not mine:
+    before, deferred = job.acquired, []
+    with Pipeline(job.pipelined) as pipe:
+        for i in todo:
+            if job.stop or pipe.failed:
+                break
+            lock = store.hold(points.key(i).hex())
+            if lock is None:
                 deferred.append(i)  # another build is acquiring it
                 continue
-            _acquire_one(points, i, job, base_diff)
-        done += 1
-        job.progress.step(done)
-    for i in deferred:  # wait for the other build; take over if it died
-        if job.stop:
-            break
-        with store.lock(points.key(i).hex(), wait=True):
-            _acquire_one(points, i, job, base_diff)
-        done += 1
-        job.progress.step(done)
+            _acquire_one(points, i, job, base_diff, lock, pipe)
+        for i in deferred:  # wait for the other build; take over if it died
+            if job.stop or pipe.failed:
+                break
+            _acquire_one(points, i, job, base_diff, store.hold(points.key(i).hex(), wait=True), pipe)
     return job.acquired - before
 
 
-def _acquire_one(points: PointSet, i: int, job: Acquisition, base_diff: dict) -> None:
-    key, store = points.key(i), job.store
-    if store.has("measurements", key):
-        return
-    proc, scan = points.procedure, points.scan
-    coordinate, repeat = points.coordinate(i)
-    patch = scan.patch(coordinate)
-    config = resolve_point(points.base, patch)
-    target, daq = config["target"], config["daq"]
-    t = time.perf_counter()
-    session = job.backend.open(daq)
-    started = time.time()
-    run = session.acquire(target, daq)
-    t = job.timer.add("backend (configure, run, receive)", t)
-    packed = _compressor().submit(compress, run.raw)  # in parallel with decoding
-    where = f"{proc.name} point {i} ({_coordinates(scan, coordinate)})"
-    decoded = _decode(run.raw, where, target, server_setting(daq, "NChips", 3))
-    bad = _check_quality(decoded, where, job)
-    summary = decoded.summary()
-    events = decoded.events() if proc.mode == "events" else None
-    t = job.timer.add("decode and summary", t)
-    meta = {
-        "kind": "measurement", "procedure": proc.name, "index": i, "identity": points.identity,
-        "mode": proc.mode, "repeat": repeat,
-        "coordinates": dict(zip((a.name for a in scan.axes), coordinate)),
-        "target_diff": merge(base_diff, _patch_tree(patch, "target")),
-        "daq": daq, "start": started, "end": time.time(), "raw_bytes": len(run.raw),
-        "events": int(len(decoded.frames) // max(decoded.n_chips, 1)),
-        "corrupt_halves": bad, "corruption": decoded.corruption_report(),
-    }
-    store.put_measurement(key, summary, run.raw, meta, events, raw_compressed=packed.result())
-    if not store.has("measurements", key):
-        raise RaffError(f"{where}: its measurement disappeared right after it was committed to "
-                        f"{store.root} (is another program deleting cache entries?)")
-    store.journal(event="acquired", procedure=proc.name, key=key.hex(), index=i)
-    job.timer.add("store (compress, write, commit)", t)
-    job.acquired += 1
+@dataclass
+class Acquired:
+    """A point's run, as the backend gave it: what committing it needs."""
+
+    points: PointSet
+    index: int
+    target: dict
+    daq: dict
+    patch: list
+    raw: bytes
+    started: float
+    ended: float
+
+
+class Pipeline:
+    """One worker thread that commits what the serial backend acquired.
+
+    `submit` waits while the worker still commits the previous point, so
+    at most two points are in flight. The first error of the worker stops
+    the acquisition loop (`failed`) and is raised when the pipeline closes,
+    after the points in flight are committed.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="raff-commit") if enabled else None
+        self.pending = None
+        self.error: BaseException | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or (self.pending is not None and self.pending.done()
+                                          and self.pending.exception() is not None)
+
+    def submit(self, fn, *args) -> None:
+        if not self.enabled:
+            fn(*args)
+            return
+        self._wait()
+        self.pending = self.pool.submit(fn, *args)
+
+    def _wait(self) -> None:
+        if self.pending is not None:
+            try:
+                self.pending.result()
+            except BaseException as exc:  # noqa: BLE001 - kept, raised when the pipeline closes
+                self.error = self.error or exc
+            self.pending = None
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._wait()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        if self.error is not None and exc[0] is None:
+            raise self.error
+
+
+def _acquire_one(points: PointSet, i: int, job: Acquisition, base_diff: dict, lock, pipe: Pipeline) -> None:
+    """Run point i on the backend (serial), then hand it to the pipeline to commit."""
+    try:
+        key = points.key(i)
+        if job.store.has("measurements", key):  # another build committed it meanwhile
+            lock.release()
+            with job.counting:
+                job.done += 1
+            return
+        coordinate, _ = points.coordinate(i)
+        patch = points.scan.patch(coordinate)
+        config = resolve_point(points.base, patch)
+        target, daq = config["target"], config["daq"]
+        t = time.perf_counter()
+        session = job.backend.open(daq)
+        started = time.time()
+        run = session.acquire(target, daq)
+        job.timer.add("backend (configure, run, receive)", t)
+    except BaseException:
+        lock.release()
+        raise
+    pipe.submit(_commit, Acquired(points, i, target, daq, patch, run.raw, started, time.time()),
+                job, base_diff, lock)
+
+
+def _commit(point: Acquired, job: Acquisition, base_diff: dict, lock) -> None:
+    """Decode, check, summarise and commit one acquired point (in the pipeline's worker)."""
+    try:
+        points, i, store = point.points, point.index, job.store
+        proc, scan = points.procedure, points.scan
+        key = points.key(i)
+        coordinate, repeat = points.coordinate(i)
+        t = time.perf_counter()
+        packed = _compressor().submit(compress, point.raw)  # in parallel with decoding
+        where = f"{proc.name} point {i} ({_coordinates(scan, coordinate)})"
+        decoded = _decode(point.raw, where, point.target, server_setting(point.daq, "NChips", 3))
+        bad = _check_quality(decoded, where, job)
+        summary = decoded.summary()
+        events = decoded.events() if proc.mode == "events" else None
+        t = job.timer.add("decode and summary", t)
+        meta = {
+            "kind": "measurement", "procedure": proc.name, "index": i, "identity": points.identity,
+            "mode": proc.mode, "repeat": repeat,
+            "coordinates": dict(zip((a.name for a in scan.axes), coordinate)),
+            "target_diff": merge(base_diff, _patch_tree(point.patch, "target")),
+            "daq": point.daq, "start": point.started, "end": point.ended, "raw_bytes": len(point.raw),
+            "events": int(len(decoded.frames) // max(decoded.n_chips, 1)),
+            "corrupt_halves": bad, "corruption": decoded.corruption_report(),
+        }
+        store.put_measurement(key, summary, point.raw, meta, events, raw_compressed=packed.result())
+        if not store.has("measurements", key):
+            raise RaffError(f"{where}: its measurement disappeared right after it was committed to "
+                            f"{store.root} (is another program deleting cache entries?)")
+        store.journal(event="acquired", procedure=proc.name, key=key.hex(), index=i)
+        job.timer.add("store (compress, write, commit)", t)
+    finally:
+        lock.release()
+    with job.counting:
+        job.acquired += 1
+        job.done += 1
+        job.progress.step(job.done)
 
 
 def _decode(raw: bytes, where: str, target: dict, chips: int):
@@ -159,7 +248,8 @@ def _check_quality(decoded, where: str, job: Acquisition) -> int:
                            "(a bad link or a bit-slipping fibre?)")
     for line in decoded.corruption_report():
         job.progress.info(f"warning: {where}: {line}, left out")
-    job.corrupt_halves += total
+    with job.counting:
+        job.corrupt_halves += total
     return total
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from raffinerie.config.daqconfig import generation_of, server_section
 from raffinerie.config.network import Host, Network
 from raffinerie.daq.session import DaqSession
@@ -43,7 +45,9 @@ class Backend:
         from raffinerie.emulator.process import EmulatorProcess
 
         generation = generation_of(daq_config)
-        self.emulator = EmulatorProcess(seed=self.seed, generation=generation).start()
+        rate = os.environ.get("RAFF_EMULATOR_TRIGGER_RATE")  # pace it like hardware (benchmarks)
+        extra = ["--trigger-rate", rate] if rate else []
+        self.emulator = EmulatorProcess(seed=self.seed, generation=generation, extra_args=extra).start()
         network = self.emulator.network
         self.progress.info(f"backend: embedded emulator (seed {self.seed}, generation "
                            f"{generation.value}) on {network.server.hostname}")

@@ -20,7 +20,7 @@ from raffinerie.build.datasets import assemble, select
 from raffinerie.config.library import Library
 from raffinerie.config.network import DEFAULT_SEED, Network, identity
 from raffinerie.config.resolve import ConfigFiles
-from raffinerie.graph.plan import BUILD, CACHED, Node, Plan, make_plan
+from raffinerie.graph.plan import BUILD, CACHED, Node, Plan, build_record, make_plan
 from raffinerie.errors import RaffError
 from raffinerie.store.store import DamagedEntry, Store
 
@@ -50,7 +50,8 @@ class BuildReport:
 class Builder:
     def __init__(self, lib: Library, files: ConfigFiles, store: Store, progress,
                  network: Network | None = None, seed: int = DEFAULT_SEED, runner=None,
-                 readback: bool = False, max_corrupt: float = DEFAULT_MAX_CORRUPT):
+                 readback: bool = False, max_corrupt: float = DEFAULT_MAX_CORRUPT,
+                 pipelined: bool = True):
         self.lib, self.files, self.store, self.progress = lib, files, store, progress
         self.identity = identity(network, seed)
         self.backend = Backend(network, seed, store, progress, readback)
@@ -59,7 +60,7 @@ class Builder:
         self.report = BuildReport()
         self.damaged: set[str] = set()  # keys quarantined during this build
         self.acquisition = Acquisition(store, self.backend, progress, self.stop, self.report.timer,
-                                       max_corrupt)
+                                       max_corrupt, pipelined)
 
     def plan(self, name: str) -> Plan:
         code = self.runner.code if self.runner is not None else None
@@ -191,7 +192,8 @@ class Builder:
                 "axes": [a.name for a in points.scan.axes]}
         self.store.put_dataset(bytes.fromhex(node.key), columns, meta)
         calibration = next((plan.nodes[d].key for d in plan.nodes[node.depends_on[0]].depends_on), None)
-        self.store.record("datasets", node.name, node.key, {"calibration": calibration})
+        self.store.record("datasets", node.name, node.key,
+                          {"calibration": calibration, **build_record(points, node)})
         self.report.datasets += 1
         self.progress.info(f"{node.name}: dataset of {meta['rows']} rows x {len(columns)} columns "
                            f"({time.perf_counter() - t0:.2f} s)")

@@ -46,6 +46,22 @@ class Damage:
     problem: str
 
 
+@dataclass
+class Lock:
+    """A held lock; `release()` may come from another thread than the one that took it."""
+
+    path: Path
+    fd: int
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self.fd)  # closing releases the lock
+        self.fd = -1
+
+
 class DamagedEntry(RaffError):
     """A cache entry that cannot be read as written; it has been moved to quarantine/."""
 
@@ -108,9 +124,8 @@ class Store:
                 shutil.rmtree(tmp, ignore_errors=True)
         return True
 
-    @contextlib.contextmanager
-    def lock(self, name: str, wait: bool = False):
-        """An exclusive lock on `name`; yields whether it was obtained.
+    def hold(self, name: str, wait: bool = False) -> "Lock | None":
+        """An exclusive lock on `name`, or None when another process has it (and not `wait`).
 
         The lock file is removed by its holder when it lets go, so `locks/`
         holds only the locks in use. That is safe because a process that
@@ -124,17 +139,20 @@ class Store:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 os.close(fd)
-                yield False
-                return
+                return None
             if _same_file(fd, path):
-                break
+                return Lock(path, fd)
             os.close(fd)  # removed by its last holder while we waited: take the new one
+
+    @contextlib.contextmanager
+    def lock(self, name: str, wait: bool = False):
+        """`hold` as a context manager; yields whether the lock was obtained."""
+        held = self.hold(name, wait)
         try:
-            yield True
+            yield held is not None
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            os.close(fd)  # closing releases the lock
+            if held is not None:
+                held.release()
 
     @contextlib.contextmanager
     def cache_lock(self, exclusive: bool, waiting: Callable[[], None] | None = None):

@@ -1,0 +1,96 @@
+"""Pipelined acquisition against plain point-after-point acquisition, in one run.
+
+    python benchmarks/bench_pipeline.py [--points 40] [--events 1000] [--rate 2000]
+
+1. Paced like hardware: the embedded emulator's runs last NEvents / rate
+   seconds (`RAFF_EMULATOR_TRIGGER_RATE`), 1000 events x 3 chips at 2 kHz =
+   0.5 s of "hardware" per point. Prints wall / pure hardware time, both
+   ways. Goal: pipelined <= 1.10.
+2. Unpaced: the emulator as fast as it goes; points/s both ways. Goal:
+   pipelined >= 1.5 x plain.
+
+Each measurement is a real build (`raffinerie.build.executor.Builder`) of a
+scan of Calib on a fresh cache, on the embedded emulator process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def library(folder: Path, points: int, events: int) -> Path:
+    shutil.copytree(EXAMPLES / "defaults", folder / "defaults")
+    shutil.copytree(EXAMPLES / "init", folder / "init")
+    main = folder / "main.yaml"
+    main.write_text(f"""procedures:
+  - name: scan
+    type: daq
+    target_settings: {{power_on_default: ./defaults/V3LDHexaboard-poweron-default.yaml,
+                      initial_config: ./init/injection.yaml}}
+    daq_settings:
+      default: ./defaults/daq-system-config.yaml
+      server_override:
+        NEvents: {events}
+        l1a_generator_settings: [{{name: A, enable: 1, BX: 16, length: 1, flavor: CALPULINT, prescale: 0, followMode: DISABLE}}]
+    parameters:
+      - key: [[roc_s0, roc_s1, roc_s2], ReferenceVoltage, [0, 1], Calib]
+        range: {{start: 0, stop: {points * 10}, step: 10}}
+""")
+    return main
+
+
+def build(main: Path, cache: Path, pipelined: bool) -> tuple[float, dict]:
+    from raffinerie.build.executor import Builder
+    from raffinerie.build.progress import Progress
+    from raffinerie.config.checks import validate
+    from raffinerie.config.library import load_library
+    from raffinerie.config.resolve import ConfigFiles
+    from raffinerie.store.store import Store
+
+    lib, files = load_library(main), ConfigFiles()
+    assert not [d for d in validate(lib, files=files) if d.severity == "error"]
+    builder = Builder(lib, files, Store(cache), Progress(quiet=True), pipelined=pipelined)
+    t0 = time.perf_counter()
+    report = builder.build("scan")
+    return time.perf_counter() - t0, report.timer.seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--points", type=int, default=40)
+    ap.add_argument("--events", type=int, default=1000)
+    ap.add_argument("--rate", type=float, default=2000.0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        main_config = library(Path(tmp), args.points, args.events)
+        hardware = args.points * args.events / args.rate
+        print(f"{args.points} points x {args.events} events x 3 chips")
+        os.environ["RAFF_EMULATOR_TRIGGER_RATE"] = str(args.rate)
+        paced = {}
+        for pipelined in (False, True):
+            wall, _ = build(main_config, Path(tmp) / f"paced-{pipelined}", pipelined)
+            paced[pipelined] = wall
+            print(f"  paced at {args.rate:g} Hz ({hardware:.1f} s of hardware), "
+                  f"{'pipelined' if pipelined else 'plain    '}: {wall:6.2f} s wall, "
+                  f"ratio wall/hardware {wall / hardware:.3f}", flush=True)
+        del os.environ["RAFF_EMULATOR_TRIGGER_RATE"]
+        rates = {}
+        for pipelined in (False, True):
+            wall, stages = build(main_config, Path(tmp) / f"fast-{pipelined}", pipelined)
+            rates[pipelined] = args.points / wall
+            profile = ", ".join(f"{k.split(' (')[0]} {v:.2f} s" for k, v in stages.items())
+            print(f"  unpaced, {'pipelined' if pipelined else 'plain    '}: {wall:6.2f} s, "
+                  f"{rates[pipelined]:5.1f} points/s ({profile})", flush=True)
+        print(f"goals: paced pipelined ratio <= 1.10 (got {paced[True] / hardware:.3f}); unpaced "
+              f"pipelined >= 1.5 x plain (got {rates[True] / rates[False]:.2f} x)")
+
+
+if __name__ == "__main__":
+    main()
