@@ -54,14 +54,12 @@ def measure(generation: Generation, readout: Readout, points: int, events: int, 
             with DaqSession(net, net.data, net.protocols(daq)) as s:
                 s.acquire(target, daq)  # connect, full configuration
                 walls = []
-                t_start = time.monotonic()
                 for i in range(points):
                     for chip in target.values():
                         chip["ReferenceVoltage"][0]["Calib"] = chip["ReferenceVoltage"][1]["Calib"] = 1 + i % 2000
                     t0 = time.perf_counter()
                     s.acquire(target, daq)
                     walls.append(time.perf_counter() - t0)
-                elapsed = time.monotonic() - t_start
         lines = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
     polls = [l["t"] for l in lines if l.get("command") in POLLS]
     runs = max(sum(1 for l in lines if l.get("event") == "run"), 1)

@@ -91,15 +91,16 @@ def test_trim_parameter_change_reruns_it_and_reacquires_only_the_trimmed_run(raf
     analyses.write_text(analyses.read_text().replace("max_trim: 63", "max_trim: 40"))
     plan = json.loads(raff("plan", "characterisation", "-c", main, "--json").out)
     reasons = {n["id"]: n["reason"] for n in plan["nodes"] if n["status"] != "cached"}
-    waiting = "waiting for calibration pedestal_trim (parameters changed)"
-    assert reasons == {"analysis:pedestal_trim": "parameters changed", "points:trimmed_pedestal_run": waiting,
+    waiting = "waiting for calibration pedestal_trim (parameters changed: max_trim 63 → 40)"
+    assert reasons == {"analysis:pedestal_trim": "parameters changed (max_trim 63 → 40)",
+                       "points:trimmed_pedestal_run": waiting,
                        "dataset:trimmed_pedestal_run": waiting, "analysis:trimmed_pedestal": waiting}
     before = len(acquisitions(cache))
     result = raff("build", "characterisation", "-c", main)
     assert result.code == 0, result.err
     new = acquisitions(cache)[before:]
     assert [e["procedure"] for e in new] == ["trimmed_pedestal_run"]
-    assert "1 points acquired, 1 datasets and 2 analyses" in result.out
+    assert "1 point acquired, 1 dataset and 2 analyses" in result.out
     record = json.loads((cache / "names" / "datasets" / "trimmed_pedestal_run.json").read_text())
     assert record["inputs"]["calibration"]
 
@@ -149,7 +150,7 @@ def test_datenraffinerie_style_distillery_and_code_aware_keys(raff, libdir):
     plan = json.loads(raff("plan", "mine", "-c", main, "--json").out)
     assert [n["reason"] for n in plan["nodes"] if n["status"] != "cached"] == ["code changed (mine.py)"]
     rebuilt = raff("build", "mine", "-c", main)
-    assert "0 points acquired, 0 datasets and 1 analyses" in rebuilt.out
+    assert "0 points acquired, 0 datasets and 1 analysis" in rebuilt.out
     helper = libdir.root / "analyses" / "helper.py"
     helper.write_text("def mean_of(values):\n    return values.median()\n")
     plan = json.loads(raff("plan", "mine", "-c", main, "--json").out)

@@ -42,7 +42,7 @@ def test_example_scan_builds_and_a_rebuild_does_nothing(raff, tmp_path):
     main = EXAMPLES / "main_config.yaml"
     first = raff("build", "timewalk_scan", "-c", main, "--cache", cache)
     assert first.code == 0, first.err
-    assert "timewalk_scan: 80 points acquired, 1 datasets" in first.out
+    assert "timewalk_scan: 80 points acquired, 1 dataset" in first.out
     assert len(acquired_keys(cache)) == 80
     second = raff("build", "timewalk_scan", "-c", main, "--cache", cache)
     assert second.code == 0 and "timewalk_scan is up to date" in second.out
@@ -75,7 +75,7 @@ def test_a_second_procedure_reuses_shared_points(raff, libdir):
     cache = libdir.root / ".raffinerie-cache"
     assert raff("build", "a", "-c", main).code == 0
     result = raff("build", "b", "-c", main)
-    assert result.code == 0 and "1 points acquired" in result.out
+    assert result.code == 0 and "1 point acquired" in result.out
     assert len(acquired_keys(cache)) == 4
 
 

@@ -100,7 +100,9 @@ def test_toa_moves_64_lsb_per_phase_step_with_timewalk(board, regs):
         regs.write(setting(1024, phase))
         t = summary(regs, board)
         injected = rows(t, INJECTED)
-        assert (t["toa_efficiency"][injected] > 0.99).all()
+        # a TOA code of 0 reads as "no TOA": a channel whose codes straddle the wrap loses those events
+        at_wrap = np.minimum(t["toa_median"], 1024 - t["toa_median"])[injected] < 3
+        assert (t["toa_efficiency"][injected] > 0.99)[~at_wrap].all() and at_wrap.sum() <= 2
         means.append(t["toa_mean"][injected])
     steps = np.diff(np.array(means), axis=0) % 1024
     assert 62 < np.median(steps) < 66                           # real: +64.3 LSB per step

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, assert_clean_error, run_raff
+
 
 from raffinerie.config.daqconfig import Generation
 from raffinerie.config.network import SlowControl
@@ -197,7 +197,7 @@ def test_interrupted_build_resumes(libdir, tmp_path, raff, generation, slow, rea
         assert 1 <= first < 4
         r = raff("build", "scan", "-c", main, "--cache", cache, "--network", net)
         assert r.code == 0, r.err
-        assert f"{4 - first} points acquired" in r.out or (4 - first == 1 and "1 points acquired" in r.out)
+        assert f"{4 - first} points acquired" in r.out or (4 - first == 1 and "1 point acquired" in r.out)
         keys = [json.loads(l)["key"] for l in journal.read_text().splitlines()]
         assert len(keys) == len(set(keys)) == 4  # every point once
     finally:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DR012, EXAMPLES, assert_clean_error, shared
+from conftest import EXAMPLES, assert_clean_error, shared
 
 from raffinerie.config.daqconfig import (Generation, active_settings, daq_setting, server_override,
                                          without_locations)

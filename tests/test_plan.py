@@ -170,3 +170,56 @@ def test_bad_network_file(raff, libdir):
                        "net.yaml:1: server.port", "must be <= 65535")
     assert_clean_error(raff("plan", "scan", "-c", main, "--network", libdir.root / "none.yaml"),
                        "network file not found")
+
+
+def test_plan_dot_is_graphviz_coloured_by_status(raff, libdir):
+    import shutil
+    import subprocess
+
+    main = libdir.main(libdir.daq("trim_scan", parameters="- key: [roc_s0, ch, 0, trim_inv]\n  values: [0, 8]\n")
+                       + libdir.daq("trimmed", extra="calibration: trim\n")
+                       + "- {name: trim, type: analysis, daq: trim_scan, module: builtin.pedestal_trim}\n"
+                       + "- {name: ped, type: analysis, daq: trimmed, module: builtin.pedestal}\n")
+    cache = libdir.root / ".raffinerie-cache"
+    keys = [p["key"] for p in plan_json(raff, main, "ped")["points"] if p["key"]]
+    fake_cached(cache, "measurements", keys)
+    r = raff("plan", "ped", "-c", main, "--dot")
+    assert r.code == 0, r.err
+    dot = r.out
+    assert dot.startswith('digraph "ped" {') and dot.rstrip().endswith("}")
+    assert '"points:trim_scan" [label="points trim_scan\\ncached: all 2 points cached' in dot
+    assert 'fillcolor="#b8e0a8"' in dot and 'fillcolor="#f6c26b"' in dot and 'fillcolor="#d0d0d0"' in dot
+    assert '"analysis:trim" -> "points:trimmed";' in dot and '"dataset:trimmed" -> "analysis:ped";' in dot
+    if shutil.which("dot") is None:
+        return  # the text is checked; rendering needs Graphviz (apt-get install graphviz)
+    svg = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, timeout=60)
+    assert svg.returncode == 0, svg.stderr
+    assert "<svg" in svg.stdout and "analysis trim" in svg.stdout and "#f6c26b" in svg.stdout
+
+
+def test_cache_gc_names_and_removes_stale_output_folders(raff, libdir):
+    main = libdir.main(libdir.daq() + "- {name: ped, type: analysis, daq: scan, module: builtin.pedestal}\n")
+    out = libdir.root / "raff-out"
+    (out / "ped").mkdir(parents=True)
+    (out / "ped" / "summary.csv").write_text("a\n1\n")
+    (out / "renamed_analysis").mkdir()
+    (out / "renamed_analysis" / "summary.csv").write_text("a\n1\n")
+    (out / "ped.html").write_text("<html></html>")  # files (reports) are not folders of analyses
+    dry = raff("cache", "gc", "-c", main)
+    assert dry.code == 0, dry.err
+    assert f"would remove output folder {out / 'renamed_analysis'} (no procedure of the library writes it)" in dry.out
+    assert "ped " not in dry.out.replace("renamed", "") and "1 output folder" in dry.out
+    assert (out / "renamed_analysis").is_dir()
+    done = raff("cache", "gc", "-c", main, "--yes")
+    assert done.code == 0, done.err
+    assert "removing output folder" in done.out
+    assert not (out / "renamed_analysis").exists()
+    assert (out / "ped" / "summary.csv").is_file() and (out / "ped.html").is_file()
+    assert "output folder" not in raff("cache", "gc", "-c", main).out
+
+
+def test_validate_takes_cache_like_the_other_commands_and_names_the_format(raff, libdir, tmp_path):
+    main = libdir.main(libdir.daq(parameters=SCAN % 300))
+    r = raff("validate", "-c", main, "--cache", tmp_path / "cache")
+    assert r.code == 0, r.err
+    assert "valid (Datenraffinerie 0.1.2 format): 1 procedure, 0 workflows in 1 file; 0 errors, 0 warnings" in r.out

@@ -62,6 +62,9 @@ def run_job(job: Job) -> dict | str:
         except Exception as exc:  # noqa: BLE001 - any failure to read it is damage
             return DamagedDataset(" ".join(f"unreadable: {exc}".split())[:200])
         data = pd.DataFrame(columns)
+        board = _board(job.dataset.parent)
+        if board is not None and "board" not in data:
+            data["board"] = board  # one dataset per board: the column is constant, stored once
         cls = load_class(job.source, job.analysis)
         distillery = _call(job, "__init__", lambda: cls(dict(job.parameters)))
         declared = _declared(job, _call(job, "output", distillery.output))
@@ -69,6 +72,15 @@ def run_job(job: Job) -> dict | str:
         return _check_outputs(job, declared)
     except RaffError as exc:
         return str(exc)
+
+
+def _board(folder: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((folder / "meta.json").read_text()).get("board")
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass

@@ -28,6 +28,7 @@ from raffinerie.graph.plan import PointSet
 from raffinerie.errors import RaffError
 
 UNKNOWN_SUFFIX = "_unknown"  # see raffinerie.build.importer
+BOARD = "board"  # one dataset per board: its identity is in the meta, a column for readers
 from raffinerie.store.store import Store
 
 CHANNEL_BLOCKS = ("ch", "calib", "cm")
@@ -102,14 +103,14 @@ def select(columns: dict[str, np.ndarray], wanted: list[str] | None,
     """The columns `data_columns` names, in its order; a name the dataset lacks is an error."""
     if not wanted:
         return columns
-    unknown = [name for name in wanted if name not in columns]
+    unknown = [name for name in wanted if name not in columns and name != BOARD]
     if unknown:
         message = (f"data_columns names {', '.join(map(repr, unknown))}, which the dataset does "
                    f"not have; it has: {', '.join(columns)}")
         if where is None:
             raise RaffError(message)
         raise where.error(message).as_error()
-    return {name: columns[name] for name in wanted}
+    return {name: columns[name] for name in wanted if name != BOARD}  # the board: in the meta
 
 
 def _axis_index(points: PointSet, axis_number: int) -> np.ndarray:

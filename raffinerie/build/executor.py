@@ -16,7 +16,7 @@ from pathlib import Path
 
 from raffinerie.build.acquire import DEFAULT_MAX_CORRUPT, Acquisition, Stop, Timer, acquire_points
 from raffinerie.build.backend import Backend
-from raffinerie.build.datasets import assemble, select
+from raffinerie.build.datasets import BOARD, assemble, select
 from raffinerie.config.library import Library
 from raffinerie.config.network import DEFAULT_SEED, Network, identity
 from raffinerie.config.resolve import ConfigFiles
@@ -66,9 +66,12 @@ class Builder:
         code = self.runner.code if self.runner is not None else None
         return make_plan(self.lib, name, self.identity, self.store.index(), self.files, code)
 
-    def build(self, name: str) -> BuildReport:
+    def build(self, name: str, signals: bool = True) -> BuildReport:
+        """Bring `name` up to date. `signals`: handle Ctrl-C here (only the main thread can;
+        a build of several boards handles it once for all, see `raffinerie.build.boards`)."""
         t0 = time.monotonic()
-        previous = {sig: signal.signal(sig, self._interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = ({sig: signal.signal(sig, self._interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+                    if signals else {})
         try:
             with self.store.cache_lock(exclusive=False, waiting=self._waiting_for_gc), self.backend:
                 self.store.clean_tmp()
@@ -107,7 +110,7 @@ class Builder:
             free = (self.runner.workers - len(running)) if self.runner is not None else 0
             for node in analyses[:max(free, 0)]:
                 running[node.id] = self.runner.submit(plan, node)
-                self.progress.info(f"{node.name}: analysis started ({node.reason})")
+                self.progress.info(f"{node.name}: analysis started: {node.reason}")
             others = [n for n in ready if n.kind != "analysis"]
             if others:
                 self._execute_kept(plan, others[0])
@@ -154,8 +157,7 @@ class Builder:
                     self.progress.info(f"warning: {exc}")
                     continue
                 self.report.analyses += 1
-                self.progress.info(f"{node.name}: analysis done ({node.reason}, "
-                                   f"{time.monotonic() - t0:.1f} s)")
+                self.progress.info(f"{node.name}: analysis finished in {time.monotonic() - t0:.1f} s")
 
     def _interrupt(self, signum, _frame) -> None:
         if self.stop:
@@ -190,6 +192,8 @@ class Builder:
                 "rows": len(next(iter(columns.values()))), "columns": list(columns),
                 "point_keys": [points.key(i).hex() for i in range(points.total)],
                 "axes": [a.name for a in points.scan.axes]}
+        if not proc.data_columns or BOARD in proc.data_columns:
+            meta[BOARD] = points.identity  # readers add it as a column
         self.store.put_dataset(bytes.fromhex(node.key), columns, meta)
         calibration = next((plan.nodes[d].key for d in plan.nodes[node.depends_on[0]].depends_on), None)
         self.store.record("datasets", node.name, node.key,

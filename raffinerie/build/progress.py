@@ -7,16 +7,17 @@ import time
 
 
 class Progress:
-    def __init__(self, stream=None, quiet: bool = False):
+    def __init__(self, stream=None, quiet: bool = False, prefix: str = ""):
         self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.quiet = quiet
+        # several boards share the terminal: one updating line would be overwritten by the others
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty() and not prefix
+        self.quiet, self.prefix = quiet, prefix
         self.name, self.total, self.t0, self.last = "", 0, 0.0, 0.0
 
     def info(self, message: str) -> None:
         if not self.quiet:
             self._clear()
-            print(message, file=self.stream, flush=True)
+            print(self.prefix + message, file=self.stream, flush=True)
 
     def start(self, name: str, total: int) -> None:
         self.name, self.total, self.t0, self.last = name, total, time.monotonic(), 0.0
@@ -32,7 +33,7 @@ class Progress:
         elapsed = max(now - self.t0, 1e-9)
         rate = done / elapsed
         eta = (self.total - done) / rate if rate > 0 else float("inf")
-        text = (f"{self.name}: {done}/{self.total} points, {rate:.1f} points/s"
+        text = (f"{self.prefix}{self.name}: {done}/{self.total} points, {rate:.1f} points/s"
                 + (f", ETA {_duration(eta)}" if done < self.total else f", {_duration(elapsed)}"))
         if self.tty:
             print("\r" + text.ljust(78), end="" if done < self.total else "\n", file=self.stream, flush=True)

@@ -21,43 +21,91 @@ def _store(args, lib):
 
 
 def _network(args):
-    from raffinerie.config.network import load_network
+    """The network of a command that works on one board (None: the embedded emulator)."""
+    from raffinerie.cli.commands import one_board
 
-    return load_network(Path(args.network)) if getattr(args, "network", None) else None
+    return one_board(args)[0]
+
+
+def _seed(args) -> int:
+    from raffinerie.cli.commands import one_board
+
+    return one_board(args)[1]
 
 
 def build_command(args) -> int:
-    from raffinerie.build.executor import Builder
-    from raffinerie.build.progress import Progress
     from raffinerie.cli.commands import load_valid
+    from raffinerie.config.network import boards
 
     lib, files = load_valid(args)
     store = _store(args, lib)
-    progress = Progress(quiet=args.quiet)
-    runner = _runner(args, lib, store)
-    builder = Builder(lib, files, store, progress, _network(args), args.seed, runner,
-                      readback=args.readback, max_corrupt=args.max_corrupt / 100)
-    report = builder.build(args.name)
+    found = boards(args.network, args.seed)
+    if len(found) == 1:
+        builder = _builder(args, lib, files, store, found[0], label=None)
+        _print_report(args.name, builder.build(args.name), args, prefix="")
+        code = 0
+    else:
+        code = _build_boards(args, lib, files, store, found)
+    if args.report:
+        __import__("raffinerie.cli.report", fromlist=["report_after_build"]).report_after_build(args)
+    return code
+
+
+def _builder(args, lib, files, store, board, label: str | None):
+    """A Builder for one board; with `label`, its progress and outputs are the board's own."""
+    from raffinerie.build.executor import Builder
+    from raffinerie.build.progress import Progress
+
+    progress = Progress(quiet=args.quiet, prefix=f"{label}: " if label else "")
+    runner = _runner(args, lib, store, label)
+    return Builder(lib, files, store, progress, board.network, board.seed, runner,
+                   readback=args.readback, max_corrupt=args.max_corrupt / 100)
+
+
+def _build_boards(args, lib, files, store, found) -> int:
+    """Build on every board at once; a failing board stops only its own build."""
+    from raffinerie.build.boards import build_boards
+
+    result = build_boards(args.name, found,
+                          lambda board: _builder(args, lib, files, store, board, board.label))
+    for item in result.results:
+        if item.report is not None:
+            _print_report(args.name, item.report, args, prefix=f"{item.board.label}: ")
+    for item in result.failed:
+        print(f"raff: error: board {item.board.label} failed: {item.error}", file=sys.stderr)
+    if result.failed:
+        done = len(found) - len(result.failed)
+        print(f"raff: {len(result.failed)} of {len(found)} boards failed; the other {done} finished, "
+              "and everything acquired is kept", file=sys.stderr)
+    return result.exit_code
+
+
+def _print_report(name: str, report, args, prefix: str) -> None:
+    from raffinerie.cli.render import count as _count
+
     if report.did_nothing:
-        print(f"{args.name} is up to date")
+        print(f"{prefix}{name} is up to date")
     else:
         corrupt = (f" ({report.corrupt_halves} corrupt halves left out)" if report.corrupt_halves else "")
-        print(f"{args.name}: {report.acquired} points acquired{corrupt}, {report.datasets} datasets and "
-              f"{report.analyses} analyses built in {report.seconds:.1f} s")
+        print(f"{prefix}{name}: {_count(report.acquired, 'point')} acquired{corrupt}, "
+              f"{_count(report.datasets, 'dataset')} and {_count(report.analyses, 'analysis', 'analyses')} "
+              f"built in {report.seconds:.1f} s")
     if args.profile and report.timer.seconds:
         total = sum(report.timer.seconds.values())
         for stage, seconds in sorted(report.timer.seconds.items(), key=lambda kv: -kv[1]):
-            print(f"  {stage:36} {seconds:8.2f} s  {100 * seconds / total:5.1f} %")
-    return 0
+            print(f"  {prefix}{stage:36} {seconds:8.2f} s  {100 * seconds / total:5.1f} %")
 
 
-def _runner(args, lib, store):
+def _runner(args, lib, store, board_label: str | None = None):
     from raffinerie.build.executor import output_dir
 
     from raffinerie.analysis.runner import AnalysisRunner
 
-    return AnalysisRunner(lib, store, lambda name: output_dir(lib.main, args.output, name),
-                          args.analysis_path, args.workers)
+    def where(name: str) -> Path:  # several boards: raff-out/<analysis>/<board>/
+        folder = output_dir(lib.main, args.output, name)
+        return folder / board_label if board_label else folder
+
+    return AnalysisRunner(lib, store, where, args.analysis_path, args.workers)
 
 
 def _dataset(args):
@@ -73,7 +121,7 @@ def _dataset(args):
         known = ", ".join(sorted(n for n, p in lib.procedures.items() if p.kind == "daq"))
         raise RaffError(f"'{args.name}' is not a daq procedure of this library; daq procedures: {known}",
                         file=lib.main)
-    plan = make_plan(lib, args.name, identity(_network(args), args.seed), store.index(), files)
+    plan = make_plan(lib, args.name, identity(_network(args), _seed(args)), store.index(), files)
     node = plan.nodes[f"dataset:{args.name}"]
     if node.status != CACHED:
         raise RaffError(f"the dataset of '{args.name}' is not built ({node.reason}); "
@@ -87,6 +135,8 @@ def show_command(args) -> int:
     lib, store, node = _dataset(args)
     meta = store.meta("datasets", node.key)
     frame = pd.DataFrame(store.read_dataset(node.key))
+    if meta.get("board") is not None:
+        frame["board"] = meta["board"]
     print(f"dataset of {args.name}: {frame.shape[0]} rows x {frame.shape[1]} columns "
           f"from {meta['points']} points")
     print(f"cached at {store.path('datasets', node.key)}")
@@ -107,11 +157,15 @@ def export_command(args) -> int:
     if not out.parent.is_dir():
         raise RaffError(f"cannot write: the folder {out.parent} does not exist", file=out)
     columns = store.read_dataset(node.key)
+    board = store.meta("datasets", node.key).get("board")
     try:
         if suffix == ".csv":
             import pandas as pd
 
-            pd.DataFrame(columns).to_csv(out, index=False)
+            frame = pd.DataFrame(columns)
+            if board is not None:
+                frame["board"] = board
+            frame.to_csv(out, index=False)
         elif suffix == ".zarr":
             if out.exists():
                 raise RaffError("already exists; remove it or choose another name", file=out)
@@ -183,7 +237,7 @@ def _cache_gc(args, lib, files, store) -> int:
     from raffinerie.config.network import identity
     from raffinerie.graph.plan import make_plan
 
-    net = identity(_network(args), args.seed)
+    net = identity(_network(args), _seed(args))
     needed = {kind: set() for kind in KINDS}
     index = store.index()
     code = code_provider(lib.main, args.analysis_path)
@@ -198,9 +252,19 @@ def _cache_gc(args, lib, files, store) -> int:
     kinds = KINDS if args.include_measurements else ("datasets", "analyses")
     doomed = [(kind, key, path) for kind in kinds for key, path in store.entries(kind)
               if key not in needed[kind]]
-    size = sum(tree_size(p) for _, _, p in doomed)
+    # folders in raff-out/ that no analysis of the library writes (renamed or removed analyses)
+    out_root = lib.main.resolve().parent / "raff-out"
+    produced = {name for name, proc in lib.procedures.items() if proc.kind == "analysis"}
+    stale = sorted(p for p in out_root.iterdir() if p.is_dir() and not p.is_symlink()
+                   and not p.name.startswith(".") and p.name not in produced) if out_root.is_dir() else []
+    size = sum(tree_size(p) for _, _, p in doomed) + sum(tree_size(p) for p in stale)
     for kind, key, path in doomed:
         print(f"{'removing' if args.yes else 'would remove'} {kind[:-1] if kind != 'analyses' else 'analysis'} {key[:16]}  {path}")
+    for path in stale:
+        print(f"{'removing' if args.yes else 'would remove'} output folder {path} (no procedure of the library "
+              "writes it)")
+        if args.yes:
+            shutil.rmtree(path, ignore_errors=True)
     for path in store.stale_tmp():
         print(f"{'removing' if args.yes else 'would remove'} unfinished {path}")
         if args.yes:
@@ -210,7 +274,8 @@ def _cache_gc(args, lib, files, store) -> int:
             store.remove(kind, key)
     verb = "removed" if args.yes else "would remove (dry run; --yes to delete)"
     kept = "" if args.include_measurements else "; measurements are kept (--include-measurements removes unneeded ones)"
-    print(f"{verb}: {len(doomed)} entries, {human_bytes(size)}{kept}")
+    folders = f", {len(stale)} output folder{'s' * (len(stale) != 1)}" if stale else ""
+    print(f"{verb}: {len(doomed)} entries{folders}, {human_bytes(size)}{kept}")
     return 0
 
 
@@ -291,6 +356,8 @@ def add_parsers(sub, add_config, add_backend) -> None:
     p.add_argument("--readback", action="store_true",
                    help="read the target's registers back after each configure and stop with an "
                         "error naming every register that differs")
+    p.add_argument("--report", action="store_true",
+                   help="write the HTML report of NAME at the end (as `raff report`), beside the outputs")
     p.set_defaults(func=build_command)
 
     p = sub.add_parser("show", help="describe the dataset of a daq procedure",

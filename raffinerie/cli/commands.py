@@ -8,7 +8,7 @@ from pathlib import Path
 
 from raffinerie.config.checks import validate
 from raffinerie.config.library import Library, load_library
-from raffinerie.config.network import identity, load_network
+from raffinerie.config.network import boards
 from raffinerie.config.resolve import ConfigFiles
 from raffinerie.errors import ERROR, WARNING, ConfigErrors, RaffError
 from raffinerie.graph.plan import make_plan
@@ -40,7 +40,7 @@ def validate_command(args) -> int:
     warnings = sum(d.severity == WARNING for d in diags)
     if args.json:
         print(json.dumps({
-            "valid": errors == 0, "errors": errors, "warnings": warnings,
+            "valid": errors == 0, "errors": errors, "warnings": warnings, "format": lib.format,
             "files": [str(f) for f in lib.files],
             "procedures": {n: p.kind for n, p in sorted(lib.procedures.items())},
             "workflows": sorted(lib.workflows),
@@ -49,24 +49,41 @@ def validate_command(args) -> int:
         for d in diags:
             print(d.format())
         verdict = "invalid" if errors else "valid"
-        print(f"{lib.main}: {verdict}: {len(lib.procedures)} procedures, {len(lib.workflows)} "
-              f"workflows in {len(lib.files)} files; {errors} errors, {warnings} warnings")
+        from raffinerie.cli.render import count
+
+        print(f"{lib.main}: {verdict} ({lib.format} format): {count(len(lib.procedures), 'procedure')}, "
+              f"{count(len(lib.workflows), 'workflow')} in {count(len(lib.files), 'file')}; "
+              f"{count(errors, 'error')}, {count(warnings, 'warning')}")
     return 1 if errors else 0
+
+
+def one_board(args):
+    """The board of a command that works on one: (network or None, seed)."""
+    found = boards(getattr(args, "network", None), getattr(args, "seed", None))
+    if len(found) > 1:
+        raise RaffError(f"`raff {args.command}` works on one board; name one --network (or --seed)")
+    return found[0].network, found[0].seed
 
 
 def plan_command(args) -> int:
     from raffinerie.cli.render import plan_json, render_plan
 
     lib, files = load_valid(args)
-    network = load_network(Path(args.network)) if args.network else None
+    found = boards(args.network, args.seed)
     from raffinerie.analysis.code import code_provider
 
     cache = CacheIndex(cache_root(lib.main, args.cache))
-    plan = make_plan(lib, args.name, identity(network, args.seed), cache, files,
-                     code_provider(lib.main, args.analysis_path))
-    if args.json:
-        json.dump(plan_json(plan), sys.stdout, indent=1)
+    code = code_provider(lib.main, args.analysis_path)
+    plans = [make_plan(lib, args.name, board.identity, cache, files, code) for board in found]
+    if getattr(args, "dot", False):
+        from raffinerie.cli.render import plan_dot
+
+        for plan in plans:
+            sys.stdout.write(plan_dot(plan))
+    elif args.json:
+        doc = plan_json(plans[0]) if len(plans) == 1 else {"boards": [plan_json(p) for p in plans]}
+        json.dump(doc, sys.stdout, indent=1)
         print()
     else:
-        print(render_plan(plan, cache.root, list_points=args.points))
-    return 2 if args.check and plan.todo else 0
+        print("\n\n".join(render_plan(plan, cache.root, list_points=args.points) for plan in plans))
+    return 2 if args.check and any(plan.todo for plan in plans) else 0

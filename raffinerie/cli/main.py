@@ -30,10 +30,12 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 def _add_backend(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", metavar="DIR",
                    help="cache directory (default: $RAFF_CACHE or .raffinerie-cache/ beside MAIN)")
-    p.add_argument("--network", metavar="FILE",
-                   help="network file naming the backend hosts (default: the embedded emulator)")
-    p.add_argument("--seed", type=int, default=0, metavar="S",
-                   help="seed of the embedded emulator's board (default 0); part of every key")
+    p.add_argument("--network", metavar="FILE", action="append",
+                   help="network file naming a board's hosts (default: the embedded emulator); "
+                        "repeat it to build on several boards at once")
+    p.add_argument("--seed", type=int, action="append", metavar="S",
+                   help="seed of the embedded emulator's board (default 0), part of every key; "
+                        "repeat it for several emulated boards")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON (for CI)")
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.add_argument("--cache", metavar="DIR",
+                   help="cache directory, as for the other commands (validate does not need it; "
+                        "it is accepted so that one set of options serves every command)")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("plan", help="say what `raff build NAME` would do, and why",
@@ -66,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="exit 2 when anything would be built, 0 when all is up to date")
     p.add_argument("--points", action="store_true", help="list every point with its coordinates")
+    p.add_argument("--dot", action="store_true",
+                   help="print the dependency graph in Graphviz DOT, nodes coloured by status "
+                        "(`raff plan NAME --dot | dot -Tsvg > plan.svg`)")
     p.add_argument("-a", "--analysis-path", metavar="PATH",
                    help="a package directory or .py file with user analyses (default: analyses/ beside MAIN)")
     p.set_defaults(func=_plan)
@@ -85,6 +93,30 @@ def build_parser() -> argparse.ArgumentParser:
                        help="channel-word layout for every chip, instead of a run configuration")
         q.add_argument("-o", "--output", metavar="OUT.csv", help="write CSV here (default: stdout)")
         q.set_defaults(func=_raw)
+
+    p = sub.add_parser("report", help="write a self-contained HTML report of a procedure or workflow",
+                       description="One HTML page per procedure or workflow, with everything inlined "
+                                   "(no network access): every analysis with its plots and sortable summary "
+                                   "table, flagged channels highlighted, each dataset's shape and axes, and "
+                                   "the provenance of each node (key, reason and time of its last build, "
+                                   "board, raffinerie version, code digests, calibration chain).")
+    p.add_argument("name", metavar="NAME", help="procedure or workflow")
+    _add_config(p)
+    _add_backend(p)
+    p.add_argument("-o", "--output", metavar="DIR",
+                   help="folder for NAME.html (default: raff-out/ beside MAIN)")
+    p.add_argument("-a", "--analysis-path", metavar="PATH", help="user analyses (as for build)")
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("migrate", help="write a Datenraffinerie 1.0 library in this (0.1.2) format",
+                       description="Read a Datenraffinerie 1.0 main configuration and write the equivalent "
+                                   "library in the Datenraffinerie 0.1.2 format that raffinerie documents, "
+                                   "with its main file at DIR/main_config.yaml. The original files are never "
+                                   "changed. (raff reads 1.0 libraries directly too; this is for keeping "
+                                   "one format.)")
+    p.add_argument("main", metavar="MAIN", help="the 1.0 main configuration")
+    p.add_argument("-o", "--output", metavar="DIR", required=True, help="folder to write (must not exist)")
+    p.set_defaults(func=_migrate)
 
     from raffinerie.cli import build, emulate
 
@@ -135,6 +167,18 @@ def _plan(args) -> int:
     from raffinerie.cli.commands import plan_command
 
     return plan_command(args)
+
+
+def _report(args) -> int:
+    from raffinerie.cli.report import report_command
+
+    return report_command(args)
+
+
+def _migrate(args) -> int:
+    from raffinerie.config.dr10 import migrate_command
+
+    return migrate_command(args)
 
 
 def _raw(args) -> int:

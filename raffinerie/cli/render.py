@@ -6,10 +6,15 @@ JSON plan (stable; `raff plan NAME --json`):
      "identity": TARGET_IDENTITY, "todo": bool,
      "summary": {"total": N, "cached": C, "to_acquire": M, "waiting": W, "nodes_to_build": B},
      "points": [{"procedure": P, "index": I, "key": HEX | null, "coordinates": {AXIS: VALUE},
-                 "repeat": R, "status": "cached" | "new point" | "waiting"}],
+                 "repeat": R, "status": "cached" | "new point" | "waiting",
+                 "why": REASON (new points only, when the last build says what differs)}],
      "nodes": [{"id": "points:P" | "dataset:P" | "analysis:P", "kind": ..., "name": ...,
                 "key": HEX | null, "status": "cached" | "build" | "waiting",
-                "reason": TEXT, "depends_on": [ID]}]}
+                "reason": TEXT, "why": REASON, "depends_on": [ID]}]}
+
+REASON is `Reason.as_dict()`: {"kind": KIND, "changes": [{"path", "before", "after"}],
+"more": N, "files": [...], "new": N, "cached": N, "calibration": NAME, "cause": REASON},
+fields present only when they say something (raffinerie.graph.reasons).
 
 TARGET_IDENTITY is the identity in the keys of the plan's points: the board
 an imported procedure names (`identity:`), else the backend's. When the
@@ -22,9 +27,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from raffinerie.config.expand import Axis
-from raffinerie.graph.plan import CACHED, KEY_SIZE, Plan, PointSet
+from raffinerie.graph.plan import BUILD, CACHED, KEY_SIZE, WAITING, Plan, PointSet, ReasonKind
 
-_MARK = {CACHED: "cached", "build": "BUILD", "waiting": "waiting"}
+_MARK = {CACHED: "cached", BUILD: "BUILD", WAITING: "waiting"}
+
+
+def count(n: int, singular: str, plural: str | None = None) -> str:
+    """`1 dataset`, `2 datasets`, `1 analysis`, `3 analyses`."""
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"
 
 
 def human_bytes(n: float) -> str:
@@ -123,7 +133,7 @@ def _point_listing(points: PointSet) -> list[str]:
 def _point_status(points: PointSet, i: int) -> tuple[str, str | None]:
     if points.base is None:
         return "waiting", None
-    return ("cached" if points.cached[i] else "new point"), points.key(i).hex()
+    return ("cached" if points.cached[i] else str(points.point_reason(i))), points.key(i).hex()
 
 
 def identity_of(plan: Plan) -> str:
@@ -164,13 +174,48 @@ def plan_json(plan: Plan) -> dict:
         for i in range(ps.total):
             coordinate, repeat = ps.coordinate(i)
             status = "waiting" if ps.base is None else ("cached" if ps.cached[i] else "new point")
-            points.append({
-                "procedure": name, "index": i,
-                "key": keys[2 * KEY_SIZE * i:2 * KEY_SIZE * (i + 1)] or None,
-                "coordinates": dict(zip(names, coordinate)),
-                "repeat": repeat, "status": status})
+            point = {"procedure": name, "index": i,
+                     "key": keys[2 * KEY_SIZE * i:2 * KEY_SIZE * (i + 1)] or None,
+                     "coordinates": dict(zip(names, coordinate)),
+                     "repeat": repeat, "status": status}
+            if status == "new point" and ps.comparison is not None:
+                why = ps.point_reason(i)
+                if why.kind == ReasonKind.NEW_POINT and why.changes:
+                    point["why"] = why.as_dict()
+            points.append(point)
     identities = {name: ps.identity for name, ps in plan.points.items()}
     return {"procedure": plan.target, "kind": plan.kind, "identity": identity_of(plan),
             **({"identities": identities} if len(set(identities.values())) > 1 else {}),
             "todo": plan.todo, "summary": plan.summary(), "points": points,
             "nodes": [n.as_dict() for n in plan.nodes.values()]}
+
+
+_DOT_COLOURS = {CACHED: "#b8e0a8", BUILD: "#f6c26b", WAITING: "#d0d0d0"}
+
+
+def _dot_text(text: str, limit: int = 70) -> str:
+    text = text if len(text) <= limit else text[:limit - 1] + "…"
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def plan_dot(plan: Plan) -> str:
+    """The dependency graph in Graphviz DOT: an edge from each input to what uses it,
+    nodes filled by status (cached green, build orange, waiting grey)."""
+    lines = [f'digraph "{_dot_text(plan.target)}" {{',
+             "  rankdir=LR;",
+             '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
+             '  edge [color="#606060"];',
+             f'  label="{_dot_text(f"raff plan {plan.target}: cached (green), build (orange), waiting (grey)", 200)}";',
+             "  labelloc=t; fontname=\"Helvetica\";"]
+    for node in plan.nodes.values():
+        label = f"{node.kind} {node.name}\\n{node.status}: {_dot_text(node.reason)}"
+        if node.kind == "points" and node.name in plan.points:
+            ps = plan.points[node.name]
+            label += f"\\n{ps.total} point{'s' * (ps.total != 1)}"
+        lines.append(f'  "{_dot_text(node.id, 200)}" [label="{label}", fillcolor="{_DOT_COLOURS[node.status]}", '
+                     f'tooltip="{_dot_text(node.key or node.id, 80)}"];')
+    for node in plan.nodes.values():
+        for dep in node.depends_on:
+            lines.append(f'  "{_dot_text(dep, 200)}" -> "{_dot_text(node.id, 200)}";')
+    lines.append("}")
+    return "\n".join(lines) + "\n"

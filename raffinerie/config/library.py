@@ -110,6 +110,14 @@ class Library:
     workflows: dict[str, Workflow] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    formats: dict[Path, str] = field(default_factory=dict)   # the format each file was recognised as
+
+    @property
+    def format(self) -> str:
+        """The format of the library: Datenraffinerie 0.1.2, or 1.0 if any file is in it."""
+        from raffinerie.config.dr10 import FORMAT_10, FORMAT_012
+
+        return FORMAT_10 if FORMAT_10 in self.formats.values() else FORMAT_012
 
     def get(self, name: str) -> Procedure | Workflow | None:
         return self.procedures.get(name) or self.workflows.get(name)
@@ -156,6 +164,13 @@ class _Loader:
         if doc is None:
             self.report(Diagnostic(ERROR, "file is empty", path, 1))
             return
+        from raffinerie.config import dr10
+
+        if dr10.detect(doc) is not None:  # one line that says what it is, not a schema error per entry
+            self.lib.formats[path] = dr10.FORMAT_10
+            self.report(Diagnostic(ERROR, dr10.explain(self.lib.main), path, 1))
+            return
+        self.lib.formats[path] = dr10.FORMAT_012
         problems = schema.check(doc, kind, path)
         for diag in problems:
             self.report(diag)

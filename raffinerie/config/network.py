@@ -10,6 +10,7 @@ are valid network files; the protocol settings have defaults that fit them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -19,7 +20,7 @@ from raffinerie.config.daqconfig import Generation, generation_of
 from raffinerie.config.yamlio import line_of, load_yaml
 from raffinerie.errors import ConfigErrors, RaffError
 
-EMULATOR_MODEL_VERSION = 3  # part of emulated keys: a new response model is a new board
+EMULATOR_MODEL_VERSION = 4  # part of emulated keys: a new response model is a new board
 DEFAULT_SEED = 0
 DEFAULT_TIMEOUT = 10.0
 MAX_TIMEOUT = 3600.0
@@ -134,3 +135,39 @@ def _protocol_settings(network: Network, doc: dict, path: Path) -> Network:
 
 def identity(network: Network | None, seed: int = DEFAULT_SEED) -> str:
     return network.board if network else emulator_identity(seed)
+
+
+@dataclass(frozen=True)
+class Board:
+    """One board of a build: a network file, or the embedded emulator with a seed."""
+
+    network: Network | None
+    seed: int = DEFAULT_SEED
+
+    @property
+    def identity(self) -> str:
+        return identity(self.network, self.seed)
+
+    @property
+    def label(self) -> str:
+        """A folder name for its outputs: the board's name, made safe for a path."""
+        name = self.network.board if self.network else f"emulator-seed-{self.seed}"
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "board"
+
+
+def boards(network_files: list[str] | None, seeds: list[int] | None) -> list[Board]:
+    """The boards of a command: one per network file, else one per emulator seed."""
+    seeds = list(seeds or [])
+    if network_files:
+        if len(seeds) > 1:
+            raise RaffError("--seed picks boards of the embedded emulator; with --network the "
+                            "boards are the network files")
+        found = [Board(load_network(Path(f)), seeds[0] if seeds else DEFAULT_SEED) for f in network_files]
+    else:
+        found = [Board(None, s) for s in (seeds or [DEFAULT_SEED])]
+    names = [b.identity for b in found]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise RaffError(f"board {twice[0]!r} is named twice; every board of a build needs its own "
+                        "identity (`board:` in its network file, or another --seed)")
+    return found

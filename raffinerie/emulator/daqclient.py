@@ -16,9 +16,9 @@ import sys
 import zmq
 
 from raffinerie.daq.rawformat import ARCHIVE_HEADER, FIRST_OBJECT, PREAMBLE, RECORD_BYTES, TAIL_BYTES
-from raffinerie.emulator.daqfsm import DaqFsm, State
+from raffinerie.emulator.daqfsm import DaqFsm, FsmServed, State, check_frames, yaml_frame
 from raffinerie.emulator.stream import END_OF_RUN, START_RUN
-from raffinerie.emulator.wire import Died, EventLog, Faults, Served, as_mapping, load_yaml, text
+from raffinerie.emulator.wire import Died, EventLog, Faults, Served, text
 
 
 class RawWriter:
@@ -137,10 +137,11 @@ class Puller:
             self.sock = None
 
 
-class MenusDaqClient(Served):
+class MenusDaqClient(FsmServed):
     """DAQClient: the daqFSM, `initialize`/`configure` with the `client` key of a second frame."""
 
     name = "client"
+    section, who = "client", "daq-client"
 
     def __init__(self, ctx: zmq.Context, faults: Faults, log: EventLog):
         self.faults = faults
@@ -150,20 +151,13 @@ class MenusDaqClient(Served):
                         "start": self._start, "stop": self._stop, "destroy": self._destroy,
                         "status": lambda cfg: None}
 
-    def handle(self, frames: list[bytes], entry: dict) -> str:
-        command = text(frames[0]).lower()
-        entry["command"] = command
-        wants_yaml = command in ("initialize", "configure")
-        _check_frames(frames, 2 if wants_yaml else 1, command)
-        config = _section(frames[1], "client") if wants_yaml else None
-        action = self.actions.get(command)
-        if action is None or command in self.faults.error_on:
-            if self.fsm.running:
-                self._stop(None)
-            self.fsm.fire("error")
-        else:
-            action(config)
-        return self.fsm.reply
+    def error_on(self) -> set[str]:
+        return self.faults.error_on
+
+    def _error(self) -> None:
+        if self.fsm.running:
+            self._stop(None)
+        self.fsm.fire("error")
 
     def _initialize(self, config: dict) -> None:
         self.fsm.fire("initialize")
@@ -213,7 +207,7 @@ class Client2021(Served):
         self.pending: str | None = None
 
     def handle(self, frames: list[bytes], entry: dict) -> str:
-        _check_frames(frames, 1, "a 2021")
+        check_frames(frames, 1, "a 2021", "2021 daq-client")
         if self.pending is not None:
             command, self.pending = self.pending, None
             entry.update(command=command, handshake="yaml")
@@ -241,7 +235,7 @@ class Client2021(Served):
         return self._error(f"unknown command '{command}'")
 
     def _configure(self, frame: bytes) -> str:
-        doc = _yaml(frame)
+        doc = yaml_frame(frame, "2021 daq-client")
         config = doc.get("global") if isinstance(doc, dict) else None
         if not isinstance(config, dict):
             return self._error("the configuration has no 'global' section")
@@ -267,21 +261,3 @@ class Client2021(Served):
 
     def close(self) -> None:
         self.puller.close()
-
-
-def _check_frames(frames: list[bytes], expected: int, command: str) -> None:
-    if not text(frames[0]) or len(frames) != expected:
-        raise Died(f"daq-client: {command or 'an empty'} command in a {len(frames)}-frame message; "
-                   f"it waits for or leaves a frame pending (zmq EFSM) and dies")
-
-
-def _yaml(frame: bytes):
-    try:
-        return load_yaml(frame)
-    except Exception as exc:  # noqa: BLE001
-        raise Died(f"daq-client: the YAML does not parse ({type(exc).__name__}); it throws") from None
-
-
-def _section(frame: bytes, key: str) -> dict:
-    doc = _yaml(frame)
-    return as_mapping(doc.get(key)) if isinstance(doc, dict) else {}

@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass
 
 from raffinerie.config.tree import merge
-from raffinerie.emulator.daqfsm import DaqFsm, State
+from raffinerie.emulator.daqfsm import DaqFsm, FsmServed, State, check_frames, yaml_frame
 from raffinerie.emulator.model import Board, RunSettings, injecting_2021, settings_identity
 from raffinerie.emulator.stream import DataPush, Run, plan_run
 from raffinerie.emulator.target import Target
-from raffinerie.emulator.wire import Died, EventLog, Faults, Served, as_mapping, load_yaml, text
+from raffinerie.emulator.wire import EventLog, Faults, Served, as_mapping, text
 
 # menus whose sequence injects charge before each L1A
 INJECTING_MENUS = frozenset({"calibAndL1A", "calibAndL1AplusTPG", "marsCalibAndL1A"})
@@ -120,7 +120,11 @@ class RunningDaq(Served):
         self.bench.push.close()
 
 
-class MenusDaqServer(RunningDaq):
+class MenusDaqServer(RunningDaq, FsmServed):
+    """DAQManager: the daqFSM, `initialize`/`configure` with the `daq` key of a second frame."""
+
+    section, who = "daq", "daq server"
+
     def __init__(self, bench: Bench):
         super().__init__(bench)
         self.menus: dict = {}
@@ -129,18 +133,8 @@ class MenusDaqServer(RunningDaq):
                         "start": self._start, "stop": self._stop, "destroy": self._destroy,
                         "status": lambda daq: None}
 
-    def handle(self, frames: list[bytes], entry: dict) -> str:
-        command = text(frames[0]).lower()
-        entry["command"] = command
-        wants_yaml = command in ("initialize", "configure")
-        _check_frames(frames, 2 if wants_yaml else 1, command)
-        daq = _daq_section(frames[1]) if wants_yaml else None
-        action = self.actions.get(command)
-        if action is None or command in self.bench.faults.error_on:
-            self._error()   # unknown command (or injected fault): stop if running, error state
-        else:
-            action(daq)
-        return self.fsm.reply
+    def error_on(self) -> set[str]:
+        return self.bench.faults.error_on
 
     def _initialize(self, daq: dict) -> None:
         self.fsm.fire("initialize")
@@ -199,7 +193,7 @@ class Daq2021Server(RunningDaq):
                         "run_done": self._run_done}
 
     def handle(self, frames: list[bytes], entry: dict) -> str:
-        _check_frames(frames, 1, "a 2021")
+        check_frames(frames, 1, "a 2021", "2021 daq server")
         if self.pending is not None:
             command, self.pending = self.pending, None
             entry.update(command=command, handshake="yaml")
@@ -215,7 +209,7 @@ class Daq2021Server(RunningDaq):
         return action() if action else self._error(f"unknown command '{command}'")
 
     def _configure(self, frame: bytes) -> str:
-        doc = _yaml(frame, "2021 daq server")
+        doc = yaml_frame(frame, "2021 daq server")
         if not isinstance(doc, dict) or not isinstance(doc.get("daq"), dict):
             return self._error("the configuration has no 'daq' section")
         self.settings = merge(self.settings, doc["daq"])
@@ -248,27 +242,3 @@ class Daq2021Server(RunningDaq):
             self._stop()
         self.fsm.state = State.ERROR
         return f"error: {why}"
-
-
-def _check_frames(frames: list[bytes], expected: int, command: str) -> None:
-    if not text(frames[0]):
-        raise Died("daq server: an empty command; it sends no reply and its next recv fails (zmq EFSM)")
-    if len(frames) < expected:
-        raise Died(f"daq server: '{command}' without its YAML frame; the server waits in recv "
-                   f"for a frame that is not coming (zmq EFSM) and dies")
-    if len(frames) > expected:
-        raise Died(f"daq server: {command} command in a {len(frames)}-frame message; it cannot "
-                   f"reply with a frame pending (zmq EFSM) and dies")
-
-
-def _yaml(frame: bytes, server: str):
-    try:
-        return load_yaml(frame)
-    except Exception as exc:  # noqa: BLE001 - the real servers throw on bad YAML
-        raise Died(f"{server}: the YAML does not parse ({type(exc).__name__}); the server throws") from None
-
-
-def _daq_section(frame: bytes) -> dict:
-    """The `daq` key of a YAML frame, as DAQManager::receiveConfig takes it."""
-    doc = _yaml(frame, "daq server")
-    return as_mapping(doc.get("daq")) if isinstance(doc, dict) else {}

@@ -9,6 +9,27 @@ shape (events, chips, halves, 37 channel slots) at once.
 A chip whose master TDC was not reset since power-on or since its sampling
 phase changed measures garbage TOA (uniform, independent of the arrival
 time); ADC and TOT do not depend on it.
+
+Tuned to the real runs (data/hexactrl-timewalk, Calib 0-1920 x phase 1, 2, 4):
+
+- The injection DAC leaves a small pulse at Calib 0 (about 5 Calib steps,
+  +59 ADC on the injected channels) that neither discriminator sees: the TOA
+  threshold (25 fC at Toa_vref 400) is well above it, so nothing fires
+  without injection, while every channel fires from Calib 128 (250 fC).
+- TOT turn-on: the TOT comparator looks at a saturated preamp, whose output
+  hardly moves with the charge, so its noise is tens of fC at the input: the
+  efficiency rises over tens of Calib steps (sigma 12 steps). The TOT value
+  is set by the discharge of the feedback (linear in the charge), so it
+  jitters by less than a count (real: 0.1-1.0).
+- Timewalk: the threshold crossing of a small pulse comes near the peak
+  (about 300 LSB late at threshold), falling steeply with the charge
+  (real: 54, 17, 9, 5, 3 LSB after a 1920-step pulse at Calib 128 ... 640).
+- The TOA TDC is not linear: each half's code = time + INL(time), a few LSB
+  of smooth integral non-linearity, so a time difference (the timewalk, a
+  phase step) reads a few percent more or fewer codes where the codes fall.
+  The phase moves the codes across the TDC range, so the measured timewalk
+  changes with the phase (real: by -5 ... +2 LSB from phase 1 to 2, the
+  phase step 62.8-68.9 LSB).
 """
 
 from __future__ import annotations
@@ -32,10 +53,16 @@ PHASE_NS = 25.0 / 16          # one phase_strobe step
 TOA_LSB_PER_PHASE = 64.3      # measured on the real board
 ADC_SATURATION = 1000.0       # preamp: amplitudes are linear to 70 % of this, then saturate
 TOT_THRESHOLD_CALIB = 200.0   # TOT onset (HighRange Calib units) at Tot_vref 700
+TOT_NOISE_CALIB = 12.0        # TOT comparator noise referred to the input (Calib units): the turn-on width
+TOT_JITTER = 0.6              # TOT counts, event to event, once it fires
 TOT_SLOPE = 0.79              # TOT counts per Calib step above threshold
 TOT_INTERCEPT = 80.0          # where the straight line crosses 0
-TOA_THRESHOLD_FC = 15.0       # at Toa_vref 400
-TIMEWALK_LSB = 69.0           # TOA delay of a 250 fC pulse relative to a huge one
+TOA_THRESHOLD_FC = 25.0       # at Toa_vref 400: above the Calib 0 residual pulse
+TIMEWALK_AT_THRESHOLD = 300.0  # TOA delay (LSB) of a pulse just at threshold relative to a huge one
+TIMEWALK_SCALE = 0.096        # walk = T (1 + s (Q/Q_thr - 1))^-p, fitted to the real runs
+TIMEWALK_POWER = 2.67         #   (250 fC at Q_thr 25 fC: 57 LSB)
+TDC_INL_HARMONICS = 8         # smooth TDC non-linearity: Fourier terms of the code range
+TDC_INL_SLOPE = 0.012         # r.m.s. code-density deviation per term and quadrature
 BX_COUNTER = 44
 COMMON_MODE_NOISE = 0.35      # ADC, shared by the channels of a half in each event
 EVENTS_PER_MESSAGE = 32
@@ -94,13 +121,17 @@ class Board:
         self.cm_pedestal = rng.normal(265.0, 18.0, (n_chips, 2, 2))
         self.gain = rng.normal(1.0, 0.03, shape)
         self.trim_slope = rng.normal(1.5, 0.08, shape)        # ADC per trim_inv step
-        self.residual = np.clip(rng.normal(5.0, 3.0, shape), 0, None)  # Calib-equivalent at DAC 0
+        self.residual = np.clip(rng.normal(4.8, 1.8, shape), 0, None)  # Calib-equivalent at DAC 0
         self.toa_threshold = rng.normal(0.0, 1.5, shape)      # fC
         self.tot_threshold = rng.normal(0.0, 8.0, shape)      # Calib units
         self.tot_slope = rng.normal(1.0, 0.03, shape)
-        self.timewalk = np.clip(rng.normal(1.0, 0.15, shape), 0.6, 1.4)
+        self.timewalk = np.clip(rng.normal(1.0, 0.08, shape), 0.75, 1.25)
         self.toa_offset = rng.uniform(0, 1024, (n_chips, 2, 1))
         self.event_counter = int(rng.integers(0, 64))
+        # TDC integral non-linearity per half: code = t + sum_k a_k sin(k w t) + b_k cos(k w t)
+        k = np.arange(1, TDC_INL_HARMONICS + 1, dtype=np.float64)
+        self.inl_sin = rng.normal(0.0, TDC_INL_SLOPE, (n_chips, 2, 1, k.size)) / (k * 2 * np.pi / TOA_RANGE)
+        self.inl_cos = rng.normal(0.0, TDC_INL_SLOPE, (n_chips, 2, 1, k.size)) / (k * 2 * np.pi / TOA_RANGE)
 
     # -- configuration -> per-slot physics -----------------------------------
 
@@ -188,21 +219,35 @@ class Board:
         tot_slot = TOT_SLOPE * self.tot_slope * (calib_units - TOT_INTERCEPT) \
             - 90.0 * np.exp(-(calib_units - s["tot_threshold"]) / 91.0)
         tot = np.zeros(shape, dtype=np.uint32)
-        fires = (calib_units > s["tot_threshold"]) & ~s["off"]
-        if fires.any():
-            jitter = rng.normal(0.0, 2.5, (n, int(fires.sum())))
-            tot[:, fires] = np.clip(np.rint(np.maximum(tot_slot[fires], 1.0) + jitter), 1, 4095)
+        p_tot = 0.5 * (1.0 + erf((calib_units - s["tot_threshold"]) / (np.sqrt(2.0) * TOT_NOISE_CALIB)))
+        may = (p_tot > 1e-9) & ~s["off"]
+        if may.any():
+            k = int(may.sum())
+            values = np.clip(np.rint(np.maximum(tot_slot[may], 1.0) + rng.normal(0.0, TOT_JITTER, (n, k))), 1, 4095)
+            fired = rng.random((n, k)) < p_tot[may]
+            tot[:, may] = np.where(fired, values, 0)
         toa = np.zeros(shape, dtype=np.uint32)
         p_fire = 0.5 * (1.0 + erf((q - s["toa_threshold"]) / np.sqrt(2.0)))
         can_fire = (p_fire > 1e-9) & ~s["off"]
         if can_fire.any():
-            walk = TIMEWALK_LSB * self.timewalk * np.sqrt(250.0 / np.maximum(q, 1e-3))
-            arrival = (self.toa_offset + TOA_LSB_PER_PHASE * s["phase"] + walk)[can_fire]
+            over = np.maximum(q / s["toa_threshold"] - 1.0, 0.0)
+            walk = TIMEWALK_AT_THRESHOLD * self.timewalk * (1.0 + TIMEWALK_SCALE * over) ** -TIMEWALK_POWER
+            code, density = self._tdc(self.toa_offset + TOA_LSB_PER_PHASE * s["phase"] + walk)
+            code, density = code[can_fire], density[can_fire]
             k = int(can_fire.sum())
-            values = np.rint(arrival + rng.normal(0.0, 0.5, (n, k))) % 1024
+            values = np.rint(code + density * rng.normal(0.0, 0.5, (n, k))) % 1024
             fired = rng.random((n, k)) < p_fire[can_fire]
             toa[:, can_fire] = np.where(fired, values, 0)
         return adc, tot, toa, common
+
+    def _tdc(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """TOA code of an ideal time t (LSB, per slot) and the local code density d code / d t."""
+        w = 2 * np.pi / TOA_RANGE * np.arange(1, TDC_INL_HARMONICS + 1)
+        phase = t[..., None] * w
+        sin, cos = np.sin(phase), np.cos(phase)
+        code = t + (self.inl_sin * sin + self.inl_cos * cos).sum(axis=-1)
+        density = 1.0 + (w * (self.inl_sin * cos - self.inl_cos * sin)).sum(axis=-1)
+        return code, density
 
     def _words(self, s: dict, adc, tot, toa, common, rng, n: int) -> np.ndarray:
         """41-word halves, shape (events, chips, 2, 41), in each half's mode."""

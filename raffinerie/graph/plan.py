@@ -7,22 +7,44 @@ Nodes: `points:NAME` (the measurements of a daq procedure), `dataset:NAME`
 (its table) and `analysis:NAME`. A daq procedure with a calibration depends
 on that analysis; until it is built, the keys of its points are unknown and
 its points wait.
+
+Statuses and reasons are data: a `Status` and a `Reason` (a `ReasonKind` and
+its fields: the first differing settings, the changed code files, point
+counts). Their text is made from the data, never parsed back. A daq
+procedure's last build records what it resolved (`resolved_record`: its base
+config compressed, its axes), so the next plan can name what changed.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 from raffinerie.config.expand import Scan, expand
 from raffinerie.config.keys import ScanHasher, digest, key_bytes
 from raffinerie.config.library import AnalysisProcedure, DaqProcedure, Library, Workflow
 from raffinerie.config.resolve import ConfigFiles, base_config, server_setting
 from raffinerie.errors import ConfigErrors, RaffError
+from raffinerie.graph.reasons import (Change, Comparison, Reason, ReasonKind, compare_resolved, diff_values,
+                                      resolved_record)
 
-CACHED, BUILD, WAITING = "cached", "build", "waiting"
+__all__ = ["BUILD", "CACHED", "WAITING", "Change", "Node", "Plan", "PointSet", "Reason", "ReasonKind",
+           "Status", "analysis_inputs", "analysis_key", "build_record", "dataset_key", "make_plan"]
+
+
+
+class Status(StrEnum):
+    """A node's status (compares equal to its text)."""
+
+    CACHED = "cached"
+    BUILD = "build"
+    WAITING = "waiting"
+
+
+CACHED, BUILD, WAITING = Status.CACHED, Status.BUILD, Status.WAITING
 KEY_SIZE = 32
 # raw bytes of one (event, chip) record of the hexactrl format
 RECORD_BYTES = 392
@@ -49,6 +71,7 @@ class PointSet:
     cached: bytearray = field(default_factory=bytearray)  # 1 per cached point
     waiting_for: str | None = None
     identity: str = ""               # target identity in the keys
+    comparison: Comparison | None = None   # how it differs from its last build (when it was built)
 
     @property
     def total(self) -> int:
@@ -81,6 +104,25 @@ class PointSet:
         """Repeat index of each explicit point (see Scan.explicit_repeats)."""
         return self.scan.explicit_repeats()
 
+    def point_reason(self, i: int) -> Reason:
+        """Why point i is in the plan: cached, waiting, or new and what differs from the last build."""
+        if self.base is None:
+            return Reason(ReasonKind.WAITING, calibration=self.waiting_for)
+        if self.cached[i]:
+            return Reason(ReasonKind.CACHED)
+        c = self.comparison
+        if c is None:
+            return Reason(ReasonKind.NEW_POINT)
+        general = [ch for ch in c.changes if not ch.path.startswith("axis ")]
+        if general or c.calibration_changed:
+            return Reason(ReasonKind.NEW_POINT, tuple(general), c.more)
+        coordinate, _ = self.coordinate(i)
+        new = tuple(Change(axis.name, after=value, added=True)
+                    for axis, value in zip(self.scan.axes, coordinate)
+                    if c.old_values is not None and axis.name in c.old_values
+                    and _hashable(value) not in c.old_values[axis.name])
+        return Reason(ReasonKind.NEW_POINT, new)
+
     def events_per_point(self) -> int:
         return server_setting((self.base or {}).get("daq"), "NEvents", 0)
 
@@ -104,13 +146,19 @@ class Node:
     kind: str          # points | dataset | analysis
     name: str
     key: str | None
-    status: str        # cached | build | waiting
-    reason: str
+    status: Status
+    why: Reason
     depends_on: list[str] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        """The reason as text (for people, and the JSON plan's `reason`)."""
+        return str(self.why)
 
     def as_dict(self) -> dict:
         return {"id": self.id, "kind": self.kind, "name": self.name, "key": self.key,
-                "status": self.status, "reason": self.reason, "depends_on": self.depends_on}
+                "status": str(self.status), "reason": self.reason, "why": self.why.as_dict(),
+                "depends_on": self.depends_on}
 
 
 @dataclass
@@ -183,6 +231,7 @@ class _Planner:
 
     def _daq(self, proc: DaqProcedure) -> Node:
         calibration, waiting, deps = None, None, []
+        waiting_cause: Reason | None = None
         if proc.calibration:
             calib_node = self.add(proc.calibration)
             deps.append(calib_node.id)
@@ -190,8 +239,7 @@ class _Planner:
                 calibration = self.cache.calibration(bytes.fromhex(calib_node.key))
             if calibration is None:
                 waiting = proc.calibration
-                if calib_node.reason not in ("not built yet", "cached"):
-                    waiting += f" ({calib_node.reason})"
+                waiting_cause = calib_node.why
         base = None
         if waiting is None:
             base = base_config(proc, self.files, calibration)
@@ -202,7 +250,8 @@ class _Planner:
         if base is not None:
             self._hash_points(points)
         self.plan.points[proc.name] = points
-        points_node = self._points_node(points, deps, calib_node.key if proc.calibration else None)
+        points_node = self._points_node(points, deps, calib_node.key if proc.calibration else None,
+                                        waiting_cause)
         self.plan.nodes[points_node.id] = points_node
         data_node = self._dataset_node(points, points_node)
         self.plan.nodes[data_node.id] = data_node
@@ -219,56 +268,92 @@ class _Planner:
             keys += key
             cached.append(key in known)
 
-    def _points_node(self, points: PointSet, deps: list[str], calibration: str | None) -> Node:
+    def _points_node(self, points: PointSet, deps: list[str], calibration: str | None,
+                     waiting_cause: Reason | None = None) -> Node:
         name = points.procedure.name
         if points.base is None:
-            status, reason = WAITING, (f"calibration {points.waiting_for} not built yet"
-                                       if "(" not in points.waiting_for
-                                       else f"waiting for calibration {points.waiting_for}")
-        elif points.to_acquire:
-            status = BUILD
-            reason = (f"{points.to_acquire} new point{'s' * (points.to_acquire != 1)}, "
-                      f"{points.n_cached} cached")
-            last = self.cache.last_build("datasets", name)
-            if calibration and last and last.get("inputs", {}).get("calibration") not in (None, calibration):
-                reason = f"calibration changed: {reason}"
+            why = Reason(ReasonKind.WAITING, calibration=points.waiting_for, cause=waiting_cause)
+            return Node(f"points:{name}", "points", name, None, WAITING, why, deps)
+        if not points.to_acquire:
+            why = Reason(ReasonKind.ALL_CACHED, cached=points.total)
+            return Node(f"points:{name}", "points", name, None, CACHED, why, deps)
+        c = self._compare(points, calibration)
+        kind = ReasonKind.CALIBRATION_CHANGED if c is not None and c.calibration_changed else ReasonKind.NEW_POINTS
+        changes = tuple(c.changes) if c is not None else ()
+        why = Reason(kind, changes, c.more if c else 0, new=points.to_acquire, cached=points.n_cached,
+                     calibration=points.procedure.calibration if kind == ReasonKind.CALIBRATION_CHANGED else None)
+        return Node(f"points:{name}", "points", name, None, BUILD, why, deps)
+
+    def _compare(self, points: PointSet, calibration: str | None = None) -> Comparison | None:
+        """How `points` differ from what the last build of their dataset resolved (None: no record)."""
+        if points.comparison is not None:
+            return points.comparison
+        last = self.cache.last_build("datasets", points.procedure.name)
+        if not last:
+            return None
+        inputs = last.get("inputs") or {}
+        proc, scan = points.procedure, points.scan
+        resolved = inputs.get("resolved")
+        if isinstance(resolved, dict):
+            c = compare_resolved(resolved, points.base, scan.axes, points.identity, proc.mode, scan.repeat,
+                                 proc.data_columns)
         else:
-            status, reason = CACHED, f"all {points.total} points cached"
-        return Node(f"points:{name}", "points", name, None, status, reason, deps)
+            c = Comparison()
+        calib_key = calibration
+        if calib_key is None and proc.calibration:
+            calib_key = self.plan.nodes.get(f"analysis:{proc.calibration}", None)
+            calib_key = calib_key.key if calib_key is not None else None
+        c.calibration_changed = bool(calib_key and inputs.get("calibration") not in (None, calib_key))
+        points.comparison = c
+        return c
 
     def _dataset_node(self, points: PointSet, points_node: Node) -> Node:
         name = points.procedure.name
         node_id = f"dataset:{name}"
         if points.base is None:
-            return Node(node_id, "dataset", name, None, WAITING, points_node.reason, [points_node.id])
+            return Node(node_id, "dataset", name, None, WAITING, points_node.why, [points_node.id])
         content = b""
         if not points.to_acquire:  # the measurements' manifests: damaged and re-acquired = new dataset
             content = self.cache.content("measurements", (points.key(i) for i in range(points.total)))
         key = dataset_key(points, content or b"")
         if content is None:
-            status, reason = BUILD, "a measurement's manifest is unreadable"
+            status, why = BUILD, Reason(ReasonKind.MANIFEST_UNREADABLE)
         elif self.cache.has("datasets", key):
-            status, reason = CACHED, "cached"
-        elif points.to_acquire:
-            status, reason = BUILD, "new points"
+            status, why = CACHED, Reason(ReasonKind.CACHED)
         else:
-            status, reason = BUILD, _changed(self.cache.last_build("datasets", name), {})
-        return Node(node_id, "dataset", name, key.hex(), status, reason, [points_node.id])
+            status, why = BUILD, self._dataset_reason(points)
+        return Node(node_id, "dataset", name, key.hex(), status, why, [points_node.id])
+
+    def _dataset_reason(self, points: PointSet) -> Reason:
+        c = self._compare(points)
+        if c is None:
+            return Reason(ReasonKind.POINTS_CHANGED, new=points.to_acquire) if points.to_acquire \
+                else Reason(ReasonKind.NOT_BUILT)
+        if c.calibration_changed:
+            return Reason(ReasonKind.CALIBRATION_CHANGED, tuple(c.changes), c.more,
+                          calibration=points.procedure.calibration)
+        if c.changes or points.to_acquire:
+            return Reason(ReasonKind.POINTS_CHANGED, tuple(c.changes), c.more, new=points.to_acquire)
+        if c.columns is not None:
+            return Reason(ReasonKind.COLUMNS_CHANGED, (c.columns,))
+        if c.old_values is None:  # a record of an older raffinerie, without what it resolved
+            return Reason(ReasonKind.INPUTS_CHANGED)
+        return Reason(ReasonKind.MEASUREMENTS_CHANGED)
 
     def _analysis(self, proc: AnalysisProcedure) -> Node:
         data_node = self.add(proc.daq)
         node_id = f"analysis:{proc.name}"
         if data_node.status == WAITING:
-            node = Node(node_id, "analysis", proc.name, None, WAITING, data_node.reason, [data_node.id])
+            node = Node(node_id, "analysis", proc.name, None, WAITING, data_node.why, [data_node.id])
         else:
             inputs = analysis_inputs(proc, data_node.key, self.code(proc) if self.code else None)
             key = analysis_key(inputs)
             if self.cache.has("analyses", key):
-                status, reason = CACHED, "cached"
+                status, why = CACHED, Reason(ReasonKind.CACHED)
             else:
                 status = BUILD
-                reason = _changed(self.cache.last_build("analyses", proc.name), inputs)
-            node = Node(node_id, "analysis", proc.name, key.hex(), status, reason, [data_node.id])
+                why = changed(self.cache.last_build("analyses", proc.name), inputs, data_node)
+            node = Node(node_id, "analysis", proc.name, key.hex(), status, why, [data_node.id])
         self.plan.nodes[node_id] = node
         return node
 
@@ -289,26 +374,62 @@ def dataset_key(points: PointSet, content: bytes = b"") -> bytes:
 
 
 def analysis_inputs(proc: AnalysisProcedure, dataset: str, code: dict | None = None) -> dict:
-    """What an analysis key hashes; kept in the build record to explain reruns."""
+    """What an analysis key hashes; kept in the build record to explain reruns.
+
+    `parameter_values` (the parameters themselves, for naming what changed)
+    is recorded but not hashed: `parameters` (their digest) is.
+    """
     return {"dataset": dataset, "module": proc.module,
-            "parameters": digest(proc.parameters).hex(), "code": code or {}}
+            "parameters": digest(proc.parameters).hex(), "code": code or {},
+            "parameter_values": _json_safe(proc.parameters)}
 
 
 def analysis_key(inputs: dict) -> bytes:
-    return hashlib.sha256(b"raffinerie-analysis-v1\0" + digest(inputs)).digest()
+    hashed = {k: v for k, v in inputs.items() if k != "parameter_values"}
+    return hashlib.sha256(b"raffinerie-analysis-v1\0" + digest(hashed)).digest()
 
 
-def _changed(last: dict | None, inputs: dict) -> str:
-    """Why a node must be rebuilt, from the inputs of its last build."""
+def build_record(points: PointSet, node: Node) -> dict:
+    """What the build of a dataset keeps beside its calibration: what its scan resolved
+    (base config compressed, axes; about 5 kB) and why it was built."""
+    proc, scan = points.procedure, points.scan
+    return {"resolved": resolved_record(points.base, scan.axes, points.identity, proc.mode, scan.repeat,
+                                        proc.data_columns),
+            "reason": node.why.as_dict()}
+
+
+def _json_safe(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+def _hashable(value: Any) -> Any:
+    import json
+
+    return json.dumps(value, separators=(",", ":"), default=str) if isinstance(value, (list, dict)) else value
+
+
+def changed(last: dict | None, inputs: dict, data_node: Node | None = None) -> Reason:
+    """Why an analysis must be rebuilt, from the inputs of its last build: the first kind
+    of input that differs (dataset, module, parameters, code), with what differs in it."""
     if not last:
-        return "not built yet"
+        return Reason(ReasonKind.NOT_BUILT)
     before = last.get("inputs", {})
     if before.get("dataset") != inputs.get("dataset"):
-        return "input dataset changed"
-    if before.get("parameters") != inputs.get("parameters") or before.get("module") != inputs.get("module"):
-        return "parameters changed"
+        upstream = data_node.why if data_node is not None and data_node.status == BUILD else None
+        if upstream is not None and upstream.changes:
+            return Reason(ReasonKind.DATASET_CHANGED, upstream.changes, upstream.more)
+        return Reason(ReasonKind.DATASET_CHANGED)
+    if before.get("module") != inputs.get("module"):
+        return Reason(ReasonKind.MODULE_CHANGED, (Change("module", before.get("module"), inputs.get("module")),))
+    if before.get("parameters") != inputs.get("parameters"):
+        if "parameter_values" in before:
+            changes, more = diff_values(before["parameter_values"], inputs.get("parameter_values") or {})
+            return Reason(ReasonKind.PARAMETERS_CHANGED, tuple(changes), more)
+        return Reason(ReasonKind.PARAMETERS_CHANGED)
     old_code, new_code = before.get("code", {}), inputs.get("code", {})
-    changed = sorted(f for f in set(old_code) | set(new_code) if old_code.get(f) != new_code.get(f))
-    if changed:
-        return f"code changed ({', '.join(changed)})"
-    return "inputs changed"
+    files = sorted(f for f in set(old_code) | set(new_code) if old_code.get(f) != new_code.get(f))
+    if files:
+        return Reason(ReasonKind.CODE_CHANGED, files=tuple(files))
+    return Reason(ReasonKind.INPUTS_CHANGED)

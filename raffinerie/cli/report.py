@@ -1,0 +1,342 @@
+"""`raff report NAME`: one self-contained HTML page about a procedure or workflow.
+
+Everything is inlined (plots as data URIs, styles, a few lines of script that
+sort the tables), so the page opens anywhere, offline, and can be mailed or
+archived as one file. It shows what the cache holds for NAME now:
+
+- every analysis with its plots, notes and summary table (sortable; rows
+  whose `flag` is not `ok`, or whose fit `status` failed, are highlighted);
+- every dataset's shape and scan axes;
+- the provenance of each node: its key, the reason and time of its last
+  build, the board (or emulator) its points were acquired on, the raffinerie
+  version, the code digests of analyses and the calibration chain.
+
+A node that is out of date says so, with the plan's reason, and shows its
+last build if the cache still has it.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import time
+from pathlib import Path
+
+from raffinerie import __version__
+from raffinerie.graph.plan import BUILD, CACHED, Node, Plan, Reason, changed, make_plan
+from raffinerie.graph.reasons import describe_values
+
+MAX_ROWS = 5000
+_IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+                ".gif": "image/gif", ".webp": "image/webp"}
+_BAD_STATUS = {"fit failed", "unresolved", "fires below the scan"}
+
+
+def report_command(args) -> int:
+    path = write_report(args, args.output)
+    print(f"report of {args.name}: {path}")
+    return 0
+
+
+def report_after_build(args) -> None:
+    """`raff build --report`: the report beside the analysis outputs (-o DIR or raff-out/)."""
+    path = write_report(args, args.output)
+    print(f"report of {args.name}: {path}")
+
+
+def write_report(args, folder: str | None) -> Path:
+    from raffinerie.analysis.code import code_provider
+    from raffinerie.cli.commands import load_valid, one_board
+    from raffinerie.config.network import identity
+    from raffinerie.store.layout import cache_root
+    from raffinerie.store.store import Store
+
+    lib, files = load_valid(args)
+    store = Store(cache_root(lib.main, args.cache))
+    network, seed = one_board(args)
+    plan = make_plan(lib, args.name, identity(network, seed), store.index(), files,
+                     code_provider(lib.main, getattr(args, "analysis_path", None)))
+    out = Path(folder) if folder else lib.main.resolve().parent / "raff-out"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{args.name}.html"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(render_report(plan, store, lib), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+# -- the page ---------------------------------------------------------------------------
+
+def render_report(plan: Plan, store, lib) -> str:
+    e = html.escape
+    s = plan.summary()
+    verdict = "up to date" if not plan.todo else f"{s['nodes_to_build']} node(s) to build"
+    parts = [_HEAD.replace("{title}", e(f"raff report: {plan.target}")),
+             f"<h1>{e(plan.target)} <small>({e(plan.kind)})</small></h1>",
+             f"<p class=meta>Written {e(time.strftime('%Y-%m-%d %H:%M:%S'))} by raffinerie {e(__version__)}; "
+             f"backend {e(plan.identity)}; cache <code>{e(str(store.root))}</code>.<br>"
+             f"{s['total']} points: {s['cached']} cached, {s['to_acquire']} to acquire"
+             f"{', %d waiting for a calibration' % s['waiting'] if s['waiting'] else ''}; <b>{e(verdict)}</b>.</p>"]
+    analyses = [n for n in plan.nodes.values() if n.kind == "analysis"]
+    datasets = [n for n in plan.nodes.values() if n.kind == "dataset"]
+    parts.append("<nav><b>Contents</b>: " + " · ".join(
+        f'<a href="#{e(n.id)}">{e(n.kind)} {e(n.name)}</a>' for n in analyses + datasets) + "</nav>")
+    for node in analyses:
+        parts.append(_analysis(plan, node, store, lib))
+    for node in datasets:
+        parts.append(_dataset(plan, node, store))
+    parts.append(_SCRIPT + "</body></html>\n")
+    return "\n".join(parts)
+
+
+def _status(node: Node) -> str:
+    e = html.escape
+    cls = {CACHED: "ok", BUILD: "todo"}.get(node.status, "wait")
+    reason = "" if node.reason == str(node.status) else f" {e(node.reason)}"
+    return f'<span class="status {cls}">{e(str(node.status))}</span>{reason}'
+
+
+def _entry_key(node: Node, store, kind: str) -> tuple[str | None, bool]:
+    """(key of the entry to show, whether it is the current one): the node's, else its last build's."""
+    if node.key and node.status == CACHED:
+        return node.key, True
+    last = store.index().last_build(kind, node.name)
+    if last and last.get("key") and store.has(kind, last["key"]):
+        return last["key"], False
+    return None, False
+
+
+def _analysis(plan: Plan, node: Node, store, lib) -> str:
+    e = html.escape
+    out = [f'<section id="{e(node.id)}"><h2>analysis {e(node.name)}</h2><p>{_status(node)}</p>']
+    key, current = _entry_key(node, store, "analyses")
+    if key is None:
+        out.append("<p class=note>Not built yet: nothing to show.</p></section>")
+        return "\n".join(out)
+    if not current:
+        out.append("<p class=note>Out of date: this is its last build.</p>")
+    folder = store.path("analyses", key)
+    meta = _read_json(folder / "meta.json")
+    outputs = meta.get("outputs") or {}
+    notes = folder / "notes.txt"
+    if notes.is_file() and notes.read_text(errors="replace").strip():
+        out.append("<h3>Notes</h3><pre class=notes>" + e(notes.read_text(errors="replace").strip()) + "</pre>")
+    plots = [p for p in outputs.get("plots") or [] if (folder / p).is_file()]
+    if plots:
+        out.append("<h3>Plots</h3><div class=plots>")
+        for name in plots:
+            out.append(f'<figure><img alt="{e(name)}" src="{_data_uri(folder / name)}">'
+                       f"<figcaption>{e(name)}</figcaption></figure>")
+        out.append("</div>")
+    summary = outputs.get("summary")
+    if summary and (folder / summary).is_file():
+        out.append(_table(folder / summary))
+    calibration = folder / "calibration.yaml"
+    if calibration.is_file():
+        text = calibration.read_text(errors="replace")
+        shown = text if len(text) < 4000 else text[:4000] + "\n..."
+        out.append(f"<details><summary>calibration it writes ({len(text)} bytes)</summary>"
+                   f"<pre>{e(shown)}</pre></details>")
+    inputs = meta.get("inputs") or {}
+    proc = lib.procedures.get(node.name)
+    rows = [("key", key), ("reason of its last build", _analysis_reason(store, node.name, key, meta)),
+            ("built", _when(meta.get("time"))), ("took", f"{meta.get('seconds', '?')} s"),
+            ("module", inputs.get("module") or (proc.module if proc else "?")),
+            ("parameters", json.dumps(inputs.get("parameter_values", "?"))),
+            ("code digests", ", ".join(f"{f} {d}" for f, d in (inputs.get("code") or {}).items()) or "-"),
+            ("input dataset", inputs.get("dataset", "?")),
+            ("calibration chain", _chain(plan, node.depends_on[0] if node.depends_on else None))]
+    out.append(_provenance(rows))
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _analysis_reason(store, name: str, key: str, meta: dict) -> str:
+    """Why that build ran: its inputs against those of the build of `name` before it."""
+    earlier = []
+    for other, folder in store.entries("analyses"):
+        if other == key:
+            continue
+        doc = _read_json(Path(folder) / "meta.json")
+        if doc.get("procedure") == name and (doc.get("time") or 0) < (meta.get("time") or 0):
+            earlier.append(doc)
+    if not earlier:
+        return "first build"
+    previous = max(earlier, key=lambda d: d.get("time") or 0)
+    return str(changed({"inputs": previous.get("inputs") or {}}, meta.get("inputs") or {}))
+
+
+def _dataset(plan: Plan, node: Node, store) -> str:
+    e = html.escape
+    out = [f'<section id="{e(node.id)}"><h2>dataset {e(node.name)}</h2><p>{_status(node)}</p>']
+    points = plan.points.get(node.name)
+    if points is not None:
+        axes = "".join(f"<li><b>{e(a.name)}</b>: {e(describe_values(a.values))}, {len(a.values)} values</li>"
+                       for a in points.scan.axes) or "<li>no scan parameters: a single point</li>"
+        out.append(f"<p>{points.total} points ({points.n_cached} cached), mode {e(points.procedure.mode)}, "
+                   f"repeat {points.procedure.repeat}</p><ul>{axes}</ul>")
+    key, current = _entry_key(node, store, "datasets")
+    if key is None:
+        out.append("<p class=note>Not built yet.</p></section>")
+        return "\n".join(out)
+    if not current:
+        out.append("<p class=note>Out of date: this is its last build.</p>")
+    meta = _read_json(store.path("datasets", key) / "meta.json")
+    out.append(f"<p>Shape: <b>{meta.get('rows', '?')} rows × {len(meta.get('columns') or [])} columns</b> "
+               f"from {meta.get('points', '?')} points.</p>")
+    out.append("<details><summary>columns</summary><p class=cols>"
+               + e(", ".join(meta.get("columns") or [])) + "</p></details>")
+    record = store.index().last_build("datasets", node.name) or {}
+    why = Reason.from_dict((record.get("inputs") or {}).get("reason")) if record.get("key") == key else None
+    acquired = _acquisition(store, meta.get("point_keys") or [])
+    reason = "-" if why is None else ("first build" if why.kind == "not_built" else str(why))
+    rows = [("key", key), ("reason of its last build", reason),
+            ("built", _when(record.get("time")) if record.get("key") == key else "-"),
+            ("acquired on", acquired.get("identity", "?")),
+            ("acquired", acquired.get("when", "?")),
+            ("raffinerie version", f"{meta.get('raffinerie', '?')} (points: {acquired.get('version', '?')})"),
+            ("calibration chain", _chain(plan, node.id))]
+    out.append(_provenance(rows))
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _acquisition(store, keys: list[str]) -> dict:
+    """Board, time span and version of the measurements (the first and last point)."""
+    if not keys:
+        return {}
+    try:
+        first, last = store.meta("measurements", keys[0]), store.meta("measurements", keys[-1])
+    except Exception:  # noqa: BLE001 - damaged or gone: the report says it does not know
+        return {}
+    span = f"{_when(first.get('start'))} to {_when(last.get('end'))}"
+    return {"identity": str(first.get("identity", "?")), "when": span,
+            "version": str(first.get("raffinerie", "?"))}
+
+
+def _chain(plan: Plan, node_id: str | None) -> str:
+    """`dataset trimmed ← analysis trim (key…) ← dataset scan`: the calibrations a node depends on."""
+    links = []
+    seen = set()
+    while node_id and node_id not in seen:
+        seen.add(node_id)
+        node = plan.nodes.get(node_id)
+        if node is None:
+            break
+        if node.kind == "points" and node.depends_on:  # a calibration
+            calib = plan.nodes[node.depends_on[0]]
+            links.append(f"calibration {calib.name} ({(calib.key or 'not built')[:12]})")
+            node_id = calib.depends_on[0] if calib.depends_on else None
+            continue
+        node_id = node.depends_on[0] if node.depends_on else None
+    return " ← ".join(links) or "none"
+
+
+def _provenance(rows) -> str:
+    e = html.escape
+    body = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
+    return f"<h3>Provenance</h3><table class=prov>{body}</table>"
+
+
+def _table(path: Path) -> str:
+    e = html.escape
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        rows = [row for _, row in zip(range(MAX_ROWS + 1), reader)]
+    cut = len(rows) > MAX_ROWS
+    rows = rows[:MAX_ROWS]
+    flag = header.index("flag") if "flag" in header else None
+    status = header.index("status") if "status" in header else None
+    flagged = 0
+    body = []
+    for row in rows:
+        bad = (flag is not None and flag < len(row) and row[flag] not in ("", "ok")) or \
+              (status is not None and status < len(row) and row[status] in _BAD_STATUS)
+        flagged += bad
+        cells = "".join(f"<td>{e(_short(c))}</td>" for c in row)
+        body.append(f'<tr class="flagged">{cells}</tr>' if bad else f"<tr>{cells}</tr>")
+    head = "".join(f"<th>{e(h)}</th>" for h in header)
+    note = (f"{len(rows)} rows{' (the first %d)' % MAX_ROWS if cut else ''}; "
+            f"<span class=flagcount>{flagged} flagged</span> (highlighted); click a column to sort")
+    return (f"<h3>Summary <small>{e(path.name)}</small></h3><p class=meta>{note}</p>"
+            f'<div class=tablewrap><table class="sortable summary"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def _short(cell: str) -> str:
+    try:
+        value = float(cell)
+    except ValueError:
+        return cell
+    if cell.lstrip("-").isdigit():
+        return cell
+    return f"{value:.4g}"
+
+
+def _data_uri(path: Path) -> str:
+    kind = _IMAGE_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+        return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _when(t) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(t)))
+    except (TypeError, ValueError):
+        return "?"
+
+
+_HEAD = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0 auto;max-width:1300px;
+padding:0 1.5em 3em;color:#1d2329;background:#fbfbfa}
+h1{margin:.8em 0 .2em}h1 small,h3 small{color:#6b7280;font-weight:normal}
+h2{border-bottom:2px solid #d6dde5;padding-bottom:.2em;margin-top:2em}
+section{background:#fff;border:1px solid #e3e7eb;border-radius:8px;padding:0 1.2em 1em;margin:1.2em 0}
+nav{background:#eef2f6;padding:.5em .8em;border-radius:6px}nav a{color:#24527a}
+.meta{color:#4b5563}.note{color:#8a5a00}code{font-size:90%}
+.status{display:inline-block;padding:0 .5em;border-radius:4px;font-weight:600}
+.status.ok{background:#b8e0a8}.status.todo{background:#f6c26b}.status.wait{background:#d0d0d0}
+.plots{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0;max-width:100%}
+figure img{max-width:100%;border:1px solid #e3e7eb;background:#fff}figcaption{color:#6b7280;font-size:90%}
+.tablewrap{max-height:32em;overflow:auto;border:1px solid #e3e7eb}
+table{border-collapse:collapse;font-size:12.5px}td,th{padding:.2em .6em;border-bottom:1px solid #eef0f2;text-align:right}
+table.summary th{position:sticky;top:0;background:#eef2f6;cursor:pointer;white-space:nowrap}
+table.summary th:hover{background:#dde6ef}th.asc:after{content:" ▲"}th.desc:after{content:" ▼"}
+tr.flagged td{background:#fde2e1;color:#8b1a1a;font-weight:600}.flagcount{color:#8b1a1a;font-weight:600}
+table.prov th{text-align:left;color:#4b5563;font-weight:600;vertical-align:top;white-space:nowrap}
+table.prov td{text-align:left;font-family:ui-monospace,Menlo,Consolas,monospace;word-break:break-all}
+pre{background:#f4f6f8;padding:.6em;overflow:auto;max-height:20em}.cols{font-size:12px;color:#4b5563}
+</style></head><body>"""
+
+_SCRIPT = """<script>
+// click a column header to sort its table (numbers as numbers); click again to reverse
+document.querySelectorAll("table.sortable th").forEach(function (th, col) {
+  th.addEventListener("click", function () {
+    var table = th.closest("table"), body = table.tBodies[0], rows = Array.from(body.rows);
+    var up = !th.classList.contains("asc");
+    table.querySelectorAll("th").forEach(function (h) { h.classList.remove("asc", "desc"); });
+    th.classList.add(up ? "asc" : "desc");
+    var index = Array.prototype.indexOf.call(th.parentNode.children, th);
+    rows.sort(function (a, b) {
+      var x = a.cells[index].textContent, y = b.cells[index].textContent;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      return up ? c : -c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+</script>"""

@@ -1,0 +1,430 @@
+"""The Datenraffinerie 1.0 configuration format: recognising it, and `raff migrate`.
+
+Datenraffinerie 1.0 (PyPI `datenraffinerie` 1.0.x) describes a daq procedure
+with `system_settings`:
+
+- `default`: a file or a list of files, each rooted at `target:` and/or
+  `daq:` (and `client:`), laid over each other in order;
+- `init`: a file or list of files, laid over each other in order, then
+  `override` (a mapping rooted the same way) over them; the result is laid
+  over the defaults;
+- its `daq` section is the daq server's configuration (with `menus` and
+  `active_menu` in the menu generation), and `client` the daq-client's.
+  A daq section already split into `server`/`client` (the 0.1.2 layout) is
+  taken as it is.
+
+Overlays follow 1.0's `update_dict`: mappings merge, lists of the same
+length merge element by element (a mapping element merges, anything else
+replaces), a value of another type replaces, lists of different lengths
+are an error.
+
+A parameter is either a `key` (a list of levels; a level that is a list
+fans out; the first level `target` or `daq` says which config it sets, and a
+key without either sets the target, as in 0.1.2) with `values` (a list, or
+`{start, stop, step}`: Python's range, start 0 and step 1 by default), or a
+jinja2 `template` with `values` and `default`. A template is rendered with
+`value` for each value and read as YAML, giving that point's patch; the
+`default` rendered for every value of every template parameter is laid
+over every point first. `mode: full` (every event) is raffinerie's `events`
+mode. Analyses name their class with `module_name`; `provides_calibration`
+needs no counterpart (an analysis provides a calibration when its `output()`
+names one). Workflows list their members under `tasks`.
+
+`raff migrate MAIN -o DIR` writes the equivalent library in the 0.1.2 format
+raffinerie reads: each procedure's merged defaults and initial settings as
+files under `DIR/configs/` (one file per distinct content), its parameters
+as `key` parameters, and template parameters as explicit places (`keys:`)
+with explicit `points:` (a template's places change with its value, which a
+`key` cannot say). The points, and so the keys, are those 1.0 would acquire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from pathlib import Path
+from typing import Any
+
+from raffinerie.config.tree import norm_key, normalize
+from raffinerie.config.yamlio import load_yaml
+from raffinerie.errors import RaffError
+
+FORMAT_012 = "Datenraffinerie 0.1.2"
+FORMAT_10 = "Datenraffinerie 1.0"
+_DAQ_MARKERS = ("system_settings",)
+_ANALYSIS_MARKERS = ("module_name", "provides_calibration", "compatible_modes")
+
+
+def detect(doc: Any) -> str | None:
+    """`FORMAT_10` if `doc` (a main or library document) is in the 1.0 format, else None."""
+    entries: list = []
+    if isinstance(doc, list):
+        entries = doc
+    elif isinstance(doc, dict):
+        entries = list(doc.get("procedures") or []) if isinstance(doc.get("procedures"), list) else []
+        flows = doc.get("workflows")
+        if isinstance(flows, list) and any(isinstance(w, dict) and "tasks" in w for w in flows):
+            return FORMAT_10
+    for entry in entries:
+        if isinstance(entry, dict) and (any(k in entry for k in _DAQ_MARKERS)
+                                        or any(k in entry for k in _ANALYSIS_MARKERS)):
+            return FORMAT_10
+    return None
+
+
+def explain(main: Path) -> str:
+    return (f"this is the {FORMAT_10} format (system_settings, tasks, module_name ...); raff reads the "
+            f"{FORMAT_012} format: `raff migrate {main} -o DIR` writes the equivalent library, with its "
+            "main file at DIR/main_config.yaml, and leaves this one as it is")
+
+
+# -- overlays as 1.0 lays them --------------------------------------------------------
+
+def update(original: Any, overlay: Any, where: str = "") -> Any:
+    """`overlay` laid over `original` as 1.0's update_dict does (new objects; inputs untouched)."""
+    if not isinstance(original, dict) or not isinstance(overlay, dict):
+        return overlay
+    out = dict(original)
+    for key, value in overlay.items():
+        old = out.get(key)
+        here = f"{where}.{key}" if where else str(key)
+        if key not in out or type(old) is not type(value):
+            out[key] = value
+        elif isinstance(value, dict):
+            out[key] = update(old, value, here)
+        elif isinstance(value, (list, tuple)):
+            if len(old) != len(value):
+                raise RaffError(f"{here}: a list of {len(value)} items cannot be laid over one of "
+                                f"{len(old)} (Datenraffinerie 1.0 merges lists item by item)")
+            out[key] = [update(o, u, here) if isinstance(o, dict) else u for o, u in zip(old, value)]
+        else:
+            out[key] = value
+    return out
+
+
+# -- reading a 1.0 library -------------------------------------------------------------
+
+class _Reader:
+    def __init__(self):
+        self.procedures: list[tuple[dict, Path]] = []
+        self.workflows: list[dict] = []
+
+    def main(self, path: Path) -> None:
+        doc = load_yaml(path, "main config")
+        if not isinstance(doc, dict):
+            raise RaffError("a Datenraffinerie 1.0 main config is a mapping (libraries, procedures, "
+                            "workflows)", file=path)
+        for entry in doc.get("libraries") or []:
+            lib = path.parent / entry
+            entries = load_yaml(lib, "library file")
+            if not isinstance(entries, list):
+                raise RaffError("a Datenraffinerie 1.0 library is a list of procedures", file=lib)
+            self.procedures += [(e, lib) for e in entries]
+        self.procedures += [(e, path) for e in doc.get("procedures") or []]
+        self.workflows += list(doc.get("workflows") or [])
+
+
+def _files(spec: Any, base: Path, what: str) -> list[Path]:
+    if spec is None:
+        return []
+    items = [spec] if isinstance(spec, str) else list(spec)
+    return [base.parent / item for item in items]
+
+
+def _load_merged(paths: list[Path], what: str, start: dict | None = None) -> dict:
+    config: dict = dict(start or {})
+    for path in paths:
+        doc = load_yaml(path, what)
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise RaffError(f"{what} holds a {type(doc).__name__}, not a mapping", file=path)
+        config = update(config, normalize(doc))
+    return config
+
+
+def _split(full: dict) -> tuple[dict, dict]:
+    """(target, daq as {server, client}) of a 1.0 configuration."""
+    target = dict(full.get("target") or {})
+    for key, value in full.items():  # roc sections written without `target:`
+        if key not in ("target", "daq", "client"):
+            target[key] = value
+    daq = full.get("daq") or {}
+    client = full.get("client") or {}
+    if isinstance(daq, dict) and ("server" in daq or "client" in daq) and "menus" not in daq:
+        out = {"server": daq.get("server") or {}, "client": update(daq.get("client") or {}, client)}
+        out.update({k: v for k, v in daq.items() if k not in ("server", "client")})
+        return target, out
+    return target, {"server": daq, "client": client}
+
+
+def _daq_layout(full: dict) -> str:
+    daq = full.get("daq") or {}
+    return "split" if isinstance(daq, dict) and ("server" in daq or "client" in daq) and "menus" not in daq \
+        else "server"
+
+
+def _place(levels: list, layout: str) -> list:
+    """A 1.0 key as a raffinerie key (levels; `daq` keys into the daq server's section)."""
+    levels = [([norm_key(x) for x in lvl] if isinstance(lvl, list) else norm_key(lvl)) for lvl in levels]
+    if not levels:
+        return levels
+    head = levels[0]
+    if head == "target":
+        return levels[1:]
+    if head == "daq":
+        return levels if layout == "split" else ["daq", "server"] + levels[1:]
+    if head == "client":
+        return ["daq", "client"] + levels[1:]
+    return levels
+
+
+def _values(spec: Any) -> list | range:
+    if isinstance(spec, dict):
+        return range(spec.get("start", 0), spec["stop"], spec.get("step", 1))
+    return list(spec)
+
+
+def _render(template: str, value: Any) -> dict:
+    import jinja2
+    import yaml
+
+    try:
+        doc = yaml.safe_load(jinja2.Template(template).render(value=value))
+    except jinja2.TemplateError as exc:
+        raise RaffError(f"template: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise RaffError(f"template rendered for value {value!r} is not YAML: {exc}") from None
+    return normalize(doc or {})
+
+
+def _leaves(tree: Any, path: tuple = ()) -> dict[tuple, Any]:
+    if isinstance(tree, dict) and tree:
+        out: dict[tuple, Any] = {}
+        for key, value in tree.items():
+            out.update(_leaves(value, path + (key,)))
+        return out
+    return {path: tree}
+
+
+def _rooted_places(patch: dict, layout: str) -> dict[tuple, Any]:
+    """Leaves of a rendered patch as raffinerie places (`("target", ...)` or `("daq", ...)`)."""
+    out = {}
+    for path, value in _leaves(patch).items():
+        levels = _place(list(path), layout)
+        out[tuple(levels) if levels and levels[0] == "daq" else ("target",) + tuple(levels)] = value
+    return out
+
+
+def _get(tree: Any, path: tuple) -> tuple[bool, Any]:
+    for part in path:
+        if not isinstance(tree, dict) or part not in tree:
+            return False, None
+        tree = tree[part]
+    return True, tree
+
+
+def convert_daq(entry: dict, source: Path, write) -> dict:
+    """A 0.1.2-format daq procedure for the 1.0 entry; `write(kind, mapping)` stores a config file."""
+    name = entry.get("name", "?")
+    settings = entry.get("system_settings") or {}
+    defaults = _load_merged(_files(settings.get("default"), source, "default"), "default config")
+    init = _load_merged(_files(settings.get("init"), source, "init"), "init config")
+    init = update(init, normalize(settings.get("override") or {}))
+    full = update(defaults, init)
+    layout = _daq_layout(full)
+    params = list(entry.get("parameters") or [])
+    templates = [p for p in params if isinstance(p, dict) and "template" in p]
+    default_patch: dict = {}
+    for p in templates:  # 1.0 lays the defaults of every value of every template under every point
+        for value in _values(p.get("values")):
+            default_patch = update(default_patch, _render(p.get("default") or "{}", value))
+    if default_patch:
+        full = update(full, default_patch)
+        init = update(init, default_patch)
+    default_target, _ = _split(defaults)
+    full_target, full_daq = _split(full)
+    out: dict[str, Any] = {"name": name, "type": "daq"}
+    if entry.get("calibration"):
+        out["calibration"] = entry["calibration"]
+    out["mode"] = "events" if entry.get("mode") == "full" else "summary"
+    if int(entry.get("repeat", 1) or 1) != 1:
+        out["repeat"] = int(entry["repeat"])
+    if entry.get("data_columns"):
+        out["data_columns"] = list(entry["data_columns"])
+    # the target: the defaults, then what init and override change (raffinerie's overlay gives
+    # the same config as 1.0's, or else the whole resolved target is the default and nothing overlays it)
+    from raffinerie.config.tree import merge
+
+    init_target, _ = _split(init)
+    if merge(default_target, init_target) == full_target:
+        out["target_settings"] = {"power_on_default": write("target", default_target)}
+        if init_target:
+            out["target_settings"]["initial_config"] = write("init", init_target)
+    else:
+        out["target_settings"] = {"power_on_default": write("target", full_target)}
+    out["daq_settings"] = {"default": write("daq", full_daq)}
+
+    dims = []     # per 1.0 parameter: list of per-value {place: value}
+    key_params = []
+    for i, p in enumerate(params):
+        if not isinstance(p, dict):
+            raise RaffError(f"procedure '{name}': parameter {i} is not a mapping", file=source)
+        values = _values(p.get("values"))
+        if "template" in p:
+            dims.append(("template", [_rooted_places(_render(p["template"], v), layout) for v in values]))
+        else:
+            key = p.get("key")
+            levels = _place(list(key) if isinstance(key, list) else [key], layout)
+            key_params.append((levels, values))
+            dims.append(("key", (levels, values)))
+    if not templates:
+        out["parameters"] = [_key_param(levels, values) for levels, values in key_params]
+        return out
+    return _explicit(out, dims, full_target, full_daq, int(entry.get("repeat", 1) or 1), name, source)
+
+
+def _key_param(levels: list, values) -> dict:
+    if isinstance(values, range):
+        return {"key": levels, "range": {"start": values.start, "stop": values.stop, "step": values.step}}
+    return {"key": levels, "values": list(values)}
+
+
+def _explicit(out: dict, dims: list, target: dict, daq: dict, repeat: int, name: str, source: Path) -> dict:
+    """Template parameters as explicit places and points (the Cartesian product, first slowest)."""
+    base = {"target": target, "daq": daq}
+    params: list[dict] = []
+    per_dim: list[list[tuple]] = []   # per dim: for each value, the values of that dim's parameters
+    for kind, spec in dims:
+        if kind == "key":
+            levels, values = spec
+            params.append({"key": levels, "values": list(values)})
+            per_dim.append([(v,) for v in values])
+            continue
+        patches = spec
+        places = list(dict.fromkeys(p for patch in patches for p in patch))
+        vectors: dict[tuple, list[tuple]] = {}
+        for place in places:
+            column = []
+            for patch in patches:
+                if place in patch:
+                    column.append(patch[place])
+                else:
+                    found, value = _get(base, place)
+                    if not found:
+                        raise RaffError(f"procedure '{name}': the template sets {'.'.join(map(str, place))} "
+                                        "for some values only, and nothing else sets it", file=source)
+                    column.append(value)
+            vectors.setdefault(tuple(map(_freeze, column)), []).append(place)
+        start = len(params)
+        for vector, group in vectors.items():
+            distinct = list(dict.fromkeys(vector))
+            params.append({"keys": [list(p[1:]) if p[0] == "target" else list(p) for p in group],
+                           "values": [_thaw(v) for v in distinct]})
+        per_dim.append([tuple(_thaw(vector[j]) for vector in vectors) for j in range(len(patches))])
+        del start
+    points = []
+    for combo in itertools.product(*per_dim):
+        row = [v for part in combo for v in part]
+        points.extend([row] * repeat)
+    out["parameters"] = params
+    out["points"] = points
+    out.pop("repeat", None)
+    return out
+
+
+def _freeze(value: Any) -> Any:
+    import json
+
+    return ("json", json.dumps(value, sort_keys=True)) if isinstance(value, (dict, list)) else value
+
+
+def _thaw(value: Any) -> Any:
+    import json
+
+    return json.loads(value[1]) if isinstance(value, tuple) and value and value[0] == "json" else value
+
+
+def convert_analysis(entry: dict) -> dict:
+    out = {"name": entry.get("name"), "type": "analysis", "daq": entry.get("daq")}
+    module = entry.get("module_name") or entry.get("module")
+    if module:
+        out["module"] = module
+    if entry.get("parameters"):
+        out["parameters"] = dict(entry["parameters"])
+    return out
+
+
+# -- raff migrate ----------------------------------------------------------------------
+
+def migrate(main: Path, folder: Path) -> dict:
+    """Write the 0.1.2-format twin of the 1.0 library `main` into `folder`; what was written."""
+    import yaml
+
+    reader = _Reader()
+    reader.main(main)
+    written: dict[str, Path] = {}
+    configs = folder / "configs"
+
+    def write(kind: str, mapping: dict) -> str:
+        text = yaml.safe_dump(mapping, sort_keys=False, default_flow_style=False)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        name = f"{kind}-{digest}.yaml"
+        if name not in written:
+            configs.mkdir(parents=True, exist_ok=True)
+            (configs / name).write_text(text, encoding="utf-8")
+            written[name] = configs / name
+        return f"./configs/{name}"
+
+    procedures = []
+    for entry, source in reader.procedures:
+        if not isinstance(entry, dict):
+            raise RaffError("a procedure is not a mapping", file=source)
+        try:
+            if entry.get("type") == "analysis":
+                procedures.append(convert_analysis(entry))
+            else:
+                procedures.append(convert_daq(entry, source, write))
+        except RaffError as exc:
+            if exc.diagnostic.file is None:
+                raise RaffError(f"procedure '{entry.get('name')}': {exc.diagnostic.message}", file=source) from None
+            raise
+    workflows = [{"name": w.get("name"), "procedures": list(w.get("tasks") or w.get("procedures") or [])}
+                 for w in reader.workflows if isinstance(w, dict)]
+    header = (f"# Written by `raff migrate` from the {FORMAT_10} library {main.resolve()}\n"
+              f"# in the {FORMAT_012} format that raffinerie reads.\n")
+    (folder / "procedures.yaml").write_text(
+        header + yaml.safe_dump(procedures, sort_keys=False, width=110), encoding="utf-8")
+    doc: dict[str, Any] = {"libraries": ["./procedures.yaml"]}
+    if workflows:
+        doc["workflows"] = workflows
+    (folder / "main_config.yaml").write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return {"procedures": len(procedures), "workflows": len(workflows), "configs": len(written),
+            "templates": sum(1 for p in procedures if "points" in p)}
+
+
+def migrate_command(args) -> int:
+    main, folder = Path(args.main), Path(args.output)
+    if not main.is_file():
+        raise RaffError("main config not found", file=main)
+    if folder.exists() and any(folder.iterdir()):
+        raise RaffError("already exists and is not empty; choose a new folder", file=folder)
+    if folder.resolve() == main.resolve().parent:
+        raise RaffError("would write beside the original; choose another folder", file=folder)
+    doc = load_yaml(main, "main config")
+    libs = [load_yaml(main.parent / p, "library file") for p in (doc or {}).get("libraries") or []] \
+        if isinstance(doc, dict) else []
+    if detect(doc) is None and not any(detect(lib) for lib in libs):
+        raise RaffError(f"not a {FORMAT_10} library (no system_settings, tasks or module_name); "
+                        "raff reads it as it is", file=main)
+    folder.mkdir(parents=True, exist_ok=True)
+    done = migrate(main, folder)
+    templates = f"; {done['templates']} with template parameters as explicit points" if done["templates"] else ""
+    def n(k: int, word: str) -> str:
+        return f"{k} {word}{'s' * (k != 1)}"
+
+    print(f"{folder / 'main_config.yaml'}: {n(done['procedures'], 'procedure')} and "
+          f"{n(done['workflows'], 'workflow')} in the {FORMAT_012} format, {n(done['configs'], 'config file')} "
+          f"in {folder / 'configs'}{templates}")
+    print(f"{main} is unchanged; user analyses are found with -a PATH (or copy analyses/ beside the new main)")
+    return 0
