@@ -219,3 +219,47 @@ def test_disk_full_names_the_file_and_keeps_the_cache_sound(libdir, raff, tmp_pa
         assert verify.code == 0, verify.out
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_a_silent_emulator_start_times_out(monkeypatch):
+    """An emulator that never announces its ports ends in one error within the start-up limit."""
+    from raffinerie.emulator import process as module
+    from raffinerie.errors import RaffError
+
+    monkeypatch.setattr(module, "STARTUP_TIMEOUT", 1.0)
+    emu = module.EmulatorProcess()
+    monkeypatch.setattr(emu, "command", lambda: [sys.executable, "-c", "import time; time.sleep(60)"])
+    t0 = time.monotonic()
+    with pytest.raises(RaffError, match="did not start: no answer within 1 s"):
+        emu.start()
+    assert time.monotonic() - t0 < 5 and emu.proc is None
+
+
+def test_messages_name_the_place(libdir, raff, tmp_path):
+    main = libdir.main(libdir.daq(parameters=SCAN % 200))
+    cache = tmp_path / "c"
+    cache.mkdir()
+    (cache / "locks").write_text("not a folder")
+    assert_clean_error(raff("build", "scan", "-c", main, "--cache", cache), str(cache / "locks"),
+                       "is a file, not the cache's locks folder")
+    (cache / "locks").unlink()
+    assert raff("build", "scan", "-c", main, "--cache", cache).code == 0
+    assert_clean_error(raff("export", "scan", "-c", main, "--cache", cache, "-o", tmp_path / "no" / "x.csv"),
+                       "the folder", "does not exist")
+    for stray in ("measurements/ab/" + "g" * 64, "measurements/zz", "datasets/q"):
+        (cache / stray).mkdir(parents=True)
+    verify = raff("cache", "verify", "-c", main, "--cache", cache)
+    assert verify.code == 0 and "0 damaged" in verify.out, verify.out
+    (tmp_path / "bad.root").write_bytes(b"root" * 10)
+    r = raff("raw", "summary", tmp_path / "bad.root")
+    assert_clean_error(r, "bad.root", "not a readable ROOT file")
+    assert len(r.lines) == 1
+
+
+def test_junk_from_a_backend_is_a_backend_error():
+    from raffinerie.build.acquire import _decode
+    from raffinerie.daq.session import BackendError
+
+    with pytest.raises(BackendError, match="scan point 3: the backend sent data that do not decode") as err:
+        _decode(b"\x00junk" * 30, "scan point 3", {}, 3)
+    assert err.value.exit_code == 3
