@@ -66,6 +66,9 @@ def measure(generation: Generation, readout: Readout, points: int, events: int) 
 
 
 def main() -> None:
+    from raffinerie.tuning import tune_allocator
+
+    tune_allocator()  # as `raff build` does
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=60)
     ap.add_argument("--events", type=int, default=1000)

@@ -63,6 +63,9 @@ def build(main: Path, cache: Path, pipelined: bool) -> tuple[float, dict]:
 
 
 def main() -> None:
+    from raffinerie.tuning import tune_allocator
+
+    tune_allocator()  # as `raff build` does
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=40)
     ap.add_argument("--events", type=int, default=1000)

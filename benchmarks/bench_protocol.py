@@ -77,6 +77,9 @@ def _worst_rate(times: list[float], window: float = 0.1) -> float:
 
 
 def main() -> None:
+    from raffinerie.tuning import tune_allocator
+
+    tune_allocator()  # as `raff build` does
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=200)
     args = ap.parse_args()

@@ -36,7 +36,9 @@ def _seed(args) -> int:
 def build_command(args) -> int:
     from raffinerie.cli.commands import load_valid
     from raffinerie.config.network import boards
+    from raffinerie.tuning import tune_allocator
 
+    tune_allocator()
     lib, files = load_valid(args)
     store = _store(args, lib)
     found = boards(args.network, args.seed)

@@ -17,8 +17,10 @@ def emulator_command(args) -> int:
     from raffinerie.config.daqconfig import Generation
     from raffinerie.emulator.server import Emulator, Options, announce_line, die_with_parent
     from raffinerie.emulator.wire import Faults
+    from raffinerie.tuning import tune_allocator
 
     die_with_parent()
+    tune_allocator()
     faults = Faults(drop_after=args.drop_after, bitslip=args.bitslip, align_retries=args.align_retries,
                     error_on=frozenset(c.lower() for c in args.error_on or []),
                     silent_after=args.silent_after)

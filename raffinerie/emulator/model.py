@@ -76,6 +76,7 @@ class RunSettings:
     n_events: int
     injecting: bool      # calibration pulses sent before each L1A
     identity: str = ""   # the settings that chose this run, for the noise seed
+FIRE_SIGMAS = 6.0             # slots further below a threshold never fire (p < 1e-9)
 
 
 def erf(x: np.ndarray) -> np.ndarray:
@@ -219,16 +220,19 @@ class Board:
         tot_slot = TOT_SLOPE * self.tot_slope * (calib_units - TOT_INTERCEPT) \
             - 90.0 * np.exp(-(calib_units - s["tot_threshold"]) / 91.0)
         tot = np.zeros(shape, dtype=np.uint32)
-        p_tot = 0.5 * (1.0 + erf((calib_units - s["tot_threshold"]) / (np.sqrt(2.0) * TOT_NOISE_CALIB)))
-        may = (p_tot > 1e-9) & ~s["off"]
+        z_tot = (calib_units - s["tot_threshold"]) / TOT_NOISE_CALIB
+        p_tot = 0.5 * (1.0 + erf(z_tot / np.sqrt(2.0)))
+        # a cut in sigmas, not on p: erf here is good to 1.5e-7, which would let every slot "fire"
+        may = (z_tot > -FIRE_SIGMAS) & ~s["off"]
         if may.any():
             k = int(may.sum())
             values = np.clip(np.rint(np.maximum(tot_slot[may], 1.0) + rng.normal(0.0, TOT_JITTER, (n, k))), 1, 4095)
             fired = rng.random((n, k)) < p_tot[may]
             tot[:, may] = np.where(fired, values, 0)
         toa = np.zeros(shape, dtype=np.uint32)
-        p_fire = 0.5 * (1.0 + erf((q - s["toa_threshold"]) / np.sqrt(2.0)))
-        can_fire = (p_fire > 1e-9) & ~s["off"]
+        z_toa = q - s["toa_threshold"]   # in units of the 1 fC TOA noise
+        p_fire = 0.5 * (1.0 + erf(z_toa / np.sqrt(2.0)))
+        can_fire = (z_toa > -FIRE_SIGMAS) & ~s["off"]
         if can_fire.any():
             over = np.maximum(q / s["toa_threshold"] - 1.0, 0.0)
             walk = TIMEWALK_AT_THRESHOLD * self.timewalk * (1.0 + TIMEWALK_SCALE * over) ** -TIMEWALK_POWER
