@@ -73,6 +73,27 @@ class Acquisition:
     corrupt_halves: int = 0
     done: int = 0            # points of the current procedure, for the progress line
     counting: threading.Lock = field(default_factory=threading.Lock)
+    # decode in a worker process instead of the committing thread: measured slower here
+    # (bench_pipeline: 34 against 40 points/s; the cores, not the GIL, are the limit)
+    processes: bool = False
+    _pool: object = None
+
+    def process_pool(self):
+        """One worker process for decoding, started on first use (None when disabled)."""
+        if not (self.processes and self.pipelined):
+            return None
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_worker_init)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 def acquire_points(points: PointSet, job: Acquisition, pod: dict) -> int:
@@ -185,41 +206,81 @@ def _acquire_one(points: PointSet, i: int, job: Acquisition, base_diff: dict, lo
 
 
 def _commit(point: Acquired, job: Acquisition, base_diff: dict, lock) -> None:
-    """Decode, check, summarise and commit one acquired point (in the pipeline's worker)."""
+    """Decode, check, summarise and commit one acquired point (in the pipeline's worker).
+
+    The work runs in this thread (numpy and zstd release the GIL, the
+    session waits on sockets), or in a worker process with `job.processes`,
+    which `benchmarks/bench_pipeline.py` compares.
+    """
     try:
         points, i, store = point.points, point.index, job.store
         proc, scan = points.procedure, points.scan
         key = points.key(i)
         coordinate, repeat = points.coordinate(i)
-        t = time.perf_counter()
-        packed = _compressor().submit(compress, point.raw)  # in parallel with decoding
         where = f"{proc.name} point {i} ({_coordinates(scan, coordinate)})"
-        decoded = _decode(point.raw, where, point.target, server_setting(point.daq, "NChips", 3))
-        bad = _check_quality(decoded, where, job)
-        summary = decoded.summary()
-        events = decoded.events() if proc.mode == "events" else None
-        t = job.timer.add("decode and summary", t)
         meta = {
             "kind": "measurement", "procedure": proc.name, "index": i, "identity": points.identity,
             "mode": proc.mode, "repeat": repeat,
             "coordinates": dict(zip((a.name for a in scan.axes), coordinate)),
             "target_diff": merge(base_diff, _patch_tree(point.patch, "target")),
             "daq": point.daq, "start": point.started, "end": point.ended, "raw_bytes": len(point.raw),
-            "events": int(len(decoded.frames) // max(decoded.n_chips, 1)),
-            "corrupt_halves": bad, "corruption": decoded.corruption_report(),
         }
-        store.put_measurement(key, summary, point.raw, meta, events, raw_compressed=packed.result())
+        work = Commit(str(store.root), key, point.raw, meta, point.target,
+                      server_setting(point.daq, "NChips", 3), proc.mode == "events", job.max_corrupt, where)
+        pool = job.process_pool()
+        done = pool.submit(work).result() if pool is not None else work()
+        for stage, seconds in done.seconds.items():
+            job.timer.seconds[stage] = job.timer.seconds.get(stage, 0.0) + seconds
+        for line in done.corruption:
+            job.progress.info(f"warning: {where}: {line}, left out")
         if not store.has("measurements", key):
             raise RaffError(f"{where}: its measurement disappeared right after it was committed to "
                             f"{store.root} (is another program deleting cache entries?)")
         store.journal(event="acquired", procedure=proc.name, key=key.hex(), index=i)
-        job.timer.add("store (compress, write, commit)", t)
     finally:
         lock.release()
     with job.counting:
         job.acquired += 1
         job.done += 1
+        job.corrupt_halves += done.corrupt_halves
         job.progress.step(job.done)
+
+
+@dataclass
+class Committed:
+    corrupt_halves: int
+    corruption: list[str]
+    seconds: dict[str, float]
+
+
+@dataclass
+class Commit:
+    """Decode, check and store one point: picklable, for a worker process."""
+
+    root: str
+    key: bytes
+    raw: bytes
+    meta: dict
+    target: dict
+    chips: int
+    events: bool
+    max_corrupt: float
+    where: str
+
+    def __call__(self) -> Committed:
+        t0 = time.perf_counter()
+        packed = _compressor().submit(compress, self.raw)  # in parallel with decoding
+        decoded = _decode(self.raw, self.where, self.target, self.chips)
+        bad = _check_quality(decoded, self.where, self.max_corrupt)
+        summary = decoded.summary()
+        events = decoded.events() if self.events else None
+        t1 = time.perf_counter()
+        meta = {**self.meta, "events": int(len(decoded.frames) // max(decoded.n_chips, 1)),
+                "corrupt_halves": bad, "corruption": decoded.corruption_report()}
+        Store(self.root).put_measurement(self.key, summary, self.raw, meta, events,
+                                         raw_compressed=packed.result())
+        return Committed(bad, meta["corruption"] if bad else [],
+                         {"decode and summary": t1 - t0, "store (compress, write, commit)": time.perf_counter() - t1})
 
 
 def _decode(raw: bytes, where: str, target: dict, chips: int):
@@ -230,7 +291,7 @@ def _decode(raw: bytes, where: str, target: dict, chips: int):
                            f"{exc.diagnostic.message}") from None
 
 
-def _check_quality(decoded, where: str, job: Acquisition) -> int:
+def _check_quality(decoded, where: str, max_corrupt: float) -> int:
     """Corrupt halves of a run: reported; above the limit on any chip, the point is refused."""
     if len(decoded.frames) == 0:
         raise BackendError(f"{where}: the run holds no events; the point was not committed")
@@ -242,15 +303,20 @@ def _check_quality(decoded, where: str, job: Acquisition) -> int:
     fractions = np.bincount(chips, weights=bad.sum(axis=1), minlength=decoded.n_chips) \
         / np.maximum(2 * np.bincount(chips, minlength=decoded.n_chips), 1)
     worst = int(np.argmax(fractions))
-    if fractions[worst] > job.max_corrupt or total == bad.size:
+    if fractions[worst] > max_corrupt or total == bad.size:
         raise BackendError(f"{where}: chip {worst} has {fractions[worst]:.1%} corrupt halves (limit "
-                           f"{job.max_corrupt:.1%}, --max-corrupt); the point was not committed "
+                           f"{max_corrupt:.1%}, --max-corrupt); the point was not committed "
                            "(a bad link or a bit-slipping fibre?)")
-    for line in decoded.corruption_report():
-        job.progress.info(f"warning: {where}: {line}, left out")
-    with job.counting:
-        job.corrupt_halves += total
     return total
+
+
+def _worker_init() -> None:
+    import signal
+
+    from raffinerie.tuning import tune_allocator
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # raff decides what Ctrl-C does
+    tune_allocator()
 
 
 def _coordinates(scan, coordinate) -> str:

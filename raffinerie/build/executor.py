@@ -88,6 +88,7 @@ class Builder:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self.acquisition.close()
             if self.runner is not None:
                 self.runner.close()
             self.report.seconds = time.monotonic() - t0
