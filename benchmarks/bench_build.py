@@ -59,7 +59,7 @@ def raff(*args: str) -> tuple[float, str]:
 
 
 def assembly_seconds(main: Path, name: str) -> tuple[float, int, int]:
-    from raffinerie.build.datasets import assemble
+    from raffinerie.builder.datasets import assemble
     from raffinerie.config.checks import validate
     from raffinerie.config.library import load_library
     from raffinerie.config.network import emulator_identity

@@ -9,7 +9,7 @@
 2. Unpaced: the emulator as fast as it goes; points/s both ways. Goal:
    pipelined >= 1.5 x plain.
 
-Each measurement is a real build (`raffinerie.build.executor.Builder`) of a
+Each measurement is a real build (`raffinerie.builder.executor.Builder`) of a
 scan of Calib on a fresh cache, on the embedded emulator process.
 """
 
@@ -47,8 +47,8 @@ def library(folder: Path, points: int, events: int) -> Path:
 
 
 def build(main: Path, cache: Path, pipelined: bool, processes: bool = True) -> tuple[float, dict]:
-    from raffinerie.build.executor import Builder
-    from raffinerie.build.progress import Progress
+    from raffinerie.builder.executor import Builder
+    from raffinerie.builder.progress import Progress
     from raffinerie.config.checks import validate
     from raffinerie.config.library import load_library
     from raffinerie.config.resolve import ConfigFiles

@@ -257,7 +257,7 @@ def test_messages_name_the_place(libdir, raff, tmp_path):
 
 
 def test_junk_from_a_backend_is_a_backend_error():
-    from raffinerie.build.acquire import _decode
+    from raffinerie.builder.acquire import _decode
     from raffinerie.daq.session import BackendError
 
     with pytest.raises(BackendError, match="scan point 3: the backend sent data that do not decode") as err:

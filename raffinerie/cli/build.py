@@ -55,8 +55,8 @@ def build_command(args) -> int:
 
 def _builder(args, lib, files, store, board, label: str | None):
     """A Builder for one board; with `label`, its progress and outputs are the board's own."""
-    from raffinerie.build.executor import Builder
-    from raffinerie.build.progress import Progress
+    from raffinerie.builder.executor import Builder
+    from raffinerie.builder.progress import Progress
 
     progress = Progress(quiet=args.quiet, prefix=f"{label}: " if label else "")
     runner = _runner(args, lib, store, label)
@@ -66,7 +66,7 @@ def _builder(args, lib, files, store, board, label: str | None):
 
 def _build_boards(args, lib, files, store, found) -> int:
     """Build on every board at once; a failing board stops only its own build."""
-    from raffinerie.build.boards import build_boards
+    from raffinerie.builder.boards import build_boards
 
     result = build_boards(args.name, found,
                           lambda board: _builder(args, lib, files, store, board, board.label))
@@ -99,7 +99,7 @@ def _print_report(name: str, report, args, prefix: str) -> None:
 
 
 def _runner(args, lib, store, board_label: str | None = None):
-    from raffinerie.build.executor import output_dir
+    from raffinerie.builder.executor import output_dir
 
     from raffinerie.analysis.runner import AnalysisRunner
 
@@ -282,8 +282,8 @@ def _cache_gc(args, lib, files, store) -> int:
 
 
 def import_command(args) -> int:
-    from raffinerie.build.importer import Assumption, import_runs
-    from raffinerie.build.progress import Progress
+    from raffinerie.builder.importer import Assumption, import_runs
+    from raffinerie.builder.progress import Progress
     from raffinerie.cli.commands import main_path
 
     main = main_path(args)

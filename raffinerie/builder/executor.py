@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raffinerie.build.acquire import DEFAULT_MAX_CORRUPT, Acquisition, Stop, Timer, acquire_points
-from raffinerie.build.backend import Backend
-from raffinerie.build.datasets import BOARD, assemble, select
+from raffinerie.builder.acquire import DEFAULT_MAX_CORRUPT, Acquisition, Stop, Timer, acquire_points
+from raffinerie.builder.backend import Backend
+from raffinerie.builder.datasets import BOARD, assemble, select
 from raffinerie.config.library import Library
 from raffinerie.config.network import DEFAULT_SEED, Network, identity
 from raffinerie.config.resolve import ConfigFiles
@@ -68,7 +68,7 @@ class Builder:
 
     def build(self, name: str, signals: bool = True) -> BuildReport:
         """Bring `name` up to date. `signals`: handle Ctrl-C here (only the main thread can;
-        a build of several boards handles it once for all, see `raffinerie.build.boards`)."""
+        a build of several boards handles it once for all, see `raffinerie.builder.boards`)."""
         t0 = time.monotonic()
         previous = ({sig: signal.signal(sig, self._interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
                     if signals else {})

@@ -27,7 +27,7 @@ from raffinerie.config.tree import get_path
 from raffinerie.graph.plan import PointSet
 from raffinerie.errors import RaffError
 
-UNKNOWN_SUFFIX = "_unknown"  # see raffinerie.build.importer
+UNKNOWN_SUFFIX = "_unknown"  # see raffinerie.builder.importer
 BOARD = "board"  # one dataset per board: its identity is in the meta, a column for readers
 from raffinerie.store.store import Store
 

@@ -16,8 +16,8 @@ import signal
 import threading
 from dataclasses import dataclass, field
 
-from raffinerie.build.acquire import Stop
-from raffinerie.build.executor import BuildReport, Builder, Interrupted
+from raffinerie.builder.acquire import Stop
+from raffinerie.builder.executor import BuildReport, Builder, Interrupted
 from raffinerie.config.network import Board
 from raffinerie.errors import RaffError
 

@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from raffinerie.build.backend import Backend
+from raffinerie.builder.backend import Backend
 from raffinerie.config.resolve import resolve_point, server_setting
 from raffinerie.config.tree import merge
 from raffinerie.daq.runs import characterisation_modes, decode_run
