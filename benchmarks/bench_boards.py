@@ -11,7 +11,6 @@ Goal: the wall time of 4 boards is at most 1.25 x that of one board.
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,28 +22,7 @@ import yaml
 from raffinerie.config.daqconfig import Generation
 from raffinerie.emulator.process import EmulatorProcess
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def library(folder: Path, points: int, events: int) -> Path:
-    shutil.copytree(EXAMPLES / "defaults", folder / "defaults")
-    shutil.copytree(EXAMPLES / "init", folder / "init")
-    main = folder / "main.yaml"
-    main.write_text(f"""procedures:
-  - name: scan
-    type: daq
-    target_settings: {{power_on_default: ./defaults/V3LDHexaboard-poweron-default.yaml,
-                      initial_config: ./init/injection.yaml}}
-    daq_settings:
-      default: ./defaults/daq-system-config.yaml
-      server_override:
-        NEvents: {events}
-        l1a_generator_settings: [{{name: A, enable: 1, BX: 16, length: 1, flavor: CALPULINT, prescale: 0, followMode: DISABLE}}]
-    parameters:
-      - key: [[roc_s0, roc_s1, roc_s2], ReferenceVoltage, [0, 1], Calib]
-        range: {{start: 0, stop: {points * 10}, step: 10}}
-""")
-    return main
+from common import scan_library
 
 
 def network(path: Path, emu: EmulatorProcess, board: str) -> Path:
@@ -74,7 +52,7 @@ def main() -> None:
     hardware = args.points * args.events / args.rate
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        main_config = library(tmp, args.points, args.events)
+        main_config = scan_library(tmp, args.points, args.events)
         emulators = [EmulatorProcess(seed=s, generation=Generation.Y2021,
                                      extra_args=["--trigger-rate", str(args.rate)]).start()
                      for s in range(1, args.boards + 1)]

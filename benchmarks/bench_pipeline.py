@@ -17,33 +17,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def library(folder: Path, points: int, events: int) -> Path:
-    shutil.copytree(EXAMPLES / "defaults", folder / "defaults")
-    shutil.copytree(EXAMPLES / "init", folder / "init")
-    main = folder / "main.yaml"
-    main.write_text(f"""procedures:
-  - name: scan
-    type: daq
-    target_settings: {{power_on_default: ./defaults/V3LDHexaboard-poweron-default.yaml,
-                      initial_config: ./init/injection.yaml}}
-    daq_settings:
-      default: ./defaults/daq-system-config.yaml
-      server_override:
-        NEvents: {events}
-        l1a_generator_settings: [{{name: A, enable: 1, BX: 16, length: 1, flavor: CALPULINT, prescale: 0, followMode: DISABLE}}]
-    parameters:
-      - key: [[roc_s0, roc_s1, roc_s2], ReferenceVoltage, [0, 1], Calib]
-        range: {{start: 0, stop: {points * 10}, step: 10}}
-""")
-    return main
+from common import scan_library
 
 
 def build(main: Path, cache: Path, pipelined: bool, processes: bool = True) -> tuple[float, dict]:
@@ -73,7 +51,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=2000.0)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        main_config = library(Path(tmp), args.points, args.events)
+        main_config = scan_library(Path(tmp), args.points, args.events)
         hardware = args.points * args.events / args.rate
         print(f"{args.points} points x {args.events} events x 3 chips")
         os.environ["RAFF_EMULATOR_TRIGGER_RATE"] = str(args.rate)
