@@ -57,7 +57,7 @@ class DataPush:
         sock.setsockopt(zmq.SNDHWM, 0)  # a run is never dropped for a slow reader
         try:
             if port:
-                sock.bind(f"tcp://{self.host}:{port}")
+                _bind_again(sock, f"tcp://{self.host}:{port}")
             else:
                 port = sock.bind_to_random_port(f"tcp://{self.host}")
         except zmq.ZMQError:
@@ -79,6 +79,21 @@ class DataPush:
         if self.sock is not None:
             self.sock.close(0)
         self.sock, self.port = None, None
+
+
+def _bind_again(sock: zmq.Socket, endpoint: str, seconds: float = 1.0) -> None:
+    """Bind, retrying briefly: zmq closes the previous socket on that port in the background."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            sock.bind(endpoint)
+            return
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 @dataclass
