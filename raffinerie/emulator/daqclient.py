@@ -16,9 +16,9 @@ import sys
 import zmq
 
 from raffinerie.daq.rawformat import ARCHIVE_HEADER, FIRST_OBJECT, PREAMBLE, RECORD_BYTES, TAIL_BYTES
-from raffinerie.emulator.daqfsm import DaqFsm, FsmServed, State, check_frames, yaml_frame
+from raffinerie.emulator.daqfsm import DaqFsm, FsmServed, State
 from raffinerie.emulator.stream import END_OF_RUN, START_RUN
-from raffinerie.emulator.wire import Died, EventLog, Faults, Served, text
+from raffinerie.emulator.wire import Died, EventLog, Faults, HandshakeServed, yaml_frame
 
 
 class RawWriter:
@@ -195,30 +195,28 @@ class MenusDaqClient(FsmServed):
         self.puller.close()
 
 
-class Client2021(Served):
+class Client2021(HandshakeServed):
     """The 2021 zmq-client: READY handshake, `{global: {...}}`, `Data puller stopped`."""
 
     name = "client"
+    who = "2021 daq-client"
+    yaml_commands = frozenset({"configure", "initialize"})
 
     def __init__(self, ctx: zmq.Context, faults: Faults, log: EventLog):
         self.faults = faults
         self.puller = Puller(ctx, log)
         self.state = State.CREATED
-        self.pending: str | None = None
 
-    def handle(self, frames: list[bytes], entry: dict) -> str:
-        check_frames(frames, 1, "a 2021", "2021 daq-client")
-        if self.pending is not None:
-            command, self.pending = self.pending, None
-            entry.update(command=command, handshake="yaml")
-            return self._configure(frames[0])
-        command = text(frames[0]).lower()
-        entry["command"] = command
-        if command in self.faults.error_on:
-            return self._error(f"emulator fault injected on '{command}'")
-        if command in ("configure", "initialize"):
-            self.pending = command
-            return "READY"
+    def error_on(self) -> frozenset:
+        return self.faults.error_on
+
+    def fault(self, command: str) -> str:
+        return self._error(f"emulator fault injected on '{command}'")
+
+    def answer_yaml(self, command: str, frame: bytes, entry: dict) -> str:
+        return self._configure(frame)
+
+    def answer(self, command: str, entry: dict) -> str:
         if command == "start":
             if self.state in (State.CONFIGURED, State.RUNNING):
                 if self.state is State.CONFIGURED:

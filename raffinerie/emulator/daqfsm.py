@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from raffinerie.emulator.wire import Died, Served, as_mapping, load_yaml, text
+from raffinerie.emulator.wire import Died, Served, as_mapping, text, yaml_frame
 
 
 class State(str, Enum):
@@ -71,13 +71,6 @@ def check_frames(frames: list[bytes], expected: int, command: str, who: str) -> 
     if len(frames) > expected:
         raise Died(f"{who}: {command} command in a {len(frames)}-frame message; it cannot reply "
                    f"with a frame pending (zmq EFSM) and dies")
-
-
-def yaml_frame(frame: bytes, who: str):
-    try:
-        return load_yaml(frame)
-    except Exception as exc:  # noqa: BLE001 - the real servers throw on bad YAML
-        raise Died(f"{who}: the YAML does not parse ({type(exc).__name__}); it throws") from None
 
 
 def yaml_section(frame: bytes, key: str, who: str) -> dict:

@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass
 
 from raffinerie.config.tree import merge
-from raffinerie.emulator.daqfsm import DaqFsm, FsmServed, State, check_frames, yaml_frame
+from raffinerie.emulator.daqfsm import DaqFsm, FsmServed, State
 from raffinerie.emulator.model import Board, RunSettings, injecting_2021, settings_identity
 from raffinerie.emulator.stream import DataPush, Run, plan_run
 from raffinerie.emulator.target import Target
-from raffinerie.emulator.wire import EventLog, Faults, Served, as_mapping, text
+from raffinerie.emulator.wire import EventLog, Faults, HandshakeServed, Served, as_mapping, yaml_frame
 
 # menus whose sequence injects charge before each L1A
 INJECTING_MENUS = frozenset({"calibAndL1A", "calibAndL1AplusTPG", "marsCalibAndL1A"})
@@ -184,29 +184,30 @@ class MenusDaqServer(RunningDaq, FsmServed):
         self.fsm.fire("error")
 
 
-class Daq2021Server(RunningDaq):
+class Daq2021Server(RunningDaq, HandshakeServed):
+    """The 2021 zmq-server: READY handshake, `{daq: {...}}`, `run_done`, `Stopped`."""
+
+    who = "2021 daq server"
+    yaml_commands = frozenset({"configure", "initialize"})
+
     def __init__(self, bench: Bench):
         super().__init__(bench)
         self.settings: dict = {}
-        self.pending: str | None = None   # command waiting for its YAML (READY handshake)
         self.actions = {"start": self._start, "stop": self._stop, "status": self._status,
                         "run_done": self._run_done}
 
-    def handle(self, frames: list[bytes], entry: dict) -> str:
-        check_frames(frames, 1, "a 2021", "2021 daq server")
-        if self.pending is not None:
-            command, self.pending = self.pending, None
-            entry.update(command=command, handshake="yaml")
-            return self._configure(frames[0])
-        command = text(frames[0]).lower()
-        entry["command"] = command
-        if command in self.bench.faults.error_on:
-            return self._error(f"emulator fault injected on '{command}'")
-        if command in ("configure", "initialize"):
-            self.pending = command
-            return "READY"
+    def error_on(self) -> frozenset:
+        return self.bench.faults.error_on
+
+    def fault(self, command: str) -> str:
+        return self._error(f"emulator fault injected on '{command}'")
+
+    def answer(self, command: str, entry: dict) -> str:
         action = self.actions.get(command)
         return action() if action else self._error(f"unknown command '{command}'")
+
+    def answer_yaml(self, command: str, frame: bytes, entry: dict) -> str:
+        return self._configure(frame)
 
     def _configure(self, frame: bytes) -> str:
         doc = yaml_frame(frame, "2021 daq server")

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from raffinerie.emulator.registers import RegisterError
 from raffinerie.emulator.target import Target
-from raffinerie.emulator.wire import Died, EventLog, Faults, Served, dump_yaml, load_yaml, text
+from raffinerie.emulator.wire import (Died, EventLog, Faults, HandshakeServed, Served, dump_yaml, load_yaml,
+                                     text, yaml_frame)
 
 BOARD_TYPE = "LD_hexaboard"
 HCC_TYPES = ("set", "get", "describe", "reset", "stop")
@@ -112,40 +113,37 @@ def _reply(kind, args: dict | None = None, error: str | None = None) -> str:
 CONFIGURED_2021 = "ROC(s) CONFIGURED\n...\n"
 
 
-class I2cServer2021(Served):
+class I2cServer2021(HandshakeServed):
+    """The 2021 slow control (zmq_server.py): READY handshake, `ROC(s) CONFIGURED`, `E:` errors."""
+
     name = "slow_control"
+    who = "2021 slow-control server"
 
     def __init__(self, target: Target, faults: Faults, log: EventLog, n_chips: int = 3):
         self.target, self.faults, self.log = target, faults, log
-        self.pending: str | None = None  # command waiting for its YAML (READY handshake)
         self.with_yaml = {"initialize": self._configure, "configure": self._configure,
                           "read": self._read, "measadc": self._measadc, "read_adc": self._measadc}
         self.one_frame = {"resettdc": self._resettdc, "reset_tdc": self._resettdc,
                           "read_pwr": self._read_pwr}
+        self.yaml_commands = self.empty_yaml = frozenset(self.with_yaml)
 
-    def handle(self, frames: list[bytes], entry: dict) -> str:
-        frame = _single(frames, "2021 slow-control server")
-        if self.pending is not None:
-            command, self.pending = self.pending, None
-            entry.update(command=command, handshake="yaml")
-            return self.with_yaml[command](frame, entry)
-        command = text(frame).lower()
-        entry["command"] = command
-        if command in self.faults.error_on:
-            return f"E: emulator fault injected on '{command}'"
-        if command in self.with_yaml:
-            self.pending = command
-            return "READY"
+    def error_on(self) -> frozenset:
+        return self.faults.error_on
+
+    def fault(self, command: str) -> str:
+        return f"E: emulator fault injected on '{command}'"
+
+    def answer_yaml(self, command: str, frame: bytes, entry: dict) -> str:
+        return self.with_yaml[command](frame, entry)
+
+    def answer(self, command: str, entry: dict) -> str:
         if command in self.one_frame:
             return self.one_frame[command](entry)
         raise Died(f"2021 slow-control server: unknown command {command[:60]!r}: it sends no "
                    f"reply, its next recv fails (zmq EFSM) and it dies")
 
     def _yaml(self, frame: bytes):
-        try:
-            return load_yaml(frame)
-        except Exception as exc:  # noqa: BLE001
-            raise Died(f"2021 slow-control server: YAML does not parse ({type(exc).__name__})") from None
+        return yaml_frame(frame, self.who)
 
     def _configure(self, frame: bytes, entry: dict) -> str:
         config = self._yaml(frame) or {}

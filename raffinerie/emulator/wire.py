@@ -91,3 +91,60 @@ class Served:
 
     def close(self) -> None:
         """This server dies or the emulator stops: release what it holds."""
+
+
+def yaml_frame(frame: bytes, who: str):
+    """The YAML of a frame; the real servers throw on YAML that does not parse."""
+    try:
+        return load_yaml(frame)
+    except Exception as exc:  # noqa: BLE001 - any parse failure kills the real server
+        raise Died(f"{who}: the YAML does not parse ({type(exc).__name__}); it throws") from None
+
+
+class HandshakeServed(Served):
+    """A 2021 server: a command that carries YAML takes it in a second exchange.
+
+    The command comes alone and is answered `READY`; the next request is its
+    YAML, alone, and gets the command's answer (zmq_server.py `redirect`, DR
+    0.1.2 `ControlAdapter.configure`). Every request is one frame: the real
+    servers read one, and with a frame left pending they cannot reply (zmq
+    EFSM) and die. Subclasses name their `yaml_commands` and answer.
+    """
+
+    who = "?"
+    yaml_commands: frozenset = frozenset()
+    empty_yaml: frozenset = frozenset()   # commands whose YAML may be empty (`read` = everything)
+    pending: str | None = None   # the command whose YAML comes next
+
+    def handle(self, frames: list[bytes], entry: dict) -> str:
+        if len(frames) != 1:
+            raise Died(f"{self.who}: a {len(frames)}-frame message; it reads one frame, cannot "
+                       f"reply with the rest pending (zmq EFSM) and dies")
+        if not text(frames[0]) and (self.pending is None or self.pending not in self.empty_yaml):
+            raise Died(f"{self.who}: an empty frame; it sends no reply and its next recv fails "
+                       f"(zmq EFSM)")
+        if self.pending is not None:
+            command, self.pending = self.pending, None
+            entry.update(command=command, handshake="yaml")
+            return self.answer_yaml(command, frames[0], entry)
+        command = text(frames[0]).lower()
+        entry["command"] = command
+        if command in self.error_on():
+            return self.fault(command)
+        if command in self.yaml_commands:
+            self.pending = command
+            return "READY"
+        return self.answer(command, entry)
+
+    def error_on(self) -> frozenset:
+        raise NotImplementedError
+
+    def fault(self, command: str) -> str:
+        """The reply to a command the `--error-on` switch fails."""
+        raise NotImplementedError
+
+    def answer(self, command: str, entry: dict) -> str:
+        raise NotImplementedError
+
+    def answer_yaml(self, command: str, frame: bytes, entry: dict) -> str:
+        raise NotImplementedError
