@@ -147,8 +147,17 @@ def test_sigterm_finishes_the_point_in_flight_and_exits_143(libdir):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "Traceback" not in err and "interrupted" in err
-    time.sleep(0.5)
-    assert not [p for p in children if Path(f"/proc/{p}").exists()]
+    assert not wait_gone(children, 0.5)
+
+
+def wait_gone(pids: list[int], seconds: float) -> list[int]:
+    """The processes of `pids` still alive after up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = [p for p in pids if Path(f"/proc/{p}").exists()]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def test_the_emulator_dies_with_a_killed_build(libdir):
@@ -160,10 +169,7 @@ def test_the_emulator_dies_with_a_killed_build(libdir):
     assert children
     proc.kill()
     proc.communicate(timeout=30)
-    deadline = time.monotonic() + 5
-    while [p for p in children if Path(f"/proc/{p}").exists()] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [p for p in children if Path(f"/proc/{p}").exists()], "emulator outlived raff"
+    assert not wait_gone(children, 5), "emulator outlived raff"
 
 
 def test_random_kills_lose_nothing_and_acquire_nothing_twice(raff, libdir):

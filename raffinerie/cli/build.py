@@ -20,17 +20,12 @@ def _store(args, lib):
     return Store(cache_root(lib.main, args.cache))
 
 
-def _network(args):
-    """The network of a command that works on one board (None: the embedded emulator)."""
+def _identity(args) -> str:
+    """The identity of the one board a command works on (its network file is read once)."""
     from raffinerie.cli.commands import one_board
+    from raffinerie.config.network import identity
 
-    return one_board(args)[0]
-
-
-def _seed(args) -> int:
-    from raffinerie.cli.commands import one_board
-
-    return one_board(args)[1]
+    return identity(*one_board(args))
 
 
 def build_command(args) -> int:
@@ -113,7 +108,6 @@ def _runner(args, lib, store, board_label: str | None = None):
 def _dataset(args):
     """(lib, store, plan node, key) of the built dataset of procedure NAME."""
     from raffinerie.cli.commands import load_valid
-    from raffinerie.config.network import identity
     from raffinerie.graph.plan import CACHED, make_plan
 
     lib, files = load_valid(args)
@@ -123,7 +117,7 @@ def _dataset(args):
         known = ", ".join(sorted(n for n, p in lib.procedures.items() if p.kind == "daq"))
         raise RaffError(f"'{args.name}' is not a daq procedure of this library; daq procedures: {known}",
                         file=lib.main)
-    plan = make_plan(lib, args.name, identity(_network(args), _seed(args)), store.index(), files)
+    plan = make_plan(lib, args.name, _identity(args), store.index(), files)
     node = plan.nodes[f"dataset:{args.name}"]
     if node.status != CACHED:
         raise RaffError(f"the dataset of '{args.name}' is not built ({node.reason}); "
@@ -236,10 +230,9 @@ def _cache_gc(args, lib, files, store) -> int:
     from raffinerie.store.zarrio import tree_size
 
     from raffinerie.analysis.code import code_provider
-    from raffinerie.config.network import identity
     from raffinerie.graph.plan import make_plan
 
-    net = identity(_network(args), _seed(args))
+    net = _identity(args)
     needed = {kind: set() for kind in KINDS}
     index = store.index()
     code = code_provider(lib.main, args.analysis_path)

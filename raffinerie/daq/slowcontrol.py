@@ -45,7 +45,7 @@ def _get(tree, path):
     for part in path:
         if not isinstance(tree, dict):
             return None
-        tree = tree.get(part, tree.get(str(part)) if not isinstance(part, str) else tree.get(part))
+        tree = tree[part] if part in tree else tree.get(str(part))  # YAML may give "0" for 0
     return tree
 
 
