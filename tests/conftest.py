@@ -39,6 +39,36 @@ class Result:
         return [l for l in (self.out + self.err).splitlines() if l.strip()]
 
 
+def summary_files(cache: Path) -> list[Path]:
+    """The measurement files of a cache, in a stable order."""
+    return sorted((Path(cache) / "measurements").glob("*/*/measurement.zarr.zip"))
+
+
+def damage_member(zip_path: Path, member: str = "summary/c/0/0", offset: int = -3) -> None:
+    """Flip one byte inside a member of a measurement zip (its stored bytes, not the directory)."""
+    import zipfile
+
+    with zipfile.ZipFile(zip_path) as zf:
+        info = zf.getinfo(member)
+    data = bytearray(Path(zip_path).read_bytes())
+    name_len = int.from_bytes(data[info.header_offset + 26:info.header_offset + 28], "little")
+    extra_len = int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    start = info.header_offset + 30 + name_len + extra_len
+    data[start + (offset % info.compress_size)] ^= 0xFF
+    Path(zip_path).write_bytes(bytes(data))
+
+
+def measurement_attributes(cache: Path) -> list[dict]:
+    import json
+    import zipfile
+
+    out = []
+    for path in summary_files(cache):
+        with zipfile.ZipFile(path) as zf:
+            out.append(json.loads(zf.read("zarr.json"))["attributes"])
+    return out
+
+
 def run_raff(*args: str, cwd: Path | None = None, env: dict | None = None,
              timeout: float = 120) -> Result:
     """Run `python -m raffinerie ARGS` in a subprocess, as a user would."""

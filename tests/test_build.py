@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import EXAMPLES, assert_clean_error
+from conftest import EXAMPLES, assert_clean_error, damage_member, measurement_attributes, summary_files
 
 SCAN = """\
 - key: [[roc_s0, roc_s1, roc_s2], ReferenceVoltage, [0, 1], Calib]
@@ -255,7 +255,7 @@ def test_corrupt_halves_are_recorded_not_fatal(raff, libdir, faulty_emulator):
     assert r.code == 0, r.err
     assert r.err.count("corrupt halves in") >= 3 and "corrupt halves left out)" in r.out
     cache = libdir.root / ".raffinerie-cache"
-    metas = [json.loads(p.read_text())["attributes"] for p in (cache / "measurements").glob("*/*/zarr.json")]
+    metas = measurement_attributes(cache)
     assert len(metas) == 3 and all(m["corrupt_halves"] > 0 for m in metas)
     assert all(m["identity"] == "test-board" for m in metas)
 
@@ -274,12 +274,9 @@ def test_verify_quarantines_damage_and_the_next_build_reacquires(raff, libdir):
     main = libdir.main(libdir.daq(parameters=SCAN % 300))
     cache = libdir.root / ".raffinerie-cache"
     assert raff("build", "scan", "-c", main).code == 0
-    victim = sorted((cache / "measurements").glob("*/*/summary/0.0"))[0]
-    data = bytearray(victim.read_bytes())
-    data[10] ^= 0xFF
-    victim.write_bytes(bytes(data))
+    damage_member(summary_files(cache)[0], offset=10)
     result = raff("cache", "verify", "-c", main)
-    assert result.code == 1 and "damaged: content changed: summary/0.0" in result.out
+    assert result.code == 1 and "damaged: content changed: measurement.zarr.zip" in result.out
     assert plan(raff, main, "scan")["summary"]["to_acquire"] == 1
     assert raff("build", "scan", "-c", main).code == 0
     assert raff("cache", "verify", "-c", main).code == 0

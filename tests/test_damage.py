@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_clean_error, emulator_pids
+from conftest import assert_clean_error, damage_member, emulator_pids, summary_files
 
 SCAN = "- key: [[roc_s0, roc_s1, roc_s2], ReferenceVoltage, [0, 1], Calib]\n  range: {start: 0, stop: %d, step: 100}\n"
 
@@ -57,16 +57,13 @@ def test_a_damaged_measurement_is_never_used(raff, libdir):
     cache = libdir.root / ".raffinerie-cache"
     assert raff("build", "scan", "-c", main).code == 0
     before = plan_json(raff, main)["nodes"][1]["key"]
-    victim = sorted((cache / "measurements").glob("*/*/summary/0.0"))[0]
-    data = bytearray(victim.read_bytes())
-    data[-3] ^= 0xFF
-    victim.write_bytes(bytes(data))
+    damage_member(summary_files(cache)[0])
     for entry in (cache / "datasets").glob("*/*"):
         import shutil
         shutil.rmtree(entry)
     r = raff("build", "scan", "-c", main)
     assert r.code == 0, r.err
-    assert "damaged cache entry (content changed: summary/0.0)" in r.err and "acquires it again" in r.err
+    assert "damaged cache entry (unreadable: Bad CRC-32 for file 'summary/c/0/0')" in r.err and "acquires it again" in r.err
     assert "1 point acquired" in r.out
     assert len(list((cache / "quarantine" / "measurements").iterdir())) == 1
     assert plan_json(raff, main)["nodes"][1]["key"] != before  # the new content, a new dataset
@@ -77,9 +74,7 @@ def test_verify_then_build_rebuilds_the_dataset(raff, libdir):
     main = libdir.main(libdir.daq(parameters=SCAN % 300))
     cache = libdir.root / ".raffinerie-cache"
     assert raff("build", "scan", "-c", main).code == 0
-    victim = sorted((cache / "measurements").glob("*/*/summary/0.0"))[1]
-    data = victim.read_bytes()
-    victim.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    damage_member(summary_files(cache)[1], offset=-1)
     assert raff("cache", "verify", "-c", main).code == 1
     assert raff("plan", "scan", "-c", main, "--check").code == 2  # not "up to date"
     r = raff("build", "scan", "-c", main)

@@ -29,7 +29,7 @@ from raffinerie.daq.session import BackendError, config_diff
 from raffinerie.errors import RaffError
 from raffinerie.graph.plan import PointSet
 from raffinerie.store.store import Store
-from raffinerie.store.zarrio import compress
+from raffinerie.store.pointfile import compress
 
 
 DEFAULT_MAX_CORRUPT = 0.05  # corrupt halves per chip above which a point is refused

@@ -18,6 +18,7 @@ import os
 import shutil
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -27,15 +28,17 @@ import numpy as np
 from raffinerie import __version__
 from raffinerie.errors import RaffError
 from raffinerie.store.layout import KINDS, MANIFEST, CacheIndex, entry_dir, iter_entries
-from raffinerie.store.zarrio import (ZarrFormatError, compress, json_default, read_array, read_group,
-                                     read_table, tree_size, write_array, write_file, write_group,
+from raffinerie.store import pointfile
+from raffinerie.store.zarrio import (ZarrFormatError, json_default, read_table, tree_size, write_file,
                                      write_table)
 
 # what reading a damaged entry can raise: bad JSON or Zarr metadata, a truncated
-# or flipped zstd frame (numcodecs raises RuntimeError), a missing file
-READ_ERRORS = (ZarrFormatError, OSError, ValueError, KeyError, IndexError, RuntimeError, TypeError)
-# files of a measurement checked on every read (small: the summary and the metadata;
-# the raw bytes are checked by `raff cache verify`)
+# or flipped zstd frame (numcodecs raises RuntimeError), a missing file, a bad CRC-32
+# or a broken zip directory (BadZipFile)
+READ_ERRORS = (ZarrFormatError, OSError, ValueError, KeyError, IndexError, RuntimeError, TypeError,
+               zipfile.BadZipFile)
+# files of a measurement in the old folder layout checked on every read (small: the
+# summary and the metadata; the raw bytes are checked by `raff cache verify`)
 CHECKED = ("zarr.json", "summary/")
 
 
@@ -227,40 +230,38 @@ class Store:
 
     def put_measurement(self, key: bytes, summary: dict, raw: bytes, meta: dict,
                         events: dict | None = None, raw_compressed: bytes | None = None) -> bool:
-        """Commit a measurement; `raw_compressed` is `zarrio.compress(raw)` if already done.
+        """Commit a measurement: one Zarr v3 zip (see `pointfile`) and its manifest.
 
-        Layout (a Zarr v3 group, its attributes the metadata): `summary`, one
-        2-D float64 array (columns x rows; names and dtypes in the attributes,
-        so a point is one file, not one per column); `raw`, the raw bytes,
-        zstd-compressed; `events/` in events mode, one array per column.
+        `summary` columns become the rows of one 2-D float64 array (names and
+        dtypes in the attributes, so a point is one member, not one per
+        column); `raw_compressed` is `pointfile.compress(raw)` if already done.
         """
-        packed = raw_compressed if raw_compressed is not None else compress(raw)
+        packed = raw_compressed if raw_compressed is not None else pointfile.compress(raw)
         names = list(summary)
         attributes = {"key": key.hex(), "raffinerie": __version__, **meta,
                       "summary_columns": names,
                       "summary_dtypes": [np.asarray(summary[n]).dtype.str for n in names]}
+        attributes = json.loads(json.dumps(attributes, default=json_default))
+        table = np.vstack([np.asarray(summary[n], dtype=np.float64) for n in names])
 
         def write(folder: Path, digests: dict) -> None:
-            table = np.vstack([np.asarray(summary[n], dtype=np.float64) for n in names])
-            members = {"summary": write_array(folder / "summary", table, digests=digests),
-                       "raw": write_array(folder / "raw", digests=digests,
-                                          encoded=(np.uint8, (len(raw),), packed))}
-            if events is not None:
-                write_table(folder / "events", events, compressed=True, digests=digests)
-                _, event_members = read_group(folder / "events")
-                members["events"] = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}})
-                members.update({f"events/{n}": json.dumps(m) for n, m in event_members.items()})
-            write_group(folder, attributes, members, digests)
+            pointfile.write(folder / pointfile.FILE, attributes, table, packed, len(raw), events)
         return self.commit("measurements", key, write)
 
     def read_summary(self, key: bytes | str, columns: list[str] | None = None,
                      check: bool = False) -> dict[str, np.ndarray]:
-        """The per-channel table; `check`: its files against the manifest first (cheap: small)."""
+        """The per-channel table; a damaged entry is quarantined (DamagedEntry).
+
+        The zip's CRC-32 of the summary is checked on every read; `check`
+        also compares the files of an entry in the old layout with its manifest.
+        """
         with self.reading("measurements", key) as folder:
-            if check:
-                self.check_files("measurements", folder.name, CHECKED)
-            attributes, members = read_group(folder)
-            table = read_array(folder / "summary", members.get("summary"))
+            if (folder / pointfile.FILE).is_file():
+                attributes, table = pointfile.read_summary(folder / pointfile.FILE)
+            else:
+                if check:
+                    self.check_files("measurements", folder.name, CHECKED)
+                attributes, table = _legacy_summary(folder)
             names, dtypes = attributes["summary_columns"], attributes["summary_dtypes"]
             wanted = set(columns) if columns is not None else None
             return {n: table[i].astype(dtypes[i]) for i, n in enumerate(names)
@@ -268,19 +269,26 @@ class Store:
 
     def read_events(self, key: bytes | str, check: bool = False) -> dict[str, np.ndarray]:
         with self.reading("measurements", key) as folder:
+            if (folder / pointfile.FILE).is_file():
+                return pointfile.read_events(folder / pointfile.FILE)
             if check:
                 self.check_files("measurements", folder.name, ("zarr.json", "events/"))
-            return read_table(folder / "events")[0]
+            group = _legacy_group(folder)
+            return {name: array[...] for name, array in sorted(group["events"].arrays())}
 
     def read_raw(self, key: bytes | str) -> bytes:
         with self.reading("measurements", key) as folder:
-            return read_array(folder / "raw").tobytes()
+            if (folder / pointfile.FILE).is_file():
+                return pointfile.read_raw(folder / pointfile.FILE)
+            return _legacy_group(folder)["raw"][...].tobytes()
 
     def meta(self, kind: str, key: bytes | str) -> dict:
         with self.reading(kind, key) as folder:
             if (folder / "meta.json").is_file():
                 return json.loads((folder / "meta.json").read_text())
-            return read_group(folder)[0]
+            if (folder / pointfile.FILE).is_file():
+                return pointfile.read_attributes(folder / pointfile.FILE)
+            return dict(_legacy_group(folder).attrs)
 
     # -- datasets -------------------------------------------------------------------
 
@@ -462,10 +470,35 @@ def _check_manifest(folder: Path) -> str | None:
 
 
 def _check_tables(folder: Path) -> str | None:
+    """Every array of a measurement read by zarr-python (the manifest was checked before)."""
     try:
-        attributes, members = read_group(folder)
-        read_array(folder / "summary", members["summary"])
-        read_array(folder / "raw", members["raw"])
-    except (ZarrFormatError, OSError, ValueError, KeyError) as exc:
-        return f"unreadable table: {exc}"
+        if (folder / pointfile.FILE).is_file():
+            group = pointfile.open_group(folder / pointfile.FILE)
+            try:
+                _read_all(group)
+            finally:
+                group.store.close()
+        else:
+            _read_all(_legacy_group(folder))
+    except READ_ERRORS as exc:
+        return f"unreadable table: {_one_line(exc)}"
     return None
+
+
+def _read_all(group) -> None:
+    for _, array in group.arrays():
+        array[...]
+    for _, sub in group.groups():
+        _read_all(sub)
+
+
+def _legacy_group(folder: Path):
+    """An entry written before measurements were one zip (a plain Zarr v3 folder)."""
+    import zarr
+
+    return zarr.open_group(str(folder), mode="r")
+
+
+def _legacy_summary(folder: Path) -> tuple[dict, np.ndarray]:
+    group = _legacy_group(folder)
+    return dict(group.attrs), group["summary"][...]

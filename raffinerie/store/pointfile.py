@@ -1,0 +1,158 @@
+"""A measurement as one file: a Zarr v3 group in a zip, written by zarr-python.
+
+`measurement.zarr.zip` holds the group's attributes (key, coordinates,
+configuration difference, decoder report), `summary` (a 2-D float64 array,
+one row per summary column, one column per readout slot), `raw` (the run's
+bytes, zstd) and, in events mode, `events/<column>`. Any Zarr v3 reader opens
+it: `zarr.open_group(zarr.storage.ZipStore(path, mode="r"))`.
+
+Why a zip: a measurement is then one file (with the manifest, two) instead of
+six files in three folders, so a 131,072-point scan is 262,144 files, and
+every member carries a CRC-32 that the reader checks, so a flipped bit is
+caught on every read, not only by `raff cache verify`.
+
+Reading the summary of every point is the hot path of dataset assembly, and
+zarr-python spends ~1.4 ms of Python per small zip group there (7x the
+time of the read itself; `benchmarks/bench_store.py` prints both). So
+`read_member` reads a member straight from the zip for the codecs written
+here (bytes + zstd), and hands any other codec chain to zarr-python.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+FILE = "measurement.zarr.zip"
+LEVEL = 1
+
+
+class PointFileError(ValueError):
+    pass
+
+
+@lru_cache(maxsize=1)
+def _zstd():
+    import numcodecs
+
+    return numcodecs.Zstd(level=LEVEL)
+
+
+def compress(data: bytes) -> bytes:
+    """The raw bytes' zstd frame, as the `raw` array stores it (releases the GIL)."""
+    return _zstd().encode(data)
+
+
+def write(path: Path, attributes: dict, summary: np.ndarray, raw_packed: bytes, raw_size: int,
+          events: dict[str, np.ndarray] | None = None) -> None:
+    """Write the group with zarr-python; `raw_packed` is `compress(raw)`, stored as `raw`'s chunk."""
+    from zarr.storage import ZipStore
+
+    try:
+        store = ZipStore(path, mode="w")
+        try:
+            _write(store, attributes, summary, raw_packed, raw_size, events)
+        finally:
+            store.close()  # writes the zip's directory: may fail too
+    except OSError as exc:  # zipfile's message has no file name (e.g. a full disk)
+        raise OSError(exc.errno, f"cannot write: {exc.strerror or exc}", str(path)) from None
+
+
+def _write(store, attributes, summary, raw_packed, raw_size, events) -> None:
+    import zarr
+    from zarr.codecs import ZstdCodec
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    group = zarr.open_group(store=store, mode="w", attributes=attributes)
+    codec = ZstdCodec(level=LEVEL)
+    table = np.ascontiguousarray(summary, dtype="<f8")
+    group.create_array("summary", data=table, chunks=table.shape, compressors=codec)
+    # the raw chunk was compressed in parallel with decoding: store those bytes as the chunk
+    group.create_array("raw", shape=(raw_size,), dtype="uint8", chunks=(max(raw_size, 1),),
+                       compressors=codec, fill_value=0)
+    if raw_size:
+        buffer = default_buffer_prototype().buffer.from_bytes(raw_packed)
+        sync(store.set("raw/c/0", buffer))
+    if events is not None:
+        sub = group.create_group("events")
+        for name, values in events.items():
+            values = np.ascontiguousarray(values)
+            sub.create_array(name, data=values, chunks=(max(len(values), 1),), compressors=codec)
+
+
+def open_group(path: Path):
+    """The measurement as a zarr-python group (read-only); close its `.store` when done."""
+    import zarr
+    from zarr.storage import ZipStore
+
+    return zarr.open_group(store=ZipStore(path, mode="r"), mode="r")
+
+
+def read_attributes(path: Path) -> dict:
+    with zipfile.ZipFile(path) as zf:
+        return _json(zf, "zarr.json").get("attributes", {})
+
+
+def read_summary(path: Path) -> tuple[dict, np.ndarray]:
+    """(attributes, summary table) of one measurement, every member's CRC checked."""
+    with zipfile.ZipFile(path) as zf:
+        return _json(zf, "zarr.json").get("attributes", {}), read_member(zf, path, "summary")
+
+
+def read_events(path: Path) -> dict[str, np.ndarray]:
+    with zipfile.ZipFile(path) as zf:
+        names = [n[len("events/"):-len("/zarr.json")] for n in zf.namelist()
+                 if n.startswith("events/") and n.endswith("/zarr.json") and n.count("/") == 2]
+        return {name: read_member(zf, path, f"events/{name}") for name in sorted(names)}
+
+
+def read_raw(path: Path) -> bytes:
+    with zipfile.ZipFile(path) as zf:
+        return read_member(zf, path, "raw").tobytes()
+
+
+def read_member(zf: zipfile.ZipFile, path: Path, name: str) -> np.ndarray:
+    """One single-chunk array of the group; zipfile checks the member's CRC-32 as it reads."""
+    meta = _json(zf, f"{name}/zarr.json")
+    shape = tuple(meta.get("shape") or ())
+    codecs = [c.get("name") for c in meta.get("codecs", [])]
+    dtype = np.dtype(meta.get("data_type", "?"))  # zarr v3 names are numpy names
+    chunk = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
+    little = (meta.get("codecs") or [{}])[0].get("configuration", {}).get("endian", "little") == "little"
+    if codecs not in (["bytes"], ["bytes", "zstd"]) or any(c < n for c, n in zip(chunk, shape)) \
+            or not little:
+        return _read_with_zarr(path, name)
+    if not all(shape):
+        return np.zeros(shape, dtype=dtype)
+    key = f"{name}/c/" + "/".join(["0"] * len(shape))
+    try:
+        data = zf.read(key)
+    except KeyError:
+        return np.full(shape, meta.get("fill_value", 0), dtype=dtype)
+    if codecs[-1] == "zstd":
+        data = _zstd().decode(data)
+    values = np.frombuffer(data, dtype=dtype.newbyteorder("<")).reshape(chunk)
+    return values[tuple(slice(0, n) for n in shape)].astype(dtype, copy=False)
+
+
+def _read_with_zarr(path: Path, name: str) -> np.ndarray:
+    group = open_group(path)
+    try:
+        return group[name][...]
+    finally:
+        group.store.close()
+
+
+def _json(zf: zipfile.ZipFile, name: str) -> dict:
+    try:
+        doc = json.loads(zf.read(name))
+    except KeyError:
+        raise PointFileError(f"no {name} in the measurement file") from None
+    if not isinstance(doc, dict) or doc.get("zarr_format") != 3:
+        raise PointFileError(f"{name} is not Zarr v3 metadata")
+    return doc
