@@ -44,8 +44,9 @@ class MultiReport:
         return max(codes) if codes else 0
 
 
-def build_boards(name: str, found: list[Board], make_builder) -> MultiReport:
-    """Build `name` on every board at once; `make_builder(board)` gives each its Builder."""
+def build_boards(name: str | list[str], found: list[Board], make_builder) -> MultiReport:
+    """Build `name` (or several names) on every board at once; `make_builder(board)` gives each
+    its Builder."""
     builders = [make_builder(board) for board in found]
     stop = _SharedStop([b.stop for b in builders])
     previous = {sig: signal.signal(sig, stop.interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -64,11 +65,12 @@ def build_boards(name: str, found: list[Board], make_builder) -> MultiReport:
             signal.signal(sig, handler)
     if any(r.interrupted for r in report.results) and not report.failed:
         raise Interrupted(f"interrupted: the points acquired on {len(found)} boards are kept; run "
-                          f"`raff build {name}` again to continue", stop.signal)
+                          f"`raff build {name if isinstance(name, str) else ' '.join(name)}` again to "
+                          "continue", stop.signal)
     return report
 
 
-def _run(builder: Builder, name: str, result: BoardResult) -> None:
+def _run(builder: Builder, name: str | list[str], result: BoardResult) -> None:
     try:
         result.report = builder.build(name, signals=False)
     except Interrupted:

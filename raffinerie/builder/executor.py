@@ -5,6 +5,15 @@ plans again, until nothing is left: acquisitions first (one backend session,
 points in plan order), then datasets, then analyses. A calibration chain
 resolves itself: once the calibration is built, the next plan knows the keys
 of the points that waited for it.
+
+Several targets are one plan (their union): one backend session acquires the
+points of all of them, and a point they share is acquired once.
+
+Options (`BuildOptions`): `force` builds the cached datasets and analyses of
+the targets again, each once per build; `force_acquire` starts a new take of
+their daq procedures' points (new keys; the earlier takes stay in the cache);
+`keep_going` lets a failing dataset or analysis stop only what depends on it,
+and the report lists the failures (`BuildReport.failed`).
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from raffinerie.builder.acquire import DEFAULT_MAX_CORRUPT, Acquisition, Stop, Timer, acquire_points
 from raffinerie.builder.backend import Backend
@@ -20,7 +30,7 @@ from raffinerie.builder.datasets import BOARD, assemble, select
 from raffinerie.config.library import Library
 from raffinerie.config.network import DEFAULT_SEED, Network, identity
 from raffinerie.config.resolve import ConfigFiles
-from raffinerie.graph.plan import BUILD, CACHED, Node, Plan, build_record, make_plan
+from raffinerie.graph.plan import BUILD, CACHED, Node, Plan, build_record, force, make_plan, take_record
 from raffinerie.errors import RaffError
 from raffinerie.store.store import DamagedEntry, Store
 
@@ -33,6 +43,23 @@ class Interrupted(RaffError):
         self.exit_code = 128 + int(signum)
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    force: bool = False          # build the targets' cached datasets and analyses again
+    force_acquire: bool = False  # acquire a new take of the targets' points (the old ones are kept)
+    keep_going: bool = False     # a failing dataset or analysis stops only what depends on it
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A node that failed in a build that kept going (-k)."""
+
+    node: str        # its id, e.g. analysis:gain
+    kind: str
+    name: str
+    message: str
+
+
 @dataclass
 class BuildReport:
     acquired: int = 0
@@ -41,42 +68,58 @@ class BuildReport:
     analyses: int = 0
     seconds: float = 0.0
     timer: Timer = field(default_factory=Timer)
+    retakes: dict[str, int] = field(default_factory=dict)   # procedure -> its new take (--force-acquire)
+    failed: list[Failure] = field(default_factory=list)     # -k: what failed, in order
+    skipped: list[str] = field(default_factory=list)        # -k: node ids not built because an input failed
 
     @property
     def did_nothing(self) -> bool:
-        return not (self.acquired or self.datasets or self.analyses)
+        return not (self.acquired or self.datasets or self.analyses or self.failed)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
 
 
 class Builder:
     def __init__(self, lib: Library, files: ConfigFiles, store: Store, progress,
                  network: Network | None = None, seed: int = DEFAULT_SEED, runner=None,
                  readback: bool = False, max_corrupt: float = DEFAULT_MAX_CORRUPT,
-                 pipelined: bool = True):
+                 pipelined: bool = True, options: BuildOptions = BuildOptions()):
         self.lib, self.files, self.store, self.progress = lib, files, store, progress
+        self.options = options
         self.identity = identity(network, seed)
         self.backend = Backend(network, seed, store, progress, readback)
         self.runner = runner  # runs analyses (raffinerie.analysis), None: none in this library
         self.stop = Stop()
         self.report = BuildReport()
         self.damaged: set[str] = set()  # keys quarantined during this build
+        self.forced: set[str] = set()   # --force: node ids still to build again in this build
+        self.failures: dict[str, Failure] = {}  # -k: node id -> its failure
         self.acquisition = Acquisition(store, self.backend, progress, self.stop, self.report.timer,
                                        max_corrupt, pipelined)
 
-    def plan(self, name: str) -> Plan:
+    def plan(self, name: str | Sequence[str], retake: bool = False) -> Plan:
         code = self.runner.code if self.runner is not None else None
-        return make_plan(self.lib, name, self.identity, self.store.index(), self.files, code)
+        plan = make_plan(self.lib, name, self.identity, self.store.index(), self.files, code, retake)
+        if self.forced:
+            force(plan, self.forced)
+        return plan
 
-    def build(self, name: str, signals: bool = True) -> BuildReport:
-        """Bring `name` up to date. `signals`: handle Ctrl-C here (only the main thread can;
-        a build of several boards handles it once for all, see `raffinerie.builder.boards`)."""
+    def build(self, name: str | Sequence[str], signals: bool = True) -> BuildReport:
+        """Bring `name` (a procedure or workflow, or several) up to date. `signals`: handle
+        Ctrl-C here (only the main thread can; a build of several boards handles it once for
+        all, see `raffinerie.builder.boards`)."""
+        names = [name] if isinstance(name, str) else list(name)
         t0 = time.monotonic()
         previous = ({sig: signal.signal(sig, self._interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
                     if signals else {})
         try:
             with self.store.cache_lock(exclusive=False, waiting=self._waiting_for_gc), self.backend:
                 self.store.clean_tmp()
+                self._start(names)
                 try:
-                    plan = self._loop(name)
+                    plan = self._loop(names)
                 except KeyboardInterrupt:  # a second Ctrl-C: stop the analyses in flight too
                     if self.runner is not None:
                         self.runner.kill()
@@ -94,19 +137,42 @@ class Builder:
             self.report.seconds = time.monotonic() - t0
         if self.stop:
             raise Interrupted(f"interrupted: {self.report.acquired} points acquired in this build are "
-                              f"kept; run `raff build {name}` again to continue", self.stop.signal)
+                              f"kept; run `raff build {' '.join(names)}` again to continue", self.stop.signal)
         return self.report
+
+    def _start(self, names: list[str]) -> None:
+        """--force: what to build again; --force-acquire: a new take of every daq procedure's points,
+        recorded before anything is acquired (an interrupted retake is finished by the next build)."""
+        if self.options.force:
+            plan = self.plan(names)
+            self.forced = {n.id for n in plan.nodes.values() if n.kind in ("dataset", "analysis")}
+        if not self.options.force_acquire:
+            return
+        plan = self.plan(names, retake=True)
+        for points in plan.points.values():
+            proc = points.procedure
+            if not points.retakeable:
+                self.progress.info(f"{proc.name}: imported runs cannot be acquired again; "
+                                   "--force-acquire leaves them as they are")
+                continue
+            self.store.record("takes", take_record(proc.name, points.identity), str(points.take),
+                              {"procedure": proc.name, "identity": points.identity, "take": points.take})
+            self.store.journal(event="take", procedure=proc.name, identity=points.identity, take=points.take)
+            self.report.retakes[proc.name] = points.take
+            self.progress.info(f"{proc.name}: acquiring its {points.total} point{'s' * (points.total != 1)} "
+                               f"again as take {points.take}; the earlier takes stay in the cache")
 
     def _waiting_for_gc(self) -> None:
         self.progress.info(f"waiting for `raff cache gc` or `verify` on {self.store.root} to finish ...")
 
-    def _loop(self, name: str) -> Plan | None:
+    def _loop(self, names: list[str]) -> Plan | None:
         """Plan, build what is ready, plan again; analyses run in worker processes, -w at a time."""
         running: dict[str, tuple] = {}
         plan = None
         while not self.stop:
-            plan = self.plan(name)
-            ready = [n for n in _ready(plan) if n.id not in running]
+            plan = self.plan(names)
+            blocked = _blocked(plan, self.failures)
+            ready = [n for n in _ready(plan) if n.id not in running and n.id not in blocked]
             analyses = [n for n in ready if n.kind == "analysis"]
             free = (self.runner.workers - len(running)) if self.runner is not None else 0
             for node in analyses[:max(free, 0)]:
@@ -120,14 +186,15 @@ class Builder:
             elif analyses and self.runner is None:
                 raise RaffError(f"analysis '{analyses[0].name}' cannot run: no analysis runner")
             else:
-                _check_done(plan)
+                self._check_done(plan, blocked)
                 return plan
         while running:  # Ctrl-C: the analyses in flight finish (a second Ctrl-C kills them)
             self._collect(running)
         return plan
 
     def _execute_kept(self, plan: Plan, node: Node) -> None:
-        """Build one node; a damaged input is quarantined and made again by the next plan."""
+        """Build one node; a damaged input is quarantined and made again by the next plan.
+        With -k, a dataset that fails is recorded and the build goes on without it."""
         try:
             self._execute(plan, node)
         except DamagedEntry as exc:
@@ -136,6 +203,25 @@ class Builder:
                                 "check the disk under the cache") from None
             self.damaged.add(exc.key)
             self.progress.info(f"warning: {exc}")
+        except RaffError as exc:
+            if not (self.options.keep_going and node.kind == "dataset") or isinstance(exc, Interrupted):
+                raise
+            self._failed(node, exc)
+
+    def _failed(self, node: Node, exc: RaffError) -> None:
+        """-k: remember the failure; what depends on the node is left out of this build."""
+        self.failures[node.id] = Failure(node.id, node.kind, node.name, str(exc))
+        self.report.failed.append(self.failures[node.id])
+        self.forced.discard(node.id)
+        self.progress.info(f"{node.name}: {node.kind} failed: {exc}")
+
+    def _check_done(self, plan: Plan, blocked: set[str]) -> None:
+        """Everything is up to date, or (-k) what is not failed or depends on a failure."""
+        pending = [n for n in plan.nodes.values() if n.status != CACHED and n.id not in blocked]
+        if pending:
+            stuck = ", ".join(f"{n.id} ({n.reason})" for n in pending)
+            raise RaffError(f"nothing more can be built, but these are not up to date: {stuck}")
+        self.report.skipped = [node_id for node_id in blocked if node_id not in self.failures]
 
     def _collect(self, running: dict) -> None:
         from concurrent.futures import FIRST_COMPLETED, wait
@@ -152,11 +238,19 @@ class Builder:
                     running.clear()
                     result = self.runner.broken(names)
                 try:
+                    if node.id in self.forced and isinstance(result, dict):  # --force: the new outputs
+                        self._drop("analyses", node.key)                     # replace the cached ones
                     self.runner.finish(node, job, inputs, result, t0)
                 except DamagedEntry as exc:  # its dataset: quarantined, made again by the next plan
                     self.damaged.add(exc.key)
                     self.progress.info(f"warning: {exc}")
                     continue
+                except RaffError as exc:
+                    if not self.options.keep_going:
+                        raise
+                    self._failed(node, exc)
+                    continue
+                self.forced.discard(node.id)
                 self.report.analyses += 1
                 self.progress.info(f"{node.name}: analysis finished in {time.monotonic() - t0:.1f} s")
 
@@ -195,6 +289,11 @@ class Builder:
                 "axes": [a.name for a in points.scan.axes]}
         if not proc.data_columns or BOARD in proc.data_columns:
             meta[BOARD] = points.identity  # readers add it as a column
+        if points.take:
+            meta["take"] = points.take  # the newest take of its points (--force-acquire)
+        if node.id in self.forced:  # --force: this build's table replaces the cached one
+            self._drop("datasets", node.key)
+            self.forced.discard(node.id)
         self.store.put_dataset(bytes.fromhex(node.key), columns, meta)
         calibration = next((plan.nodes[d].key for d in plan.nodes[node.depends_on[0]].depends_on), None)
         self.store.record("datasets", node.name, node.key,
@@ -204,17 +303,27 @@ class Builder:
                            f"({time.perf_counter() - t0:.2f} s)")
 
 
+    def _drop(self, kind: str, key: str) -> None:
+        """Take a cached entry out, so that the one this build makes replaces it."""
+        if self.store.has(kind, key):
+            self.store.remove(kind, key)
+
+
 def _ready(plan: Plan) -> list[Node]:
     """Nodes to build whose dependencies are all cached, in plan order."""
     return [n for n in plan.nodes.values() if n.status == BUILD
             and all(plan.nodes[d].status == CACHED for d in n.depends_on)]
 
 
-def _check_done(plan: Plan) -> None:
-    pending = [n for n in plan.nodes.values() if n.status != CACHED]
-    if pending:
-        stuck = ", ".join(f"{n.id} ({n.reason})" for n in pending)
-        raise RaffError(f"nothing more can be built, but these are not up to date: {stuck}")
+def _blocked(plan: Plan, failures: dict[str, Failure]) -> set[str]:
+    """The failed nodes (-k) and every node that depends on one."""
+    out: set[str] = set()
+    if not failures:
+        return out
+    for node in plan.nodes.values():  # dependency order
+        if node.id in failures or any(d in out for d in node.depends_on):
+            out.add(node.id)
+    return out
 
 
 def output_dir(main: Path, override: str | None, procedure: str) -> Path:

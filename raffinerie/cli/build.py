@@ -34,59 +34,83 @@ def build_command(args) -> int:
     from raffinerie.tuning import tune_allocator
 
     tune_allocator()
+    names = list(dict.fromkeys(args.names))
     lib, files = load_valid(args)
+    _check_names(lib, names)
     store = _store(args, lib)
     found = boards(args.network, args.seed)
     if len(found) == 1:
         builder = _builder(args, lib, files, store, found[0], label=None)
-        _print_report(args.name, builder.build(args.name), args, prefix="")
-        code = 0
+        report = builder.build(names)
+        _print_report(names, report, args, prefix="")
+        code = report.exit_code
     else:
-        code = _build_boards(args, lib, files, store, found)
+        code = _build_boards(args, lib, files, store, found, names)
     if args.report:
-        __import__("raffinerie.cli.report", fromlist=["report_after_build"]).report_after_build(args)
+        from raffinerie.cli.report import report_after_build
+
+        for name in names:
+            report_after_build(args, name)
     return code
+
+
+def _check_names(lib, names: list[str]) -> None:
+    """Every NAME is a procedure or workflow of the library (one message naming the unknown ones)."""
+    unknown = [n for n in names if lib.get(n) is None]
+    if unknown:
+        listed = ", ".join(repr(n) for n in unknown)
+        raise RaffError(f"unknown procedure{'s' * (len(unknown) > 1)} {listed}; known: "
+                        f"{', '.join(lib.names()) or 'none'}", file=lib.main)
 
 
 def _builder(args, lib, files, store, board, label: str | None):
     """A Builder for one board; with `label`, its progress and outputs are the board's own."""
-    from raffinerie.builder.executor import Builder
+    from raffinerie.builder.executor import BuildOptions, Builder
     from raffinerie.builder.progress import Progress
 
     progress = Progress(quiet=args.quiet, prefix=f"{label}: " if label else "")
     runner = _runner(args, lib, store, label)
+    options = BuildOptions(force=args.force, force_acquire=args.force_acquire, keep_going=args.keep_going)
     return Builder(lib, files, store, progress, board.network, board.seed, runner,
-                   readback=args.readback, max_corrupt=args.max_corrupt / 100)
+                   readback=args.readback, max_corrupt=args.max_corrupt / 100, options=options)
 
 
-def _build_boards(args, lib, files, store, found) -> int:
+def _build_boards(args, lib, files, store, found, names: list[str]) -> int:
     """Build on every board at once; a failing board stops only its own build."""
     from raffinerie.builder.boards import build_boards
 
-    result = build_boards(args.name, found,
+    result = build_boards(names, found,
                           lambda board: _builder(args, lib, files, store, board, board.label))
     for item in result.results:
         if item.report is not None:
-            _print_report(args.name, item.report, args, prefix=f"{item.board.label}: ")
+            _print_report(names, item.report, args, prefix=f"{item.board.label}: ")
     for item in result.failed:
         print(f"raff: error: board {item.board.label} failed: {item.error}", file=sys.stderr)
     if result.failed:
         done = len(found) - len(result.failed)
         print(f"raff: {len(result.failed)} of {len(found)} boards failed; the other {done} finished, "
               "and everything acquired is kept", file=sys.stderr)
-    return result.exit_code
+    return max([result.exit_code] + [r.report.exit_code for r in result.results if r.report is not None])
 
 
-def _print_report(name: str, report, args, prefix: str) -> None:
+def _print_report(names: list[str], report, args, prefix: str) -> None:
     from raffinerie.cli.render import count as _count
 
+    label = ", ".join(names)
     if report.did_nothing:
-        print(f"{prefix}{name} is up to date")
+        print(f"{prefix}{label} {'is' if len(names) == 1 else 'are'} up to date")
     else:
         corrupt = (f" ({report.corrupt_halves} corrupt halves left out)" if report.corrupt_halves else "")
-        print(f"{prefix}{name}: {_count(report.acquired, 'point')} acquired{corrupt}, "
+        print(f"{prefix}{label}: {_count(report.acquired, 'point')} acquired{corrupt}, "
               f"{_count(report.datasets, 'dataset')} and {_count(report.analyses, 'analysis', 'analyses')} "
               f"built in {report.seconds:.1f} s")
+    if report.failed:  # -k: what failed, and what was left out because of it
+        print(f"{prefix}raff: error: {_count(len(report.failed), 'node')} failed; what does not depend on "
+              f"{'it' if len(report.failed) == 1 else 'them'} was built (-k):", file=sys.stderr)
+        for failure in report.failed:
+            print(f"{prefix}  {failure.kind} {failure.name}: {failure.message}", file=sys.stderr)
+        if report.skipped:
+            print(f"{prefix}  not built because an input failed: {', '.join(report.skipped)}", file=sys.stderr)
     if args.profile and report.timer.seconds:
         total = sum(report.timer.seconds.values())
         for stage, seconds in sorted(report.timer.seconds.items(), key=lambda kv: -kv[1]):
@@ -230,7 +254,7 @@ def _cache_gc(args, lib, files, store) -> int:
     from raffinerie.store.zarrio import tree_size
 
     from raffinerie.analysis.code import code_provider
-    from raffinerie.graph.plan import make_plan
+    from raffinerie.graph.plan import make_plan, take_keys
 
     net = _identity(args)
     needed = {kind: set() for kind in KINDS}
@@ -239,8 +263,10 @@ def _cache_gc(args, lib, files, store) -> int:
     for name in lib.procedures:
         plan = make_plan(lib, name, net, index, files, code)
         for points in plan.points.values():
-            keys = points.keys.hex()
-            needed["measurements"].update(keys[i:i + 64] for i in range(0, len(keys), 64))
+            # the current take, and the earlier ones --force-acquire kept (acquired data, never dropped)
+            for keys in [points.keys] + [take_keys(points, t) for t in range(points.take)]:
+                keys = keys.hex()
+                needed["measurements"].update(keys[i:i + 64] for i in range(0, len(keys), 64))
         for node in plan.nodes.values():
             if node.key and node.kind in ("dataset", "analysis"):
                 needed["datasets" if node.kind == "dataset" else "analyses"].add(node.key)
@@ -330,12 +356,14 @@ def add_parsers(sub, add_config, add_backend) -> None:
     add_config(p)
     p.set_defaults(func=import_command)
 
-    p = sub.add_parser("build", help="bring a procedure or workflow up to date",
+    p = sub.add_parser("build", help="bring procedures or workflows up to date",
                        description="Acquire the points the cache lacks (on the embedded emulator, or "
                                    "the backend of --network), build datasets and run analyses whose "
-                                   "inputs changed. Ctrl-C stops after the point in flight; everything "
-                                   "acquired is kept.")
-    p.add_argument("name", metavar="NAME", help="procedure or workflow")
+                                   "inputs changed. Several NAMEs are built together: one backend session "
+                                   "acquires the points of all of them, and a point they share is acquired "
+                                   "once. Ctrl-C stops after the point in flight; everything acquired is "
+                                   "kept.")
+    p.add_argument("names", metavar="NAME", nargs="+", help="procedure or workflow (one or more)")
     add_config(p)
     add_backend(p)
     p.add_argument("-w", "--workers", type=int, default=1, metavar="N",
@@ -352,7 +380,16 @@ def add_parsers(sub, add_config, add_backend) -> None:
                    help="read the target's registers back after each configure and stop with an "
                         "error naming every register that differs")
     p.add_argument("--report", action="store_true",
-                   help="write the HTML report of NAME at the end (as `raff report`), beside the outputs")
+                   help="write the HTML report of each NAME at the end (as `raff report`), beside the outputs")
+    p.add_argument("--force", action="store_true",
+                   help="build the datasets and run the analyses of NAME again, even those in the cache "
+                        "(the new outputs replace the cached ones; measurements are not touched)")
+    p.add_argument("--force-acquire", action="store_true",
+                   help="acquire every point of NAME again, as a new take: the dataset and analyses "
+                        "use the new take, and the earlier takes stay in the cache")
+    p.add_argument("-k", "--keep-going", action="store_true",
+                   help="a dataset or analysis that fails stops only what depends on it; the others "
+                        "are built, the failures are listed at the end, and the exit code is 1")
     p.set_defaults(func=build_command)
 
     p = sub.add_parser("show", help="describe the dataset of a daq procedure",

@@ -11,7 +11,7 @@ from raffinerie.config.library import Library, load_library
 from raffinerie.config.network import boards
 from raffinerie.config.resolve import ConfigFiles
 from raffinerie.errors import ERROR, WARNING, ConfigErrors, RaffError
-from raffinerie.graph.plan import make_plan
+from raffinerie.graph.plan import force, make_plan
 from raffinerie.store.layout import CacheIndex, cache_root
 
 
@@ -74,7 +74,12 @@ def plan_command(args) -> int:
 
     cache = CacheIndex(cache_root(lib.main, args.cache))
     code = code_provider(lib.main, args.analysis_path)
-    plans = [make_plan(lib, args.name, board.identity, cache, files, code) for board in found]
+    names = list(dict.fromkeys(args.names))
+    plans = [make_plan(lib, names, board.identity, cache, files, code, retake=args.force_acquire)
+             for board in found]
+    if args.force:
+        for plan in plans:
+            force(plan, [n.id for n in plan.nodes.values() if n.kind in ("dataset", "analysis")])
     if getattr(args, "dot", False):
         from raffinerie.cli.render import plan_dot
 

@@ -60,11 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "it is accepted so that one set of options serves every command)")
     p.set_defaults(func=_validate)
 
-    p = sub.add_parser("plan", help="say what `raff build NAME` would do, and why",
+    p = sub.add_parser("plan", help="say what `raff build NAME...` would do, and why",
                        description="Dry run: the dependency tree of NAME, each node with its status "
                                    "and reason, the scan axes and how many points are cached or to "
-                                   "acquire. Exit 0; with --check, exit 2 when anything would be built.")
-    p.add_argument("name", metavar="NAME", help="procedure or workflow")
+                                   "acquire. Several NAMEs are planned together, as `raff build` builds "
+                                   "them: one plan of their union, a node or point they share once "
+                                   "(--json prints one document with `procedures`, --dot one graph with "
+                                   "the NAMEs outlined, --check looks at all of them). Exit 0; with "
+                                   "--check, exit 2 when anything would be built.")
+    p.add_argument("names", metavar="NAME", nargs="+", help="procedure or workflow (one or more)")
     _add_config(p)
     _add_backend(p)
     p.add_argument("--json", action="store_true", help="print the whole plan as JSON")
@@ -76,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(`raff plan NAME --dot | dot -Tsvg > plan.svg`)")
     p.add_argument("-a", "--analysis-path", metavar="PATH",
                    help="a package directory or .py file with user analyses (default: analyses/ beside MAIN)")
+    p.add_argument("--force", action="store_true",
+                   help="plan `raff build --force`: cached datasets and analyses are built again")
+    p.add_argument("--force-acquire", action="store_true",
+                   help="plan `raff build --force-acquire`: every point is acquired again, as a new take")
     p.set_defaults(func=_plan)
 
     p = sub.add_parser("raw", help="decode hexactrl runs (.raw with its .yaml, or .root)",

@@ -16,6 +16,13 @@ REASON is `Reason.as_dict()`: {"kind": KIND, "changes": [{"path", "before", "aft
 "more": N, "files": [...], "new": N, "cached": N, "calibration": NAME, "cause": REASON},
 fields present only when they say something (raffinerie.graph.reasons).
 
+With several NAMEs (`raff plan A B --json`) it is one plan of their union,
+as `raff build A B` builds it: `"procedures": [A, B]` and `"kinds": {A: KIND,
+B: KIND}` stand for `procedure` and `kind`, and a node or point that several
+of them share is listed once. `summary` counts distinct points, so a point
+that several procedures share counts once; `shared` (present when not 0) says
+how many of the points are in several procedures.
+
 TARGET_IDENTITY is the identity in the keys of the plan's points: the board
 an imported procedure names (`identity:`), else the backend's. When the
 points of a workflow have several, it is the backend's, and `identities`
@@ -81,8 +88,9 @@ def _points_lines(points: PointSet) -> list[str]:
     if points.base is None:
         lines.append(f"    points: {points.total}, waiting for calibration {points.waiting_for}")
         return lines
+    take = f"; take {points.take} (--force-acquire)" if points.take else ""
     lines.append(f"    points: {points.total} total, {points.n_cached} cached, "
-                 f"{points.to_acquire} to acquire")
+                 f"{points.to_acquire} to acquire{take}")
     raw, table = points.bytes_per_point()
     todo = points.to_acquire
     lines.append(f"    data to acquire: ~{human_bytes(raw * todo)} raw, "
@@ -159,9 +167,10 @@ def render_plan(plan: Plan, cache_dir: Path, list_points: bool = False) -> str:
         if list_points:
             lines += _point_listing(points)
     lines.append("")
-    verdict = "up to date" if not plan.todo else f"{s['nodes_to_build']} nodes to build"
+    verdict = "up to date" if not plan.todo else f"{count(s['nodes_to_build'], 'node')} to build"
     waiting = f", {s['waiting']} waiting for a calibration" if s["waiting"] else ""
-    lines.append(f"{s['total']} points: {s['cached']} cached, {s['to_acquire']} to acquire"
+    shared = f" ({s['shared']} of them in several procedures, acquired once)" if s.get("shared") else ""
+    lines.append(f"{s['total']} points{shared}: {s['cached']} cached, {s['to_acquire']} to acquire"
                  f"{waiting}; {verdict}")
     return "\n".join(lines)
 
@@ -184,7 +193,10 @@ def plan_json(plan: Plan) -> dict:
                     point["why"] = why.as_dict()
             points.append(point)
     identities = {name: ps.identity for name, ps in plan.points.items()}
-    return {"procedure": plan.target, "kind": plan.kind, "identity": identity_of(plan),
+    asked = ({"procedure": plan.target, "kind": plan.kind} if len(plan.targets) <= 1 else
+             {"procedures": list(plan.targets), "kinds": dict(zip(plan.targets, plan.kinds))})
+    takes = {name: ps.take for name, ps in plan.points.items() if ps.take}
+    return {**asked, "identity": identity_of(plan), **({"takes": takes} if takes else {}),
             **({"identities": identities} if len(set(identities.values())) > 1 else {}),
             "todo": plan.todo, "summary": plan.summary(), "points": points,
             "nodes": [n.as_dict() for n in plan.nodes.values()]}
@@ -207,13 +219,16 @@ def plan_dot(plan: Plan) -> str:
              '  edge [color="#606060"];',
              f'  label="{_dot_text(f"raff plan {plan.target}: cached (green), build (orange), waiting (grey)", 200)}";',
              "  labelloc=t; fontname=\"Helvetica\";"]
+    asked = {n.id for n in (plan.final_node(t) for t in plan.targets) if n is not None} \
+        if len(plan.targets) > 1 else set()
     for node in plan.nodes.values():
         label = f"{node.kind} {node.name}\\n{node.status}: {_dot_text(node.reason)}"
         if node.kind == "points" and node.name in plan.points:
             ps = plan.points[node.name]
             label += f"\\n{ps.total} point{'s' * (ps.total != 1)}"
+        outline = ", penwidth=2.5" if node.id in asked else ""  # several NAMEs: what was asked for
         lines.append(f'  "{_dot_text(node.id, 200)}" [label="{label}", fillcolor="{_DOT_COLOURS[node.status]}", '
-                     f'tooltip="{_dot_text(node.key or node.id, 80)}"];')
+                     f'tooltip="{_dot_text(node.key or node.id, 80)}"{outline}];')
     for node in plan.nodes.values():
         for dep in node.depends_on:
             lines.append(f'  "{_dot_text(dep, 200)}" -> "{_dot_text(node.id, 200)}";')

@@ -40,13 +40,14 @@ def report_command(args) -> int:
     return 0
 
 
-def report_after_build(args) -> None:
-    """`raff build --report`: the report beside the analysis outputs (-o DIR or raff-out/)."""
-    path = write_report(args, args.output)
-    print(f"report of {args.name}: {path}")
+def report_after_build(args, name: str) -> None:
+    """`raff build --report`: the report of `name` beside the analysis outputs (-o DIR or raff-out/)."""
+    path = write_report(args, args.output, name)
+    print(f"report of {name}: {path}")
 
 
-def write_report(args, folder: str | None) -> Path:
+def write_report(args, folder: str | None, name: str | None = None) -> Path:
+    name = name or args.name
     from raffinerie.analysis.code import code_provider
     from raffinerie.cli.commands import load_valid, one_board
     from raffinerie.config.network import identity
@@ -56,11 +57,11 @@ def write_report(args, folder: str | None) -> Path:
     lib, files = load_valid(args)
     store = Store(cache_root(lib.main, args.cache))
     network, seed = one_board(args)
-    plan = make_plan(lib, args.name, identity(network, seed), store.index(), files,
+    plan = make_plan(lib, name, identity(network, seed), store.index(), files,
                      code_provider(lib.main, getattr(args, "analysis_path", None)))
     out = Path(folder) if folder else lib.main.resolve().parent / "raff-out"
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{args.name}.html"
+    path = out / f"{name}.html"
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(render_report(plan, store, lib), encoding="utf-8")
     tmp.replace(path)

@@ -8,6 +8,17 @@ Nodes: `points:NAME` (the measurements of a daq procedure), `dataset:NAME`
 on that analysis; until it is built, the keys of its points are unknown and
 its points wait.
 
+Several targets (`raff plan A B`) are one plan: the union of their
+graphs, a node shared by several targets once.
+
+Forcing (`--force`) turns cached datasets and analyses into nodes to build
+(`force`). A forced re-acquisition (`--force-acquire`) makes a new *take* of
+a procedure's points: take T > 0 is hashed into every point's key (as a
+`take` beside the target and daq configs), so the new measurements never
+replace the old ones, and the procedure's current take is recorded in the
+cache (`take_record`) so that later plans use it. Take 0 keys are the keys
+of before takes existed.
+
 Statuses and reasons are data: a `Status` and a `Reason` (a `ReasonKind` and
 its fields: the first differing settings, the changed code files, point
 counts). Their text is made from the data, never parsed back. A daq
@@ -21,7 +32,7 @@ import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol, Sequence
 
 from raffinerie.config.expand import Scan, expand
 from raffinerie.config.keys import ScanHasher, digest, key_bytes
@@ -32,8 +43,8 @@ from raffinerie.graph.reasons import (Change, Comparison, Reason, ReasonKind, co
                                       resolved_record)
 
 __all__ = ["BUILD", "CACHED", "WAITING", "Change", "Node", "Plan", "PointSet", "Reason", "ReasonKind",
-           "Status", "analysis_inputs", "analysis_key", "build_record", "dataset_key", "make_plan"]
-
+           "Status", "analysis_inputs", "analysis_key", "build_record", "dataset_key", "force", "make_plan",
+           "take_keys", "take_record"]
 
 
 class Status(StrEnum):
@@ -72,6 +83,12 @@ class PointSet:
     waiting_for: str | None = None
     identity: str = ""               # target identity in the keys
     comparison: Comparison | None = None   # how it differs from its last build (when it was built)
+    take: int = 0                    # the take (forced re-acquisition) its keys are of; 0: the first
+
+    @property
+    def retakeable(self) -> bool:
+        """Whether `--force-acquire` can take its points again (imported runs cannot)."""
+        return self.procedure.imported is None
 
     @property
     def total(self) -> int:
@@ -163,47 +180,147 @@ class Node:
 
 @dataclass
 class Plan:
-    target: str
-    kind: str
+    target: str        # what was asked for: a name, or several names joined by ", "
+    kind: str          # its kind; for several names, theirs joined by ", "
     identity: str
     nodes: dict[str, Node] = field(default_factory=dict)     # dependency order
     points: dict[str, PointSet] = field(default_factory=dict)
+    targets: tuple[str, ...] = ()    # the names asked for, in order
+    kinds: tuple[str, ...] = ()      # their kinds
 
     @property
     def todo(self) -> bool:
         return any(n.status != CACHED for n in self.nodes.values())
 
+    def final_node(self, name: str) -> Node | None:
+        """The node that stands for target `name` (None for a workflow)."""
+        return self.nodes.get(f"analysis:{name}") or self.nodes.get(f"dataset:{name}")
+
     def summary(self) -> dict:
-        sets = self.points.values()
-        return {
-            "total": sum(p.total for p in sets),
-            "cached": sum(p.n_cached for p in sets),
-            "to_acquire": sum(p.to_acquire for p in sets),
-            "waiting": sum(p.total for p in sets if p.base is None),
-            "nodes_to_build": sum(n.status == BUILD for n in self.nodes.values()),
-        }
+        """Point counts over distinct points: a point that several procedures share counts once
+        (a build acquires it once); `shared` (when not 0) says how many points are shared."""
+        sets = [p for p in self.points.values() if p.base is not None]
+        waiting = sum(p.total for p in self.points.values() if p.base is None)
+        total = sum(p.total for p in sets)
+        cached = sum(p.n_cached for p in sets)
+        to_acquire = sum(p.to_acquire for p in sets)
+        shared = 0
+        if len(sets) > 1:
+            total, cached, shared = _distinct(sets)
+            to_acquire = total - cached
+        out = {"total": total + waiting, "cached": cached, "to_acquire": to_acquire, "waiting": waiting,
+               "nodes_to_build": sum(n.status == BUILD for n in self.nodes.values())}
+        if shared:
+            out["shared"] = shared
+        return out
 
 
-def make_plan(lib: Library, target: str, identity: str, cache: CacheView,
-              files: ConfigFiles | None = None, code=None) -> Plan:
-    """Plan `target` (a procedure or workflow) of `lib`. Raises ConfigErrors.
+def _distinct(sets: list[PointSet]) -> tuple[int, int, int]:
+    """(distinct points, of them cached, of them in several point sets) over several point sets.
+    (A point set's own keys are distinct: the repeat index is in them.)"""
+    seen: dict[bytes, int] = {}   # key -> cached flag
+    shared: set[bytes] = set()
+    for points in sets:
+        keys, cached = bytes(points.keys), points.cached
+        for i in range(points.total):
+            key = keys[i * KEY_SIZE:(i + 1) * KEY_SIZE]
+            if key in seen:
+                shared.add(key)
+            else:
+                seen[key] = cached[i]
+    return len(seen), sum(seen.values()), len(shared)
+
+
+def make_plan(lib: Library, target: str | Sequence[str], identity: str, cache: CacheView,
+              files: ConfigFiles | None = None, code=None, retake: bool = False) -> Plan:
+    """Plan `target` (a procedure or workflow of `lib`, or several: one plan of their union).
+    Raises ConfigErrors.
 
     `code(procedure)` gives the digests of an analysis's code ({file: digest});
     without it analyses are keyed by their data and parameters only.
+    `retake`: plan the next take of every daq procedure's points (`--force-acquire`),
+    instead of the take the cache records.
     """
-    node = lib.get(target)
-    if node is None:
-        raise RaffError(f"unknown procedure '{target}'; known: {', '.join(lib.names()) or 'none'}",
-                        file=lib.main)
-    plan = Plan(target, node.kind, identity)
-    _Planner(lib, plan, cache, files or ConfigFiles(), code).add(target)
+    names = [target] if isinstance(target, str) else list(dict.fromkeys(target))
+    if not names:
+        raise RaffError("name at least one procedure or workflow", file=lib.main)
+    kinds = []
+    for name in names:
+        node = lib.get(name)
+        if node is None:
+            raise RaffError(f"unknown procedure '{name}'; known: {', '.join(lib.names()) or 'none'}",
+                            file=lib.main)
+        kinds.append(node.kind)
+    plan = Plan(", ".join(names), ", ".join(dict.fromkeys(kinds)), identity,
+                targets=tuple(names), kinds=tuple(kinds))
+    planner = _Planner(lib, plan, cache, files or ConfigFiles(), code, retake)
+    for name in names:
+        planner.add(name)
     return plan
 
 
+def force(plan: Plan, ids: Iterable[str]) -> list[Node]:
+    """`--force`: turn the cached dataset and analysis nodes among `ids` into nodes to build,
+    with what depends on them; the nodes changed.
+
+    A forced calibration makes the points that use it wait for it (its new output may
+    change their keys), as an out-of-date calibration does in a plan.
+    """
+    wanted = set(ids)
+    out = []
+    for node in plan.nodes.values():  # dependency order: inputs come before their users
+        if node.status != CACHED:
+            continue
+        deps = [plan.nodes[d] for d in node.depends_on]
+        pending = next((d for d in deps if d.status != CACHED), None)
+        if node.kind == "points":
+            if pending is None:
+                continue
+            node.status = WAITING
+            node.why = Reason(ReasonKind.WAITING, calibration=pending.name, cause=pending.why)
+        elif pending is not None and pending.status == WAITING:
+            node.status, node.why = WAITING, pending.why
+        elif pending is not None or node.id in wanted:
+            node.status, node.why = BUILD, Reason(ReasonKind.FORCED)
+        else:
+            continue
+        out.append(node)
+    return out
+
+
+def take_record(name: str, identity: str) -> str:
+    """The name under which the cache records the current take of procedure `name` on a board
+    (`names/takes/<it>.json`, inputs {"procedure", "identity", "take"})."""
+    return f"{name}@{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+
+
+def current_take(cache: CacheView, name: str, identity: str) -> int:
+    record = cache.last_build("takes", take_record(name, identity)) or {}
+    take = (record.get("inputs") or {}).get("take", 0)
+    return take if isinstance(take, int) and take >= 0 else 0
+
+
+def take_keys(points: PointSet, take: int) -> bytes:
+    """The keys of take `take` of `points` (KEY_SIZE bytes per point; empty while waiting)."""
+    if points.base is None:
+        return b""
+    scan, proc = points.scan, points.procedure
+    hasher = ScanHasher(_hashed_base(points.base, take), [(a.places, a.values) for a in scan.axes],
+                        points.identity, proc.mode, scan.repeat, scan.explicit,
+                        points.explicit_repeats if scan.explicit is not None else None)
+    return b"".join(hasher.keys())
+
+
+def _hashed_base(base: dict, take: int) -> dict:
+    """What the keys of take `take` hash: the base config, and the take when it is not the first."""
+    return {**base, "take": take} if take else base
+
+
 class _Planner:
-    def __init__(self, lib: Library, plan: Plan, cache: CacheView, files: ConfigFiles, code=None):
+    def __init__(self, lib: Library, plan: Plan, cache: CacheView, files: ConfigFiles, code=None,
+                 retake: bool = False):
         self.lib, self.plan, self.cache, self.files = lib, plan, cache, files
-        self.code = code
+        self.code, self.retake = code, retake
         self.active: list[str] = []
 
     def add(self, name: str) -> Node | None:
@@ -247,6 +364,9 @@ class _Planner:
                 raise ConfigErrors(self.files.diagnostics)
         points = PointSet(proc, expand(proc), base, waiting_for=waiting,
                           identity=proc.identity or self.plan.identity)
+        points.take = current_take(self.cache, proc.name, points.identity)
+        if self.retake and points.retakeable:
+            points.take += 1
         if base is not None:
             self._hash_points(points)
         self.plan.points[proc.name] = points
@@ -259,7 +379,7 @@ class _Planner:
 
     def _hash_points(self, points: PointSet) -> None:
         scan, proc = points.scan, points.procedure
-        hasher = ScanHasher(points.base, [(a.places, a.values) for a in scan.axes],
+        hasher = ScanHasher(_hashed_base(points.base, points.take), [(a.places, a.values) for a in scan.axes],
                             points.identity, proc.mode, scan.repeat, scan.explicit,
                             points.explicit_repeats if scan.explicit is not None else None)
         known = self.cache.keys("measurements")
@@ -296,7 +416,7 @@ class _Planner:
         resolved = inputs.get("resolved")
         if isinstance(resolved, dict):
             c = compare_resolved(resolved, points.base, scan.axes, points.identity, proc.mode, scan.repeat,
-                                 proc.data_columns)
+                                 proc.data_columns, points.take)
         else:
             c = Comparison()
         calib_key = calibration
@@ -394,7 +514,7 @@ def build_record(points: PointSet, node: Node) -> dict:
     (base config compressed, axes; about 5 kB) and why it was built."""
     proc, scan = points.procedure, points.scan
     return {"resolved": resolved_record(points.base, scan.axes, points.identity, proc.mode, scan.repeat,
-                                        proc.data_columns),
+                                        proc.data_columns, points.take),
             "reason": node.why.as_dict()}
 
 

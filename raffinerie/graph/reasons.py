@@ -45,6 +45,7 @@ class ReasonKind(StrEnum):
     MEASUREMENTS_CHANGED = "measurements_changed"  # same points, measurements acquired again
     MANIFEST_UNREADABLE = "manifest_unreadable"
     INPUTS_CHANGED = "inputs_changed"            # changed, but the last build recorded too little to say how
+    FORCED = "forced"                            # cached, built again because of --force
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,8 @@ class Reason:
             return f"data columns changed{detail}"
         if k is ReasonKind.MEASUREMENTS_CHANGED:
             return "measurements changed (acquired again)"
+        if k is ReasonKind.FORCED:
+            return "forced" if nested else "forced (--force)"
         if k is ReasonKind.MANIFEST_UNREADABLE:
             return "a measurement's manifest is unreadable"
         return "inputs changed"
@@ -190,13 +193,15 @@ class Comparison:
 # -- what a build keeps ----------------------------------------------------------------
 
 def resolved_record(base: dict, axes: Iterable, identity: str, mode: str, repeat: int,
-                    data_columns: list | None) -> dict:
-    """What the build of a scan resolved, compactly: base config (compressed JSON) and axes."""
+                    data_columns: list | None, take: int = 0) -> dict:
+    """What the build of a scan resolved, compactly: base config (compressed JSON), axes, and
+    the take (forced re-acquisition) of its points."""
     blob = zlib.compress(_canonical(hashed_config(base)).encode(), 9)
     return {"base": base64.b64encode(blob).decode("ascii"),
             "axes": [{"name": a.name, "places": [list(p) for p in a.places],
                       "values": _values_spec(a.values)} for a in axes],
-            "identity": identity, "mode": mode, "repeat": repeat, "data_columns": data_columns}
+            "identity": identity, "mode": mode, "repeat": repeat, "data_columns": data_columns,
+            "take": take}
 
 
 def _canonical(value: Any) -> str:
@@ -224,14 +229,15 @@ def describe_values(values) -> str:
 
 
 def compare_resolved(old: dict, base: dict, axes, identity: str, mode: str, repeat: int,
-                     data_columns: list | None) -> Comparison:
+                     data_columns: list | None, take: int = 0) -> Comparison:
     """The differences between a scan and the `resolved` record of its last build."""
     out = Comparison()
     if old.get("data_columns") != data_columns:
         out.columns = Change("data_columns", old.get("data_columns"), data_columns)
     raw: list[Change] = []
     for name, before, after in (("identity", old.get("identity"), identity),
-                                ("mode", old.get("mode"), mode), ("repeat", old.get("repeat"), repeat)):
+                                ("mode", old.get("mode"), mode), ("repeat", old.get("repeat"), repeat),
+                                ("take", old.get("take", 0), take)):
         if before != after:
             raw.append(Change(name, before, after))
     try:
