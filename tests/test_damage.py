@@ -89,10 +89,10 @@ def test_unreadable_dataset_is_quarantined_in_one_line(raff, libdir, damage):
     assert raff("build", "scan", "-c", main).code == 0
     folder = next((cache / "datasets").glob("*/*"))
     if damage == "truncate-json":
-        path = folder / "table" / "zarr.json"
+        path = folder / "data.zarr" / "zarr.json"
         path.write_text(path.read_text()[:40])
     else:
-        path = next((folder / "table" / "adc_mean").rglob("0"))
+        path = next(p for p in (folder / "data.zarr" / "adc_mean").rglob("*") if p.is_file() and p.name != "zarr.json")
         path.write_bytes(bytes(b ^ 0x5A for b in path.read_bytes()))
     r = raff("show", "scan", "-c", main)
     assert_clean_error(r, str(folder), "damaged cache entry", "moved to quarantine/")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raffinerie.errors import RaffError
+from raffinerie.inputs import record
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 BUILTIN_PREFIX = "builtin."
@@ -54,6 +55,8 @@ def locate(module: str, analysis: str, analysis_path: Path | None, where) -> Sou
         return Source(path, path.parent, module, path.stem)
     if path.is_dir():
         candidate = path / f"{module}.py"
+        record(candidate)  # looked for: one that appears later is a change
+        record(path / "__init__.py")
         if candidate.is_file():
             return Source(candidate, path, module, module)
         if (path / "__init__.py").is_file():
@@ -149,6 +152,7 @@ class CodeIndex:
 
     def _file(self, file: Path, root: Path) -> tuple[str, list[Path]]:
         if file not in self._files:
+            record(file)
             try:
                 text = file.read_text(encoding="utf-8")
                 tree_text = normalised(text)

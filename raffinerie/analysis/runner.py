@@ -3,7 +3,14 @@
 A distillery is the Datenraffinerie's interface: `__init__(parameters)`,
 `output() -> {'summary': path, 'plots': [paths], 'calibration': path or None}`
 and `run(data: DataFrame, output_dir)`. Paths from `output()` may be relative
-to the output folder. `output_dir` is a `str` that also supports `/`, so
+to the output folder.
+
+A distillery may say what it wants of the dataset with two class attributes
+(see `raffinerie.store.dataset`): `dataset_columns`, a list of column names
+or a method taking the `Dataset` and returning one (default: every column), and
+`dataset_form`: "pandas" (the default: the DataFrame it always had),
+"xarray" (scan axes as dimensions), "dask" (a lazy DataFrame, out of core)
+or "dataset" (the `Dataset` itself, to read it block by block). `output_dir` is a `str` that also supports `/`, so
 distilleries written for either strings or `pathlib` run unchanged.
 
 Outputs are written to a temporary folder, checked against what `output()`
@@ -27,6 +34,7 @@ from raffinerie.analysis.code import CodeIndex, Source, analysis_path_for, locat
 from raffinerie.config.library import AnalysisProcedure, Library
 from raffinerie.errors import RaffError
 from raffinerie.graph.plan import Node, Plan, analysis_inputs
+from raffinerie.store.dataset import Dataset
 from raffinerie.store.store import DamagedEntry
 
 CALIBRATION = "calibration.yaml"
@@ -45,28 +53,30 @@ class Job:
     analysis: str
     source: Source
     parameters: dict
-    dataset: Path          # the dataset's table folder
+    dataset: Path          # the dataset's Zarr folder (data.zarr)
     output: Path           # an empty folder for the outputs
 
 
 def run_job(job: Job) -> dict | str:
     """Run one distillery; its declared outputs, or an error message (picklable)."""
     try:
-        import pandas as pd
-
         from raffinerie.analysis.loader import load_class
-        from raffinerie.store.zarrio import read_table
 
-        try:
-            columns, _ = read_table(job.dataset)
-        except Exception as exc:  # noqa: BLE001 - any failure to read it is damage
-            return DamagedDataset(" ".join(f"unreadable: {exc}".split())[:200])
-        data = pd.DataFrame(columns)
-        board = _board(job.dataset.parent)
-        if board is not None and "board" not in data:
-            data["board"] = board  # one dataset per board: the column is constant, stored once
         cls = load_class(job.source, job.analysis)
+        form = getattr(cls, "dataset_form", "pandas")
+        if form not in FORMS:
+            raise RaffError(f"analysis '{job.analysis}': dataset_form is {form!r}; it must be one of "
+                            f"{', '.join(map(repr, FORMS))}", file=job.source.file)
         distillery = _call(job, "__init__", lambda: cls(dict(job.parameters)))
+        try:
+            dataset = Dataset(job.dataset)
+        except Exception as exc:  # noqa: BLE001 - any failure to read it is damage
+            return _damaged(exc)
+        columns = _wanted(job, distillery, dataset)
+        try:
+            data = _form(dataset, form, columns)
+        except Exception as exc:  # noqa: BLE001 - any failure to read it is damage
+            return _damaged(exc)
         declared = _declared(job, _call(job, "output", distillery.output))
         _call(job, "run", lambda: distillery.run(data, OutputDir(job.output)))
         return _check_outputs(job, declared)
@@ -74,13 +84,40 @@ def run_job(job: Job) -> dict | str:
         return str(exc)
 
 
-def _board(folder: Path) -> str | None:
-    import json
+FORMS = ("pandas", "xarray", "dask", "dataset")
 
-    try:
-        return json.loads((folder / "meta.json").read_text()).get("board")
-    except (OSError, ValueError):
+
+def _wanted(job: Job, distillery, dataset: Dataset) -> list[str] | None:
+    """The columns the distillery asks for (`dataset_columns`), checked; None for all."""
+    wanted = getattr(distillery, "dataset_columns", None)
+    if callable(wanted):
+        wanted = _call(job, "dataset_columns", lambda: wanted(dataset))
+    if wanted is None:
         return None
+    if isinstance(wanted, str) or not all(isinstance(c, str) for c in wanted):
+        raise RaffError(f"analysis '{job.analysis}': dataset_columns must be a list of column names",
+                        file=job.source.file)
+    missing = [c for c in wanted if c not in dataset.dims]
+    if missing:
+        raise RaffError(f"analysis '{job.analysis}' asks for column {', '.join(map(repr, missing))}, which "
+                        f"the dataset does not have; it has: {', '.join(dataset.columns)}",
+                        file=job.source.file)
+    return list(dict.fromkeys(wanted))
+
+
+def _form(dataset: Dataset, form: str, columns: list[str] | None):
+    if form == "pandas":
+        return dataset.to_pandas(columns)
+    if form == "dask":
+        return dataset.to_dask(columns)
+    if form == "xarray":
+        data = dataset.to_xarray()
+        return data if columns is None else data[[c for c in columns if c in data.data_vars]]
+    return dataset
+
+
+def _damaged(exc: BaseException) -> "DamagedDataset":
+    return DamagedDataset(" ".join(f"unreadable: {exc}".split())[:200])
 
 
 @dataclass
@@ -183,7 +220,7 @@ class AnalysisRunner:
         folder = self.store.root / "tmp" / f"analysis-{node.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         folder.mkdir(parents=True)
         job = Job(node.name, self.source(proc), proc.parameters,
-                  self.store.path("datasets", data_node.key) / "table", folder)
+                  self.store.dataset_folder(data_node.key), folder)
         return job, analysis_inputs(proc, data_node.key, self.code(proc))
 
     def submit(self, plan: Plan, node: Node) -> tuple[Future, Node, Job, dict, float]:
@@ -222,6 +259,9 @@ class AnalysisRunner:
         try:
             if isinstance(result, DamagedDataset):
                 key = job.dataset.parent.name
+                if self.store.check_entry("datasets", key) is None:  # its files are sound: not damage
+                    raise RaffError(f"analysis '{node.name}': could not read its dataset: {result.problem}",
+                                    file=job.dataset.parent)
                 self.store.quarantine("datasets", key, result.problem)
                 raise DamagedEntry("datasets", key, job.dataset.parent, result.problem)
             if isinstance(result, str):

@@ -14,9 +14,19 @@ One row per channel per point (per event too in `events` mode). Columns:
 
 No Python runs per row: every column is a gather from a small per-point,
 per-chip lookup table.
+
+`write_dataset` stores those columns at the size they really have (see
+`raffinerie.store.dataset`): measured values per point and slot, read and
+written one block of points at a time, so memory stays bounded whatever
+the scan's size; configuration per point, per slot, or once. `assemble`
+materialises every row, for the `rows` layout (events mode, imported runs
+with unknown scan values, points whose readout slots differ).
 """
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 import numpy as np
 
@@ -27,9 +37,11 @@ from raffinerie.config.tree import get_path
 from raffinerie.graph.plan import PointSet
 from raffinerie.errors import RaffError
 
-UNKNOWN_SUFFIX = "_unknown"  # see raffinerie.builder.importer
-BOARD = "board"  # one dataset per board: its identity is in the meta, a column for readers
+from raffinerie.store.dataset import POINT, ROW, SLOT, SLOT_COLUMNS, DatasetWriter
 from raffinerie.store.store import Store
+
+UNKNOWN_SUFFIX = "_unknown"  # see raffinerie.builder.importer
+BOARD = "board"  # one dataset per board: a constant column, stored once
 
 CHANNEL_BLOCKS = ("ch", "calib", "cm")
 HALF_BLOCKS = ("DigitalHalf", "GlobalAnalog", "ReferenceVoltage", "MasterTdc")
@@ -157,6 +169,41 @@ class _Registers:
                                                                self.table.instances[block])
         return out
 
+    def compact(self, slots: dict) -> dict[str, tuple[tuple[str, ...], object]]:
+        """`columns`, each at its size: per slot, per point, per point and slot, or once."""
+        chip = slots["chip"].astype(np.int64)
+        half = slots["half"].astype(np.int64)
+        channel, kind = slots["channel"].astype(np.int64), slots["channeltype"]
+        slot = np.where(kind == 0, channel, np.where(kind == 1, 72 + channel, 74 + channel))
+        names = self._names()
+        out = {}
+        for name in sorted({p.name for b in CHANNEL_BLOCKS for p in self.table.block(b)}):
+            out[names[("ch", name)]] = self._compact(CHANNEL_BLOCKS, name, chip, slot, CHIP_SLOTS)
+        for block in HALF_BLOCKS + GLOBAL_BLOCKS:
+            index = half if block in HALF_BLOCKS else np.zeros_like(half)
+            for param in self.table.block(block):
+                out[names[(block, param.name)]] = self._compact((block,), param.name, chip, index,
+                                                                self.table.instances[block])
+        return out
+
+    def _compact(self, blocks, name, chip, slot, width):
+        base = self._lookup(blocks, name, width)
+        overrides = [(axis_number, c, SLOT_BASE.get(b, 0) + index)
+                     for b in blocks for axis_number, c, index in self.scanned.get((b, name), [])]
+        dtype = _dtype(max((self.table.parameters[(b, name)].width for b in blocks
+                            if (b, name) in self.table.parameters), default=32))
+        if not overrides:
+            return _reduce(base[chip, slot].astype(dtype), (SLOT,))
+        per_point = np.broadcast_to(base, (self.points.scan.coordinates_total,) + base.shape).copy()
+        for axis_number, c, s in overrides:
+            values = np.asarray(self.points.scan.axes[axis_number].values, dtype=np.int64)
+            per_point[:, c, s] = values[_axis_index(self.points, axis_number)]
+        per_coordinate = per_point[:, chip, slot].astype(dtype)  # (coordinates, slots): small
+        kind, values = _reduce(per_coordinate, (POINT, SLOT))
+        if kind == ():
+            return kind, values
+        return kind, values[self.coordinate_index]
+
     def _names(self) -> dict[tuple[str, str], str]:
         families = {("ch", p.name) for b in CHANNEL_BLOCKS for p in self.table.block(b)}
         families |= {(b, p.name) for b in HALF_BLOCKS + GLOBAL_BLOCKS for p in self.table.block(b)}
@@ -216,3 +263,113 @@ def _daq_settings(daq: dict) -> dict[str, float | int]:
             if isinstance(value, (int, float)) and name not in out and name not in LOCATION_KEYS:
                 out[str(name)] = value
     return out
+
+
+# --- the stored dataset ----------------------------------------------------------------
+
+class _Irregular(Exception):
+    """A point whose readout slots or columns differ from the first's: use the `rows` layout."""
+
+
+def write_dataset(points: PointSet, store: Store, folder: Path, wanted: list[str] | None = None,
+                  where: Origin | None = None, board: str | None = None) -> dict:
+    """Write the dataset of `points` at `folder`; its shape: {layout, rows, columns, points}."""
+    first = None
+    if points.procedure.mode != "events" and points.total:
+        first = store.read_summary(points.key(0), check=True)
+    if first is None or any(name.endswith(UNKNOWN_SUFFIX) for name in first):
+        return _write_rows(points, store, folder, wanted, where, board)
+    try:
+        return _write_grid(points, store, folder, first, wanted, where, board)
+    except _Irregular:
+        shutil.rmtree(folder, ignore_errors=True)
+        return _write_rows(points, store, folder, wanted, where, board)
+
+
+def _attributes(points: PointSet) -> dict:
+    axes = points.scan.axes
+    numeric = {a.name: list(a.values) for a in axes
+               if np.asarray(a.values).dtype.kind in "biuf"}
+    return {"procedure": points.procedure.name, "axes": [a.name for a in axes],
+            "axis_sizes": [len(a.values) for a in axes], "axis_values": numeric,
+            "repeat": points.scan.repeat, "explicit": points.scan.explicit is not None}
+
+
+def _write_rows(points, store, folder, wanted, where, board) -> dict:
+    columns = select(assemble(points, store), wanted, where)
+    rows = len(next(iter(columns.values()))) if columns else 0
+    writer = DatasetWriter(folder, "rows", rows, 1, _attributes(points))
+    for name, values in columns.items():
+        writer.array(name, values, (ROW,))
+    names = list(columns)
+    if board is not None and (not wanted or BOARD in wanted):
+        writer.constant(BOARD, board)
+        names.append(BOARD)
+    writer.close(names)
+    return {"layout": "rows", "rows": rows, "columns": names, "points": points.total}
+
+
+def _write_grid(points, store, folder, first: dict, wanted, where, board) -> dict:
+    slots = {name: first[name] for name in SLOT_COLUMNS}
+    n_slots = len(slots["chip"])
+    config = _config_columns(points, slots)
+    available = {name: None for name in first} | {name: None for name in config}
+    names = list(select(available, wanted, where))
+    writer = DatasetWriter(folder, "grid", points.total, n_slots, _attributes(points))
+    for name in names:
+        if name in SLOT_COLUMNS:
+            writer.array(name, slots[name], (SLOT,))
+        elif name in config:
+            dims, values = config[name]
+            if dims:
+                writer.array(name, values, dims)
+            else:
+                writer.constant(name, values)
+    measured = [n for n in names if n in first and n not in SLOT_COLUMNS]
+    dtypes = {n: first[n].dtype for n in measured}
+    for start, stop in writer.blocks.ranges():
+        block = [first] if start == 0 else []
+        block += [store.read_summary(points.key(i), check=True) for i in range(start + len(block), stop)]
+        for part in block:
+            if part.keys() != first.keys() or not all(np.array_equal(part[n], slots[n]) for n in SLOT_COLUMNS):
+                raise _Irregular()
+        for name in measured:
+            writer.block(name, start, np.stack([part[name] for part in block]).astype(dtypes[name]))
+        del block
+    if board is not None and (not wanted or BOARD in wanted):
+        writer.constant(BOARD, board)
+        names.append(BOARD)
+    writer.close(names)
+    return {"layout": "grid", "rows": points.total * n_slots, "columns": names, "points": points.total}
+
+
+def _config_columns(points: PointSet, slots: dict) -> dict[str, tuple[tuple[str, ...], object]]:
+    """Every configuration column, at its size: (dims, values); dims () is a constant."""
+    total = points.total
+    if points.scan.explicit is not None:
+        coordinate_index = np.arange(total)
+        repeat = np.asarray(points.explicit_repeats, dtype=np.int64)
+    else:
+        coordinate_index, repeat = np.divmod(np.arange(total), points.scan.repeat)
+    out: dict[str, tuple[tuple[str, ...], object]] = {
+        "point": ((POINT,), np.arange(total, dtype=np.int32)),
+        "repeat": ((POINT,), repeat.astype(np.int16))}
+    registers = _Registers(points, load_table(), coordinate_index)
+    out.update(registers.compact(slots))
+    for axis_number, axis in enumerate(points.scan.axes):
+        if axis.name not in out and not registers.covers(axis):
+            values = np.asarray(axis.values)
+            if values.dtype.kind in "biuf":
+                out[axis.name] = ((POINT,), values[_axis_index(points, axis_number)[coordinate_index]])
+    for name, value in _daq_settings(points.base["daq"]).items():
+        out[name if name not in out and name not in slots else f"daq.{name}"] = ((), value)
+    return out
+
+
+def _reduce(values: np.ndarray, dims: tuple[str, ...]):
+    """The smallest form of a column: a constant, or fewer dimensions."""
+    if values.size and (values == values.flat[0]).all():
+        return (), values.flat[0]
+    if dims == (POINT, SLOT) and (values == values[:, :1]).all():
+        return (POINT,), np.ascontiguousarray(values[:, 0])
+    return dims, values

@@ -26,7 +26,7 @@ from typing import Sequence
 
 from raffinerie.builder.acquire import DEFAULT_MAX_CORRUPT, Acquisition, Stop, Timer, acquire_points
 from raffinerie.builder.backend import Backend
-from raffinerie.builder.datasets import BOARD, assemble, select
+from raffinerie.builder.datasets import BOARD, write_dataset
 from raffinerie.config.library import Library
 from raffinerie.config.network import DEFAULT_SEED, Network, identity
 from raffinerie.config.resolve import ConfigFiles
@@ -95,6 +95,7 @@ class Builder:
         self.report = BuildReport()
         self.damaged: set[str] = set()  # keys quarantined during this build
         self.forced: set[str] = set()   # --force: node ids still to build again in this build
+        self.final_plan: Plan | None = None  # the plan the build ended with (all cached when done)
         self.failures: dict[str, Failure] = {}  # -k: node id -> its failure
         self.acquisition = Acquisition(store, self.backend, progress, self.stop, self.report.timer,
                                        max_corrupt, pipelined)
@@ -124,6 +125,7 @@ class Builder:
                     if self.runner is not None:
                         self.runner.kill()
                     raise
+            self.final_plan = plan
             if plan is not None and self.runner is not None:
                 for node in plan.nodes.values():  # the latest outputs, in one place
                     if node.kind == "analysis" and node.status == CACHED:
@@ -282,24 +284,25 @@ class Builder:
         points = plan.points[node.name]
         t0 = time.perf_counter()
         proc = points.procedure
-        columns = select(assemble(points, self.store), proc.data_columns, proc.origin.at("data_columns"))
         meta = {"kind": "dataset", "procedure": node.name, "points": points.total,
-                "rows": len(next(iter(columns.values()))), "columns": list(columns),
                 "point_keys": [points.key(i).hex() for i in range(points.total)],
                 "axes": [a.name for a in points.scan.axes]}
         if not proc.data_columns or BOARD in proc.data_columns:
-            meta[BOARD] = points.identity  # readers add it as a column
+            meta[BOARD] = points.identity  # a constant column of the dataset
         if points.take:
             meta["take"] = points.take  # the newest take of its points (--force-acquire)
         if node.id in self.forced:  # --force: this build's table replaces the cached one
             self._drop("datasets", node.key)
             self.forced.discard(node.id)
-        self.store.put_dataset(bytes.fromhex(node.key), columns, meta)
+        shape = self.store.put_dataset(
+            bytes.fromhex(node.key), meta,
+            lambda folder: write_dataset(points, self.store, folder, proc.data_columns,
+                                         proc.origin.at("data_columns"), meta.get(BOARD)))
         calibration = next((plan.nodes[d].key for d in plan.nodes[node.depends_on[0]].depends_on), None)
         self.store.record("datasets", node.name, node.key,
                           {"calibration": calibration, **build_record(points, node)})
         self.report.datasets += 1
-        self.progress.info(f"{node.name}: dataset of {meta['rows']} rows x {len(columns)} columns "
+        self.progress.info(f"{node.name}: dataset of {shape['rows']} rows x {len(shape['columns'])} columns "
                            f"({time.perf_counter() - t0:.2f} s)")
 
 

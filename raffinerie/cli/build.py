@@ -29,12 +29,18 @@ def _identity(args) -> str:
 
 
 def build_command(args) -> int:
+    from raffinerie.cli.uptodate import is_fresh, remember
+
+    names = list(dict.fromkeys(args.names))
+    if is_fresh(args, "build", names):  # nothing it reads has changed since it was last up to date
+        print(f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} up to date "
+              "(nothing it reads has changed since it was last built)")
+        return 0
     from raffinerie.cli.commands import load_valid
     from raffinerie.config.network import boards
     from raffinerie.tuning import tune_allocator
 
     tune_allocator()
-    names = list(dict.fromkeys(args.names))
     lib, files = load_valid(args)
     _check_names(lib, names)
     store = _store(args, lib)
@@ -44,6 +50,10 @@ def build_command(args) -> int:
         report = builder.build(names)
         _print_report(names, report, args, prefix="")
         code = report.exit_code
+        if code == 0 and builder.final_plan is not None and builder.runner is not None:
+            outputs = [Path(builder.runner.output_dir(n.name)) for n in builder.final_plan.nodes.values()
+                       if n.kind == "analysis"]
+            remember(args, "build", names, builder.final_plan, outputs)
     else:
         code = _build_boards(args, lib, files, store, found, names)
     if args.report:
@@ -189,7 +199,7 @@ def export_command(args) -> int:
         elif suffix == ".zarr":
             if out.exists():
                 raise RaffError("already exists; remove it or choose another name", file=out)
-            shutil.copytree(store.path("datasets", node.key) / "table", out)
+            shutil.copytree(store.dataset_folder(node.key), out)  # as stored: xarray.open_zarr reads it
         else:
             import uproot
 

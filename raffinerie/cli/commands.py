@@ -67,7 +67,13 @@ def one_board(args):
 
 def plan_command(args) -> int:
     from raffinerie.cli.render import plan_json, render_plan
+    from raffinerie.cli.uptodate import is_fresh, remember
 
+    quick = args.check and not (args.json or args.points or getattr(args, "dot", False))
+    if quick and is_fresh(args, "plan", list(dict.fromkeys(args.names))):
+        label = ", ".join(dict.fromkeys(args.names))
+        print(f"{label}: up to date (nothing it reads has changed since it was last planned)")
+        return 0
     lib, files = load_valid(args)
     found = boards(args.network, args.seed)
     from raffinerie.analysis.code import code_provider
@@ -91,4 +97,6 @@ def plan_command(args) -> int:
         print()
     else:
         print("\n\n".join(render_plan(plan, cache.root, list_points=args.points) for plan in plans))
+    if len(plans) == 1:
+        remember(args, "plan", names, plans[0])
     return 2 if args.check and any(plan.todo for plan in plans) else 0

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from raffinerie.errors import RaffError
+from raffinerie.inputs import record
 
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -70,6 +71,7 @@ def real_path(path: Path) -> Path:
 
 
 def read_text(path: Path, what: str = "file") -> str:
+    record(path)  # an input of this command, for the no-op check
     try:
         info = os.stat(path)
         if stat.S_ISDIR(info.st_mode):

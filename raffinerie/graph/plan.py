@@ -482,7 +482,8 @@ def dataset_key(points: PointSet, content: bytes = b"") -> bytes:
     """Hash of the ordered point keys, the coordinates, the column selection and
     `content`, the digest of the measurements' manifests (what they hold)."""
     proc, scan = points.procedure, points.scan
-    h = hashlib.sha256(b"raffinerie-dataset-v2\0" + content)
+    # v3: the stored layout (data.zarr, by how each column varies); older datasets are made again
+    h = hashlib.sha256(b"raffinerie-dataset-v3\0" + content)
     for axis in scan.axes:
         values = axis.values
         spec = (["range", values.start, values.stop, values.step] if isinstance(values, range)

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from raffinerie.inputs import record
+
 KINDS = ("measurements", "datasets", "analyses")
 MANIFEST = "manifest.json"
 _HEX = frozenset("0123456789abcdef")
@@ -99,7 +101,10 @@ class CacheIndex:
 
     def last_build(self, kind: str, name: str) -> dict | None:
         """The record of the last build of procedure `name` (its key and inputs)."""
+        path = self.root / "names" / kind / f"{name}.json"
+        if kind == "takes":
+            record(path)  # a new take (--force-acquire) changes the plan: an input of the no-op check
         try:
-            return json.loads((self.root / "names" / kind / f"{name}.json").read_text())
+            return json.loads(path.read_text())
         except (OSError, ValueError):
             return None

@@ -28,9 +28,8 @@ import numpy as np
 from raffinerie import __version__
 from raffinerie.errors import RaffError
 from raffinerie.store.layout import KINDS, MANIFEST, CacheIndex, entry_dir, iter_entries
-from raffinerie.store import pointfile
-from raffinerie.store.zarrio import (ZarrFormatError, json_default, read_table, tree_size, write_file,
-                                     write_table)
+from raffinerie.store import dataset, pointfile, stamp
+from raffinerie.store.zarrio import ZarrFormatError, json_default, tree_size, write_file
 
 # what reading a damaged entry can raise: bad JSON or Zarr metadata, a truncated
 # or flipped zstd frame (numcodecs raises RuntimeError), a missing file, a bad CRC-32
@@ -192,10 +191,11 @@ class Store:
     def quarantine(self, kind: str, key: str, problem: str) -> Path:
         """Move an entry out of the cache (never deleted), so that it is made again."""
         path = self.path(kind, key)
-        target = self.root / "quarantine" / kind / f"{key}.{int(time.time())}"
+        target = self.root / "quarantine" / kind / f"{key}.{int(time.time())}.{uuid.uuid4().hex[:6]}"
         target.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.rename(path, target)
+        stamp.removed(self.root)
         self.journal(event="quarantined", kind=kind, key=key, problem=problem)
         return target
 
@@ -213,6 +213,10 @@ class Store:
             problem = f"unreadable: {_one_line(exc)}"
             self.quarantine(kind, key, problem)
             raise DamagedEntry(kind, key, self.path(kind, key), problem) from None
+
+    def check_entry(self, kind: str, key: str) -> str | None:
+        """What is wrong with an entry's files against its manifest, or None."""
+        return _check_manifest(self.path(kind, key))
 
     def check_files(self, kind: str, key: str, prefixes: tuple[str, ...]) -> None:
         """Compare the files of an entry that start with `prefixes` with its manifest."""
@@ -292,15 +296,34 @@ class Store:
 
     # -- datasets -------------------------------------------------------------------
 
-    def put_dataset(self, key: bytes, columns: dict[str, np.ndarray], meta: dict) -> bool:
-        def write(folder: Path, digests: dict) -> None:
-            write_table(folder / "table", columns, compressed=True, digests=digests)
-            _write_json(folder / "meta.json", {"key": key.hex(), "raffinerie": __version__, **meta}, digests)
-        return self.commit("datasets", key, write)
+    def put_dataset(self, key: bytes, meta: dict, write: Callable[[Path], dict]) -> dict:
+        """Commit a dataset: `write(folder)` writes its Zarr folder and returns its shape
+        ({layout, rows, columns, points}), which joins `meta` in `meta.json`."""
+        shape: dict = {}
+
+        def commit(folder: Path, digests: dict) -> None:
+            shape.update(write(folder / dataset.FOLDER))
+            _write_json(folder / "meta.json", {"key": key.hex(), "raffinerie": __version__, **meta, **shape},
+                        digests)
+        self.commit("datasets", key, commit)
+        return shape
+
+    def dataset_folder(self, key: bytes | str) -> Path:
+        return self.path("datasets", key) / dataset.FOLDER
+
+    def open_dataset(self, key: bytes | str) -> "dataset.Dataset":
+        """The dataset (see `raffinerie.store.dataset`); a damaged one is quarantined."""
+        with self.reading("datasets", key) as folder:
+            if not (folder / dataset.FOLDER).is_dir():
+                raise ZarrFormatError(f"no {dataset.FOLDER} (a dataset of an older raffinerie)")
+            return dataset.Dataset(folder / dataset.FOLDER)
 
     def read_dataset(self, key: bytes | str, columns: list[str] | None = None) -> dict[str, np.ndarray]:
-        with self.reading("datasets", key) as folder:
-            return read_table(folder / "table", columns)[0]
+        """Every row of the dataset as numpy columns (the board, a constant, left out)."""
+        with self.reading("datasets", key):
+            data = self.open_dataset(key)
+            names = columns if columns is not None else [c for c in data.columns if c != "board"]
+            return data.to_columns(names)
 
     # -- build records and the journal ----------------------------------------------
 
@@ -364,6 +387,7 @@ class Store:
         doomed = self.root / "tmp" / f"gc-{key}-{uuid.uuid4().hex[:8]}"
         doomed.parent.mkdir(parents=True, exist_ok=True)
         os.rename(path, doomed)  # out of sight in one step, then deleted
+        stamp.removed(self.root)
         shutil.rmtree(doomed, ignore_errors=True)
 
     def stale_tmp(self, older_than: float = 3600.0) -> list[Path]:

@@ -36,6 +36,9 @@ MEASURED = {"chip", "half", "channel", "channeltype", "n_events", "point", "repe
             "adc_mean", "adc_stdd", "tot_mean", "tot_stdd", "toa_mean", "toa_stdd",
             "tot_efficiency", "tot_efficiency_error", "toa_efficiency", "toa_efficiency_error",
             "tot_overflow", "charge"}
+# Registers the built-ins model by name, constant over a scan or not.
+MODELLED_REGISTERS = ("Calib", "phase_strobe", "trim_inv", "LowRange", "HighRange", "IntCtest",
+                      "Tot_vref", "Toa_vref")
 
 
 class Status(str, enum.Enum):
@@ -70,6 +73,17 @@ class Distillery:
                              f"{sorted(self.defaults) + ['where']}")
         self.parameters = {**self.defaults, **(parameters or {})}
         self.notes: list[str] = []
+
+    def dataset_columns(self, dataset) -> list[str]:
+        """What the built-ins read, so that 200-odd constant registers stay on disk: the
+        measured columns, the configuration that varies from point to point (the scan
+        axes and what moves with them, which `scan_axes` finds), the registers they model,
+        and what `where` names. Columns that vary only by channel never vary within a
+        channel, so they are never scan axes."""
+        where = set(self.parameters.get("where") or {})
+        return [c for c in dataset.columns
+                if c in MEASURED or c in MODELLED_REGISTERS or c in where or c.endswith(UNKNOWN_SUFFIX)
+                or dataset.dims[c] not in ([], ["slot"])]
 
     def output(self) -> dict:
         return {"summary": "summary.csv", "plots": [f"{p}.png" for p in self.plots],

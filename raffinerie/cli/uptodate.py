@@ -1,0 +1,51 @@
+"""`raff build` and `raff plan --check` when nothing changed: answered from a stamp.
+
+See `raffinerie.store.stamp`. Only the plain single-board forms take this
+path (no --force, --force-acquire or --report); everything else plans in
+full. Imports stay light: this runs before the library is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from raffinerie.store import stamp
+from raffinerie.store.layout import cache_root
+
+
+def _request(args, command: str, names: list[str]) -> dict | None:
+    if getattr(args, "force", False) or getattr(args, "force_acquire", False) or getattr(args, "report", False):
+        return None
+    if len(args.network or []) > 1 or len(args.seed or []) > 1:
+        return None
+    main = Path(args.config)
+    if not main.is_file():
+        return None  # the full path says what is wrong
+    analysis = args.analysis_path or os.environ.get("RAFF_ANALYSIS_PATH")
+    return {"command": command, "main": str(main.resolve()), "names": sorted(names),
+            "network": [str(Path(p).resolve()) for p in args.network or []], "seed": args.seed or [],
+            "analysis_path": str(Path(analysis).resolve()) if analysis else None,
+            "output": str(Path(args.output).resolve()) if getattr(args, "output", None) else None}
+
+
+def _root(args) -> Path:
+    return cache_root(Path(args.config), args.cache)
+
+
+def is_fresh(args, command: str, names: list[str]) -> bool:
+    request = _request(args, command, names)
+    return request is not None and stamp.fresh(_root(args), request)
+
+
+def remember(args, command: str, names: list[str], plan, output_dirs: list[Path] = ()) -> None:
+    """Stamp an up-to-date plan: what this command read, and the entries it stands on."""
+    from raffinerie.inputs import recorded
+
+    request = _request(args, command, names)
+    if request is None or plan.todo:
+        return
+    root = _root(args)
+    present = [str(root / kind / n.key[:2] / n.key) for n in plan.nodes.values()
+               for kind in [{"dataset": "datasets", "analysis": "analyses"}.get(n.kind)] if kind]
+    stamp.write(root, request, recorded(), present + [str(p) for p in output_dirs])
