@@ -128,7 +128,9 @@ def test_force_acquire_adds_a_take_and_keeps_the_earlier_one(raff, lib):
     assert plan["takes"] == {"a": 1} and not plan["todo"]
     assert {p["key"] for p in plan["points"]} == second  # the dataset holds the newest take
     dataset = next(n for n in plan["nodes"] if n["id"] == "dataset:a")
-    meta = json.loads((cache_of(lib) / "datasets" / dataset["key"][:2] / dataset["key"] / "meta.json").read_text())
+    from raffinerie.store.store import Store
+
+    meta = Store(cache_of(lib)).meta("datasets", dataset["key"])
     assert meta["take"] == 1 and set(meta["point_keys"]) == second
 
     again = raff("build", "good", "-c", main)
