@@ -26,6 +26,8 @@ with unknown scan values, points whose readout slots differ).
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -329,7 +331,8 @@ def _write_grid(points, store, folder, first: dict, wanted, where, board) -> dic
     dtypes = {n: first[n].dtype for n in measured}
     for start, stop in writer.blocks.ranges():
         block = [first] if start == 0 else []
-        block += [store.read_summary(points.key(i), check=True) for i in range(start + len(block), stop)]
+        block += _readers().map(lambda i: store.read_summary(points.key(i), check=True),
+                                range(start + len(block), stop))
         for part in block:
             if part.keys() != first.keys() or not all(np.array_equal(part[n], slots[n]) for n in SLOT_COLUMNS):
                 raise _Irregular()
@@ -341,6 +344,12 @@ def _write_grid(points, store, folder, first: dict, wanted, where, board) -> dic
         names.append(BOARD)
     writer.close(names)
     return {"layout": "grid", "rows": points.total * n_slots, "columns": names, "points": points.total}
+
+
+@lru_cache(maxsize=1)
+def _readers() -> ThreadPoolExecutor:
+    """Reading a summary is mostly zip, CRC and zstd work, which release the GIL: two threads."""
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="raff-read")
 
 
 def _config_columns(points: PointSet, slots: dict) -> dict[str, tuple[tuple[str, ...], object]]:

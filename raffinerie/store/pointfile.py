@@ -48,21 +48,21 @@ def compress(data: bytes) -> bytes:
 
 
 def write(path: Path, attributes: dict, summary: np.ndarray, raw_packed: bytes, raw_size: int,
-          events: dict[str, np.ndarray] | None = None) -> None:
+          events: dict[str, np.ndarray] | None = None, columns: tuple[list, list] = ([], [])) -> None:
     """Write the group with zarr-python; `raw_packed` is `compress(raw)`, stored as `raw`'s chunk."""
     from zarr.storage import ZipStore
 
     try:
         store = ZipStore(path, mode="w")
         try:
-            _write(store, attributes, summary, raw_packed, raw_size, events)
+            _write(store, attributes, summary, raw_packed, raw_size, events, columns)
         finally:
             store.close()  # writes the zip's directory: may fail too
     except OSError as exc:  # zipfile's message has no file name (e.g. a full disk)
         raise OSError(exc.errno, f"cannot write: {exc.strerror or exc}", str(path)) from None
 
 
-def _write(store, attributes, summary, raw_packed, raw_size, events) -> None:
+def _write(store, attributes, summary, raw_packed, raw_size, events, columns) -> None:
     import zarr
     from zarr.codecs import ZstdCodec
     from zarr.core.buffer import default_buffer_prototype
@@ -71,7 +71,8 @@ def _write(store, attributes, summary, raw_packed, raw_size, events) -> None:
     group = zarr.open_group(store=store, mode="w", attributes=attributes)
     codec = ZstdCodec(level=LEVEL)
     table = np.ascontiguousarray(summary, dtype="<f8")
-    group.create_array("summary", data=table, chunks=table.shape, compressors=codec)
+    group.create_array("summary", data=table, chunks=table.shape, compressors=codec,
+                       attributes={"columns": columns[0], "dtypes": columns[1]})
     # the raw chunk was compressed in parallel with decoding: store those bytes as the chunk
     group.create_array("raw", shape=(raw_size,), dtype="uint8", chunks=(max(raw_size, 1),),
                        compressors=codec, fill_value=0)
@@ -98,10 +99,18 @@ def read_attributes(path: Path) -> dict:
         return _json(zf, "zarr.json").get("attributes", {})
 
 
-def read_summary(path: Path) -> tuple[dict, np.ndarray]:
-    """(attributes, summary table) of one measurement, every member's CRC checked."""
+def read_summary(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """(column names, their dtypes, summary table) of one measurement, every member's CRC checked.
+
+    The names are in the `summary` array's own attributes: a small read, where
+    the group's attributes carry the whole configuration difference."""
     with zipfile.ZipFile(path) as zf:
-        return _json(zf, "zarr.json").get("attributes", {}), read_member(zf, path, "summary")
+        table = read_member(zf, path, "summary")
+        attributes = _json(zf, "summary/zarr.json").get("attributes") or {}
+        if "columns" not in attributes:  # written before the names moved to the array
+            attributes = _json(zf, "zarr.json").get("attributes", {})
+            return attributes["summary_columns"], attributes["summary_dtypes"], table
+        return attributes["columns"], attributes["dtypes"], table
 
 
 def read_events(path: Path) -> dict[str, np.ndarray]:
@@ -119,6 +128,10 @@ def read_raw(path: Path) -> bytes:
 def read_member(zf: zipfile.ZipFile, path: Path, name: str) -> np.ndarray:
     """One single-chunk array of the group; zipfile checks the member's CRC-32 as it reads."""
     meta = _json(zf, f"{name}/zarr.json")
+    return _decode(zf, path, name, meta)
+
+
+def _decode(zf: zipfile.ZipFile, path: Path, name: str, meta: dict) -> np.ndarray:
     shape = tuple(meta.get("shape") or ())
     codecs = [c.get("name") for c in meta.get("codecs", [])]
     dtype = np.dtype(meta.get("data_type", "?"))  # zarr v3 names are numpy names

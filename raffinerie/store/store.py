@@ -249,7 +249,8 @@ class Store:
         table = np.vstack([np.asarray(summary[n], dtype=np.float64) for n in names])
 
         def write(folder: Path, digests: dict) -> None:
-            pointfile.write(folder / pointfile.FILE, attributes, table, packed, len(raw), events)
+            pointfile.write(folder / pointfile.FILE, attributes, table, packed, len(raw), events,
+                            (names, attributes["summary_dtypes"]))
         return self.commit("measurements", key, write)
 
     def read_summary(self, key: bytes | str, columns: list[str] | None = None,
@@ -261,12 +262,12 @@ class Store:
         """
         with self.reading("measurements", key) as folder:
             if (folder / pointfile.FILE).is_file():
-                attributes, table = pointfile.read_summary(folder / pointfile.FILE)
+                names, dtypes, table = pointfile.read_summary(folder / pointfile.FILE)
             else:
                 if check:
                     self.check_files("measurements", folder.name, CHECKED)
                 attributes, table = _legacy_summary(folder)
-            names, dtypes = attributes["summary_columns"], attributes["summary_dtypes"]
+                names, dtypes = attributes["summary_columns"], attributes["summary_dtypes"]
             wanted = set(columns) if columns is not None else None
             return {n: table[i].astype(dtypes[i]) for i, n in enumerate(names)
                     if wanted is None or n in wanted}
