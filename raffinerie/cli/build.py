@@ -45,6 +45,9 @@ def build_command(args) -> int:
     _check_names(lib, names)
     store = _store(args, lib)
     found = boards(args.network, args.seed)
+    remote = args.remote or lib.remote
+    if remote:
+        _pull_remote(args, lib, files, store, found, names, remote)
     if len(found) == 1:
         builder = _builder(args, lib, files, store, found[0], label=None)
         report = builder.build(names)
@@ -62,6 +65,21 @@ def build_command(args) -> int:
         for name in names:
             report_after_build(args, name)
     return code
+
+
+def _pull_remote(args, lib, files, store, found, names: list[str], url: str) -> None:
+    """Pull from the shared cache what this build would otherwise acquire or make, board by board."""
+    from raffinerie.analysis.code import code_provider
+    from raffinerie.builder.remotefill import pull_from
+    from raffinerie.graph.plan import make_plan
+    from raffinerie.store.remote import RemoteCache
+
+    code = code_provider(lib.main, args.analysis_path)
+    with store.cache_lock(exclusive=False), RemoteCache(url) as remote:
+        for board in found:
+            prefix = f"{board.label}: " if len(found) > 1 else ""
+            pull_from(remote, store, lambda: make_plan(lib, names, board.identity, store.index(), files, code),
+                      lambda text: print(prefix + text, file=sys.stderr, flush=True))
 
 
 def _check_names(lib, names: list[str]) -> None:
@@ -347,6 +365,12 @@ def _runs(names: list[str]) -> str:
     return ", ".join(names) if len(names) <= 4 else f"{names[0]}, {names[1]} .. {names[-1]}"
 
 
+def add_remote(p) -> None:
+    p.add_argument("--remote", metavar="URL",
+                   help="a cache shared between test stands (a folder or root://host//path; default: "
+                        "`remote:` of MAIN): what it already holds is pulled, not acquired or made again")
+
+
 def add_parsers(sub, add_config, add_backend) -> None:
     p = sub.add_parser("import", help="bring existing hexactrl runs (.raw + .yaml) into the cache",
                        description="Import pairs X.raw + X.yaml from FOLDER as measurements keyed by "
@@ -376,6 +400,7 @@ def add_parsers(sub, add_config, add_backend) -> None:
     p.add_argument("names", metavar="NAME", nargs="+", help="procedure or workflow (one or more)")
     add_config(p)
     add_backend(p)
+    add_remote(p)
     p.add_argument("-w", "--workers", type=int, default=1, metavar="N",
                    help="run up to N analyses in parallel (acquisition stays serial)")
     p.add_argument("-o", "--output", metavar="DIR", help="where analysis outputs appear (default raff-out/)")
@@ -417,7 +442,7 @@ def add_parsers(sub, add_config, add_backend) -> None:
     add_backend(p)
     p.set_defaults(func=export_command)
 
-    p = sub.add_parser("cache", help="inspect and maintain the cache (ls, verify, gc)")
+    p = sub.add_parser("cache", help="inspect, maintain and share the cache (ls, verify, gc, push, pull)")
     cache_sub = p.add_subparsers(dest="cache_command", metavar="ACTION")
     cache_sub.required = True
     for name, text in (("ls", "what the cache holds and its size"),
@@ -432,4 +457,7 @@ def add_parsers(sub, add_config, add_backend) -> None:
             q.add_argument("--include-measurements", action="store_true",
                            help="also remove measurements no procedure needs (acquired data!)")
         q.set_defaults(func=cache_command)
+    from raffinerie.cli.remote import add_parsers as add_remote_parsers
+
+    add_remote_parsers(cache_sub)  # `raff cache push URL [NAME...]`, `raff cache pull URL [NAME...]`
 

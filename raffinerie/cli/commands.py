@@ -65,6 +65,18 @@ def one_board(args):
     return found[0].network, found[0].seed
 
 
+def _in_remote(args, lib, plans) -> list[dict | None]:
+    """Per plan, the points to acquire that the shared cache (--remote, `remote:`) holds."""
+    url = getattr(args, "remote", None) or lib.remote
+    if not url or not any(p.todo for p in plans):
+        return [None] * len(plans)
+    from raffinerie.builder.remotefill import in_remote
+    from raffinerie.store.remote import RemoteCache
+
+    with RemoteCache(url) as remote:
+        return [in_remote(plan, remote) for plan in plans]
+
+
 def plan_command(args) -> int:
     from raffinerie.cli.render import plan_json, render_plan
     from raffinerie.cli.uptodate import is_fresh, remember
@@ -86,17 +98,27 @@ def plan_command(args) -> int:
     if args.force:
         for plan in plans:
             force(plan, [n.id for n in plan.nodes.values() if n.kind in ("dataset", "analysis")])
+    remote = _in_remote(args, lib, plans)
     if getattr(args, "dot", False):
         from raffinerie.cli.render import plan_dot
 
         for plan in plans:
             sys.stdout.write(plan_dot(plan))
     elif args.json:
-        doc = plan_json(plans[0]) if len(plans) == 1 else {"boards": [plan_json(p) for p in plans]}
+        docs = [plan_json(p) for p in plans]
+        for doc, found in zip(docs, remote):
+            if found is not None:
+                doc["in_remote_cache"] = found  # {procedure: points to acquire the remote holds}
+        doc = docs[0] if len(plans) == 1 else {"boards": docs}
         json.dump(doc, sys.stdout, indent=1)
         print()
     else:
-        print("\n\n".join(render_plan(plan, cache.root, list_points=args.points) for plan in plans))
+        texts = [render_plan(plan, cache.root, list_points=args.points) for plan in plans]
+        for i, found in enumerate(remote):
+            for name, n in (found or {}).items():
+                texts[i] += (f"\n{name}: {n} of its {plans[i].points[name].to_acquire} points to acquire are "
+                             f"in remote cache {args.remote or lib.remote}; `raff build` pulls them")
+        print("\n\n".join(texts))
     if len(plans) == 1:
         remember(args, "plan", names, plans[0])
     return 2 if args.check and any(plan.todo for plan in plans) else 0

@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dot", action="store_true",
                    help="print the dependency graph in Graphviz DOT, nodes coloured by status "
                         "(`raff plan NAME --dot | dot -Tsvg > plan.svg`)")
+    from raffinerie.cli.build import add_remote
+
+    add_remote(p)
     p.add_argument("-a", "--analysis-path", metavar="PATH",
                    help="a package directory or .py file with user analyses (default: analyses/ beside MAIN)")
     p.add_argument("--force", action="store_true",

@@ -111,6 +111,7 @@ class Library:
     files: list[Path] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     formats: dict[Path, str] = field(default_factory=dict)   # the format each file was recognised as
+    remote: str | None = None   # `remote:` of the main config: a shared cache to look in first
 
     @property
     def format(self) -> str:
@@ -184,6 +185,11 @@ class _Loader:
                 if isinstance(entry, str) and entry:
                     self.load(path.parent / entry, "library", stack + (real,),
                               Origin(path, ("libraries", i)))
+            if kind == "main" and isinstance(doc.get("remote"), str):
+                remote = doc["remote"]
+                # a relative folder is beside the main config, like every other path in it
+                self.lib.remote = remote if "://" in remote or Path(remote).is_absolute() \
+                    else str(path.parent / remote)
             procs = doc.get("procedures")
             if isinstance(procs, list):
                 self._procedures(procs, Origin(path, ("procedures",)), bad)

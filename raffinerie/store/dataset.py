@@ -145,24 +145,29 @@ class Dataset:
 
     # -- rows ----------------------------------------------------------------------------
 
-    def to_pandas(self, columns: list[str] | None = None, where: dict | None = None):
+    def to_pandas(self, columns: list[str] | None = None, where: dict | None = None,
+                  slots=None):
         """One row per slot per point (per event in `rows`), as distilleries always had.
 
         `columns`: a projection (default: all, in the dataset's order).
         `where`: {column: value or list of values}; only matching rows, read
-        from the blocks that hold them.
+        from the blocks that hold them. `slots`: readout slot indices to read.
         """
         import pandas as pd
 
-        return pd.DataFrame(self.to_columns(columns, where))
+        return pd.DataFrame(self.to_columns(columns, where, slots=slots))
 
     def to_columns(self, columns: list[str] | None = None, where: dict | None = None,
-                   points: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+                   points: tuple[int, int] | None = None,
+                   slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Columns of rows; `points` (start, stop) and `slots` (indices) narrow what is read."""
         names = self._names(columns)
         if self.layout == "rows":
             return self._rows(names, where, points)
         start, stop = points or (0, self.n_points)
         point_ix, slot_ix = self._selection(where or {}, start, stop)
+        if slots is not None:
+            slot_ix = np.intersect1d(slot_ix, np.asarray(slots, dtype=np.int64))
         out = {name: self._broadcast(name, point_ix, slot_ix) for name in names}
         grid = [n for n in (where or {}) if self.dims[n] == [POINT, SLOT]]
         if grid:
@@ -171,6 +176,21 @@ class Dataset:
                 keep &= _matches(self._broadcast(name, point_ix, slot_ix), where[name])
             out = {name: values[keep] for name, values in out.items()}
         return out
+
+    def slot_values(self, name: str, reduce=None) -> np.ndarray | None:
+        """A column's value per readout slot (`grid` layout): a constant or a per-slot column
+        as it is; a per-point one through `reduce` (e.g. `np.any`) over points, else None."""
+        if self.layout != "grid" or name not in self.dims:
+            return None
+        dims = self.dims[name]
+        if dims == []:
+            value, dtype = self.constants[name]
+            return np.full(self.n_slots, value, dtype=dtype)
+        if dims == [SLOT]:
+            return self.group[name][...]
+        if dims == [POINT, SLOT] and reduce is not None:
+            return reduce(self.group[name][...], axis=0)
+        return None
 
     def to_dask(self, columns: list[str] | None = None, where: dict | None = None):
         """A lazy dask DataFrame, one partition per block of points (out of core)."""

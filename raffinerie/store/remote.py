@@ -312,6 +312,12 @@ class RemoteCache:
         found = self._run(self._b.stat, _entry(kind, key))
         return bool(found and found[0])
 
+    def present(self, kind: str, keys: Iterable[str]) -> set[str]:
+        """Which of `keys` the remote holds (one listing per shard, not one request per key)."""
+        _check_kind(kind)
+        keys = list(keys)
+        return self._run(self._present, kind, keys) if keys else set()
+
     async def _present(self, kind: str, keys: list[str]) -> set[str]:
         """Which of `keys` the remote holds: one listing per shard, concurrently."""
         return (await self._shards(kind, keys))[0]

@@ -38,6 +38,7 @@ COLUMNS = ["pedestal", "gain_adc_per_fc", "saturation_fc", "tot_onset_fc", "tot_
 class Injection(Distillery):
     defaults = {"injected_channels": None, "saturation_adc": 1000, "tot_fit_from": 1.5}
     plots = ("adc_vs_charge", "tot_vs_charge")
+    injected_only = True
 
     def analyse(self, data):
         p = self.parameters
@@ -58,7 +59,7 @@ class Injection(Distillery):
                                     ["no data", "too few points", "mislabelled points left out"], "ok")
         shown, title = self._shown(rows, extra)
         reach = 3 * summary.saturation_fc.median() if summary.saturation_fc.notna().any() else None
-        chips = data.chip.unique()
+        chips = self.chips if self.chips is not None else data.chip.unique()
         return summary, {
             "adc_vs_charge": lambda: self._plot(shown, chips, "adc_mean", "ADC (counts)", title, reach),
             "tot_vs_charge": lambda: self._plot(shown[shown.tot_efficiency > 0], chips, "tot_median",

@@ -50,6 +50,7 @@ def unwrap_from(reference: float, ys: np.ndarray) -> np.ndarray:
 class Timewalk(Distillery):
     defaults = {"injected_channels": None, "min_efficiency": 0.9}
     plots = ("toa_vs_phase", "toa_vs_charge", "adc_vs_phase")
+    injected_only = True
 
     def analyse(self, data):
         p = self.parameters
@@ -74,7 +75,7 @@ class Timewalk(Distillery):
                                dropna=False).toa_mean.mean()
         summary = self._summary(rows, cells, extra, len(check.points))
         adc = rows.groupby(CHANNEL + ["Calib", "phase_strobe"], as_index=False).adc_mean.mean()
-        chips = data.chip.unique()
+        chips = self.chips if self.chips is not None else data.chip.unique()
         return summary, {
             "toa_vs_phase": lambda: self._by(cells, chips, "phase_strobe", "Calib", "toa_mean",
                                              "TOA (LSB, 25 ns / 1024)", "phase_strobe (1.5625 ns steps)"),
