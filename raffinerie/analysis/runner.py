@@ -203,6 +203,8 @@ class AnalysisRunner:
         self.index = CodeIndex(self.analysis_path)
         self.workers = max(1, int(workers or 1))
         self.pool: ProcessPoolExecutor | None = None
+        self.cluster = None  # a raffinerie.builder.cluster.Cluster with --dask
+        self.cluster_peaks: list[float] = []
 
     # -- keys ---------------------------------------------------------------------
 
@@ -231,6 +233,9 @@ class AnalysisRunner:
         cannot take the build with it. Workers ignore Ctrl-C; raff decides
         (finish what runs, or on a second Ctrl-C, `kill()` them).
         """
+        if self.cluster is not None:
+            job, inputs = self.job(plan, node)
+            return self.cluster.submit(run_job, job), node, job, inputs, time.monotonic()
         if self.pool is None:
             import multiprocessing
 
@@ -247,6 +252,8 @@ class AnalysisRunner:
 
     def kill(self) -> None:
         """Stop the workers now (a second Ctrl-C, or a broken pool)."""
+        if self.cluster is not None:
+            self.cluster.close()
         if self.pool is None:
             return
         for process in list(getattr(self.pool, "_processes", {}).values()):
@@ -308,6 +315,9 @@ class AnalysisRunner:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
+        if self.cluster is not None:
+            self.cluster_peaks = self.cluster.peak_memory()  # what each worker needed, for the summary
+            self.cluster.close()
 
 
 def _worker_init() -> None:

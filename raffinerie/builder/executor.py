@@ -26,6 +26,7 @@ from typing import Sequence
 
 from raffinerie.builder.acquire import DEFAULT_MAX_CORRUPT, Acquisition, Stop, Timer, acquire_points
 from raffinerie.builder.backend import Backend
+from raffinerie.builder.cluster import assemble as assemble_on_cluster
 from raffinerie.builder.datasets import BOARD, write_dataset
 from raffinerie.config.library import Library
 from raffinerie.config.network import DEFAULT_SEED, Network, identity
@@ -294,10 +295,15 @@ class Builder:
         if node.id in self.forced:  # --force: this build's table replaces the cached one
             self._drop("datasets", node.key)
             self.forced.discard(node.id)
-        shape = self.store.put_dataset(
-            bytes.fromhex(node.key), meta,
-            lambda folder: write_dataset(points, self.store, folder, proc.data_columns,
-                                         proc.origin.at("data_columns"), meta.get(BOARD)))
+        cluster = self.runner.cluster if self.runner is not None else None
+        if cluster is not None:  # --dask: one task assembles it, reading and writing the cache
+            shape = cluster.run(assemble_on_cluster, str(self.store.root), node.key, meta, points,
+                                proc.data_columns, proc.origin.at("data_columns"), meta.get(BOARD))
+        else:
+            shape = self.store.put_dataset(
+                bytes.fromhex(node.key), meta,
+                lambda folder: write_dataset(points, self.store, folder, proc.data_columns,
+                                             proc.origin.at("data_columns"), meta.get(BOARD)))
         calibration = next((plan.nodes[d].key for d in plan.nodes[node.depends_on[0]].depends_on), None)
         self.store.record("datasets", node.name, node.key,
                           {"calibration": calibration, **build_record(points, node)})

@@ -53,6 +53,9 @@ def build_command(args) -> int:
         report = builder.build(names)
         _print_report(names, report, args, prefix="")
         code = report.exit_code
+        if getattr(args, "dask", None) and builder.runner is not None and builder.runner.cluster_peaks:
+            peaks = ", ".join(f"{mb:.0f} MB" for mb in builder.runner.cluster_peaks)
+            print(f"dask workers ({args.dask}): peak RSS {peaks}")
         if code == 0 and builder.final_plan is not None and builder.runner is not None:
             outputs = [Path(builder.runner.output_dir(n.name)) for n in builder.final_plan.nodes.values()
                        if n.kind == "analysis"]
@@ -154,7 +157,12 @@ def _runner(args, lib, store, board_label: str | None = None):
         folder = output_dir(lib.main, args.output, name)
         return folder / board_label if board_label else folder
 
-    return AnalysisRunner(lib, store, where, args.analysis_path, args.workers)
+    runner = AnalysisRunner(lib, store, where, args.analysis_path, args.workers)
+    if getattr(args, "dask", None):
+        from raffinerie.builder.cluster import Cluster
+
+        runner.cluster = Cluster(args.dask)
+    return runner
 
 
 def _dataset(args):
@@ -401,6 +409,10 @@ def add_parsers(sub, add_config, add_backend) -> None:
     add_config(p)
     add_backend(p)
     add_remote(p)
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="assemble datasets and run analyses on a dask.distributed cluster: a scheduler "
+                        "ADDRESS (tcp://host:8786; it must see the cache's folder), or local:N for N "
+                        "worker processes on this machine")
     p.add_argument("-w", "--workers", type=int, default=1, metavar="N",
                    help="run up to N analyses in parallel (acquisition stays serial)")
     p.add_argument("-o", "--output", metavar="DIR", help="where analysis outputs appear (default raff-out/)")
