@@ -13,14 +13,16 @@ class Progress:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty() and not prefix
         self.quiet, self.prefix = quiet, prefix
         self.name, self.total, self.t0, self.last = "", 0, 0.0, 0.0
+        self.unit = "points"
 
     def info(self, message: str) -> None:
         if not self.quiet:
             self._clear()
             print(self.prefix + message, file=self.stream, flush=True)
 
-    def start(self, name: str, total: int) -> None:
+    def start(self, name: str, total: int, unit: str = "points") -> None:
         self.name, self.total, self.t0, self.last = name, total, time.monotonic(), 0.0
+        self.unit = unit
 
     def step(self, done: int) -> None:
         if self.quiet:
@@ -33,7 +35,7 @@ class Progress:
         elapsed = max(now - self.t0, 1e-9)
         rate = done / elapsed
         eta = (self.total - done) / rate if rate > 0 else float("inf")
-        text = (f"{self.prefix}{self.name}: {done}/{self.total} points, {rate:.1f} points/s"
+        text = (f"{self.prefix}{self.name}: {done}/{self.total} {self.unit}, {rate:.1f} {self.unit}/s"
                 + (f", ETA {_duration(eta)}" if done < self.total else f", {_duration(elapsed)}"))
         if self.tty:
             print("\r" + text.ljust(78), end="" if done < self.total else "\n", file=self.stream, flush=True)

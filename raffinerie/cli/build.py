@@ -247,13 +247,13 @@ def cache_command(args) -> int:
         return _cache_ls(store)
     if args.cache_command == "verify":
         with store.cache_lock(exclusive=True, waiting=_waiting_for_builds(store)):
-            damaged = store.verify()
+            total = store.count()
+            damaged = store.verify(step=_entry_progress(store, "cache verify"))
         for d in damaged:
             print(f"{store.path(d.kind, d.key)}: damaged: {d.problem}; moved to quarantine/, "
                   "the next build acquires it again" if d.kind == "measurements" else
                   f"{store.path(d.kind, d.key)}: damaged: {d.problem}; moved to quarantine/")
-        usage = store.usage()
-        print(f"{store.root}: {sum(n for n, _ in usage.values())} entries verified, {len(damaged)} damaged")
+        print(f"{store.root}: {total} entries verified, {len(damaged)} damaged")
         return 1 if damaged else 0
     if not args.yes:
         return _cache_gc(args, lib, files, store)
@@ -267,10 +267,19 @@ def _waiting_for_builds(store):
     return say
 
 
+def _entry_progress(store, name: str):
+    """Progress over every entry of the cache, on stderr (a 131,072-point cache takes a while)."""
+    from raffinerie.builder.progress import Progress
+
+    progress = Progress()
+    progress.start(name, store.count(), unit="entries")
+    return progress.step
+
+
 def _cache_ls(store) -> int:
     from raffinerie.cli.render import human_bytes
 
-    usage = store.usage()
+    usage = store.usage(step=_entry_progress(store, "cache ls"))
     print(f"cache {store.root}")
     for kind in KINDS:
         count, size = usage[kind]

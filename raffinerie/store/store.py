@@ -358,11 +358,21 @@ class Store:
 
     # -- maintenance ------------------------------------------------------------------
 
-    def verify(self, quarantine: bool = True) -> list[Damage]:
-        """Re-hash every entry; damaged ones move to `quarantine/` (never deleted)."""
+    def count(self) -> int:
+        """Entries of every kind (a listing: no file is read)."""
+        return sum(1 for kind in KINDS for _ in iter_entries(self.root, kind))
+
+    def verify(self, quarantine: bool = True, step: Callable[[int], None] | None = None) -> list[Damage]:
+        """Re-hash every entry; damaged ones move to `quarantine/` (never deleted).
+
+        One entry at a time (memory does not grow with the cache); `step(done)` after each."""
         damaged = []
+        done = 0
         for kind in KINDS:
             for key, path in self.entries(kind):
+                done += 1
+                if step is not None:
+                    step(done)
                 problem = _check_manifest(path)
                 if problem is None and kind == "measurements":
                     problem = _check_tables(path)
@@ -372,14 +382,18 @@ class Store:
                         self.quarantine(kind, key, problem)
         return damaged
 
-    def usage(self) -> dict[str, tuple[int, int]]:
-        """(entries, bytes) per kind."""
+    def usage(self, step: Callable[[int], None] | None = None) -> dict[str, tuple[int, int]]:
+        """(entries, bytes) per kind; `step(done)` after each entry."""
         out = {}
+        done = 0
         for kind in KINDS:
             count = size = 0
             for _, path in self.entries(kind):
                 count += 1
                 size += tree_size(path)
+                done += 1
+                if step is not None:
+                    step(done)
             out[kind] = (count, size)
         return out
 
