@@ -296,7 +296,7 @@ def _cache_ls(store) -> int:
 
 def _cache_gc(args, lib, files, store) -> int:
     from raffinerie.cli.render import human_bytes
-    from raffinerie.store.zarrio import tree_size
+    from raffinerie.store.files import tree_size
 
     from raffinerie.analysis.code import code_provider
     from raffinerie.graph.plan import make_plan, take_keys

@@ -29,12 +29,12 @@ from raffinerie import __version__
 from raffinerie.errors import RaffError
 from raffinerie.store.layout import KINDS, MANIFEST, CacheIndex, entry_dir, iter_entries
 from raffinerie.store import dataset, pointfile, stamp
-from raffinerie.store.zarrio import ZarrFormatError, json_default, tree_size, write_file
+from raffinerie.store.files import EntryFormatError, json_default, tree_size, write_file
 
 # what reading a damaged entry can raise: bad JSON or Zarr metadata, a truncated
 # or flipped zstd frame (numcodecs raises RuntimeError), a missing file, a bad CRC-32
 # or a broken zip directory (BadZipFile)
-READ_ERRORS = (ZarrFormatError, OSError, ValueError, KeyError, IndexError, RuntimeError, TypeError,
+READ_ERRORS = (EntryFormatError, OSError, ValueError, KeyError, IndexError, RuntimeError, TypeError,
                zipfile.BadZipFile)
 # files of a measurement in the old folder layout checked on every read (small: the
 # summary and the metadata; the raw bytes are checked by `raff cache verify`)
@@ -316,7 +316,7 @@ class Store:
         """The dataset (see `raffinerie.store.dataset`); a damaged one is quarantined."""
         with self.reading("datasets", key) as folder:
             if not (folder / dataset.FOLDER).is_dir():
-                raise ZarrFormatError(f"no {dataset.FOLDER} (a dataset of an older raffinerie)")
+                raise EntryFormatError(f"no {dataset.FOLDER} (a dataset of an older raffinerie)")
             return dataset.Dataset(folder / dataset.FOLDER)
 
     def read_dataset(self, key: bytes | str, columns: list[str] | None = None) -> dict[str, np.ndarray]:

@@ -1,0 +1,52 @@
+"""Small file helpers of the cache: whole writes that name the file, JSON of numpy values, sizes.
+
+Zarr itself is read and written by zarr-python (`pointfile`, `dataset`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+class EntryFormatError(ValueError):
+    """An entry that is not laid out as raffinerie writes it."""
+
+
+def write_file(path: str, data: bytes, digests: dict | None = None) -> None:
+    """Write all of `data` (os.write may write less); an error names the file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write: {exc.strerror}", str(path)) from None
+    if digests is not None:  # hashed from memory: no second read of the file
+        digests[path] = (len(data), hashlib.sha256(data).hexdigest())
+
+
+def json_default(value):
+    """numpy scalars and arrays as plain JSON; anything else by its text."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def tree_size(folder: Path) -> int:
+    total = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
