@@ -23,36 +23,20 @@ import tempfile
 import time
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from common import injection_library
+
 CHIPS = "[roc_s0, roc_s1, roc_s2]"
 
 
 def library(folder: Path, calib_step: int) -> Path:
-    for sub in ("defaults", "init"):
-        if not (folder / sub).exists():
-            shutil.copytree(EXAMPLES / sub, folder / sub)
-    main = folder / "main.yaml"
-    main.write_text(f"""procedures:
-  - name: scan
-    type: daq
-    target_settings: {{power_on_default: ./defaults/V3LDHexaboard-poweron-default.yaml,
-                      initial_config: ./init/injection.yaml}}
-    daq_settings:
-      default: ./defaults/daq-system-config.yaml
-      server_override:
-        NEvents: 10
-        l1a_generator_settings: [{{name: A, enable: 1, BX: 16, length: 1, flavor: CALPULINT, prescale: 0,
-                                  followMode: DISABLE}}]
-    parameters:
+    return injection_library(folder, 10, f"""\
       - key: [{CHIPS}, GlobalAnalog, [0, 1], Cf]
         values: [4, 8]
       - key: [{CHIPS}, Top, 0, phase_strobe]
         range: {{stop: 16}}
       - key: [{CHIPS}, ReferenceVoltage, [0, 1], Calib]
         range: {{stop: 4096, step: {calib_step}}}
-  - {{name: timewalk, type: analysis, daq: scan, module: builtin.timewalk}}
-""")
-    return main
+""", extra="  - {name: timewalk, type: analysis, daq: scan, module: builtin.timewalk}\n")
 
 
 def raff(*args: str) -> tuple[float, float, str]:

@@ -9,8 +9,17 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def scan_library(folder: Path, points: int, events: int) -> Path:
-    shutil.copytree(EXAMPLES / "defaults", folder / "defaults")
-    shutil.copytree(EXAMPLES / "init", folder / "init")
+    return injection_library(folder, events, f"""\
+      - key: [[roc_s0, roc_s1, roc_s2], ReferenceVoltage, [0, 1], Calib]
+        range: {{start: 0, stop: {points * 10}, step: 10}}
+""")
+
+
+def injection_library(folder: Path, events: int, parameters: str, extra: str = "") -> Path:
+    """A daq procedure `scan` of the example injection run with these `parameters:` (YAML lines)."""
+    for sub in ("defaults", "init"):
+        if not (folder / sub).exists():
+            shutil.copytree(EXAMPLES / sub, folder / sub)
     main = folder / "main.yaml"
     main.write_text(f"""procedures:
   - name: scan
@@ -23,7 +32,5 @@ def scan_library(folder: Path, points: int, events: int) -> Path:
         NEvents: {events}
         l1a_generator_settings: [{{name: A, enable: 1, BX: 16, length: 1, flavor: CALPULINT, prescale: 0, followMode: DISABLE}}]
     parameters:
-      - key: [[roc_s0, roc_s1, roc_s2], ReferenceVoltage, [0, 1], Calib]
-        range: {{start: 0, stop: {points * 10}, step: 10}}
-""")
+{parameters}{extra}""")
     return main

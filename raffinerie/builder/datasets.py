@@ -156,36 +156,28 @@ class _Registers:
                    for p in axis.places)
 
     def columns(self, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        chip = data["chip"].astype(np.int64)
-        half = data["half"].astype(np.int64)
-        channel, kind = data["channel"].astype(np.int64), data["channeltype"]
-        slot = np.where(kind == 0, channel, np.where(kind == 1, 72 + channel, 74 + channel))
-        names = self._names()
-        out = {}
-        for name in sorted({p.name for b in CHANNEL_BLOCKS for p in self.table.block(b)}):
-            out[names[("ch", name)]] = self._gather(CHANNEL_BLOCKS, name, chip, slot, CHIP_SLOTS)
-        for block in HALF_BLOCKS + GLOBAL_BLOCKS:
-            index = half if block in HALF_BLOCKS else np.zeros_like(half)
-            for param in self.table.block(block):
-                out[names[(block, param.name)]] = self._gather((block,), param.name, chip, index,
-                                                               self.table.instances[block])
-        return out
+        """Every register column, one value per row of `data`."""
+        return self._each(data, self._gather)
 
     def compact(self, slots: dict) -> dict[str, tuple[tuple[str, ...], object]]:
         """`columns`, each at its size: per slot, per point, per point and slot, or once."""
-        chip = slots["chip"].astype(np.int64)
-        half = slots["half"].astype(np.int64)
-        channel, kind = slots["channel"].astype(np.int64), slots["channeltype"]
+        return self._each(slots, self._compact)
+
+    def _each(self, rows: dict, gather) -> dict:
+        """`gather(blocks, name, chip, index, width)` of every register, by its column name."""
+        chip = rows["chip"].astype(np.int64)
+        half = rows["half"].astype(np.int64)
+        channel, kind = rows["channel"].astype(np.int64), rows["channeltype"]
         slot = np.where(kind == 0, channel, np.where(kind == 1, 72 + channel, 74 + channel))
         names = self._names()
         out = {}
         for name in sorted({p.name for b in CHANNEL_BLOCKS for p in self.table.block(b)}):
-            out[names[("ch", name)]] = self._compact(CHANNEL_BLOCKS, name, chip, slot, CHIP_SLOTS)
+            out[names[("ch", name)]] = gather(CHANNEL_BLOCKS, name, chip, slot, CHIP_SLOTS)
         for block in HALF_BLOCKS + GLOBAL_BLOCKS:
             index = half if block in HALF_BLOCKS else np.zeros_like(half)
             for param in self.table.block(block):
-                out[names[(block, param.name)]] = self._compact((block,), param.name, chip, index,
-                                                                self.table.instances[block])
+                out[names[(block, param.name)]] = gather((block,), param.name, chip, index,
+                                                         self.table.instances[block])
         return out
 
     def _compact(self, blocks, name, chip, slot, width):
