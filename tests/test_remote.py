@@ -150,6 +150,23 @@ def test_two_caches_share_points_through_the_server(xrootd_server, libdir, tmp_p
     assert not (b / "tmp").exists() or not any((b / "tmp").iterdir())
 
 
+def test_build_with_remote_pulls_from_the_server_instead_of_acquiring(xrootd_server, libdir, tmp_path):
+    """`raff build --remote root://...`: stand B acquires nothing that stand A pushed."""
+    main = libdir.main(libdir.daq(parameters=SCAN))
+    a, b = tmp_path / "stand-a", tmp_path / "stand-b"
+    assert run_raff("build", "scan", "-c", main, "--cache", a).code == 0
+    url = xrootd_server.url("shared/remote-build")
+    ok(cache_cli("push", url, "-c", main, "--cache", a))
+    plan = run_raff("plan", "scan", "-c", main, "--cache", b, "--remote", url)
+    assert plan.code == 0 and "3 of its 3 points to acquire are in remote cache" in plan.out, plan.out + plan.err
+    built = run_raff("build", "scan", "-c", main, "--cache", b, "--remote", url)
+    assert built.code == 0, built.err
+    assert "pulled from" in built.err and "3 points, 1 dataset" in built.err, built.err
+    assert "backend:" not in built.err and "up to date" in built.out  # no session opened, nothing acquired
+    for kind in ("measurements", "datasets"):
+        assert [p.name for p in entries(b, kind)] == [p.name for p in entries(a, kind)]
+
+
 def test_a_pull_never_overwrites_a_local_entry(xrootd_server, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     keys = make_entries(a, 6, size=20_000, seed=1)
