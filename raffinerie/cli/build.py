@@ -189,18 +189,20 @@ def show_command(args) -> int:
     import pandas as pd
 
     lib, store, node = _dataset(args)
-    meta = store.meta("datasets", node.key)
-    frame = pd.DataFrame(store.read_dataset(node.key))
-    if meta.get("board") is not None:
-        frame["board"] = meta["board"]
-    print(f"dataset of {args.name}: {frame.shape[0]} rows x {frame.shape[1]} columns "
-          f"from {meta['points']} points")
-    print(f"cached at {store.path('datasets', node.key)}")
-    scan_axes = ", ".join(meta.get("axes") or []) or "none"
-    print(f"scan axes: {scan_axes}")
-    print("columns: " + ", ".join(frame.columns))
+    with store.reading("datasets", node.key):  # only its first rows are read: any size shows at once
+        data = store.open_dataset(node.key)
+        head = data.head(args.rows)
+    print(f"dataset of {args.name}: {data.n_rows:,} rows x {len(data.columns)} columns "
+          f"from {data.n_points:,} points")
+    print(f"cached at {store.dataset_folder(node.key)}")
+    sizes = data.attributes.get("axis_sizes") or []
+    axes = ", ".join(f"{a} ({n})" for a, n in zip(data.axes, sizes)) if sizes else ", ".join(data.axes)
+    print(f"scan axes: {axes or 'none'}")
+    print("stored: " + "; ".join(f"{n} column{'s' * (n != 1)} per {dims}" if dims != "once" else
+                                 f"{n} constant{'s' * (n != 1)} once" for dims, n in data.stored().items()))
+    print("columns: " + ", ".join(data.columns))
     with pd.option_context("display.width", 160, "display.max_columns", 14):
-        print(frame.head(args.rows).to_string(max_cols=14))
+        print(head.to_string(max_cols=14))
     return 0
 
 

@@ -157,6 +157,21 @@ class Dataset:
 
         return pd.DataFrame(self.to_columns(columns, where, slots=slots))
 
+    def head(self, rows: int = 5):
+        """The first rows as a DataFrame, reading only the first points' chunks."""
+        import pandas as pd
+
+        points = rows if self.layout == "rows" else -(-rows // max(self.n_slots, 1))
+        return pd.DataFrame(self.to_columns(points=(0, min(points, self.n_points)))).head(rows)
+
+    def stored(self) -> dict[str, int]:
+        """How many columns are stored at each size: {"point × slot": n, "point": n, ..., "once": n}."""
+        out: dict[str, int] = {}
+        for name in self.columns:
+            label = " × ".join(self.dims[name]) or "once"
+            out[label] = out.get(label, 0) + 1
+        return out
+
     def to_columns(self, columns: list[str] | None = None, where: dict | None = None,
                    points: tuple[int, int] | None = None,
                    slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
