@@ -214,30 +214,44 @@ def export_command(args) -> int:
         raise RaffError("export format must be .csv, .zarr or .root", file=out)
     if not out.parent.is_dir():
         raise RaffError(f"cannot write: the folder {out.parent} does not exist", file=out)
-    columns = store.read_dataset(node.key)
-    board = store.meta("datasets", node.key).get("board")
-    try:
-        if suffix == ".csv":
-            import pandas as pd
-
-            frame = pd.DataFrame(columns)
-            if board is not None:
-                frame["board"] = board
-            frame.to_csv(out, index=False)
-        elif suffix == ".zarr":
-            if out.exists():
-                raise RaffError("already exists; remove it or choose another name", file=out)
-            shutil.copytree(store.dataset_folder(node.key), out)  # as stored: xarray.open_zarr reads it
-        else:
-            import uproot
-
-            with uproot.recreate(out) as f:
-                f["dataset"] = {name: values for name, values in columns.items()}
-    except OSError as exc:
-        raise RaffError(f"cannot write: {exc.strerror or exc}", file=out) from None
-    rows = len(next(iter(columns.values())))
-    print(f"{out}: {rows} rows x {len(columns)} columns")
+    with store.reading("datasets", node.key):
+        data = store.open_dataset(node.key)
+        try:
+            if suffix == ".zarr":
+                if out.exists():
+                    raise RaffError("already exists; remove it or choose another name", file=out)
+                shutil.copytree(store.dataset_folder(node.key), out)  # as stored: xarray.open_zarr reads it
+            else:
+                _export_rows(data, out, suffix)
+        except OSError as exc:
+            raise RaffError(f"cannot write: {exc.strerror or exc}", file=out) from None
+    print(f"{out}: {data.n_rows} rows x {len(data.columns)} columns")
     return 0
+
+
+def _export_rows(data, out: Path, suffix: str) -> None:
+    """One block of points at a time, so a dataset of any size is exported in bounded memory.
+
+    ROOT gets the numeric columns (the board, a string, is in the dataset's metadata)."""
+    import pandas as pd
+
+    step = max(1, (64 << 20) // (8 * max(data.n_slots, 1) * len(data.columns)))  # ~64 MB of rows
+    ranges = [(start, min(start + step, data.n_points)) for start in range(0, max(data.n_points, 1), step)]
+    numeric = [c for c in data.columns if c != "board"]
+    if suffix == ".csv":
+        for i, points in enumerate(ranges):
+            pd.DataFrame(data.to_columns(points=points)).to_csv(out, index=False, header=i == 0,
+                                                                mode="w" if i == 0 else "a")
+        return
+    import uproot
+
+    with uproot.recreate(out) as f:
+        for i, points in enumerate(ranges):
+            columns = data.to_columns(numeric, points=points)
+            if i == 0:
+                f["dataset"] = columns
+            else:
+                f["dataset"].extend(columns)
 
 
 def cache_command(args) -> int:
