@@ -85,6 +85,10 @@ def main() -> None:
     line("raff show scan", wall, rss, "goal <= 2 s")
     wall, rss, out = raff("build", "timewalk", "-c", main_yaml)
     line("timewalk built-in (raff build timewalk)", wall, rss, "goal <= 60 s, <= 2048 MB")
+    wall, rss, out = raff("build", "timewalk", "-c", main_yaml, "--force", "--dask", "local:2")
+    workers = next((ln for ln in out.splitlines() if ln.startswith("dask workers")), "")
+    line("timewalk again with --dask local:2", wall, rss, "goal: each worker < 1536 MB")
+    print(f"    {workers}")
     raff("build", "timewalk", "-c", main_yaml)  # a no-op that plans in full and stamps
     wall = min(raff("build", "timewalk", "-c", main_yaml)[0] for _ in range(3))
     line("no-op raff build timewalk (best of 3)", wall, None, "goal <= 0.5 s")
