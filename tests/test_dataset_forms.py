@@ -176,3 +176,22 @@ def test_a_distillery_asks_for_its_form_and_columns(raff, libdir):
     summary = pd.read_csv(libdir.root / "raff-out" / "xr" / "summary.csv")
     assert list(summary.Calib) == [100, 200]
     assert_clean_error(raff("build", "bad", "-c", main), "dataset_form is 'parquet'", "'pandas'")
+
+
+def test_reader_processes_assemble_the_same_dataset_and_catch_damage(built, tmp_path, monkeypatch):
+    """Large scans are read by two reader processes: same result, and damage is still caught."""
+    from conftest import damage_member, summary_files
+    from raffinerie.builder import datasets
+    from raffinerie.store.dataset import Dataset
+    from raffinerie.store.store import DamagedEntry
+
+    plan, points, store = _points(built, "scan")
+    expected = store.open_dataset(plan.nodes["dataset:scan"].key).to_pandas()
+    monkeypatch.setattr(datasets, "PARALLEL_FROM", 1)
+    datasets.write_dataset(points, store, tmp_path / "again.zarr", board=points.identity)
+    pd.testing.assert_frame_equal(Dataset(tmp_path / "again.zarr").to_pandas(), expected)
+    victim = next(p for p in summary_files(store.root) if p.parent.name == points.key(5).hex())
+    damage_member(victim)
+    with pytest.raises(DamagedEntry, match="Bad CRC-32"):
+        datasets.write_dataset(points, store, tmp_path / "damaged.zarr")
+    assert not victim.exists() and any((store.root / "quarantine" / "measurements").iterdir())

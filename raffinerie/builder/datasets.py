@@ -25,9 +25,9 @@ with unknown scan values, points whose readout slots differ).
 
 from __future__ import annotations
 
+import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,8 @@ from raffinerie.graph.plan import PointSet
 from raffinerie.errors import RaffError
 
 from raffinerie.store.dataset import POINT, ROW, SLOT, SLOT_COLUMNS, DatasetWriter
-from raffinerie.store.store import Store
+from raffinerie.store import pointfile
+from raffinerie.store.store import READ_ERRORS, DamagedEntry, Store
 
 UNKNOWN_SUFFIX = "_unknown"  # see raffinerie.builder.importer
 BOARD = "board"  # one dataset per board: a constant column, stored once
@@ -321,16 +322,10 @@ def _write_grid(points, store, folder, first: dict, wanted, where, board) -> dic
                 writer.constant(name, values)
     measured = [n for n in names if n in first and n not in SLOT_COLUMNS]
     dtypes = {n: first[n].dtype for n in measured}
-    for start, stop in writer.blocks.ranges():
-        block = [first] if start == 0 else []
-        block += _readers().map(lambda i: store.read_summary(points.key(i), check=True),
-                                range(start + len(block), stop))
-        for part in block:
-            if part.keys() != first.keys() or not all(np.array_equal(part[n], slots[n]) for n in SLOT_COLUMNS):
-                raise _Irregular()
+    for start, columns, table in _summary_blocks(points, store, writer.blocks, first):
         for name in measured:
-            writer.block(name, start, np.stack([part[name] for part in block]).astype(dtypes[name]))
-        del block
+            writer.block(name, start, table[:, columns.index(name), :].astype(dtypes[name], copy=False))
+        del table
     if board is not None and (not wanted or BOARD in wanted):
         writer.constant(BOARD, board)
         names.append(BOARD)
@@ -338,10 +333,100 @@ def _write_grid(points, store, folder, first: dict, wanted, where, board) -> dic
     return {"layout": "grid", "rows": points.total * n_slots, "columns": names, "points": points.total}
 
 
-@lru_cache(maxsize=1)
-def _readers() -> ThreadPoolExecutor:
-    """Reading a summary is mostly zip, CRC and zstd work, which release the GIL: two threads."""
-    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="raff-read")
+PARALLEL_FROM = 4096   # points: below, starting reader processes costs more than it saves
+
+
+def _summary_blocks(points, store, blocks, first: dict):
+    """(start, column names, summaries as one (points, columns, slots) array) per block.
+
+    Reading a summary is ~0.25 ms of mostly Python (zip directory, JSON,
+    CRC, zstd): on a large scan, two reader processes read the halves of
+    each block while this one writes the block before, so assembly is not
+    bound to one core. A damaged measurement is quarantined (DamagedEntry),
+    as on every read.
+    """
+    ranges = list(blocks.ranges())
+    pool = _reader_pool() if points.total >= PARALLEL_FROM else None
+    try:
+        pending = _submit(pool, points, store, ranges[0]) if ranges else None
+        for i, (start, _) in enumerate(ranges):
+            halves = pending
+            pending = _submit(pool, points, store, ranges[i + 1]) if i + 1 < len(ranges) else None
+            results = [h.result() if hasattr(h, "result") else h for h in halves[1:]]
+            if any(r[0] == "old layout" for r in results):  # read here, through the store
+                results = [_read_block(halves[0], store)]
+            yield start, *_joined(results, store, first)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _submit(pool, points, store, span: tuple[int, int]) -> list:
+    start, stop = span
+    paths = [str(store.path("measurements", points.key(i)) / pointfile.FILE) for i in range(start, stop)]
+    if pool is None:
+        return [paths, _read_block(paths, store)]
+    middle = len(paths) // 2
+    return [paths, pool.submit(_read_block, paths[:middle]), pool.submit(_read_block, paths[middle:])]
+
+
+def _joined(results: list, store, first: dict) -> tuple[list[str], np.ndarray]:
+    for result in results:
+        if result[0] == "damaged":
+            _, path, problem = result
+            key = Path(path).parent.name
+            store.quarantine("measurements", key, problem)
+            raise DamagedEntry("measurements", key, Path(path).parent, problem)
+        if result[0] == "irregular" or result[1] != list(first):
+            raise _Irregular()
+    columns = results[0][1]
+    table = np.concatenate([r[2] for r in results]) if len(results) > 1 else results[0][2]
+    for name in SLOT_COLUMNS:  # every point must have the first one's readout slots
+        if not (table[:, columns.index(name), :] == first[name]).all():
+            raise _Irregular()
+    return columns, table
+
+
+def _read_block(paths: list[str], store=None) -> tuple:
+    """Summaries of `paths` stacked; ("damaged", path, problem), ("irregular",) or ("old layout",).
+
+    Runs in a reader process (picklable arguments), or here with `store`,
+    which also reads entries of the old folder layout."""
+    tables, names = [], None
+    for path in paths:
+        if store is None and not os.path.isfile(path):
+            return ("old layout",)  # or not there at all: the parent's read says which
+        try:
+            if store is not None and not os.path.isfile(path):
+                summary = store.read_summary(Path(path).parent.name, check=True)
+                columns, table = list(summary), np.vstack([np.asarray(v, dtype=np.float64)
+                                                            for v in summary.values()])
+            else:
+                columns, _, table = pointfile.read_summary(Path(path))
+        except DamagedEntry:
+            raise
+        except READ_ERRORS as exc:
+            return ("damaged", path, f"unreadable: {' '.join(str(exc).split())[:200]}")
+        if names is None:
+            names = list(columns)
+        elif list(columns) != names or table.shape != tables[0].shape:
+            return ("irregular",)
+        tables.append(table)
+    return ("ok", names, np.stack(tables))
+
+
+def _reader_pool():
+    import multiprocessing
+
+    if multiprocessing.current_process().daemon:  # a dask worker, say: no children allowed
+        return None
+    return ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"), initializer=_quiet_worker)
+
+
+def _quiet_worker() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # raff decides what Ctrl-C does
 
 
 def _config_columns(points: PointSet, slots: dict) -> dict[str, tuple[tuple[str, ...], object]]:

@@ -188,13 +188,21 @@ def _dataset(args):
 def show_command(args) -> int:
     import pandas as pd
 
-    lib, store, node = _dataset(args)
-    with store.reading("datasets", node.key):  # only its first rows are read: any size shows at once
-        data = store.open_dataset(node.key)
+    from raffinerie.cli.uptodate import dataset_key
+    from raffinerie.store.store import Store
+
+    key = dataset_key(args, args.name)  # from the last up-to-date build or plan, if nothing changed
+    if key is not None:
+        store = Store(cache_root(Path(args.config), args.cache))
+    else:
+        _, store, node = _dataset(args)
+        key = node.key
+    with store.reading("datasets", key):  # only its first rows are read: any size shows at once
+        data = store.open_dataset(key)
         head = data.head(args.rows)
     print(f"dataset of {args.name}: {data.n_rows:,} rows x {len(data.columns)} columns "
           f"from {data.n_points:,} points")
-    print(f"cached at {store.dataset_folder(node.key)}")
+    print(f"cached at {store.dataset_folder(key)}")
     sizes = data.attributes.get("axis_sizes") or []
     axes = ", ".join(f"{a} ({n})" for a, n in zip(data.axes, sizes)) if sizes else ", ".join(data.axes)
     print(f"scan axes: {axes or 'none'}")

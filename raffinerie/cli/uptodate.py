@@ -22,7 +22,7 @@ def _request(args, command: str, names: list[str]) -> dict | None:
     main = Path(args.config)
     if not main.is_file():
         return None  # the full path says what is wrong
-    analysis = args.analysis_path or os.environ.get("RAFF_ANALYSIS_PATH")
+    analysis = getattr(args, "analysis_path", None) or os.environ.get("RAFF_ANALYSIS_PATH")
     return {"command": command, "main": str(main.resolve()), "names": sorted(names),
             "network": [str(Path(p).resolve()) for p in args.network or []], "seed": args.seed or [],
             "analysis_path": str(Path(analysis).resolve()) if analysis else None,
@@ -48,4 +48,16 @@ def remember(args, command: str, names: list[str], plan, output_dirs: list[Path]
     root = _root(args)
     present = [str(root / kind / n.key[:2] / n.key) for n in plan.nodes.values()
                for kind in [{"dataset": "datasets", "analysis": "analyses"}.get(n.kind)] if kind]
-    stamp.write(root, request, recorded(), present + [str(p) for p in output_dirs])
+    nodes = {n.id: n.key for n in plan.nodes.values() if n.key}
+    stamp.write(root, request, recorded(), present + [str(p) for p in output_dirs], nodes)
+
+
+def dataset_key(args, name: str) -> str | None:
+    """The key of NAME's dataset from a stamp that still holds (of `raff build NAME` or
+    `raff plan NAME`), or None: then `raff show` plans."""
+    for command in ("build", "plan"):
+        request = _request(args, command, [name])
+        held = stamp.holding(_root(args), request) if request is not None else None
+        if held is not None and held.get("nodes", {}).get(f"dataset:{name}"):
+            return held["nodes"][f"dataset:{name}"]
+    return None

@@ -74,28 +74,35 @@ def removed(root: Path) -> None:
 
 def fresh(root: Path, request: dict) -> bool:
     """Whether the last stamp of `request` still holds."""
+    return holding(root, request) is not None
+
+
+def holding(root: Path, request: dict) -> dict | None:
+    """The last stamp of `request` if it still holds (its `nodes`: {node id: key}), else None."""
     try:
         stamp = json.loads(_file(root, request).read_text())
     except (OSError, ValueError):
-        return False
+        return None
     if stamp.get("version") != __version__ or stamp.get("removals") != removals(root):
-        return False
+        return None
     written = stamp.get("written", 0)
     for path, was in stamp.get("files", {}).items():
         now = _stat(path)
         if now != was or (now is not None and now[0] >= written - RACY_NS):
-            return False
+            return None
     if stamp.get("code") != _code_files():
-        return False
-    return all(os.path.isdir(p) for p in stamp.get("present", []))
+        return None
+    return stamp if all(os.path.isdir(p) for p in stamp.get("present", [])) else None
 
 
-def write(root: Path, request: dict, files: list[str], present: list[str]) -> None:
-    """Stamp `request` as up to date: `files` it read, folders that must still be there."""
+def write(root: Path, request: dict, files: list[str], present: list[str],
+          nodes: dict[str, str] | None = None) -> None:
+    """Stamp `request` as up to date: `files` it read, folders that must still be there,
+    and the key of each node (so `raff show` finds the dataset without planning)."""
     code = _code_files()
     stamp = {"version": __version__, "written": time.time_ns(), "removals": removals(root),
              "files": {p: _stat(p) for p in sorted(set(files) | set(code))}, "code": code,
-             "present": sorted(present)}
+             "present": sorted(present), "nodes": nodes or {}}
     path = _file(root, request)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

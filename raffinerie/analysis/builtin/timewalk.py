@@ -47,6 +47,16 @@ def unwrap_from(reference: float, ys: np.ndarray) -> np.ndarray:
     return start + np.concatenate([[0.0], np.cumsum(wrapped(np.diff(ys)))])
 
 
+MAX_LINES = 12  # lines per panel: a full scan's 4096 charges would be one unreadable smear
+
+
+def some(values: list) -> list:
+    """At most MAX_LINES of `values`, evenly spaced, the first and last included."""
+    if len(values) <= MAX_LINES:
+        return values
+    return [values[i] for i in np.linspace(0, len(values) - 1, MAX_LINES).round().astype(int)]
+
+
 class Timewalk(Distillery):
     defaults = {"injected_channels": None, "min_efficiency": 0.9}
     plots = ("toa_vs_phase", "toa_vs_charge", "adc_vs_phase")
@@ -114,8 +124,11 @@ class Timewalk(Distillery):
 
     def _by(self, cells, chips, x, series, y, ylabel, xlabel):
         """y versus x per chip: one line per value of `series`, over the first injected channel."""
+        shown = cells[series].nunique()
+        which = f"one line per {series}" if shown <= MAX_LINES else \
+            f"{MAX_LINES} of its {shown} values of {series}, evenly spaced"
         fig, panels = chip_panels(chips, f"{ylabel.split(' (')[0]} versus {x}, first injected "
-                                  f"channel of each chip, one line per {series}")
+                                  f"channel of each chip, {which}")
         for chip, ax in panels.items():
             rows = cells[(cells.chip == chip) & (cells.channeltype == 0)]
             if rows.empty:
@@ -123,7 +136,7 @@ class Timewalk(Distillery):
                 continue
             channel = rows.channel.min()
             rows = rows[rows.channel == channel]
-            values = sorted(rows[series].unique())
+            values = some(sorted(rows[series].unique()))
             reference = None
             for color, value in zip(channel_colors(len(values)), values):
                 g = rows[rows[series] == value].sort_values(x)
