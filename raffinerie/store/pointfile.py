@@ -120,6 +120,15 @@ def read_events(path: Path) -> dict[str, np.ndarray]:
         return {name: read_member(zf, path, f"events/{name}") for name in sorted(names)}
 
 
+def check(path: Path) -> None:
+    """Read and decode every array of the file (each member's CRC checked); raises if one fails."""
+    with zipfile.ZipFile(path) as zf:
+        arrays = [n[:-len("/zarr.json")] for n in zf.namelist()
+                  if n.endswith("/zarr.json") and _json(zf, n).get("node_type") == "array"]
+        for name in arrays:
+            read_member(zf, path, name)
+
+
 def read_raw(path: Path) -> bytes:
     with zipfile.ZipFile(path) as zf:
         return read_member(zf, path, "raw").tobytes()

@@ -509,14 +509,10 @@ def _check_manifest(folder: Path) -> str | None:
 
 
 def _check_tables(folder: Path) -> str | None:
-    """Every array of a measurement read by zarr-python (the manifest was checked before)."""
+    """Every array of a measurement read and decoded (the manifest was checked before)."""
     try:
         if (folder / pointfile.FILE).is_file():
-            group = pointfile.open_group(folder / pointfile.FILE)
-            try:
-                _read_all(group)
-            finally:
-                group.store.close()
+            pointfile.check(folder / pointfile.FILE)
         else:
             _read_all(_legacy_group(folder))
     except READ_ERRORS as exc:
