@@ -72,8 +72,10 @@ def main() -> None:
 
     wall, rss, out = raff("build", "scan", "-c", main_yaml)
     acquired = next((ln for ln in out.splitlines() if "points acquired" in ln), "")
-    if not acquired.startswith("scan: 0 points"):
+    if acquired and not acquired.startswith("scan: 0 points"):
         line("acquisition + assembly (raff build scan)", wall, rss, acquired.split(": ", 1)[-1])
+    else:
+        print("  (the scan was acquired before, in this workdir)")
     shutil.rmtree(cache / "datasets")  # the dataset alone, made again from the cached points
     for stamp in (cache / "names" / "stamps").glob("*.json"):
         stamp.unlink()
