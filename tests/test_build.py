@@ -50,7 +50,7 @@ def test_example_scan_builds_and_a_rebuild_does_nothing(raff, tmp_path):
     assert raff("plan", "timewalk_scan", "-c", main, "--cache", cache, "--check").code == 0
     shown = raff("show", "timewalk_scan", "-c", main, "--cache", cache)
     assert shown.code == 0, shown.err
-    assert "18720 rows" in shown.out and "phase_strobe" in shown.out
+    assert "18,720 rows" in shown.out and "phase_strobe" in shown.out
 
 
 def test_plan_says_what_build_does_and_new_range_acquires_only_new_points(raff, libdir):
