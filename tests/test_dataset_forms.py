@@ -187,9 +187,16 @@ def test_reader_processes_assemble_the_same_dataset_and_catch_damage(built, tmp_
 
     plan, points, store = _points(built, "scan")
     expected = store.open_dataset(plan.nodes["dataset:scan"].key).to_pandas()
+    from raffinerie.store import dataset as layout
+
     monkeypatch.setattr(datasets, "PARALLEL_FROM", 1)
     datasets.write_dataset(points, store, tmp_path / "again.zarr", board=points.identity)
     pd.testing.assert_frame_equal(Dataset(tmp_path / "again.zarr").to_pandas(), expected)
+    # blocks of one point (a scan of 4,097 points ends with one): one reader gets it all
+    monkeypatch.setattr(layout, "CHUNK_BYTES", 8 * 234)
+    monkeypatch.setattr(layout, "SHARD_CHUNKS", 1)
+    datasets.write_dataset(points, store, tmp_path / "ones.zarr", board=points.identity)
+    pd.testing.assert_frame_equal(Dataset(tmp_path / "ones.zarr").to_pandas(), expected)
     victim = next(p for p in summary_files(store.root) if p.parent.name == points.key(5).hex())
     damage_member(victim)
     with pytest.raises(DamagedEntry, match="Bad CRC-32"):

@@ -33,6 +33,11 @@ def test_a_second_no_op_build_is_answered_from_the_stamp(raff, libdir):
     assert check.code == 0
     check = raff("plan", "ped", "-c", main, "--check")
     assert check.code == 0 and FAST in check.out
+    # an output deleted from raff-out/ is put back: that build is not answered from the stamp
+    summary = libdir.root / "raff-out" / "ped" / "summary.csv"
+    summary.unlink()
+    r = raff("build", "ped", "-c", main)
+    assert r.code == 0 and FAST not in r.out and summary.is_file(), r.out
 
 
 def test_every_kind_of_change_is_seen(raff, libdir):

@@ -51,7 +51,7 @@ class Cluster:
             return Client(self._local)
         try:
             return Client(self.address, timeout="10s")
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a malformed address
             raise RaffError(f"--dask {self.address}: cannot reach the dask scheduler ({exc})") from None
 
     def submit(self, fn, *args) -> concurrent.futures.Future:

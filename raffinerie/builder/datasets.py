@@ -367,7 +367,8 @@ def _submit(pool, points, store, span: tuple[int, int]) -> list:
     if pool is None:
         return [paths, _read_block(paths, store)]
     middle = len(paths) // 2
-    return [paths, pool.submit(_read_block, paths[:middle]), pool.submit(_read_block, paths[middle:])]
+    halves = [paths[:middle], paths[middle:]] if middle else [paths]  # a 1-point block: one half
+    return [paths] + [pool.submit(_read_block, half) for half in halves]
 
 
 def _joined(results: list, store, first: dict) -> tuple[list[str], np.ndarray]:

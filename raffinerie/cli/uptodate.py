@@ -24,6 +24,7 @@ def _request(args, command: str, names: list[str]) -> dict | None:
         return None  # the full path says what is wrong
     analysis = getattr(args, "analysis_path", None) or os.environ.get("RAFF_ANALYSIS_PATH")
     return {"command": command, "main": str(main.resolve()), "names": sorted(names),
+            "max_points": getattr(args, "max_points", None),  # a lower limit refuses the build
             "network": [str(Path(p).resolve()) for p in args.network or []], "seed": args.seed or [],
             "analysis_path": str(Path(analysis).resolve()) if analysis else None,
             "output": str(Path(args.output).resolve()) if getattr(args, "output", None) else None}
@@ -49,7 +50,10 @@ def remember(args, command: str, names: list[str], plan, output_dirs: list[Path]
     present = [str(root / kind / n.key[:2] / n.key) for n in plan.nodes.values()
                for kind in [{"dataset": "datasets", "analysis": "analyses"}.get(n.kind)] if kind]
     nodes = {n.id: n.key for n in plan.nodes.values() if n.key}
-    stamp.write(root, request, recorded(), present + [str(p) for p in output_dirs], nodes)
+    # the materialised outputs too: one deleted or edited in raff-out/ is restored by a full build
+    outputs = [os.path.join(where, name) for top in output_dirs
+               for where, _, names in os.walk(top) for name in names]
+    stamp.write(root, request, recorded() + outputs, present + [str(p) for p in output_dirs], nodes)
 
 
 def dataset_key(args, name: str) -> str | None:
