@@ -54,3 +54,11 @@ def test_build_on_a_local_cluster_matches_the_plain_build(raff, libdir, tmp_path
 def test_a_bad_dask_address_is_one_clear_error(raff, libdir):
     main = _library(libdir)
     assert_clean_error(raff("build", "ped", "-c", main, "--dask", "local:none"), "local:N needs a number")
+    assert_clean_error(raff("build", "ped", "-c", main, "--dask", "bogus"), "--dask bogus", "scheduler")
+
+
+def test_a_forced_build_that_fails_keeps_what_was_cached(raff, libdir):
+    main = _library(libdir)
+    assert raff("build", "ped", "-c", main).code == 0
+    assert_clean_error(raff("build", "ped", "-c", main, "--force", "--dask", "local:none"), "local:N")
+    assert raff("plan", "ped", "-c", main, "--check").code == 0  # the dataset and analysis are still there

@@ -86,11 +86,11 @@ class Cluster:
             self._local = None
 
 
-def assemble(root: str, key: str, meta: dict, points, wanted, where, board) -> dict:
+def assemble(root: str, key: str, meta: dict, points, wanted, where, board, replace: bool = False) -> dict:
     """Build one dataset into the cache at `root` (a task: picklable arguments)."""
     from raffinerie.builder.datasets import write_dataset
     from raffinerie.store.store import Store
 
     store = Store(root)
     return store.put_dataset(bytes.fromhex(key), meta,
-                             lambda folder: write_dataset(points, store, folder, wanted, where, board))
+                             lambda folder: write_dataset(points, store, folder, wanted, where, board), replace)

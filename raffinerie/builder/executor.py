@@ -292,18 +292,17 @@ class Builder:
             meta[BOARD] = points.identity  # a constant column of the dataset
         if points.take:
             meta["take"] = points.take  # the newest take of its points (--force-acquire)
-        if node.id in self.forced:  # --force: this build's table replaces the cached one
-            self._drop("datasets", node.key)
-            self.forced.discard(node.id)
+        replace = node.id in self.forced  # --force: this build's table replaces the cached one
+        self.forced.discard(node.id)
         cluster = self.runner.cluster if self.runner is not None else None
         if cluster is not None:  # --dask: one task assembles it, reading and writing the cache
             shape = cluster.run(assemble_on_cluster, str(self.store.root), node.key, meta, points,
-                                proc.data_columns, proc.origin.at("data_columns"), meta.get(BOARD))
+                                proc.data_columns, proc.origin.at("data_columns"), meta.get(BOARD), replace)
         else:
             shape = self.store.put_dataset(
                 bytes.fromhex(node.key), meta,
                 lambda folder: write_dataset(points, self.store, folder, proc.data_columns,
-                                             proc.origin.at("data_columns"), meta.get(BOARD)))
+                                             proc.origin.at("data_columns"), meta.get(BOARD)), replace)
         calibration = next((plan.nodes[d].key for d in plan.nodes[node.depends_on[0]].depends_on), None)
         self.store.record("datasets", node.name, node.key,
                           {"calibration": calibration, **build_record(points, node)})

@@ -96,17 +96,20 @@ class Store:
 
     # -- atomic commit ----------------------------------------------------------
 
-    def commit(self, kind: str, key: bytes | str, write: Callable[[Path, dict], None]) -> bool:
+    def commit(self, kind: str, key: bytes | str, write: Callable[[Path, dict], None],
+               replace: bool = False) -> bool:
         """Write an entry with `write(folder, digests)` and rename it into place.
 
         `write` records {path: (size, sha256)} of the files it writes in
         `digests`; files it does not record are hashed from disk.
 
         Returns False when the entry was already there (another process made
-        the same content); the new copy is discarded.
+        the same content); the new copy is discarded. With `replace` (a
+        derived entry made again, `--force`), the new copy replaces it once
+        it is complete: if making it fails, the old one is still there.
         """
         final = self.path(kind, key)
-        if final.is_dir():
+        if final.is_dir() and not replace:
             return False
         tmp = self.root / "tmp" / f"{kind}-{final.name[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
@@ -115,6 +118,8 @@ class Store:
             write(tmp, digests)
             _write_manifest(tmp, digests)
             final.parent.mkdir(parents=True, exist_ok=True)
+            if replace and final.is_dir():
+                self.remove(kind, final.name)  # out of sight in one rename, then the new one in
             try:
                 os.rename(tmp, final)
             except OSError:
@@ -297,7 +302,7 @@ class Store:
 
     # -- datasets -------------------------------------------------------------------
 
-    def put_dataset(self, key: bytes, meta: dict, write: Callable[[Path], dict]) -> dict:
+    def put_dataset(self, key: bytes, meta: dict, write: Callable[[Path], dict], replace: bool = False) -> dict:
         """Commit a dataset: `write(folder)` writes its Zarr folder and returns its shape
         ({layout, rows, columns, points}), which joins `meta` in `meta.json`."""
         shape: dict = {}
@@ -306,7 +311,7 @@ class Store:
             shape.update(write(folder / dataset.FOLDER))
             _write_json(folder / "meta.json", {"key": key.hex(), "raffinerie": __version__, **meta, **shape},
                         digests)
-        self.commit("datasets", key, commit)
+        self.commit("datasets", key, commit, replace)
         return shape
 
     def dataset_folder(self, key: bytes | str) -> Path:
