@@ -182,22 +182,11 @@ class _Registers:
         return out
 
     def _compact(self, blocks, name, chip, slot, width):
-        base = self._lookup(blocks, name, width)
-        overrides = [(axis_number, c, SLOT_BASE.get(b, 0) + index)
-                     for b in blocks for axis_number, c, index in self.scanned.get((b, name), [])]
-        dtype = _dtype(max((self.table.parameters[(b, name)].width for b in blocks
-                            if (b, name) in self.table.parameters), default=32))
-        if not overrides:
-            return _reduce(base[chip, slot].astype(dtype), (SLOT,))
-        per_point = np.broadcast_to(base, (self.points.scan.coordinates_total,) + base.shape).copy()
-        for axis_number, c, s in overrides:
-            values = np.asarray(self.points.scan.axes[axis_number].values, dtype=np.int64)
-            per_point[:, c, s] = values[_axis_index(self.points, axis_number)]
-        per_coordinate = per_point[:, chip, slot].astype(dtype)  # (coordinates, slots): small
-        kind, values = _reduce(per_coordinate, (POINT, SLOT))
-        if kind == ():
-            return kind, values
-        return kind, values[self.coordinate_index]
+        values, scanned, dtype = self._values(blocks, name, width)
+        if not scanned:
+            return _reduce(values[chip, slot].astype(dtype), (SLOT,))
+        kind, reduced = _reduce(values[:, chip, slot].astype(dtype), (POINT, SLOT))  # per coordinate: small
+        return (kind, reduced) if kind == () else (kind, reduced[self.coordinate_index])
 
     def _names(self) -> dict[tuple[str, str], str]:
         families = {("ch", p.name) for b in CHANNEL_BLOCKS for p in self.table.block(b)}
@@ -223,18 +212,26 @@ class _Registers:
 
     def _gather(self, blocks: tuple[str, ...], name: str, chip: np.ndarray, slot: np.ndarray,
                 width: int) -> np.ndarray:
+        values, scanned, dtype = self._values(blocks, name, width)
+        if not scanned:
+            return values[chip, slot].astype(dtype)
+        return values[self.coordinate_index, chip, slot].astype(dtype)
+
+    def _values(self, blocks: tuple[str, ...], name: str, width: int) -> tuple[np.ndarray, bool, type]:
+        """(values, scanned, dtype) of parameter `name`: [chip, slot], or [coordinate, chip, slot]
+        when a scan axis sets it."""
         base = self._lookup(blocks, name, width)
         overrides = [(axis_number, c, SLOT_BASE.get(b, 0) + index)
                      for b in blocks for axis_number, c, index in self.scanned.get((b, name), [])]
         dtype = _dtype(max((self.table.parameters[(b, name)].width for b in blocks
                             if (b, name) in self.table.parameters), default=32))
         if not overrides:
-            return base[chip, slot].astype(dtype)
+            return base, False, dtype
         per_point = np.broadcast_to(base, (self.points.scan.coordinates_total,) + base.shape).copy()
         for axis_number, c, s in overrides:
             values = np.asarray(self.points.scan.axes[axis_number].values, dtype=np.int64)
             per_point[:, c, s] = values[_axis_index(self.points, axis_number)]
-        return per_point[self.coordinate_index, chip, slot].astype(dtype)
+        return per_point, True, dtype
 
 
 def _dtype(width: int):
