@@ -69,10 +69,8 @@ class RemoteDamaged(RaffError):
     def __init__(self, url: str, transfer: "Transfer"):
         self.url, self.transfer = url, transfer
         damaged = transfer.damaged
-        first = "; ".join(f"{kind}/{key} ({problem})" for kind, key, problem in damaged[:3])
-        more = f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
         what = "entry" if len(damaged) == 1 else f"{len(damaged)} entries"
-        super().__init__(f"{url}: damaged {what} not pulled: {first}{more}; "
+        super().__init__(f"{url}: damaged {what} not pulled: {_listed(damaged)}; "
                          f"the {transfer.entries} others were pulled")
 
 
@@ -82,10 +80,14 @@ class LocalDamaged(RaffError):
     def __init__(self, url: str, transfer: "Transfer"):
         self.url, self.transfer = url, transfer
         damaged = transfer.damaged
-        first = "; ".join(f"{kind}/{key} ({problem})" for kind, key, problem in damaged[:3])
-        more = f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
         super().__init__(f"{len(damaged)} damaged local entr{'y' if len(damaged) == 1 else 'ies'} not pushed "
-                         f"to {url}: {first}{more}; `raff cache verify` moves them to quarantine/")
+                         f"to {url}: {_listed(damaged)}; `raff cache verify` moves them to quarantine/")
+
+
+def _listed(damaged: list[tuple[str, str, str]]) -> str:
+    """The first three damaged entries with their problems, and how many more."""
+    first = "; ".join(f"{kind}/{key} ({problem})" for kind, key, problem in damaged[:3])
+    return first + (f" and {len(damaged) - 3} more" if len(damaged) > 3 else "")
 
 
 @dataclass
