@@ -1,10 +1,12 @@
-"""Measurement entries: zarr-python's write and read against the direct zip read.
+"""Measurement entries: zarr-python's write and read against the direct ones.
 
-A measurement is one Zarr v3 zip written by zarr-python (raffinerie/store/
-pointfile.py). Dataset assembly reads the summary of every point, so that
-read is the hot path: this prints zarr-python's read beside the direct read
-of the zip member that `pointfile.read_summary` does, and the write that the
-commit worker does while the next point is acquired.
+A measurement is one Zarr v3 zip (raffinerie/store/pointfile.py). Dataset
+assembly reads the summary of every point, so that read is the hot path:
+this prints zarr-python's read beside the direct read of the zip member that
+`pointfile.read_summary` does. The commit worker writes one per point while
+the next is acquired: this prints the direct write (zarr-python's metadata
+documents, members zipped as its ZipStore does) beside the same file made
+through zarr-python's API.
 
     .venv/bin/python benchmarks/bench_store.py [POINTS]
 """
@@ -40,6 +42,12 @@ def main(points: int = 500) -> None:
         for key in keys:
             store.put_measurement(key, summary, raw, meta, raw_compressed=packed)
         write = (time.perf_counter() - t0) / points
+        names, table = list(summary), np.vstack(list(summary.values()))
+        t0 = time.perf_counter()
+        for i in range(points):
+            pointfile.write_with_zarr(Path(tmp) / f"z{i}.zip", meta, table, packed, len(raw), None,
+                                      (names, ["<f8"] * len(names)))
+        write_zarr = (time.perf_counter() - t0) / points
         files = [store.path("measurements", keys[0]) / name
                  for name in os.listdir(store.path("measurements", keys[0]))]
         paths = [store.path("measurements", k) / pointfile.FILE for k in keys]
@@ -60,7 +68,9 @@ def main(points: int = 500) -> None:
     print(f"measurement entries: {points} points of {columns} x {rows} summary + "
           f"{len(raw) / 1e3:.0f} kB raw ({len(packed) / 1e3:.0f} kB zstd)")
     print(f"  files per measurement:                    {len(files)} ({', '.join(sorted(f.name for f in files))})")
-    print(f"  write (zarr-python ZipStore + manifest):  {write * 1e3:6.2f} ms/point (in the commit worker)")
+    print(f"  write, direct (Store.put_measurement):    {write * 1e3:6.2f} ms/point (in the commit worker, "
+          f"with manifest and rename)")
+    print(f"  write, zarr-python API (file only):       {write_zarr * 1e3:6.2f} ms/point")
     print(f"  read summary, zarr-python:                {with_zarr * 1e3:6.2f} ms/point")
     print(f"  read summary, direct zip member:          {direct * 1e3:6.2f} ms/point "
           f"({with_zarr / direct:.1f}x faster)")

@@ -1,4 +1,4 @@
-"""A measurement as one file: a Zarr v3 group in a zip, written by zarr-python.
+"""A measurement as one file: a Zarr v3 group in a zip.
 
 `measurement.zarr.zip` holds the group's attributes (key, coordinates,
 configuration difference, decoder report), `summary` (a 2-D float64 array,
@@ -16,11 +16,24 @@ zarr-python spends ~1.4 ms of Python per small zip group there (7x the
 time of the read itself; `benchmarks/bench_store.py` prints both). So
 `read_member` reads a member straight from the zip for the codecs written
 here (bytes + zstd), and hands any other codec chain to zarr-python.
+
+Writing is on the acquisition path, once per point, and zarr-python's
+array creation and store round trips cost ~5 ms of Python there, as much
+as decoding and summarising the run. So `write` takes each array's
+`zarr.json` from zarr-python (made once per shape and cached), writes the
+group's (three keys) itself, encodes the chunks with the same
+numcodecs zstd zarr-python uses, and zips the members as zarr-python's
+ZipStore does. `write_with_zarr` makes the same file through zarr-python's
+API: tests check that zarr-python reads both alike, and
+`benchmarks/bench_store.py` prints both times.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import time
 import zipfile
 from functools import lru_cache
 from pathlib import Path
@@ -48,42 +61,110 @@ def compress(data: bytes) -> bytes:
 
 
 def write(path: Path, attributes: dict, summary: np.ndarray, raw_packed: bytes, raw_size: int,
-          events: dict[str, np.ndarray] | None = None, columns: tuple[list, list] = ([], [])) -> None:
-    """Write the group with zarr-python; `raw_packed` is `compress(raw)`, stored as `raw`'s chunk."""
-    from zarr.storage import ZipStore
+          events: dict[str, np.ndarray] | None = None, columns: tuple[list, list] = ([], []),
+          default=None) -> tuple[int, str]:
+    """Write the group as one zip; (size, sha256) of the file.
 
+    `raw_packed` is `compress(raw)`, stored as `raw`'s chunk; `default`
+    encodes attribute values JSON lacks. The zip is made in memory and
+    written in one call, so its digest costs no second read.
+    """
+    table = np.ascontiguousarray(summary, dtype="<f8")
+    members = [("zarr.json", _group_json(attributes, default))]
+    members += _array("summary", table, {"columns": columns[0], "dtypes": columns[1]})
+    members.append(("raw/zarr.json", _array_json((raw_size,), "|u1", "{}")))
+    if raw_size:
+        members.append(("raw/c/0", raw_packed))
+    if events is not None:
+        members.append(("events/zarr.json", _group_json({})))
+        for name, values in events.items():
+            members += _array(f"events/{name}", np.ascontiguousarray(values), {})
+    data = _zip(members)
     try:
-        store = ZipStore(path, mode="w")
-        try:
-            _write(store, attributes, summary, raw_packed, raw_size, events, columns)
-        finally:
-            store.close()  # writes the zip's directory: may fail too
-    except OSError as exc:  # zipfile's message has no file name (e.g. a full disk)
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as exc:
         raise OSError(exc.errno, f"cannot write: {exc.strerror or exc}", str(path)) from None
+    return len(data), hashlib.sha256(data).hexdigest()
 
 
-def _write(store, attributes, summary, raw_packed, raw_size, events, columns) -> None:
+def _array(name: str, values: np.ndarray, attributes: dict) -> list[tuple[str, bytes]]:
+    """The metadata and single chunk (bytes + zstd) of one array; no chunk when it is empty."""
+    values = values.astype(values.dtype.newbyteorder("<"), copy=False)
+    meta = (f"{name}/zarr.json", _array_json(values.shape, values.dtype.str, json.dumps(attributes)))
+    if not values.size:
+        return [meta]
+    key = f"{name}/c/" + "/".join(["0"] * values.ndim)
+    return [meta, (key, _zstd().encode(values.tobytes()))]
+
+
+def _zip(members: list[tuple[str, bytes]]) -> bytes:
+    """A stored (uncompressed) zip of the members, each as zarr-python's ZipStore writes it."""
+    buffer = io.BytesIO()
+    stamp = time.localtime()[:6]
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, data in members:
+            info = zipfile.ZipInfo(name, date_time=stamp)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data)
+    return buffer.getvalue()
+
+
+def _group_json(attributes: dict, default=None) -> bytes:
+    """A group's `zarr.json` (the v3 spec's three keys, as zarr-python orders them).
+
+    Unindented, unlike zarr-python's: indented JSON is encoded by Python's
+    pure-Python encoder, ~1 ms for a point's attributes (its whole daq
+    configuration); `default` turns what JSON lacks (numpy scalars) into JSON.
+    """
+    doc = {"attributes": attributes, "zarr_format": 3, "node_type": "group"}
+    return json.dumps(doc, allow_nan=True, default=default).encode()
+
+
+@lru_cache(maxsize=64)
+def _array_json(shape: tuple, dtype: str, attributes: str) -> bytes:
+    """`zarr.json` of a single-chunk bytes + zstd array, as zarr-python makes it.
+
+    zarr-python's array creation costs ~1 ms of Python; a scan's points share
+    a few shapes, so each document is made once per process.
+    """
+    import zarr
+    from zarr.codecs import ZstdCodec
+    from zarr.storage import MemoryStore
+
+    store = MemoryStore()
+    zarr.create_array(store, shape=shape, dtype=np.dtype(dtype), chunks=tuple(max(n, 1) for n in shape),
+                      compressors=ZstdCodec(level=LEVEL), attributes=json.loads(attributes))
+    return store._store_dict["zarr.json"].to_bytes()
+
+
+def write_with_zarr(path: Path, attributes: dict, summary: np.ndarray, raw_packed: bytes, raw_size: int,
+                    events: dict[str, np.ndarray] | None = None, columns: tuple[list, list] = ([], [])) -> None:
+    """The same file through zarr-python's own API: the reference `write` is tested and measured against."""
     import zarr
     from zarr.codecs import ZstdCodec
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
+    from zarr.storage import ZipStore
 
-    group = zarr.open_group(store=store, mode="w", attributes=attributes)
-    codec = ZstdCodec(level=LEVEL)
-    table = np.ascontiguousarray(summary, dtype="<f8")
-    group.create_array("summary", data=table, chunks=table.shape, compressors=codec,
-                       attributes={"columns": columns[0], "dtypes": columns[1]})
-    # the raw chunk was compressed in parallel with decoding: store those bytes as the chunk
-    group.create_array("raw", shape=(raw_size,), dtype="uint8", chunks=(max(raw_size, 1),),
-                       compressors=codec, fill_value=0)
-    if raw_size:
-        buffer = default_buffer_prototype().buffer.from_bytes(raw_packed)
-        sync(store.set("raw/c/0", buffer))
-    if events is not None:
-        sub = group.create_group("events")
-        for name, values in events.items():
-            values = np.ascontiguousarray(values)
-            sub.create_array(name, data=values, chunks=(max(len(values), 1),), compressors=codec)
+    store = ZipStore(path, mode="w")
+    try:
+        group = zarr.open_group(store=store, mode="w", attributes=attributes)
+        codec = ZstdCodec(level=LEVEL)
+        table = np.ascontiguousarray(summary, dtype="<f8")
+        group.create_array("summary", data=table, chunks=table.shape, compressors=codec,
+                           attributes={"columns": columns[0], "dtypes": columns[1]})
+        group.create_array("raw", shape=(raw_size,), dtype="uint8", chunks=(max(raw_size, 1),),
+                           compressors=codec, fill_value=0)
+        if raw_size:
+            sync(store.set("raw/c/0", default_buffer_prototype().buffer.from_bytes(raw_packed)))
+        if events is not None:
+            sub = group.create_group("events")
+            for name, values in events.items():
+                values = np.ascontiguousarray(values)
+                sub.create_array(name, data=values, chunks=(max(len(values), 1),), compressors=codec)
+    finally:
+        store.close()
 
 
 def open_group(path: Path):

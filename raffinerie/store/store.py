@@ -247,15 +247,15 @@ class Store:
         """
         packed = raw_compressed if raw_compressed is not None else pointfile.compress(raw)
         names = list(summary)
+        dtypes = [np.asarray(summary[n]).dtype.str for n in names]
         attributes = {"key": key.hex(), "raffinerie": __version__, **meta,
-                      "summary_columns": names,
-                      "summary_dtypes": [np.asarray(summary[n]).dtype.str for n in names]}
-        attributes = json.loads(json.dumps(attributes, default=json_default))
+                      "summary_columns": names, "summary_dtypes": dtypes}
         table = np.vstack([np.asarray(summary[n], dtype=np.float64) for n in names])
 
         def write(folder: Path, digests: dict) -> None:
-            pointfile.write(folder / pointfile.FILE, attributes, table, packed, len(raw), events,
-                            (names, attributes["summary_dtypes"]))
+            path = folder / pointfile.FILE
+            digests[str(path)] = pointfile.write(path, attributes, table, packed, len(raw), events,
+                                                 (names, dtypes), default=json_default)
         return self.commit("measurements", key, write)
 
     def read_summary(self, key: bytes | str, columns: list[str] | None = None,
