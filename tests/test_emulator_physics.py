@@ -191,7 +191,8 @@ def test_emulated_tot_turn_on_is_spread_by_noise_over_tens_of_calib_steps():
     inside = np.array([[0.1 < r[k]["tot_eff"] < 0.9 for r in rows] for k in keys]).sum(axis=1)
     assert (inside >= 2).all()                                   # resolved by a scan in steps of 8
     # as on the real board: none at 128, all at 256, where the TOT is ~90-110 with < 1 count spread
-    assert all(rows[1][k]["tot_eff"] == 0 for k in keys) and all(rows[-2][k]["tot_eff"] == 1 for k in keys)
+    # (a channel whose threshold sits 3 sigma high misses ~0.4 % there: an event in 400, by chance)
+    assert all(rows[1][k]["tot_eff"] == 0 for k in keys) and all(rows[-2][k]["tot_eff"] >= 0.99 for k in keys)
     assert all(80 < rows[-2][k]["tot"] < 120 and rows[-2][k]["tot_sd"] < 1.2 for k in keys)
 
 

