@@ -191,11 +191,11 @@ def channel_fields(frames: Frames, characterisation: np.ndarray):
     p1 = (w & 0x3FF).astype(np.uint16)
     p2 = ((w >> 10) & 0x3FF).astype(np.uint16)
     p3 = ((w >> 20) & 0x3FF).astype(np.uint16)
-    tc = (w >> 31).astype(bool)
     flags = (w >> 30).astype(np.uint8)
     char = characterisation[frames.chip][:, :, None]
     if char.all():
         return p3, np.zeros_like(p3), p2, p1, flags
+    tc = flags > 1
     zero = np.zeros_like(p2)
     adc = np.where(char, p3, np.where(tc, zero, p2))
     adcm = np.where(char, zero, p3)

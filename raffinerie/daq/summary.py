@@ -72,29 +72,28 @@ def _slot_values(frames: Frames, characterisation: np.ndarray, full: bool = Fals
     return out
 
 
-def _stats(bins: np.ndarray, keep: np.ndarray, frames: Frames, n_chips: int,
+def _stats(bins: np.ndarray, keep: np.ndarray | None, frames: Frames, n_chips: int,
            bin_values: np.ndarray) -> dict[str, np.ndarray]:
     """n, mean, population std, median and IQR of the kept entries of each slot.
 
     bins: (records, 2, SLOTS) bin numbers, increasing with the value, which is
-    bin_values[bin]. The histogram of each slot spans only the bins between
+    bin_values[bin]; keep: which entries count (None: all). The histogram of each slot spans only the bins between
     its smallest and largest entry, all slots in one bincount; only its
     occupied bins are visited. Sums are exact (integers below 2**53).
     """
     n_groups = n_chips * 2 * SLOTS
     regular = _regular(frames, n_chips)
     if regular:  # records cycle through the chips: one row of groups per event
-        bins, keep = bins.reshape(-1, n_groups), keep.reshape(-1, n_groups)
-        lo = np.where(keep, bins, 1 << 30).min(axis=0, initial=1 << 30)
-        hi = np.where(keep, bins, -1).max(axis=0, initial=-1)
+        bins = bins.reshape(-1, n_groups)
+        keep = None if keep is None else keep.reshape(-1, n_groups)
+        lo, hi = _range(bins, keep)
     else:
         lo = np.full((n_chips, 2, SLOTS), 1 << 30, dtype=np.int64)
         hi = np.full((n_chips, 2, SLOTS), -1, dtype=np.int64)
         for chip in range(n_chips):  # per-slot bin range
             rows = frames.chip == chip
             if rows.any():
-                lo[chip] = np.where(keep[rows], bins[rows], 1 << 30).min(axis=0)
-                hi[chip] = np.where(keep[rows], bins[rows], -1).max(axis=0)
+                lo[chip], hi[chip] = _range(bins[rows], None if keep is None else keep[rows])
         lo, hi = lo.ravel(), hi.ravel()
     lo = np.where(hi >= 0, lo, 0).astype(np.int64)
     width = np.maximum(hi - lo + 1, 0)
@@ -105,7 +104,7 @@ def _stats(bins: np.ndarray, keep: np.ndarray, frames: Frames, n_chips: int,
         group = (frames.chip[:, None, None] * 2 + np.arange(2)[None, :, None]) * SLOTS \
             + np.arange(SLOTS)[None, None, :]
         keys = (offset - lo)[group] + bins
-    counts = np.bincount(keys[keep], minlength=int(width.sum()))
+    counts = np.bincount(keys.ravel() if keep is None else keys[keep], minlength=int(width.sum()))
     occupied = np.flatnonzero(counts)
     c = counts[occupied]
     group_of = np.searchsorted(offset + width, occupied, side="right")
@@ -135,6 +134,14 @@ def _stats(bins: np.ndarray, keep: np.ndarray, frames: Frames, n_chips: int,
             "iqr": quantile(0.75) - quantile(0.25)}
 
 
+def _range(bins: np.ndarray, keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest kept bin of each group (column); (1 << 30, -1) where none is."""
+    if keep is None:  # every entry kept: no masked copies
+        return bins.min(axis=0, initial=1 << 30), bins.max(axis=0, initial=-1)
+    return (np.where(keep, bins, 1 << 30).min(axis=0, initial=1 << 30),
+            np.where(keep, bins, -1).max(axis=0, initial=-1))
+
+
 def _regular(frames: Frames, n_chips: int) -> bool:
     n = len(frames)
     return n % n_chips == 0 and bool(np.array_equal(
@@ -147,12 +154,18 @@ def summarize(frames: Frames, characterisation: np.ndarray, halves: Halves | Non
     halves = halves or check_halves(frames)
     n_chips = n_chips or max(frames.n_chips, 1)
     adc, tot, toa = _slot_values(frames, characterisation)
-    good = np.broadcast_to(halves.good[:, :, None], adc.shape)
+    if halves.good.all():  # the usual case: no mask for the ADC, none to combine for TOT and TOA
+        good = None
+        overflow = tot == TOT_OVERFLOW_CODE
+        fired_tot, fired_toa = (tot > 0) & ~overflow, toa > 0
+    else:
+        good = np.broadcast_to(halves.good[:, :, None], adc.shape)
+        overflow = good & (tot == TOT_OVERFLOW_CODE)
+        fired_tot, fired_toa = good & (tot > 0) & ~overflow, good & (toa > 0)
     a = _stats(adc.astype(np.int32), good, frames, n_chips, _PLAIN_BIN_VALUES)
-    overflow = good & (tot == TOT_OVERFLOW_CODE)
     # the overflow code is a marker, not a time: out of the TOT statistics
-    t = _stats(_TOT_BIN_OF_CODE[tot], good & (tot > 0) & ~overflow, frames, n_chips, _TOT_BIN_VALUES)
-    o = _stats(toa.astype(np.int32), good & (toa > 0), frames, n_chips, _PLAIN_BIN_VALUES)
+    t = _stats(_TOT_BIN_OF_CODE[tot], fired_tot, frames, n_chips, _TOT_BIN_VALUES)
+    o = _stats(toa.astype(np.int32), fired_toa, frames, n_chips, _PLAIN_BIN_VALUES)
     n = a["n"]
     with np.errstate(invalid="ignore", divide="ignore"):
         n_overflow = _count(overflow, frames, n_chips)
