@@ -68,6 +68,7 @@ class BuildReport:
     datasets: int = 0
     analyses: int = 0
     seconds: float = 0.0
+    acquiring: float = 0.0   # wall seconds spent acquiring points (the pipeline's throughput)
     timer: Timer = field(default_factory=Timer)
     retakes: dict[str, int] = field(default_factory=dict)   # procedure -> its new take (--force-acquire)
     failed: list[Failure] = field(default_factory=list)     # -k: what failed, in order
@@ -274,10 +275,12 @@ class Builder:
                                 file=points.procedure.origin.file)
             pod = self.files.target(points.procedure.power_on_default, points.procedure.origin,
                                     "power-on default") or {}
+            t0 = time.perf_counter()
             try:
                 self.report.acquired += acquire_points(points, self.acquisition, pod)
             finally:
                 self.report.corrupt_halves = self.acquisition.corrupt_halves
+                self.report.acquiring += time.perf_counter() - t0
         elif node.kind == "dataset":
             self._dataset(plan, node)
 

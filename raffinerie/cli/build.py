@@ -142,6 +142,9 @@ def _print_report(names: list[str], report, args, prefix: str) -> None:
             print(f"{prefix}  {failure.kind} {failure.name}: {failure.message}", file=sys.stderr)
         if report.skipped:
             print(f"{prefix}  not built because an input failed: {', '.join(report.skipped)}", file=sys.stderr)
+    if args.profile and report.acquired:
+        print(f"  {prefix}acquisition: {_count(report.acquired, 'point')} in {report.acquiring:.2f} s "
+              f"({report.acquired / max(report.acquiring, 1e-9):.1f} points/s)")
     if args.profile and report.timer.seconds:
         total = sum(report.timer.seconds.values())
         for stage, seconds in sorted(report.timer.seconds.items(), key=lambda kv: -kv[1]):
@@ -452,7 +455,7 @@ def add_parsers(sub, add_config, add_backend) -> None:
     p.add_argument("-a", "--analysis-path", metavar="PATH",
                    help="a package directory or .py file with user analyses")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--profile", action="store_true", help="print where acquisition time went")
+    p.add_argument("--profile", action="store_true", help="print the acquisition's throughput and where its time went")
     p.add_argument("--max-corrupt", type=float, default=5.0, metavar="PERCENT",
                    help="refuse a point (and stop, exit 3) when more than PERCENT of a chip's halves "
                         "are corrupt (default 5)")
