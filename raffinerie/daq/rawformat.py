@@ -167,7 +167,7 @@ def check_halves(frames: Frames) -> Halves:
     n = len(frames)
     header = frames.words[:, :, 0]
     valid = ((header >> 28) == 5) & ((header & 0xF) == 5)
-    syndrome = crc_of_words(frames.words[:, :, :40].reshape(2 * n, 40)).reshape(n, 2)
+    syndrome = crc_of_words(frames.words.reshape(2 * n, HALF_WORDS), 40).reshape(n, 2)
     crc_ok = syndrome == 0
     corruption = (~valid).astype(np.uint8) + 2 * (~crc_ok).astype(np.uint8) \
         + ((header >> 2) & 0b11100).astype(np.uint8)
@@ -233,7 +233,7 @@ def build_halves(header: np.ndarray, cm_word: np.ndarray, channels: np.ndarray) 
     words[..., 1] = cm_word
     words[..., CHANNEL_WORDS] = channels
     flat = words.reshape(-1, HALF_WORDS)
-    flat[:, 39] = crc_of_words(flat[:, :39])
+    flat[:, 39] = crc_of_words(flat, 39)
     flat[:, 40] = IDLE_WORD
     return words
 

@@ -56,19 +56,26 @@ def slot_identity(n_chips: int) -> dict[str, np.ndarray]:
             "channel": channel.astype(np.int16), "channeltype": channeltype.astype(np.int16)}
 
 
-def _slot_values(frames: Frames, characterisation: np.ndarray, full: bool = False):
+def _slot_values(frames: Frames, characterisation: np.ndarray, full: bool = False, dtype=np.uint16):
     """ADC, raw TOT, TOA (and with `full` ADC(BX-1) and flags) of all 39 slots.
 
-    Arrays of shape (records, 2, 39); the CM slots have no TDC values.
+    Arrays of shape (records, 2, 39); the CM slots have no TDC values. ADC,
+    TOA and ADC(BX-1) are of `dtype` (the summary bins them as int32, written
+    so at once), raw TOT uint16, flags uint8.
     """
     adc, adcm, tot, toa, flags = channel_fields(frames, characterisation)
     cm0, cm1 = common_mode(frames)
-    pad = np.zeros((len(frames), 2, 2), dtype=np.uint16)
-    out = [np.concatenate([adc, cm0[:, :, None], cm1[:, :, None]], axis=2),
-           np.concatenate([tot, pad], axis=2), np.concatenate([toa, pad], axis=2)]
+    out = [_slots(adc, dtype, (cm0, cm1)), _slots(tot, np.uint16), _slots(toa, dtype)]
     if full:
-        out += [np.concatenate([adcm, pad], axis=2),
-                np.concatenate([flags, pad.astype(np.uint8)], axis=2)]
+        out += [_slots(adcm, dtype), _slots(flags, np.uint8)]
+    return out
+
+
+def _slots(channels: np.ndarray, dtype, cm: tuple | None = None) -> np.ndarray:
+    """The 37 channel slots of each half and the two CM slots (0 when not given), as one array."""
+    out = np.empty(channels.shape[:2] + (SLOTS,), dtype=dtype)
+    out[:, :, :channels.shape[2]] = channels
+    out[:, :, 37], out[:, :, 38] = cm if cm is not None else (0, 0)
     return out
 
 
@@ -153,7 +160,7 @@ def summarize(frames: Frames, characterisation: np.ndarray, halves: Halves | Non
     """The summary table (SUMMARY_COLUMNS) of a run, as numpy columns."""
     halves = halves or check_halves(frames)
     n_chips = n_chips or max(frames.n_chips, 1)
-    adc, tot, toa = _slot_values(frames, characterisation)
+    adc, tot, toa = _slot_values(frames, characterisation, dtype=np.int32)
     if halves.good.all():  # the usual case: no mask for the ADC, none to combine for TOT and TOA
         good = None
         overflow = tot == TOT_OVERFLOW_CODE
@@ -162,10 +169,10 @@ def summarize(frames: Frames, characterisation: np.ndarray, halves: Halves | Non
         good = np.broadcast_to(halves.good[:, :, None], adc.shape)
         overflow = good & (tot == TOT_OVERFLOW_CODE)
         fired_tot, fired_toa = good & (tot > 0) & ~overflow, good & (toa > 0)
-    a = _stats(adc.astype(np.int32), good, frames, n_chips, _PLAIN_BIN_VALUES)
+    a = _stats(adc, good, frames, n_chips, _PLAIN_BIN_VALUES)
     # the overflow code is a marker, not a time: out of the TOT statistics
-    t = _stats(_TOT_BIN_OF_CODE[tot], fired_tot, frames, n_chips, _TOT_BIN_VALUES)
-    o = _stats(toa.astype(np.int32), fired_toa, frames, n_chips, _PLAIN_BIN_VALUES)
+    t = _stats(_TOT_BIN_OF_CODE.take(tot), fired_tot, frames, n_chips, _TOT_BIN_VALUES)
+    o = _stats(toa, fired_toa, frames, n_chips, _PLAIN_BIN_VALUES)
     n = a["n"]
     with np.errstate(invalid="ignore", divide="ignore"):
         n_overflow = _count(overflow, frames, n_chips)
@@ -190,6 +197,8 @@ def summarize(frames: Frames, characterisation: np.ndarray, halves: Halves | Non
 
 def _count(flags: np.ndarray, frames: Frames, n_chips: int) -> np.ndarray:
     """Number of set flags per summary row; flags has shape (records, 2, SLOTS)."""
+    if _regular(frames, n_chips):  # one row of groups per event
+        return np.count_nonzero(flags.reshape(-1, n_chips * 2 * SLOTS), axis=0).astype(np.int64)
     group = (frames.chip.astype(np.int64)[:, None, None] * 2 + np.arange(2)[None, :, None]) * SLOTS \
         + np.arange(SLOTS)[None, None, :]
     return np.bincount(group[flags], minlength=n_chips * 2 * SLOTS).astype(np.int64)
