@@ -46,7 +46,7 @@ class Acquisition:
 
     def __init__(self, bench: Bench):
         self.bench = bench
-        self.occurrences: dict[str, int] = {}
+        self.occurrences: dict[tuple[str, bytes], int] = {}
         self.failed_starts = 0
 
     def links_align(self) -> bool:
@@ -60,10 +60,7 @@ class Acquisition:
     def run(self, settings: RunSettings, now: float) -> Run:
         b = self.bench
         regs = b.target.registers
-        digest = hashlib.sha256(settings.identity.encode())
-        for key in sorted(regs.values):
-            digest.update(regs.values[key].tobytes())
-        key = digest.hexdigest()
+        key = (settings.identity, hashlib.sha256(regs.image).digest())
         occurrence = self.occurrences.get(key, 0)
         self.occurrences[key] = occurrence + 1
         tdc_ok = b.target.tdc_ok.copy()

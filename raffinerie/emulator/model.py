@@ -183,11 +183,11 @@ class Board:
         s = self.state(regs, settings.injecting)
         seed = [self.seed, _config_seed(regs, settings.identity), occurrence]
         rng = np.random.default_rng(seed)
-        adc, tot, toa, common = self._sample(s, rng, n_events)
+        adc, tot, toa, common, live = self._sample(s, rng, n_events)
         if tdc_ok is not None and not np.all(tdc_ok):
             # its own stream, so the rest of the data do not depend on the TDC state
             _scramble_toa(toa, ~np.asarray(tdc_ok, bool), np.random.default_rng(seed + [0x7DC]))
-        words = self._words(s, adc, tot, toa, common, rng, n_events)
+        words = self._words(s, adc, tot, toa, common, live, rng, n_events)
         if bitslip > 0:
             words = _bit_slip(words, rng.random(words.shape[:2]) < bitslip)
         event = np.repeat(np.arange(n_events, dtype=np.int32), self.n_chips)
@@ -195,10 +195,11 @@ class Board:
         return event, chip, words.reshape(n_events * self.n_chips, 2, -1)
 
     def _sample(self, s: dict, rng, n: int):
-        """ADC, TOT and TOA of every event and slot, and the common-mode term.
+        """ADC, TOT and TOA of every event and slot, the common-mode term, and the live slots.
 
         Per-slot quantities are computed once; per-event random numbers are
         drawn only where they matter (TOT and TOA only in slots that can fire).
+        `live` (per slot) is where TOT or TOA can be non-zero: elsewhere they are 0.
         """
         shape = (n,) + s["pedestal"].shape
         h = pulse_shape(TAU_NS + (s["phase"] - 2.0) * PHASE_NS)
@@ -240,10 +241,11 @@ class Board:
             code, density = self._tdc(self.toa_offset + TOA_LSB_PER_PHASE * s["phase"] + walk)
             code, density = code[can_fire], density[can_fire]
             k = int(can_fire.sum())
-            values = np.rint(code + density * rng.normal(0.0, 0.5, (n, k))) % 1024
+            # mod 1024 on the integers: the same as on the floats, ten times cheaper
+            values = np.rint(code + density * rng.normal(0.0, 0.5, (n, k))).astype(np.int64) & (TOA_RANGE - 1)
             fired = rng.random((n, k)) < p_fire[can_fire]
             toa[:, can_fire] = np.where(fired, values, 0)
-        return adc, tot, toa, common
+        return adc, tot, toa, common, may | can_fire
 
     def _tdc(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """TOA code of an ideal time t (LSB, per slot) and the local code density d code / d t."""
@@ -254,18 +256,21 @@ class Board:
         density = 1.0 + (w * (self.inl_sin * cos - self.inl_cos * sin)).sum(axis=-1)
         return code, density
 
-    def _words(self, s: dict, adc, tot, toa, common, rng, n: int) -> np.ndarray:
+    def _words(self, s: dict, adc, tot, toa, common, live, rng, n: int) -> np.ndarray:
         """41-word halves, shape (events, chips, 2, 41), in each half's mode."""
-        fired = tot > 0
-        code = compress_tot(tot)
-        if s["characterisation"].all():
-            p3, p2 = adc, code
+        # Most slots never fire (TOT = TOA = 0): their words are made from the ADC
+        # fields alone, and the full words (_channel_words) only in the live slots.
+        char = s["characterisation"][None, :, :, None]
+        if char.all():
+            p3 = adc
+            channels = adc << 20   # P2 = TOT = 0
         else:  # normal mode: P2 holds TOT when Tc, else the ADC; P3 the previous BX's ADC
-            char = s["characterisation"][None, :, :, None]
             previous = np.clip(np.rint(s["pedestal"] + rng.normal(0, 1.0, adc.shape)), 0, 1023)
             p3 = np.where(char, adc, previous.astype(np.uint32))
-            p2 = np.where(char | fired, code, adc)
-        channels = (fired.astype(np.uint32) * 3 << 30) | (p3 << 20) | (p2 << 10) | toa
+            channels = (p3 << 20) | (np.where(char, np.uint32(0), adc) << 10)
+        if live.any():
+            at = lambda a: np.broadcast_to(a, adc.shape)[:, live]  # noqa: E731
+            channels[:, live] = _channel_words(at(p3), at(adc), at(tot), at(toa), at(char))
         cm = np.clip(np.rint(self.cm_pedestal[None] + 2.5 * common
                              + rng.normal(0.0, 1.7, (n,) + self.cm_pedestal.shape)), 0, 1023).astype(np.uint32)
         cm_word = (cm[..., 0] << 10) | cm[..., 1]
@@ -273,6 +278,13 @@ class Board:
         self.event_counter = int((self.event_counter + n) % 64)
         header = np.broadcast_to(make_header(BX_COUNTER, counter)[:, None, None], cm_word.shape)
         return build_halves(np.ascontiguousarray(header), cm_word, channels)
+
+
+def _channel_words(p3, adc, tot, toa, char) -> np.ndarray:
+    """Channel words: Tc Tp | P3 (ADC) | P2 (TOT when it fired or in characterisation, else ADC) | TOA."""
+    fired = tot > 0
+    p2 = np.where(char | fired, compress_tot(tot), adc)
+    return (fired.astype(np.uint32) * 3 << 30) | (p3 << 20) | (p2 << 10) | toa
 
 
 def _standard_normal(rng, shape: tuple) -> np.ndarray:
@@ -283,7 +295,10 @@ def _standard_normal(rng, shape: tuple) -> np.ndarray:
     point). The tails are cut at 4.3 sigma: 1.5e-5 of the draws, at most a
     few ADC counts of a channel's ~1-count noise.
     """
-    index = np.frombuffer(rng.bytes(2 * int(np.prod(shape))), dtype="<u2")
+    count = int(np.prod(shape))
+    # what rng.bytes(2 * count) draws, without its copy through a bytes object
+    words = rng.integers(0, 1 << 32, size=(count + 1) // 2, dtype=np.uint32).astype("<u4", copy=False)
+    index = words.view("<u2")[:count]
     return _normal_quantiles().take(index).reshape(shape)
 
 
@@ -316,10 +331,8 @@ def settings_identity(settings: dict, menu: str | None = None) -> str:
 
 
 def _config_seed(regs: RegisterFile, identity: str) -> int:
-    h = hashlib.sha256()
-    for key in sorted(regs.values):
-        h.update(repr(key).encode())
-        h.update(regs.values[key].tobytes())
+    # the image is every register's repr(key) and values, in sorted key order
+    h = hashlib.sha256(regs.image)
     h.update(identity.encode())
     return int.from_bytes(h.digest()[:8], "little")
 
@@ -348,9 +361,10 @@ def messages(event: np.ndarray, chip: np.ndarray, words: np.ndarray,
     Like zmq_pusher::sendvec: a fresh archive per message (header, class
     preamble, then the records, every one with its 40-byte tail).
     """
-    body = encode_records(event, chip, words, first=False, last=False)
+    body = memoryview(encode_records(event, chip, words, first=False, last=False))
     step = per_message * RECORD.itemsize
     head = ARCHIVE_HEADER + PREAMBLE
+    # slices of a memoryview: each message is copied once, into its own bytes
     return [head + body[i:i + step] for i in range(0, len(body), step)]
 
 

@@ -5,11 +5,18 @@ instances), so the response model reads them without walking dicts. A
 write is checked whole before anything changes: an unknown chip, block,
 index or parameter, or a value that does not fit its register, is refused
 with a message naming the place.
+
+All those arrays are views into one byte image, laid out as the emulator's
+noise seed hashes the registers: for each (block, parameter) in sorted
+order, its repr then its values. Hashing the image is one call instead of
+580 (0.04 against 0.2-0.5 ms a run), and since every change goes through
+the views it can never be out of date, however a value was changed.
 """
 
 from __future__ import annotations
 
 import re
+from types import MappingProxyType
 
 import numpy as np
 
@@ -29,14 +36,15 @@ class RegisterFile:
     def __init__(self, n_chips: int = 3, table: ParameterTable | None = None):
         self.table = table or load_table()
         self.n_chips = n_chips
-        self.values: dict[tuple[str, str], np.ndarray] = {}
+        self.image, arrays = _image(self.table, n_chips)
+        # read-only mapping: an array replaced in it would no longer be in the image
+        self.values: MappingProxyType[tuple[str, str], np.ndarray] = MappingProxyType(arrays)
         self.reset()
 
     def reset(self) -> None:
         """Power-on state."""
-        for (block, name), param in self.table.parameters.items():
-            shape = (self.n_chips, self.table.instances[block])
-            self.values[(block, name)] = np.full(shape, param.default, dtype=np.int64)
+        for key, param in self.table.parameters.items():
+            self.values[key][...] = param.default
 
     def get(self, block: str, name: str) -> np.ndarray:
         return self.values[(block, name)]
@@ -114,3 +122,25 @@ class RegisterFile:
             for index in range(arr.shape[1]):
                 out.setdefault(block, {}).setdefault(index, {})[name] = int(arr[chip, index])
         return out
+
+
+def _image(table: ParameterTable, n_chips: int) -> tuple[np.ndarray, dict]:
+    """The byte image (sorted keys: repr, then the int64 values) and a view of it per key.
+
+    The dict keeps the table's order, which the replies that list registers follow.
+    """
+    keys = list(table.parameters)
+    shapes = {(block, name): (n_chips, table.instances[block]) for block, name in keys}
+    offsets, size = {}, 0
+    for key in sorted(keys):
+        size += len(repr(key).encode())
+        offsets[key] = size
+        size += 8 * int(np.prod(shapes[key]))
+    image = np.zeros(size, dtype=np.uint8)
+    for key in sorted(keys):
+        label = np.frombuffer(repr(key).encode(), dtype=np.uint8)
+        image[offsets[key] - label.size:offsets[key]] = label
+    # native int64, C order: a view's bytes are what `tobytes()` of a separate array gives
+    arrays = {key: np.ndarray(shapes[key], dtype=np.int64, buffer=image, offset=offsets[key])
+              for key in keys}
+    return image, arrays
