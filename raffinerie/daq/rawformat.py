@@ -231,7 +231,8 @@ def build_halves(header: np.ndarray, cm_word: np.ndarray, channels: np.ndarray) 
     words = np.zeros(shape + (HALF_WORDS,), dtype=np.uint32)
     words[..., 0] = header
     words[..., 1] = cm_word
-    words[..., CHANNEL_WORDS] = channels
+    # CHANNEL_WORDS as three slices: a fancy-indexed store is three times slower
+    words[..., 2:20], words[..., 21:39], words[..., 20] = channels[..., :18], channels[..., 18:36], channels[..., 36]
     flat = words.reshape(-1, HALF_WORDS)
     flat[:, 39] = crc_of_words(flat, 39)
     flat[:, 40] = IDLE_WORD
