@@ -74,7 +74,7 @@ class Acquisition:
     done: int = 0            # points of the current procedure, for the progress line
     counting: threading.Lock = field(default_factory=threading.Lock)
     # decode in a worker process instead of the committing thread: measured slower here
-    # (bench_pipeline: 34 against 40 points/s; the cores, not the GIL, are the limit)
+    # (bench_pipeline: 46 against 63 points/s; the cores, not the GIL, are the limit)
     processes: bool = False
     _pool: object = None
 
