@@ -104,6 +104,10 @@ def load_yaml(path: Path, what: str = "file") -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
+        if "nesting depth" in problem:  # PyYAML >= 6.0.4 stops deep documents in its parser
+            where = f" at column {mark.column + 1}" if mark is not None else ""
+            raise RaffError(f"YAML nested too deeply{where} (beyond the YAML parser's limit)", file=path,
+                            line=mark.line + 1 if mark is not None else None) from None
         if mark is None:
             raise RaffError(f"YAML syntax error: {problem}", file=path) from None
         raise RaffError(f"YAML syntax error at column {mark.column + 1}: {problem}",
