@@ -84,9 +84,10 @@ def _stats(bins: np.ndarray, keep: np.ndarray | None, frames: Frames, n_chips: i
     """n, mean, population std, median and IQR of the kept entries of each slot.
 
     bins: (records, 2, SLOTS) bin numbers, increasing with the value, which is
-    bin_values[bin]; keep: which entries count (None: all). The histogram of each slot spans only the bins between
-    its smallest and largest entry, all slots in one bincount; only its
-    occupied bins are visited. Sums are exact (integers below 2**53).
+    bin_values[bin]; keep: which entries count (None: all). The histogram of
+    each slot spans only the bins between its smallest and largest entry, all
+    slots in one bincount; only its occupied bins are visited. Sums are exact
+    (integers below 2**53).
     """
     n_groups = n_chips * 2 * SLOTS
     regular = _regular(frames, n_chips)

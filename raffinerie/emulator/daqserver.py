@@ -12,13 +12,12 @@ server stops and is `configured` again.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 
 from raffinerie.config.tree import merge
 from raffinerie.emulator.daqfsm import DaqFsm, FsmServed, State
-from raffinerie.emulator.model import Board, RunSettings, injecting_2021, settings_identity
+from raffinerie.emulator.model import Board, RunSettings, config_digest, injecting_2021, settings_identity
 from raffinerie.emulator.stream import DataPush, Run, plan_run
 from raffinerie.emulator.target import Target
 from raffinerie.emulator.wire import EventLog, Faults, HandshakeServed, Served, as_mapping, yaml_frame
@@ -46,7 +45,7 @@ class Acquisition:
 
     def __init__(self, bench: Bench):
         self.bench = bench
-        self.occurrences: dict[tuple[str, bytes], int] = {}
+        self.occurrences: dict[bytes, int] = {}
         self.failed_starts = 0
 
     def links_align(self) -> bool:
@@ -60,7 +59,7 @@ class Acquisition:
     def run(self, settings: RunSettings, now: float) -> Run:
         b = self.bench
         regs = b.target.registers
-        key = (settings.identity, hashlib.sha256(regs.image).digest())
+        key = config_digest(regs, settings.identity)
         occurrence = self.occurrences.get(key, 0)
         self.occurrences[key] = occurrence + 1
         tdc_ok = b.target.tdc_ok.copy()

@@ -330,11 +330,16 @@ def settings_identity(settings: dict, menu: str | None = None) -> str:
     return repr((menu, sorted((str(k), repr(v)) for k, v in body.items())))
 
 
-def _config_seed(regs: RegisterFile, identity: str) -> int:
-    # the image is every register's repr(key) and values, in sorted key order
+def config_digest(regs: RegisterFile, identity: str) -> bytes:
+    """SHA-256 of every register (the image: each repr(key) and values, in sorted key order)
+    and the run settings: what a run's data depend on."""
     h = hashlib.sha256(regs.image)
     h.update(identity.encode())
-    return int.from_bytes(h.digest()[:8], "little")
+    return h.digest()
+
+
+def _config_seed(regs: RegisterFile, identity: str) -> int:
+    return int.from_bytes(config_digest(regs, identity)[:8], "little")
 
 
 def _scramble_toa(toa: np.ndarray, bad_chips: np.ndarray, rng) -> None:

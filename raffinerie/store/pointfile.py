@@ -130,12 +130,13 @@ def _array_json(shape: tuple, dtype: str, attributes: str) -> bytes:
     """
     import zarr
     from zarr.codecs import ZstdCodec
+    from zarr.core.buffer import default_buffer_prototype
     from zarr.storage import MemoryStore
 
-    store = MemoryStore()
-    zarr.create_array(store, shape=shape, dtype=np.dtype(dtype), chunks=tuple(max(n, 1) for n in shape),
-                      compressors=ZstdCodec(level=LEVEL), attributes=json.loads(attributes))
-    return store._store_dict["zarr.json"].to_bytes()
+    array = zarr.create_array(MemoryStore(), shape=shape, dtype=np.dtype(dtype),
+                              chunks=tuple(max(n, 1) for n in shape), compressors=ZstdCodec(level=LEVEL),
+                              attributes=json.loads(attributes))
+    return array.metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
 
 
 def write_with_zarr(path: Path, attributes: dict, summary: np.ndarray, raw_packed: bytes, raw_size: int,
