@@ -95,5 +95,6 @@ def main() -> None:
               f"acquisition pipelined >= 1.5 x plain (got {gain:.2f} x; whole build "
               f"{median['pipelined'][1] / median['plain'][1]:.2f} x)")
 
+
 if __name__ == "__main__":
     main()
