@@ -13,6 +13,9 @@
    whole build's rate, with the emulator's start, the plan and the dataset,
    is printed beside it. The ways take turns, `--repeat` times, and the
    median of each is compared: this machine's speed drifts from run to run.
+   It also prints the CPU a point costs raff and the emulator (which share
+   the cores), and the rate the cores allow at most, whatever the overlap:
+   the ceiling a pipelined build on this machine can reach.
 
 Each measurement is a real build (`raffinerie.builder.executor.Builder`) of a
 scan of Calib on a fresh cache, on the embedded emulator process.
@@ -30,8 +33,8 @@ from pathlib import Path
 from common import scan_library
 
 
-def build(main: Path, cache: Path, pipelined: bool, processes: bool = True) -> tuple[float, float, dict]:
-    """(wall of the build, wall of its acquisition, seconds per stage) of one build on a fresh cache."""
+def build(main: Path, cache: Path, pipelined: bool, processes: bool = False):
+    """(wall of the build, its report) of one build on a fresh cache; threads unless `processes`."""
     from raffinerie.builder.executor import Builder
     from raffinerie.builder.progress import Progress
     from raffinerie.config.checks import validate
@@ -45,7 +48,7 @@ def build(main: Path, cache: Path, pipelined: bool, processes: bool = True) -> t
     builder.acquisition.processes = processes
     t0 = time.perf_counter()
     report = builder.build("scan")
-    return time.perf_counter() - t0, report.acquiring, report.timer.seconds
+    return time.perf_counter() - t0, report
 
 
 def main() -> None:
@@ -68,7 +71,7 @@ def main() -> None:
         os.environ["RAFF_EMULATOR_TRIGGER_RATE"] = str(args.rate)
         paced = {}
         for pipelined in (False, True):
-            wall, _, _ = build(main_config, Path(tmp) / f"paced-{pipelined}", pipelined)
+            wall, _ = build(main_config, Path(tmp) / f"paced-{pipelined}", pipelined)
             paced[pipelined] = wall
             print(f"  paced at {args.rate:g} Hz ({hardware:.1f} s of hardware), "
                   f"{'pipelined' if pipelined else 'plain    '}: {wall:6.2f} s wall, "
@@ -78,19 +81,32 @@ def main() -> None:
         print(f"unpaced: {args.unpaced_points} points x {args.events} events x 3 chips")
         ways = (("plain", False, False), ("pipelined", True, False), ("pipelined, process", True, True))
         rates: dict[str, list] = {name: [] for name, _, _ in ways}
+        cpu: dict[str, list] = {name: [] for name, _, _ in ways}
         for turn in range(args.repeat):
             for name, pipelined, processes in ways:
-                wall, acquiring, stages = build(fast_config, Path(tmp) / f"fast-{name}-{turn}", pipelined, processes)
+                wall, report = build(fast_config, Path(tmp) / f"fast-{name}-{turn}", pipelined, processes)
                 n = args.unpaced_points
-                rates[name].append((n / acquiring, n / wall))
-                profile = ", ".join(f"{k.split(' (')[0]} {v:.2f} s" for k, v in stages.items())
-                print(f"  unpaced, {name:18}: acquisition {n / acquiring:5.1f} points/s; whole build "
-                      f"{wall:5.2f} s, {n / wall:5.1f} points/s ({profile})", flush=True)
+                rates[name].append((n / report.acquiring, n / wall))
+                cpu[name].append((report.acquiring_cpu + report.emulator_cpu) * 1e3 / n)
+                profile = ", ".join(f"{k.split(' (')[0]} {v:.2f} s" for k, v in report.timer.seconds.items())
+                print(f"  unpaced, {name:18}: acquisition {n / report.acquiring:5.1f} points/s; whole build "
+                      f"{wall:5.2f} s, {n / wall:5.1f} points/s ({profile}); CPU per point: raff "
+                      f"{report.acquiring_cpu * 1e3 / n:.1f} ms{' (its worker process not counted)' * processes}, "
+                      f"emulator {report.emulator_cpu * 1e3 / n:.1f} ms",
+                      flush=True)
         median = {name: [statistics.median(r[i] for r in rs) for i in (0, 1)] for name, rs in rates.items()}
         for name, (acq, whole) in median.items():
             print(f"  median of {args.repeat}, {name:18}: acquisition {acq:5.1f} points/s, whole build "
                   f"{whole:5.1f} points/s")
         gain = median["pipelined"][0] / median["plain"][0]
+        # No schedule beats the cores: CPU per point (raff and the emulator, which share them) caps
+        # the pipelined rate whatever the overlap. (The worker process's CPU is not counted.)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        ms = statistics.median(cpu["pipelined"])
+        bound = cores * 1e3 / ms
+        print(f"  the cores' bound: pipelined, a point costs {ms:.1f} ms of CPU (raff and emulator); on "
+              f"{cores} cores at most {bound:.1f} points/s, {bound / median['plain'][0]:.2f} x plain even "
+              f"with perfect overlap; got {median['pipelined'][0] / bound:.0%} of it")
         print(f"goals: paced pipelined ratio <= 1.10 (got {paced[True] / hardware:.3f}); unpaced "
               f"acquisition pipelined >= 1.5 x plain (got {gain:.2f} x; whole build "
               f"{median['pipelined'][1] / median['plain'][1]:.2f} x)")

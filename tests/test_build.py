@@ -79,6 +79,21 @@ def test_a_second_procedure_reuses_shared_points(raff, libdir):
     assert len(acquired_keys(cache)) == 4
 
 
+def test_profile_prints_throughput_and_the_cpu_of_raff_and_the_emulator(raff, libdir):
+    import re
+
+    main = libdir.main(libdir.daq(parameters=SCAN % 500))
+    result = raff("build", "scan", "-c", main, "--profile")
+    assert result.code == 0, result.err
+    assert re.search(r"acquisition: 5 points in [\d.]+ s \([\d.]+ points/s\)", result.out), result.out
+    cpu = re.search(r"CPU per point: raff ([\d.]+) ms, embedded emulator ([\d.]+) ms .*; "
+                    r"(\d+) cores?, so at most (\d+) points/s", result.out)
+    assert cpu, result.out
+    raff_ms, emulator_ms, cores, bound = map(float, cpu.groups())
+    assert raff_ms > 0 and emulator_ms > 0  # both really measured (the emulator from /proc)
+    assert abs(bound - cores * 1e3 / (raff_ms + emulator_ms)) <= 0.05 * bound + 1  # from the rounded figures
+
+
 def test_dataset_columns_repeats_and_data_columns(raff, libdir, tmp_path):
     import pandas as pd
 

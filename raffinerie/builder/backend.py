@@ -53,6 +53,10 @@ class Backend:
                            f"{generation.value}) on {network.server.hostname}")
         return network, network.data
 
+    def emulator_cpu(self) -> float:
+        """CPU seconds the embedded emulator has used so far (0 without one)."""
+        return (self.emulator.cpu_seconds() or 0.0) if self.emulator is not None else 0.0
+
     def close(self) -> None:
         if self.session is not None:
             self.session.close()

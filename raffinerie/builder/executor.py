@@ -69,6 +69,8 @@ class BuildReport:
     analyses: int = 0
     seconds: float = 0.0
     acquiring: float = 0.0   # wall seconds spent acquiring points (the pipeline's throughput)
+    acquiring_cpu: float = 0.0   # CPU seconds of this process meanwhile (all its threads)
+    emulator_cpu: float = 0.0    # CPU seconds of the embedded emulator meanwhile (0 on hardware)
     timer: Timer = field(default_factory=Timer)
     retakes: dict[str, int] = field(default_factory=dict)   # procedure -> its new take (--force-acquire)
     failed: list[Failure] = field(default_factory=list)     # -k: what failed, in order
@@ -275,12 +277,14 @@ class Builder:
                                 file=points.procedure.origin.file)
             pod = self.files.target(points.procedure.power_on_default, points.procedure.origin,
                                     "power-on default") or {}
-            t0 = time.perf_counter()
+            t0, cpu0, emulator0 = time.perf_counter(), time.process_time(), self.acquisition.backend.emulator_cpu()
             try:
                 self.report.acquired += acquire_points(points, self.acquisition, pod)
             finally:
                 self.report.corrupt_halves = self.acquisition.corrupt_halves
                 self.report.acquiring += time.perf_counter() - t0
+                self.report.acquiring_cpu += time.process_time() - cpu0
+                self.report.emulator_cpu += max(self.acquisition.backend.emulator_cpu() - emulator0, 0.0)
         elif node.kind == "dataset":
             self._dataset(plan, node)
 

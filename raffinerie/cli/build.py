@@ -145,10 +145,25 @@ def _print_report(names: list[str], report, args, prefix: str) -> None:
     if args.profile and report.acquired:
         print(f"  {prefix}acquisition: {_count(report.acquired, 'point')} in {report.acquiring:.2f} s "
               f"({report.acquired / max(report.acquiring, 1e-9):.1f} points/s)")
+        if not prefix:  # several boards share one process: its CPU is not one board's
+            print(f"  {_cpu_per_point(report)}")
     if args.profile and report.timer.seconds:
         total = sum(report.timer.seconds.values())
         for stage, seconds in sorted(report.timer.seconds.items(), key=lambda kv: -kv[1]):
             print(f"  {prefix}{stage:36} {seconds:8.2f} s  {100 * seconds / total:5.1f} %")
+
+
+def _cpu_per_point(report) -> str:
+    """The CPU an acquired point cost, against the cores there were: whether the cores set the pace."""
+    import os
+
+    per_point = 1e3 / report.acquired
+    raff, emulator = report.acquiring_cpu * per_point, report.emulator_cpu * per_point
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    line = f"CPU per point: raff {raff:.1f} ms"
+    if emulator:
+        line += f", embedded emulator {emulator:.1f} ms (on the same cores, unlike hardware)"
+    return line + f"; {cores} core{'s' * (cores != 1)}, so at most {cores * 1e3 / (raff + emulator):.0f} points/s"
 
 
 def _runner(args, lib, store, board_label: str | None = None):

@@ -86,6 +86,22 @@ class EmulatorProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the emulator has used so far (Linux /proc; None elsewhere or when it is gone).
+
+        It shares this machine's cores with raff, which real hardware does
+        not: `raff build --profile` shows both, so that a throughput figure
+        can be read against the cores it had.
+        """
+        if self.proc is None:
+            return None
+        try:
+            with open(f"/proc/{self.proc.pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
     def stop(self) -> None:
         if self.proc is None:
             return
