@@ -202,3 +202,34 @@ def test_reader_processes_assemble_the_same_dataset_and_catch_damage(built, tmp_
     with pytest.raises(DamagedEntry, match="Bad CRC-32"):
         datasets.write_dataset(points, store, tmp_path / "damaged.zarr")
     assert not victim.exists() and any((store.root / "quarantine" / "measurements").iterdir())
+
+
+def test_datasets_made_and_opened_in_parallel_threads_print_no_zarr_warning(tmp_path):
+    """Boards build their datasets in threads: zarr-python's consolidated-metadata warning
+    is noise to users, and `warnings.catch_warnings` (not thread-safe) let it through.
+    The race is narrow: before the fix this caught it in some runs, not all."""
+    import subprocess
+    import sys
+
+    script = f"""
+import threading
+import numpy as np
+from pathlib import Path
+from raffinerie.store.dataset import Dataset, DatasetWriter
+
+def board(b):
+    for i in range(60):
+        folder = Path({str(tmp_path)!r}) / f"{{b}}-{{i}}"
+        writer = DatasetWriter(folder, "compact", 4, 2, {{}})
+        writer.array("value", np.arange(4), ("point",))
+        writer.close(["value"])
+        Dataset(folder)
+
+threads = [threading.Thread(target=board, args=(b,)) for b in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+"""
+    (tmp_path / "boards.py").write_text(script)  # a file: under -c, Python shows no such warning at all
+    done = subprocess.run([sys.executable, tmp_path / "boards.py"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr, done.stderr

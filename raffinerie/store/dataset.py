@@ -24,7 +24,7 @@ out-of-core DataFrame of blocks of points.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -108,8 +108,8 @@ class DatasetWriter:
 
         self.group.attrs.update({**self.attributes, "columns": columns, "dims": self.dims,
                                  "constants": self.constants})
-        with _quiet():
-            zarr.consolidate_metadata(str(self.folder))
+        _quiet()
+        zarr.consolidate_metadata(str(self.folder))
 
 
 class Dataset:
@@ -119,8 +119,8 @@ class Dataset:
         import zarr
 
         self.folder = Path(folder)
-        with _quiet():
-            self.group = zarr.open_consolidated(str(self.folder), mode="r")
+        _quiet()
+        self.group = zarr.open_consolidated(str(self.folder), mode="r")
         attrs = dict(self.group.attrs)
         self.attributes = attrs
         self.layout: str = attrs["layout"]
@@ -354,15 +354,17 @@ class _Partition:
         return pd.DataFrame(Dataset(self.folder).to_columns(self.columns, self.where, points))
 
 
-@contextlib.contextmanager
-def _quiet():
+@functools.cache
+def _quiet() -> None:
     """Consolidated metadata is not in the Zarr v3 spec yet, and zarr-python says so each time;
-    raffinerie writes and reads it itself (one metadata read per dataset), so the warning is noise."""
+    raffinerie writes and reads it itself (one metadata read per dataset), so the warning is noise.
+
+    One filter for the process, not `warnings.catch_warnings()`: that swaps the
+    process's filter list, so boards building datasets in parallel threads let
+    the warning through to the user."""
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata")
-        yield
+    warnings.filterwarnings("ignore", message="Consolidated metadata", module="zarr")
 
 
 def _read_points(array, point_ix: np.ndarray) -> np.ndarray:
