@@ -24,7 +24,6 @@ out-of-core DataFrame of blocks of points.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from dataclasses import dataclass
@@ -354,17 +353,21 @@ class _Partition:
         return pd.DataFrame(Dataset(self.folder).to_columns(self.columns, self.where, points))
 
 
-@functools.cache
 def _quiet() -> None:
     """Consolidated metadata is not in the Zarr v3 spec yet, and zarr-python says so each time;
     raffinerie writes and reads it itself (one metadata read per dataset), so the warning is noise.
 
     One filter for the process, not `warnings.catch_warnings()`: that swaps the
     process's filter list, so boards building datasets in parallel threads let
-    the warning through to the user."""
+    the warning through to the user. Added when missing (the first call, or after a
+    test harness reset the filters): re-adding one removes it for an instant."""
     import warnings
 
-    warnings.filterwarnings("ignore", message="Consolidated metadata", module="zarr")
+    if not any(f[0] == "ignore" and f[1] is not None and f[1].pattern == _CONSOLIDATED for f in warnings.filters):
+        warnings.filterwarnings("ignore", message=_CONSOLIDATED, module="zarr")
+
+
+_CONSOLIDATED = "Consolidated metadata"
 
 
 def _read_points(array, point_ix: np.ndarray) -> np.ndarray:
