@@ -52,6 +52,7 @@ def build(main: Path, cache: Path, pipelined: bool, processes: bool = False):
 
 
 def main() -> None:
+    from raffinerie.builder.executor import cores_bound
     from raffinerie.tuning import tune_allocator
 
     tune_allocator()  # as `raff build` does
@@ -101,9 +102,8 @@ def main() -> None:
         gain = median["pipelined"][0] / median["plain"][0]
         # No schedule beats the cores: CPU per point (raff and the emulator, which share them) caps
         # the pipelined rate whatever the overlap. (The worker process's CPU is not counted.)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         ms = statistics.median(cpu["pipelined"])
-        bound = cores * 1e3 / ms
+        cores, bound = cores_bound(ms)
         print(f"  the cores' bound: pipelined, a point costs {ms:.1f} ms of CPU (raff and emulator); on "
               f"{cores} cores at most {bound:.1f} points/s, {bound / median['plain'][0]:.2f} x plain even "
               f"with perfect overlap; got {median['pipelined'][0] / bound:.0%} of it")

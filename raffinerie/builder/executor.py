@@ -18,6 +18,7 @@ and the report lists the failures (`BuildReport.failed`).
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -339,6 +340,12 @@ def _blocked(plan: Plan, failures: dict[str, Failure]) -> set[str]:
         if node.id in failures or any(d in out for d in node.depends_on):
             out.add(node.id)
     return out
+
+
+def cores_bound(ms_per_point: float) -> tuple[int, float]:
+    """(cores this process may run on, the points/s they allow at most at this CPU per point)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores, cores * 1e3 / ms_per_point
 
 
 def output_dir(main: Path, override: str | None, procedure: str) -> Path:

@@ -155,15 +155,15 @@ def _print_report(names: list[str], report, args, prefix: str) -> None:
 
 def _cpu_per_point(report) -> str:
     """The CPU an acquired point cost, against the cores there were: whether the cores set the pace."""
-    import os
+    from raffinerie.builder.executor import cores_bound
 
     per_point = 1e3 / report.acquired
     raff, emulator = report.acquiring_cpu * per_point, report.emulator_cpu * per_point
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores, bound = cores_bound(raff + emulator)
     line = f"CPU per point: raff {raff:.1f} ms"
     if emulator:
         line += f", embedded emulator {emulator:.1f} ms (on the same cores, unlike hardware)"
-    return line + f"; {cores} core{'s' * (cores != 1)}, so at most {cores * 1e3 / (raff + emulator):.0f} points/s"
+    return line + f"; {cores} core{'s' * (cores != 1)}, so at most {bound:.0f} points/s"
 
 
 def _runner(args, lib, store, board_label: str | None = None):
