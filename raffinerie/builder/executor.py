@@ -345,7 +345,7 @@ def _blocked(plan: Plan, failures: dict[str, Failure]) -> set[str]:
 def cores_bound(ms_per_point: float) -> tuple[int, float]:
     """(cores this process may run on, the points/s they allow at most at this CPU per point)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return cores, cores * 1e3 / ms_per_point
+    return cores, cores * 1e3 / max(ms_per_point, 1e-3)  # a coarse CPU clock may read 0 for a short build
 
 
 def output_dir(main: Path, override: str | None, procedure: str) -> Path:
