@@ -148,6 +148,15 @@ def emulator_pids(parent: int | None = None, parents: set[int] | None = None) ->
     """Pids of running `raffinerie emulator` processes (children of `parent` if given)."""
     parents = parents if parents is not None else ({parent} if parent is not None else None)
     out = []
+    for pid, cmd, ppid in _processes():
+        if b"raffinerie" in cmd and b"emulator" in cmd:
+            if parents is None or ppid in parents:
+                out.append(pid)
+    return out
+
+
+def _processes():
+    """(pid, arguments, ppid) of every live process that can be read."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -156,11 +165,66 @@ def emulator_pids(parent: int | None = None, parents: set[int] | None = None) ->
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        if b"raffinerie" in cmd and b"emulator" in cmd:
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if parents is None or ppid in parents:
-                out.append(int(entry.name))
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z":       # a zombie has ended; only its parent's wait is missing
+            continue
+        yield int(entry.name), cmd, int(fields[1])
+
+
+# Every process a test starts inherits this variable (run_raff and the tests'
+# own Popen copy os.environ), so a process still running after its test is
+# found by it wherever it was re-parented: a raff, an emulator, a distillery's
+# child, an analysis worker or multiprocessing's resource tracker.
+SESSION_MARK = "RAFF_TEST_SESSION"
+os.environ[SESSION_MARK] = f"{os.getpid()}-{time.time_ns()}"
+
+
+def _is_multiprocessing_helper(cmd: list[bytes]) -> bool:
+    """multiprocessing's resource tracker or forkserver: a test that uses
+    multiprocessing in this process starts one, and it lives as long as this
+    process (it ends when its pipe from here closes), so it is not a leak."""
+    text = b" ".join(cmd)
+    return b"multiprocessing.resource_tracker" in text or b"multiprocessing.forkserver" in text
+
+
+def marked_pids() -> dict[int, str]:
+    """Live processes started under this test session, other than this one."""
+    needle = f"{SESSION_MARK}={os.environ[SESSION_MARK]}".encode()
+    out = {}
+    for pid, cmd, ppid in _processes():
+        if pid == os.getpid() or (ppid == os.getpid() and _is_multiprocessing_helper(cmd)):
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            out[pid] = b" ".join(cmd).decode(errors="replace").strip()
     return out
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test():
+    """Fail a test that leaves a process of its own running once it ends.
+
+    Processes that were running before it (servers of session- or
+    module-scoped fixtures, set up first) are not its own. A process is given
+    5 s to finish its exit, then killed, so one leak does not fail later tests.
+    """
+    before = set(marked_pids())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        left = {pid: cmd for pid, cmd in marked_pids().items() if pid not in before}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    if left:
+        listing = "; ".join(f"{pid}: {cmd[:160]}" for pid, cmd in sorted(left.items()))
+        pytest.fail(f"processes outlived the test: {listing}")
 
 
 @pytest.fixture(scope="session", autouse=True)
