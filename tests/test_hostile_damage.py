@@ -223,6 +223,21 @@ def test_small_files_of_an_entry_are_checked_when_read(raff, libdir):
     assert not meta.parent.exists()
 
 
+def test_a_damaged_analysis_output_never_reaches_raff_out(raff, libdir):
+    main = scan_with_analysis(libdir)
+    cache = libdir.root / ".raffinerie-cache"
+    assert raff("build", "mean", "-c", main).code == 0
+    (summary,) = list((cache / "analyses").glob("*/*/summary.csv"))
+    summary.write_text(summary.read_text().replace("adc_mean", "adc_mea9"))
+    shutil.rmtree(libdir.root / "raff-out")
+    r = raff("build", "mean", "-c", main)
+    assert_clean_error(r, "damaged cache entry (content changed: summary.csv); moved to quarantine/")
+    assert not (libdir.root / "raff-out" / "mean" / "summary.csv").exists()
+    r = raff("build", "mean", "-c", main)
+    assert r.code == 0 and "1 analysis built" in r.out, r.out + r.err
+    assert "adc_mea9" not in (libdir.root / "raff-out" / "mean" / "summary.csv").read_text()
+
+
 # -- item 6: gc and boards -------------------------------------------------------------------
 
 def test_gc_never_collects_the_points_of_a_board_it_was_not_given(raff, libdir):
