@@ -301,7 +301,7 @@ class AnalysisRunner:
 
     def materialise(self, node: Node) -> Path:
         """Copy the cached outputs of `node` to its user-visible folder."""
-        source = self.store.path("analyses", node.key)
+        source = self.store.require_sound("analyses", node.key)  # small files: hashed, a damaged entry quarantined
         target = Path(self.output_dir(node.name))
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)

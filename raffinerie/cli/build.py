@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from raffinerie.cli.numbers import COUNT, PERCENT, WORKERS
 from raffinerie.errors import RaffError
 from raffinerie.store.layout import KINDS, cache_root
 
@@ -233,6 +234,8 @@ def show_command(args) -> int:
 
 
 def export_command(args) -> int:
+    from raffinerie.store.dataset import FOLDER
+
     lib, store, node = _dataset(args)
     out = Path(args.output)
     suffix = out.suffix.lower()
@@ -246,7 +249,8 @@ def export_command(args) -> int:
             if suffix == ".zarr":
                 if out.exists():
                     raise RaffError("already exists; remove it or choose another name", file=out)
-                shutil.copytree(store.dataset_folder(node.key), out)  # as stored: xarray.open_zarr reads it
+                # as stored (xarray.open_zarr reads it), each file checked against the manifest as it is copied
+                store.copy_checked("datasets", node.key, FOLDER, out)
             else:
                 _export_rows(data, out, suffix)
         except OSError as exc:
@@ -341,25 +345,16 @@ def _cache_gc(args, lib, files, store) -> int:
     from raffinerie.store.files import tree_size
 
     from raffinerie.analysis.code import code_provider
-    from raffinerie.graph.plan import make_plan, take_keys
+    from raffinerie.builder.collect import collect
+    from raffinerie.config.network import boards
 
-    net = _identity(args)
-    needed = {kind: set() for kind in KINDS}
-    index = store.index()
-    code = code_provider(lib.main, args.analysis_path)
-    for name in lib.procedures:
-        plan = make_plan(lib, name, net, index, files, code)
-        for points in plan.points.values():
-            # the current take, and the earlier ones --force-acquire kept (acquired data, never dropped)
-            for keys in [points.keys] + [take_keys(points, t) for t in range(points.take)]:
-                keys = keys.hex()
-                needed["measurements"].update(keys[i:i + 64] for i in range(0, len(keys), 64))
-        for node in plan.nodes.values():
-            if node.key and node.kind in ("dataset", "analysis"):
-                needed["datasets" if node.kind == "dataset" else "analyses"].add(node.key)
-    kinds = KINDS if args.include_measurements else ("datasets", "analyses")
-    doomed = [(kind, key, path) for kind in kinds for key, path in store.entries(kind)
-              if key not in needed[kind]]
+    named = [board.identity for board in boards(args.network, args.seed)]
+    found = collect(lib, files, store, named, code_provider(lib.main, args.analysis_path),
+                    args.include_measurements)
+    others = [b for b in found.boards if b not in named]
+    print(f"live: what the library's procedures need on {', '.join(named)}"
+          + (f" and on the other boards the cache holds: {', '.join(others)}" if others else ""))
+    doomed = found.doomed
     # folders in raff-out/ that no analysis of the library writes (renamed or removed analyses)
     out_root = lib.main.resolve().parent / "raff-out"
     produced = {name for name, proc in lib.procedures.items() if proc.kind == "analysis"}
@@ -382,6 +377,12 @@ def _cache_gc(args, lib, files, store) -> int:
             store.remove(kind, key)
     verb = "removed" if args.yes else "would remove (dry run; --yes to delete)"
     kept = "" if args.include_measurements else "; measurements are kept (--include-measurements removes unneeded ones)"
+    for board, n in found.other_boards.items():
+        print(f"kept {n} unneeded measurement{'s' * (n != 1)} of board {board}, which this command does "
+              "not name (--network or --seed names it)")
+    if found.unreadable:
+        print(f"kept {found.unreadable} unneeded measurement{'s' * (found.unreadable != 1)} whose board "
+              "could not be read")
     folders = f", {len(stale)} output folder{'s' * (len(stale) != 1)}" if stale else ""
     print(f"{verb}: {len(doomed)} entries{folders}, {human_bytes(size)}{kept}")
     return 0
@@ -464,14 +465,14 @@ def add_parsers(sub, add_config, add_backend) -> None:
                    help="assemble datasets and run analyses on a dask.distributed cluster: a scheduler "
                         "ADDRESS (tcp://host:8786; it must see the cache's folder), or local:N for N "
                         "worker processes on this machine")
-    p.add_argument("-w", "--workers", type=int, default=1, metavar="N",
+    p.add_argument("-w", "--workers", type=WORKERS, default=1, metavar="N",
                    help="run up to N analyses in parallel (acquisition stays serial)")
     p.add_argument("-o", "--output", metavar="DIR", help="where analysis outputs appear (default raff-out/)")
     p.add_argument("-a", "--analysis-path", metavar="PATH",
                    help="a package directory or .py file with user analyses")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--profile", action="store_true", help="print the acquisition's throughput and where its time went")
-    p.add_argument("--max-corrupt", type=float, default=5.0, metavar="PERCENT",
+    p.add_argument("--max-corrupt", type=PERCENT, default=5.0, metavar="PERCENT",
                    help="refuse a point (and stop, exit 3) when more than PERCENT of a chip's halves "
                         "are corrupt (default 5)")
     p.add_argument("--readback", action="store_true",
@@ -495,7 +496,7 @@ def add_parsers(sub, add_config, add_backend) -> None:
     p.add_argument("name", metavar="NAME")
     add_config(p)
     add_backend(p)
-    p.add_argument("-n", "--rows", type=int, default=5, help="rows to show (5)")
+    p.add_argument("-n", "--rows", type=COUNT, default=5, help="rows to show (5)")
     p.set_defaults(func=show_command)
 
     p = sub.add_parser("export", help="write the dataset of a daq procedure to .csv, .zarr or .root")

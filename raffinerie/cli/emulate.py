@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 
+from raffinerie.cli.numbers import COUNT, FRACTION, PORT, SEED, TRIGGER_RATE
 from raffinerie.errors import RaffError
 
 GENERATIONS = ("menus", "2021")
@@ -69,29 +70,29 @@ def add_parser(sub) -> None:
                    help="hexactrl-sw generation of the daq server and daq-client (default menus)")
     p.add_argument("--slow-control", choices=SLOW_CONTROLS,
                    help="slow-control protocol (default: hcc for menus, zmq-i2c for 2021)")
-    p.add_argument("--server-port", type=int, default=6000, metavar="P", help="daq server port (6000)")
-    p.add_argument("--target-port", type=int, default=5555, metavar="P", help="slow-control port (5555)")
-    p.add_argument("--client-port", type=int, default=6001, metavar="P", help="daq-client port (6001)")
-    p.add_argument("--data-port", type=int, metavar="P",
+    p.add_argument("--server-port", type=PORT, default=6000, metavar="P", help="daq server port (6000)")
+    p.add_argument("--target-port", type=PORT, default=5555, metavar="P", help="slow-control port (5555)")
+    p.add_argument("--client-port", type=PORT, default=6001, metavar="P", help="daq-client port (6001)")
+    p.add_argument("--data-port", type=PORT, metavar="P",
                    help="bind the data PUSH socket at start-up on P (0 = a free port) and ignore the "
                         "daq config's zmqPushPull_port. Default: like the real servers, bind it when "
                         "configured (menus: at initialize; 2021: at configure) on the config's "
                         "zmqPushPull_port (8888)")
-    p.add_argument("--trigger-rate", type=float, metavar="HZ",
+    p.add_argument("--trigger-rate", type=TRIGGER_RATE, metavar="HZ",
                    help="L1A rate: a run of NEvents lasts NEvents/HZ seconds (default: as fast as possible)")
-    p.add_argument("--seed", type=int, default=0, help="board seed: one seed is one board (0)")
+    p.add_argument("--seed", type=SEED, default=0, help="board seed: one seed is one board (0)")
     p.add_argument("--announce", action="store_true",
                    help="print one JSON line first: host, server, target, data (null until bound), "
                         "client, generation, slow_control, pid")
     p.add_argument("--log", metavar="FILE", help="append one JSON line per request and per run to FILE")
     faults = p.add_argument_group("fault injection (for tests)")
-    faults.add_argument("--drop-after", type=int, metavar="N",
+    faults.add_argument("--drop-after", type=COUNT, metavar="N",
                         help="the data stream loses everything after N events of a run, END_OF_RUN included")
-    faults.add_argument("--bitslip", type=float, default=0.0, metavar="F",
+    faults.add_argument("--bitslip", type=FRACTION, default=0.0, metavar="F",
                         help="fraction of records with a 2-bit serial-link slip")
-    faults.add_argument("--align-retries", type=int, default=0, metavar="K",
+    faults.add_argument("--align-retries", type=COUNT, default=0, metavar="K",
                         help="`start` does not reach running K times per run (links not aligned)")
     faults.add_argument("--error-on", action="append", metavar="COMMAND",
                         help="COMMAND fails the way its server fails (repeatable)")
-    faults.add_argument("--silent-after", type=int, metavar="N", help="stop answering after N requests")
+    faults.add_argument("--silent-after", type=COUNT, metavar="N", help="stop answering after N requests")
     p.set_defaults(func=lambda args: emulator_command(args))

@@ -12,6 +12,7 @@ import os
 import sys
 
 from raffinerie import __version__
+from raffinerie.cli.numbers import SEED, whole
 from raffinerie.errors import ConfigErrors, RaffError
 
 DEFAULT_MAIN = "main_config.yaml"
@@ -21,8 +22,8 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", metavar="MAIN",
                    default=os.environ.get("RAFF_CONFIG", DEFAULT_MAIN),
                    help=f"main configuration file (default: $RAFF_CONFIG or ./{DEFAULT_MAIN})")
-    p.add_argument("--max-points", type=int, metavar="N",
-                   default=int(os.environ.get("RAFF_MAX_POINTS", 10_000_000)),
+    p.add_argument("--max-points", type=whole(1), metavar="N",  # a string default is parsed by the type
+                   default=os.environ.get("RAFF_MAX_POINTS", "10000000"),
                    help="refuse procedures with more points than N (default: $RAFF_MAX_POINTS or "
                         "10,000,000)")
 
@@ -33,7 +34,7 @@ def _add_backend(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network", metavar="FILE", action="append",
                    help="network file naming a board's hosts (default: the embedded emulator); "
                         "repeat it to build on several boards at once")
-    p.add_argument("--seed", type=int, action="append", metavar="S",
+    p.add_argument("--seed", type=SEED, action="append", metavar="S",
                    help="seed of the embedded emulator's board (default 0), part of every key; "
                         "repeat it for several emulated boards")
 

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from raffinerie.cli.numbers import WORKERS
 from raffinerie.errors import RaffError
 
 KIND_ORDER = ("measurements", "datasets", "analyses")  # what a later kind refers to goes first
@@ -43,7 +44,7 @@ def add_parsers(cache_sub, default_config: str = "main_config.yaml") -> None:
                             "it places the cache, and names workflows")
         q.add_argument("--cache", metavar="DIR",
                        help="cache directory (default: $RAFF_CACHE or .raffinerie-cache/ beside MAIN)")
-        q.add_argument("-j", "--jobs", type=int, default=32, metavar="N",
+        q.add_argument("-j", "--jobs", type=WORKERS, default=32, metavar="N",
                        help="entries in flight at once (default 32)")
         q.set_defaults(func=func)
 

@@ -29,7 +29,7 @@ config compressed, its axes), so the next plan can name what changed.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property
 from typing import Any, Iterable, Protocol, Sequence
@@ -354,6 +354,8 @@ class _Planner:
             deps.append(calib_node.id)
             if calib_node.status == CACHED:
                 calibration = self.cache.calibration(bytes.fromhex(calib_node.key))
+                if calibration is None and not self.cache.has("analyses", bytes.fromhex(calib_node.key)):
+                    calib_node = self._damaged(calib_node)  # checked, quarantined: never used, made again
             if calibration is None:
                 waiting = proc.calibration
                 waiting_cause = calib_node.why
@@ -376,6 +378,13 @@ class _Planner:
         data_node = self._dataset_node(points, points_node)
         self.plan.nodes[data_node.id] = data_node
         return data_node
+
+    def _damaged(self, node: Node) -> Node:
+        """A cached node whose entry failed its check on reading (and left the cache): to build."""
+        problem = getattr(self.cache, "damaged", {}).get(node.key, "it left the cache")
+        node = replace(node, status=BUILD, why=Reason(ReasonKind.DAMAGED, problem=problem))
+        self.plan.nodes[node.id] = node
+        return node
 
     def _hash_points(self, points: PointSet) -> None:
         scan, proc = points.scan, points.procedure

@@ -46,6 +46,7 @@ class ReasonKind(StrEnum):
     MANIFEST_UNREADABLE = "manifest_unreadable"
     INPUTS_CHANGED = "inputs_changed"            # changed, but the last build recorded too little to say how
     FORCED = "forced"                            # cached, built again because of --force
+    DAMAGED = "damaged"                          # its cache entry failed its check: quarantined, made again
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class Reason:
     cached: int = 0                     # points cached
     calibration: str | None = None      # the calibration waited for, or that changed
     cause: "Reason | None" = None       # why that calibration is not ready
+    problem: str | None = None          # what a damaged entry's check found
 
     def __str__(self) -> str:
         return self.text()
@@ -138,6 +140,8 @@ class Reason:
             return "forced" if nested else "forced (--force)"
         if k is ReasonKind.MANIFEST_UNREADABLE:
             return "a measurement's manifest is unreadable"
+        if k is ReasonKind.DAMAGED:
+            return f"damaged cache entry ({self.problem}); moved to quarantine/, made again"
         return "inputs changed"
 
     def _detail(self, nested: bool) -> str:
@@ -163,6 +167,8 @@ class Reason:
             out["calibration"] = self.calibration
         if self.cause is not None:
             out["cause"] = self.cause.as_dict()
+        if self.problem:
+            out["problem"] = self.problem
         return out
 
     @classmethod
@@ -176,7 +182,7 @@ class Reason:
         return cls(kind, tuple(Change.from_dict(c) for c in doc.get("changes") or ()),
                    int(doc.get("more") or 0), tuple(doc.get("files") or ()),
                    int(doc.get("new") or 0), int(doc.get("cached") or 0), doc.get("calibration"),
-                   cls.from_dict(doc.get("cause")))
+                   cls.from_dict(doc.get("cause")), doc.get("problem"))
 
 
 @dataclass

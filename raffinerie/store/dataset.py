@@ -16,6 +16,17 @@ The arrays are Zarr v3 written by zarr-python, chunked and sharded along
 points (a block of points is one file per column), with `dimension_names`
 and consolidated metadata, so `xarray.open_zarr` reads the folder as it is.
 
+Nothing read is trusted: every chunk ends with a CRC-32C (the `crc32c`
+codec of the Zarr v3 spec, after zstd, which has no checksum of its own;
+the shard indexes carry one by default), so a flipped bit raises on read
+instead of changing a value. What a checksum cannot see, a chunk file
+deleted (zarr reads it as the fill value) or the metadata changed (the
+constants and axis values live there), is checked on opening a dataset of
+the cache against its entry's manifest: the files and their sizes, and the
+SHA-256 of the consolidated metadata. A dataset written without chunk
+checksums (by an older raffinerie) is refused the same way, and made again
+from its measurements (which are checked) by the next build.
+
 A reader asks for the form it wants: `to_pandas(columns, where)` broadcasts
 to one row per slot per point (the table distilleries always had),
 `to_xarray()` gives the scan axes as dimensions, `to_dask()` is a lazy,
@@ -24,19 +35,25 @@ out-of-core DataFrame of blocks of points.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from raffinerie.store.files import EntryFormatError
+from raffinerie.store.layout import MANIFEST
+
 FOLDER = "data.zarr"
 POINT, SLOT, ROW = "point", "slot", "row"
 SLOT_COLUMNS = ("chip", "half", "channel", "channeltype")
 CHUNK_BYTES = 1 << 18     # a chunk of ~256 kB uncompressed
 SHARD_CHUNKS = 32         # chunks per shard: one file per column per block of points
+OUTDATED = "no chunk checksums"  # the problem of a dataset written by a raffinerie without them
 
 
 @dataclass(frozen=True)
@@ -89,7 +106,7 @@ class DatasetWriter:
         array[start:start + len(values)] = values
 
     def _create(self, name: str, dtype, dims: tuple[str, ...]):
-        from zarr.codecs import ZstdCodec
+        from zarr.codecs import Crc32cCodec, ZstdCodec
 
         shape = tuple(self.n_points if d == POINT else self.n_slots if d == SLOT else self.n_points
                       for d in dims)
@@ -99,7 +116,7 @@ class DatasetWriter:
         fill = np.nan if np.dtype(dtype).kind == "f" else 0
         self.dims[name] = list(dims)
         return self.group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
-                                       compressors=ZstdCodec(level=1), fill_value=fill,
+                                       compressors=(ZstdCodec(level=1), Crc32cCodec()), fill_value=fill,
                                        dimension_names=dims)
 
     def close(self, columns: list[str]) -> None:
@@ -112,12 +129,20 @@ class DatasetWriter:
 
 
 class Dataset:
-    """A built dataset, opened read-only (cheap: one metadata read)."""
+    """A built dataset, opened read-only (cheap: one metadata read).
 
-    def __init__(self, folder: Path):
+    A dataset of the cache (a `data.zarr` beside a manifest) is checked
+    first (see `problem`); one that fails raises `DatasetDamage`. `check=False`
+    re-opens one already checked (a dask partition)."""
+
+    def __init__(self, folder: Path, check: bool = True):
         import zarr
 
         self.folder = Path(folder)
+        if check:
+            found = problem(self.folder)
+            if found:
+                raise DatasetDamage(found)
         _quiet()
         self.group = zarr.open_consolidated(str(self.folder), mode="r")
         attrs = dict(self.group.attrs)
@@ -350,7 +375,77 @@ class _Partition:
     def __call__(self, points: tuple[int, int]):
         import pandas as pd
 
-        return pd.DataFrame(Dataset(self.folder).to_columns(self.columns, self.where, points))
+        return pd.DataFrame(Dataset(self.folder, check=False).to_columns(self.columns, self.where, points))
+
+
+class DatasetDamage(EntryFormatError):
+    """A dataset of the cache whose files are not those its manifest names (or have no checksums)."""
+
+
+def problem(folder: Path) -> str | None:
+    """What is wrong with a dataset folder of the cache, or None; cheap (no chunk is read).
+
+    Checked against the entry's manifest: the same files with the same sizes
+    (a chunk file deleted would read as the fill value, one added as data),
+    the consolidated metadata's SHA-256 (it holds the constants and the axis
+    values: small, read on every open anyway), and a CRC-32C on every array's
+    chunks. A folder outside the cache (an export) has no manifest: None.
+    """
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder.parent / MANIFEST).read_bytes())["files"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return "manifest missing or unreadable"
+    prefix = folder.name + "/"
+    listed = {name[len(prefix):]: entry for name, entry in manifest.items() if name.startswith(prefix)}
+    present = _sizes(folder)
+    for name in sorted(set(listed) | set(present)):
+        if name not in present:
+            return f"file missing: {prefix}{name}"
+        if name not in listed:
+            return f"file not in the manifest: {prefix}{name}"
+        if present[name] != listed[name][0]:
+            return f"size changed: {prefix}{name}"
+    try:
+        metadata = (folder / "zarr.json").read_bytes()
+    except OSError:
+        return f"file missing: {prefix}zarr.json"
+    if hashlib.sha256(metadata).hexdigest() != listed.get("zarr.json", [0, ""])[1]:
+        return f"content changed: {prefix}zarr.json"
+    return _unchecked(metadata)
+
+
+def _sizes(folder: Path) -> dict[str, int]:
+    out = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, folder)] = os.stat(path).st_size
+    return out
+
+
+def _unchecked(metadata: bytes) -> str | None:
+    """The problem of consolidated metadata naming an array whose chunks carry no CRC-32C."""
+    try:
+        arrays = json.loads(metadata)["consolidated_metadata"]["metadata"]
+        for name, doc in arrays.items():
+            if doc.get("node_type") == "array" and not _has_crc(doc.get("codecs") or []):
+                return f"{OUTDATED} in {name}"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "consolidated metadata unreadable"
+    return None
+
+
+def _has_crc(codecs: list) -> bool:
+    """Whether the chunks of an array end with a CRC-32C: in its codecs, or in its shards' chunk codecs."""
+    for codec in codecs:
+        if codec.get("name") == "crc32c":
+            return True
+        if codec.get("name") == "sharding_indexed":
+            return _has_crc(codec.get("configuration", {}).get("codecs") or [])
+    return False
 
 
 def _quiet() -> None:

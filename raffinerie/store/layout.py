@@ -56,6 +56,7 @@ class CacheIndex:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._keys: dict[str, set[bytes]] = {}
+        self.damaged: dict[str, str] = {}  # key -> problem of the entries quarantined while planning
 
     def keys(self, kind: str) -> set[bytes]:
         if kind not in self._keys:
@@ -90,13 +91,27 @@ class CacheIndex:
         return h.digest()
 
     def calibration(self, key: bytes) -> dict | None:
-        """The calibration overlay written by the analysis with this key."""
-        path = entry_dir(self.root, "analyses", key.hex()) / "calibration.yaml"
-        if not path.is_file():
+        """The calibration overlay written by the analysis with this key.
+
+        It changes every key and setting of the scans laid over it, so it is
+        checked against the entry's manifest (size and SHA-256; it is small)
+        before it is used. A damaged one is never used: the entry is moved to
+        `quarantine/` and leaves this listing, so the plan makes it again
+        (`damaged` holds what was found, for the plan to say).
+        """
+        folder = entry_dir(self.root, "analyses", key.hex())
+        if not (folder / "calibration.yaml").is_file():
             return None
         from raffinerie.config.yamlio import load_yaml
+        from raffinerie.store.store import DamagedEntry, Store
 
-        doc = load_yaml(path, "calibration")
+        try:
+            Store(self.root).read_checked("analyses", key, "calibration.yaml")
+        except DamagedEntry as exc:
+            self.keys("analyses").discard(key)
+            self.damaged[key.hex()] = exc.problem
+            return None
+        doc = load_yaml(folder / "calibration.yaml", "calibration")
         return doc if isinstance(doc, dict) else None
 
     def last_build(self, kind: str, name: str) -> dict | None:

@@ -68,10 +68,11 @@ class DamagedEntry(RaffError):
     """A cache entry that cannot be read as written; it has been moved to quarantine/."""
 
     def __init__(self, kind: str, key: str, path: Path, problem: str):
-        self.kind, self.key = kind, key
+        self.kind, self.key, self.problem = kind, key, problem
         remedy = ("the next build acquires it again" if kind == "measurements"
                   else "the next build makes it again")
-        super().__init__(f"damaged cache entry ({problem}); moved to quarantine/, {remedy}", file=path)
+        what = "cache entry of an older raffinerie" if dataset.OUTDATED in problem else "damaged cache entry"
+        super().__init__(f"{what} ({problem}); moved to quarantine/, {remedy}", file=path)
 
 
 class Store:
@@ -215,13 +216,57 @@ class Store:
         except READ_ERRORS as exc:
             if isinstance(exc, OSError) and not self.path(kind, key).is_dir():
                 raise  # not there at all: not damage
-            problem = f"unreadable: {_one_line(exc)}"
+            problem = str(exc) if isinstance(exc, dataset.DatasetDamage) else f"unreadable: {_one_line(exc)}"
             self.quarantine(kind, key, problem)
             raise DamagedEntry(kind, key, self.path(kind, key), problem) from None
 
     def check_entry(self, kind: str, key: str) -> str | None:
-        """What is wrong with an entry's files against its manifest, or None."""
-        return _check_manifest(self.path(kind, key))
+        """What is wrong with an entry's files against its manifest, or None.
+
+        A dataset is also checked as opening it does (`dataset.problem`): no file
+        beyond the manifest's, and chunk checksums (an older one has none)."""
+        found = _check_manifest(self.path(kind, key))
+        if found is None and kind == "datasets":
+            found = dataset.problem(self.dataset_folder(key))
+        return found
+
+    def require_sound(self, kind: str, key: bytes | str) -> Path:
+        """The folder of an entry whose files all match its manifest (hashed: for small entries,
+        an analysis's outputs); a damaged one is quarantined (DamagedEntry), never used."""
+        key = key.hex() if isinstance(key, bytes) else key
+        found = self.check_entry(kind, key)
+        if found:
+            self.quarantine(kind, key, found)
+            raise DamagedEntry(kind, key, self.path(kind, key), found)
+        return self.path(kind, key)
+
+    def read_checked(self, kind: str, key: bytes | str, name: str) -> bytes:
+        """One small file of an entry, after checking its size and SHA-256 against the manifest
+        (calibration.yaml, meta.json); a damaged entry is quarantined (DamagedEntry)."""
+        key = key.hex() if isinstance(key, bytes) else key
+        folder = self.path(kind, key)
+        found = _check_one(folder, name)
+        if isinstance(found, str):
+            self.quarantine(kind, key, found)
+            raise DamagedEntry(kind, key, folder, found)
+        return found
+
+    def copy_checked(self, kind: str, key: bytes | str, name: str, target: Path) -> None:
+        """Copy the folder `name` of an entry to `target`, each file hashed as it is copied and
+        compared with the manifest; on a mismatch the copy is removed and the entry quarantined."""
+        key = key.hex() if isinstance(key, bytes) else key
+        folder = self.path(kind, key)
+        try:
+            manifest = _manifest(folder)
+        except READ_ERRORS:
+            manifest = None
+        found = "manifest missing or unreadable" if manifest is None else None
+        if found is None:
+            found = _copy_listed(folder, name, manifest, Path(target))
+        if found:
+            shutil.rmtree(target, ignore_errors=True)
+            self.quarantine(kind, key, found)
+            raise DamagedEntry(kind, key, folder, found)
 
     def check_files(self, kind: str, key: str, prefixes: tuple[str, ...]) -> None:
         """Compare the files of an entry that start with `prefixes` with its manifest."""
@@ -256,7 +301,29 @@ class Store:
             path = folder / pointfile.FILE
             digests[str(path)] = pointfile.write(path, attributes, table, packed, len(raw), events,
                                                  (names, dtypes), default=json_default)
-        return self.commit("measurements", key, write)
+        committed = self.commit("measurements", key, write)
+        if meta.get("identity"):
+            self.remember_board(str(meta["identity"]))
+        return committed
+
+    def remember_board(self, identity: str) -> None:
+        """Record that the cache holds points of board `identity` (`names/boards/`), once: `gc`
+        keeps what the library needs on every board recorded, not only on the one it is given."""
+        name = board_record(identity)
+        if not (self.root / "names" / "boards" / f"{name}.json").is_file():
+            self.record("boards", name, identity, {"identity": identity})
+
+    def boards(self) -> list[str]:
+        """The identities of the boards the cache has points of (as recorded; see `remember_board`)."""
+        out = []
+        for path in sorted((self.root / "names" / "boards").glob("*.json")):
+            try:
+                identity = json.loads(path.read_text())["inputs"]["identity"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a damaged record: the boards of the build records still count (see gc)
+            if isinstance(identity, str):
+                out.append(identity)
+        return out
 
     def read_summary(self, key: bytes | str, columns: list[str] | None = None,
                      check: bool = False) -> dict[str, np.ndarray]:
@@ -294,8 +361,8 @@ class Store:
 
     def meta(self, kind: str, key: bytes | str) -> dict:
         with self.reading(kind, key) as folder:
-            if (folder / "meta.json").is_file():
-                return json.loads((folder / "meta.json").read_text())
+            if (folder / "meta.json").is_file():  # small: checked against the manifest on every read
+                return json.loads(self.read_checked(kind, folder.name, "meta.json"))
             if (folder / pointfile.FILE).is_file():
                 return pointfile.read_attributes(folder / pointfile.FILE)
             return dict(_legacy_group(folder).attrs)
@@ -337,7 +404,7 @@ class Store:
         """Remember what the last build of `name` made (for plan's reasons)."""
         folder = self.root / "names" / kind
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{name}.{os.getpid()}.tmp"
+        tmp = folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"  # threads of one process too
         _write_json(tmp, {"name": name, "key": key, "inputs": inputs or {}, "time": time.time()})
         os.replace(tmp, folder / f"{name}.json")
 
@@ -418,6 +485,11 @@ class Store:
         return [p for p in folder.iterdir() if now - p.stat().st_mtime > older_than]
 
 
+def board_record(identity: str) -> str:
+    """The name of a board's record in `names/boards/`: its identity may hold `/` (emulator/model-4/seed-0)."""
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
 def _lock_folder(root: Path) -> Path:
     folder = root / "locks"
     try:
@@ -470,7 +542,12 @@ def _repair_journal(fd: int) -> None:
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if text.startswith(CRC_MISMATCH):  # zarr's crc32c codec prints both checksums as bytes: noise
+        return "a chunk's CRC-32C does not match its bytes"
     return text[:200]
+
+
+CRC_MISMATCH = "Stored and computed checksum do not match"  # zarr.codecs.Crc32cCodec's ValueError
 
 
 def _write_json(path: Path, doc: dict, digests: dict | None = None) -> None:
@@ -495,6 +572,49 @@ def _write_manifest(folder: Path, digests: dict) -> None:
             size, digest = digests.get(path) or (os.stat(path).st_size, _sha256(Path(path)))
             files[path[len(prefix):]] = [size, digest]
     _write_json(folder / MANIFEST, {"files": dict(sorted(files.items()))})
+
+
+def _manifest(folder: Path) -> dict:
+    files = json.loads((folder / MANIFEST).read_bytes())["files"]
+    if not isinstance(files, dict):
+        raise EntryFormatError("manifest files is not a mapping")
+    return files
+
+
+def _check_one(folder: Path, name: str) -> bytes | str:
+    """The bytes of file `name` of an entry if they match its manifest, else the problem."""
+    try:
+        listed = _manifest(folder).get(name)
+    except READ_ERRORS:
+        return "manifest missing or unreadable"
+    if not listed:
+        return f"file not in the manifest: {name}"
+    try:
+        data = (folder / name).read_bytes()
+    except OSError:
+        return f"file missing: {name}"
+    if len(data) != listed[0] or hashlib.sha256(data).hexdigest() != listed[1]:
+        return f"content changed: {name}"
+    return data
+
+
+def _copy_listed(folder: Path, name: str, manifest: dict, target: Path) -> str | None:
+    """Copy folder `name` of an entry file by file, checking each against the manifest; the problem."""
+    source, prefix = folder / name, name + "/"
+    present = {str(p.relative_to(folder)) for p in source.rglob("*") if p.is_file()}
+    listed = {n for n in manifest if n.startswith(prefix)}
+    if present != listed:
+        odd = sorted(present ^ listed)[0]
+        return f"file missing: {odd}" if odd in listed else f"file not in the manifest: {odd}"
+    for entry in sorted(listed):
+        data = (folder / entry).read_bytes()
+        size, digest = manifest[entry]
+        if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+            return f"content changed: {entry}"
+        out = target / entry[len(prefix):]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_file(str(out), data)
+    return None
 
 
 def _check_manifest(folder: Path) -> str | None:
