@@ -101,6 +101,48 @@ def test_a_busy_template_is_stopped_at_the_time_limit(monkeypatch):
         assert renderer.render("b: {{ value }}", 4) == "b: 4"  # a new child for the next one
 
 
+def _renderers_of(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if ppid == pid and any(part.endswith(b"config/template.py") for part in cmd):
+            out.append(int(entry.name))
+    return out
+
+
+def test_the_renderer_dies_with_a_killed_migrate(tmp_path):
+    busy = "{% for c in 'x' * 100000 %}{% for d in 'x' * 100000 %}{% endfor %}{% endfor %}"
+    main = v10_library(tmp_path, busy)
+    proc = subprocess.Popen([sys.executable, "-m", "raffinerie", "migrate", str(main), "-o",
+                             str(tmp_path / "out")], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        children = []
+        while not children and time.monotonic() < deadline:
+            children = _renderers_of(proc.pid)
+            time.sleep(0.05)
+        assert children, "migrate renders in a child process"
+        time.sleep(0.5)  # busy rendering now
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 3
+        while Path(f"/proc/{children[0]}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alive = Path(f"/proc/{children[0]}").exists()
+        if alive:
+            os.kill(children[0], signal.SIGKILL)
+        assert not alive, "the renderer outlived raff"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_too_many_template_values_are_refused_before_rendering(raff, tmp_path):
     main = v10_library(tmp_path, "{}", values="{stop: 1000000000000}")
     r = raff("migrate", main, "-o", tmp_path / "out", timeout=30)

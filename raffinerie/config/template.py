@@ -15,7 +15,7 @@ is told. So templates are rendered
 - in a child process (`python -I` running this file) with at most
   CHILD_MEMORY of address space, whose every rendering must answer within
   RENDER_SECONDS: whatever a template does, it ends, and the child is
-  killed when it does not.
+  killed when it does not (and by the kernel when raff ends).
 
 The child gets the template and the value as YAML text and answers one
 JSON line holding the rendered text, which the parent reads back as YAML
@@ -76,8 +76,8 @@ class Renderer:
             self.close()
             # -I: this file alone, with neither the current folder nor $PYTHONPATH on the path,
             # so that nothing beside the library can stand in for the renderer
-            self.proc = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__)],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            command = [sys.executable, "-I", os.path.abspath(__file__), str(os.getpid())]
+            self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.DEVNULL, cwd="/")
         return self.proc
 
@@ -212,10 +212,25 @@ def _answer(env, compiled, line: bytes) -> dict:
         return {"error": f"{type(exc).__name__}: {text}" if text else type(exc).__name__}
 
 
-def serve() -> None:
+def _die_with_parent(parent: int) -> None:
+    """Be killed when raff ends, even in the middle of a rendering (Linux; elsewhere stdin's EOF)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # raff ended before the request to the kernel was made
+        sys.exit(0)
+
+
+def serve(parent: int) -> None:
     """The child: one request per line on stdin, one JSON reply per line on stdout."""
     import resource
 
+    _die_with_parent(parent)
     resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
     resource.setrlimit(resource.RLIMIT_CPU, (CHILD_CPU_SECONDS, CHILD_CPU_SECONDS))
     env = _environment()
@@ -232,4 +247,4 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
-    serve()
+    serve(int(sys.argv[1]))
