@@ -19,6 +19,7 @@ from raffinerie.daq.runs import characterisation_modes, decode_run
 from raffinerie.daq.session import BackendError, DaqSession, config_diff
 from raffinerie.daq.slowcontrol import changes_phase, differences
 from raffinerie.emulator.process import EmulatorProcess
+from raffinerie.errors import RaffError
 
 TARGET = yaml.safe_load((EXAMPLES / "init" / "injection.yaml").read_text())
 DAQ_2021 = {"server": {"NEvents": 300, "NChips": 3, "zmqPushPull_port": 8888, "l1a_generator_settings": [
@@ -109,8 +110,10 @@ def test_refused_configuration_names_the_problem(emulator):
     bad = with_calib(0)
     bad["roc_s0"]["ReferenceVoltage"][0]["Calib"] = 5000
     with session(emulator) as s:
+        with pytest.raises(RaffError, match="Calib = 5000 does not fit.*nothing was sent"):
+            s.acquire(bad, DAQ[gen])  # the session checks registers before it sends them
         with pytest.raises(BackendError) as err:
-            s.acquire(bad, DAQ[gen])
+            s.target.initialize(bad)  # the board refuses what reaches it anyway
     text = str(err.value)
     assert "slow control at 127.0.0.1:" in text and "refused" in text
     assert "Calib" in text

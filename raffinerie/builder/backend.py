@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 
 from raffinerie.config.daqconfig import generation_of, server_section
 from raffinerie.config.network import Host, Network
 from raffinerie.daq.session import DaqSession
+from raffinerie.daq.transport import no_watch
 from raffinerie.errors import RaffError
 
 
@@ -26,19 +29,21 @@ class Backend:
                 self.close()  # the embedded emulator plays the generation the daq config is for
             else:
                 return self.session
+        watch = no_watch  # a remote backend: only its silence tells
         if self.network is None:
             network, data = self._start_emulator(daq_config)
+            watch = self.emulator.watch  # a dead emulator is named at once, not after a timeout
         else:
             network = self.network
             data = network.data or Host(network.server.hostname, _data_port(daq_config, network))
-            self._lock = self.store.lock(f"backend-{network.server.hostname}-{network.server.port}", wait=True)
+            self._lock = self.store.lock(_lock_name(network.server), wait=True)
             self._lock.__enter__()  # one build at a time talks to a hexacontroller
         protocols = network.protocols(daq_config)
         if network is self.network:
             self.progress.info(f"backend: daq server {network.server} (generation {protocols.generation.value}), "
                                f"slow control {network.target} ({protocols.slow_control.value}), "
                                f"data by {protocols.readout.value} from {data}")
-        self.session = DaqSession(network, data, protocols, self.readback)
+        self.session = DaqSession(network, data, protocols, self.readback, watch)
         return self.session
 
     def _start_emulator(self, daq_config: dict):
@@ -83,3 +88,15 @@ def _data_port(daq_config: dict, network: Network) -> int:
         raise RaffError(f"the daq config's server.zmqPushPull_port {port!r} is not a port number "
                         "(or name the data host in the network file as `data:`)",
                         file=network.file) from None
+
+
+def _lock_name(server: Host) -> str:
+    """The name of the lock on a daq server: a safe file name whatever the network file's hostname.
+
+    A hostname is the network file's text: a `/` in it would put the lock
+    file elsewhere, and a long one would not fit a file name (255 bytes);
+    the digest keeps hosts that read alike after cleaning apart.
+    """
+    text = f"{server.hostname}:{server.port}"
+    plain = re.sub(r"[^A-Za-z0-9_.-]+", "_", server.hostname)[:64]
+    return f"backend-{plain}-{server.port}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"

@@ -7,18 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from raffinerie.config.daqconfig import daq_setting, server_override, server_section
+from raffinerie.config.daqconfig import (RUN_SETTINGS, run_problems, server_override, server_section,
+                                         setting_problem)
 from raffinerie.config.expand import expand, overlaps
 from raffinerie.config.library import AnalysisProcedure, DaqProcedure, Library, Origin
 from raffinerie.config.parameters import ParameterTable, load_table
 from raffinerie.config.resolve import ConfigFiles
-from raffinerie.config.tree import has_path, merge
+from raffinerie.config.tree import has_path, merge, normalize, set_path
 from raffinerie.config.yamlio import real_path
 from raffinerie.errors import ERROR, WARNING, Diagnostic
 
 
 DEFAULT_MAX_POINTS = 10_000_000   # a plan of 10 M points takes about a minute
-RUN_SETTINGS = {"NEvents": (1, 10_000_000), "NChips": (1, 6)}  # an HD hexaboard has 6 ROCs
+__all__ = ["DEFAULT_MAX_POINTS", "RUN_SETTINGS", "validate"]
 
 
 def validate(lib: Library, strict: bool = False, files: ConfigFiles | None = None,
@@ -92,8 +93,7 @@ class _Checker:
                                 "power-on default")
         daq = self.files.mapping(proc.daq_default, proc.origin.at("daq_settings", "default"),
                                  "daq default config")
-        if daq is not None:
-            self._run_settings(proc, daq)
+        resolved = self._run_settings(proc, daq) if daq is not None else None
         for param, axis in zip(proc.parameters, scan.axes):
             for place in axis.places:
                 tree, path, what = ((daq, place[1:], "daq default config") if place[0] == "daq"
@@ -104,35 +104,51 @@ class _Checker:
                                WARNING)
                 if place[0] == "target":
                     self._values(param.origin, path, axis.values)
+            if resolved is not None:
+                self._scanned_run_settings(param.origin, axis, resolved)
 
-    def _run_settings(self, proc: DaqProcedure, daq: dict) -> None:
-        """NEvents and NChips of the resolved daq config are whole numbers in sane bounds."""
+    def _run_settings(self, proc: DaqProcedure, daq: dict) -> dict:
+        """The run settings of the resolved daq config are sane; the resolved daq config (server part)."""
         server = server_section(daq)
-        resolved = {**daq, "server": merge(server, server_override(server, proc.server_override))}
-        for name, (low, high) in RUN_SETTINGS.items():
-            value = daq_setting(resolved, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                in_menu = ("menus", server.get("active_menu")) if name not in server else ()
-                where = (proc.origin.at("daq_settings", "server_override", name)
-                         if name in (proc.server_override or {})
-                         else Origin(proc.daq_default, ("server",) + in_menu + (name,)))
-                self.error(where, f"{name}: {value!r} is not a whole number from {low} to {high:,}")
+        override = proc.server_override or {}
+        resolved = {**daq, "server": merge(server, server_override(server, override))}
+        for name, problem in run_problems(resolved).items():
+            in_menu = ("menus", server.get("active_menu")) if name in RUN_SETTINGS and name not in server else ()
+            where = (proc.origin.at("daq_settings", "server_override", name) if name in override
+                     else Origin(proc.daq_default, ("server",) + in_menu + (name,)))
+            self.error(where, problem)
+        return resolved
+
+    def _scanned_run_settings(self, origin: Origin, axis, resolved: dict) -> None:
+        """A scan of the daq config passes the checks its default file would.
+
+        Each value is laid into the resolved daq config and the run settings
+        are read as a run reads them; a value written straight at a run
+        setting (of any menu) is checked even where another value shadows it.
+        """
+        paths = [place[1:] for place in axis.places if place[0] == "daq"]
+        if not paths:
+            return
+        before = run_problems(resolved)
+        for value, where in _samples(axis.values, origin):
+            scanned = resolved
+            for path in paths:
+                scanned = set_path(scanned, path, normalize(value))
+            found = {k: v for k, v in run_problems(scanned).items() if before.get(k) != v}
+            for path in paths:
+                if path[:1] == ("server",) and (len(path) == 2 or (len(path) == 4 and path[1] == "menus")):
+                    problem = setting_problem(path[-1], value)
+                    if problem:
+                        found.setdefault(path[-1], problem)
+            for problem in found.values():
+                self.error(where, problem)
 
     def _values(self, origin: Origin, path: tuple, values) -> None:
-        if isinstance(values, range):
-            if len(values):
-                for value in sorted({values[0], values[-1]}):
-                    problem = self.table.check(path, value)
-                    if problem:
-                        self.error(origin.at("range"), problem)
-                        return
-            return
-        for i, value in enumerate(values):
-            problem = self.table.check(path, value)
-            if problem:
-                self.error(origin.at("values", i), problem)
+        for value, where in _samples(values, origin):
+            for _, problem in self.table.problems(normalize(value), path):
+                self.error(where, problem)
+                if isinstance(values, range):
+                    return
 
     def _target_files(self, proc: DaqProcedure) -> None:
         """Values in the initial config and the inline overrides fit their registers."""
@@ -147,19 +163,8 @@ class _Checker:
             self._tree_values(proc.overrides, proc.origin.at("target_settings", "overrides"))
 
     def _tree_values(self, tree: dict, origin: Origin) -> None:
-        for chip, blocks in tree.items():
-            if not isinstance(blocks, dict):
-                continue
-            for block, instances in blocks.items():
-                if not isinstance(instances, dict):
-                    continue
-                for index, params in instances.items():
-                    if not isinstance(params, dict):
-                        continue
-                    for name, value in params.items():
-                        problem = self.table.check((chip, block, index, name), value)
-                        if problem:
-                            self.error(origin.at(chip, block, index, name), problem)
+        for path, problem in self.table.problems(tree):
+            self.error(origin.at(*path), problem)
 
     def cycles(self) -> None:
         state: dict[str, int] = {}  # 1 = on the stack, 2 = done
@@ -183,3 +188,15 @@ class _Checker:
 
         for name in self.lib.names():
             visit(name, [])
+
+
+def _samples(values, origin: Origin):
+    """(value, where it is written) of a parameter's values: a range by its two ends (whole
+    numbers in between fit whatever bounds its ends fit), a list item by item."""
+    if isinstance(values, range):
+        if len(values):
+            for value in sorted({values[0], values[-1]}):
+                yield value, origin.at("range")
+        return
+    for i, value in enumerate(values):
+        yield value, origin.at("values", i)

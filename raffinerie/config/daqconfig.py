@@ -64,6 +64,42 @@ def daq_setting(daq: dict | None, name: str, default: Any = None) -> Any:
     return server_section(daq).get(name, default)
 
 
+# run settings checked wherever they come from (default file, override, scan, template), and
+# again in the resolved daq config of every point before it is sent: NEvents from 1 (a run of
+# 0 events never ends) to 10 M (a point of hours); NChips 1 to 6 (an HD hexaboard has 6 ROCs)
+RUN_SETTINGS = {"NEvents": (1, 10_000_000), "NChips": (1, 6)}
+
+
+def setting_problem(name: str, value: Any) -> str | None:
+    """Why `value` cannot be run setting `name` (None if it can, or if `name` is no run setting)."""
+    if name not in RUN_SETTINGS:
+        return None
+    low, high = RUN_SETTINGS[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return f"{name}: {value!r} is not a whole number from {low} to {high:,}"
+    return None
+
+
+def run_problems(daq: dict | None) -> dict[str, str]:
+    """What is wrong with the run settings a run of `daq` uses: {setting: problem}.
+
+    The settings are read as a run reads them (the active menu's first); in
+    the menu generation the active menu must be one of the menus.
+    """
+    out = {}
+    for name in RUN_SETTINGS:
+        value = daq_setting(daq, name)
+        problem = setting_problem(name, value) if value is not None else None
+        if problem:
+            out[name] = problem
+    if is_menus(daq):
+        menus, name = server_section(daq)["menus"], server_section(daq).get("active_menu")
+        if not isinstance(menus.get(name), dict):
+            known = ", ".join(map(str, menus)) or "none"
+            out["active_menu"] = f"active_menu: {name!r} is not one of the menus ({known})"
+    return out
+
+
 def int_setting(daq: dict | None, name: str, default: int) -> int:
     try:
         return int(daq_setting(daq, name, default))

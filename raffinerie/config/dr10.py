@@ -42,15 +42,20 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 from pathlib import Path
 from typing import Any
 
+from raffinerie.config.template import MAX_RANGE, Renderer, TemplateProblem
 from raffinerie.config.tree import norm_key, normalize
-from raffinerie.config.yamlio import load_yaml
+from raffinerie.config.yamlio import load_yaml, parse_yaml
 from raffinerie.errors import RaffError
 
 FORMAT_012 = "Datenraffinerie 0.1.2"
 FORMAT_10 = "Datenraffinerie 1.0"
+# with template parameters every point is written out, one YAML row each, into a library that
+# raff reads whole (yamlio.MAX_FILE_BYTES, 64 MiB): a million rows are some 20 MB of it
+MAX_EXPLICIT_POINTS = 1_000_000
 _DAQ_MARKERS = ("system_settings",)
 _ANALYSIS_MARKERS = ("module_name", "provides_calibration", "compatible_modes")
 
@@ -114,21 +119,35 @@ class _Reader:
         if not isinstance(doc, dict):
             raise RaffError("a Datenraffinerie 1.0 main config is a mapping (libraries, procedures, "
                             "workflows)", file=path)
-        for entry in doc.get("libraries") or []:
+        for entry in _strings(doc.get("libraries"), "libraries", path):
             lib = path.parent / entry
             entries = load_yaml(lib, "library file")
             if not isinstance(entries, list):
                 raise RaffError("a Datenraffinerie 1.0 library is a list of procedures", file=lib)
             self.procedures += [(e, lib) for e in entries]
+        for key in ("procedures", "workflows"):
+            if not isinstance(doc.get(key) or [], list):
+                raise RaffError(f"{key} is a list, not {type(doc[key]).__name__}", file=path)
         self.procedures += [(e, path) for e in doc.get("procedures") or []]
         self.workflows += list(doc.get("workflows") or [])
 
 
+def _strings(spec: Any, what: str, source: Path) -> list[str]:
+    """A file name or a list of file names (non-empty strings)."""
+    items = [] if spec is None else [spec] if isinstance(spec, str) else spec
+    if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+        raise RaffError(f"{what} is a file name or a list of file names, got {spec!r}"[:300], file=source)
+    return items
+
+
+def _mapping(value: Any, what: str) -> dict:
+    if value is not None and not isinstance(value, dict):
+        raise RaffError(f"{what} is a mapping, not {type(value).__name__}")
+    return value or {}
+
+
 def _files(spec: Any, base: Path, what: str) -> list[Path]:
-    if spec is None:
-        return []
-    items = [spec] if isinstance(spec, str) else list(spec)
-    return [base.parent / item for item in items]
+    return [base.parent / item for item in _strings(spec, what, base)]
 
 
 def _load_merged(paths: list[Path], what: str, start: dict | None = None) -> dict:
@@ -179,22 +198,45 @@ def _place(levels: list, layout: str) -> list:
     return levels
 
 
-def _values(spec: Any) -> list | range:
+def _values(spec: Any, what: str) -> list | range:
+    """A parameter's values: a list, or {start, stop, step} of whole numbers (Python's range)."""
     if isinstance(spec, dict):
-        return range(spec.get("start", 0), spec["stop"], spec.get("step", 1))
-    return list(spec)
+        bounds = {k: spec.get(k, d) for k, d in (("start", 0), ("stop", None), ("step", 1))}
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in bounds.values()) \
+                or bounds["step"] == 0 or set(spec) - set(bounds):
+            raise RaffError(f"{what}: values {{start, stop, step}} are whole numbers (step not 0, "
+                            f"stop given), got {spec!r}"[:300])
+        return range(bounds["start"], bounds["stop"], bounds["step"])
+    if not isinstance(spec, list) or not spec:
+        raise RaffError(f"{what}: values is a list or {{start, stop, step}}, got {spec!r}"[:300])
+    return spec
 
 
-def _render(template: str, value: Any) -> dict:
-    import jinja2
-    import yaml
+def _template_values(spec: Any, what: str) -> list | range:
+    """The values of a template parameter: each is one rendering, so there are at most MAX_RANGE."""
+    values = _values(spec, what)
+    if len(values) > MAX_RANGE:
+        raise RaffError(f"{what} has {len(values):,} values; a template is rendered once per value, "
+                        f"and at most {MAX_RANGE:,} are")
+    return values
 
+
+def _render(renderer: Renderer, template: Any, value: Any, what: str) -> dict:
+    """The patch `template` gives for `value`: rendered in the sandbox, read as bounded YAML."""
+    if not isinstance(template, str):
+        raise RaffError(f"{what} is not text but {type(template).__name__}")
     try:
-        doc = yaml.safe_load(jinja2.Template(template).render(value=value))
-    except jinja2.TemplateError as exc:
-        raise RaffError(f"template: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise RaffError(f"template rendered for value {value!r} is not YAML: {exc}") from None
+        text = renderer.render(template, value)
+    except TemplateProblem as exc:
+        raise RaffError(f"{what}, for value {value!r}: {exc}") from None
+    try:
+        doc = parse_yaml(text)
+    except RaffError as exc:
+        raise RaffError(f"{what} rendered for value {value!r} is not YAML: "
+                        f"{exc.diagnostic.message}") from None
+    if doc is not None and not isinstance(doc, dict):
+        raise RaffError(f"{what} rendered for value {value!r} is not a mapping of settings: "
+                        f"{text[:80]!r}")
     return normalize(doc or {})
 
 
@@ -224,21 +266,30 @@ def _get(tree: Any, path: tuple) -> tuple[bool, Any]:
     return True, tree
 
 
-def convert_daq(entry: dict, source: Path, write) -> dict:
-    """A 0.1.2-format daq procedure for the 1.0 entry; `write(kind, mapping)` stores a config file."""
+def convert_daq(entry: dict, source: Path, write, renderer: Renderer | None = None) -> dict:
+    """A 0.1.2-format daq procedure for the 1.0 entry; `write(kind, mapping)` stores a config file.
+
+    Templates are rendered by `renderer` (by one of its own without it).
+    """
+    if renderer is None:
+        with Renderer() as own:
+            return convert_daq(entry, source, write, own)
     name = entry.get("name", "?")
-    settings = entry.get("system_settings") or {}
+    settings = _mapping(entry.get("system_settings"), "system_settings")
     defaults = _load_merged(_files(settings.get("default"), source, "default"), "default config")
     init = _load_merged(_files(settings.get("init"), source, "init"), "init config")
-    init = update(init, normalize(settings.get("override") or {}))
+    init = update(init, normalize(_mapping(settings.get("override"), "system_settings.override")))
+    if not isinstance(entry.get("parameters") or [], list):
+        raise RaffError("parameters is a list of parameters")
     full = update(defaults, init)
     layout = _daq_layout(full)
     params = list(entry.get("parameters") or [])
     templates = [p for p in params if isinstance(p, dict) and "template" in p]
     default_patch: dict = {}
     for p in templates:  # 1.0 lays the defaults of every value of every template under every point
-        for value in _values(p.get("values")):
-            default_patch = update(default_patch, _render(p.get("default") or "{}", value))
+        what = f"the default of parameter {params.index(p)}"
+        for value in _template_values(p.get("values"), what):
+            default_patch = update(default_patch, _render(renderer, p.get("default") or "{}", value, what))
     if default_patch:
         full = update(full, default_patch)
         init = update(init, default_patch)
@@ -248,8 +299,11 @@ def convert_daq(entry: dict, source: Path, write) -> dict:
     if entry.get("calibration"):
         out["calibration"] = entry["calibration"]
     out["mode"] = "events" if entry.get("mode") == "full" else "summary"
-    if int(entry.get("repeat", 1) or 1) != 1:
-        out["repeat"] = int(entry["repeat"])
+    repeat = entry.get("repeat", 1) or 1
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise RaffError(f"repeat is a whole number from 1, got {repeat!r}"[:200])
+    if repeat != 1:
+        out["repeat"] = repeat
     if entry.get("data_columns"):
         out["data_columns"] = list(entry["data_columns"])
     # the target: the defaults, then what init and override change (raffinerie's overlay gives
@@ -270,18 +324,21 @@ def convert_daq(entry: dict, source: Path, write) -> dict:
     for i, p in enumerate(params):
         if not isinstance(p, dict):
             raise RaffError(f"procedure '{name}': parameter {i} is not a mapping", file=source)
-        values = _values(p.get("values"))
+        what = f"the template of parameter {i}" if "template" in p else f"parameter {i}"
         if "template" in p:
-            dims.append(("template", [_rooted_places(_render(p["template"], v), layout) for v in values]))
-        else:
-            key = p.get("key")
-            levels = _place(list(key) if isinstance(key, list) else [key], layout)
-            key_params.append((levels, values))
-            dims.append(("key", (levels, values)))
+            values = _template_values(p.get("values"), what)
+            dims.append(("template", [_rooted_places(_render(renderer, p["template"], v, what), layout)
+                                      for v in values]))
+            continue
+        values = _values(p.get("values"), what)
+        key = p.get("key")
+        levels = _place(list(key) if isinstance(key, list) else [key], layout)
+        key_params.append((levels, values))
+        dims.append(("key", (levels, values)))
     if not templates:
         out["parameters"] = [_key_param(levels, values) for levels, values in key_params]
         return out
-    return _explicit(out, dims, full_target, full_daq, int(entry.get("repeat", 1) or 1), name, source)
+    return _explicit(out, dims, full_target, full_daq, repeat, name, source)
 
 
 def _key_param(levels: list, values) -> dict:
@@ -292,6 +349,10 @@ def _key_param(levels: list, values) -> dict:
 
 def _explicit(out: dict, dims: list, target: dict, daq: dict, repeat: int, name: str, source: Path) -> dict:
     """Template parameters as explicit places and points (the Cartesian product, first slowest)."""
+    total = math.prod(len(spec[1]) if kind == "key" else len(spec) for kind, spec in dims) * repeat
+    if total > MAX_EXPLICIT_POINTS:
+        raise RaffError(f"procedure '{name}' has {total:,} points; with template parameters each is "
+                        f"written out, and at most {MAX_EXPLICIT_POINTS:,} are", file=source)
     base = {"target": target, "daq": daq}
     params: list[dict] = []
     per_dim: list[list[tuple]] = []   # per dim: for each value, the values of that dim's parameters
@@ -377,18 +438,20 @@ def migrate(main: Path, folder: Path) -> dict:
         return f"./configs/{name}"
 
     procedures = []
-    for entry, source in reader.procedures:
-        if not isinstance(entry, dict):
-            raise RaffError("a procedure is not a mapping", file=source)
-        try:
-            if entry.get("type") == "analysis":
-                procedures.append(convert_analysis(entry))
-            else:
-                procedures.append(convert_daq(entry, source, write))
-        except RaffError as exc:
-            if exc.diagnostic.file is None:
-                raise RaffError(f"procedure '{entry.get('name')}': {exc.diagnostic.message}", file=source) from None
-            raise
+    with Renderer() as renderer:  # one sandboxed child renders every template of the library
+        for entry, source in reader.procedures:
+            if not isinstance(entry, dict):
+                raise RaffError("a procedure is not a mapping", file=source)
+            try:
+                if entry.get("type") == "analysis":
+                    procedures.append(convert_analysis(entry))
+                else:
+                    procedures.append(convert_daq(entry, source, write, renderer))
+            except RaffError as exc:
+                if exc.diagnostic.file is None:
+                    raise RaffError(f"procedure '{entry.get('name')}': {exc.diagnostic.message}",
+                                    file=source) from None
+                raise
     workflows = [{"name": w.get("name"), "procedures": list(w.get("tasks") or w.get("procedures") or [])}
                  for w in reader.workflows if isinstance(w, dict)]
     header = (f"# Written by `raff migrate` from the {FORMAT_10} library {main.resolve()}\n"
@@ -412,8 +475,8 @@ def migrate_command(args) -> int:
     if folder.resolve() == main.resolve().parent:
         raise RaffError("would write beside the original; choose another folder", file=folder)
     doc = load_yaml(main, "main config")
-    libs = [load_yaml(main.parent / p, "library file") for p in (doc or {}).get("libraries") or []] \
-        if isinstance(doc, dict) else []
+    libs = [load_yaml(main.parent / p, "library file")
+            for p in _strings(doc.get("libraries"), "libraries", main)] if isinstance(doc, dict) else []
     if detect(doc) is None and not any(detect(lib) for lib in libs):
         raise RaffError(f"not a {FORMAT_10} library (no system_settings, tasks or module_name); "
                         "raff reads it as it is", file=main)

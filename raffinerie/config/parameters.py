@@ -56,6 +56,20 @@ class ParameterTable:
                     f"(0..{param.maximum})")
         return None
 
+    def problems(self, tree: dict, prefix: tuple = ()):
+        """(path, problem) for every register value of a target tree that cannot be written.
+
+        `tree` is rooted at `prefix` (a path into the target: chip, block,
+        index); its leaves are checked where they reach a parameter.
+        """
+        if len(prefix) == 4:  # (chip, block, index, name): a register
+            problem = self.check(prefix, tree)
+            if problem:
+                yield prefix, problem
+        elif isinstance(tree, dict):
+            for key, value in tree.items():
+                yield from self.problems(value, prefix + (key,))
+
     def chip_default(self) -> dict:
         chip: dict = {}
         for (block, _), param in self.parameters.items():

@@ -73,10 +73,25 @@ def base_config(proc: DaqProcedure, files: ConfigFiles, calibration: dict | None
     daq = files.mapping(proc.daq_default, where.at("daq_settings", "default"), "daq default config")
     if pod is None or init is None or daq is None:
         return None
-    target = merge(merge(merge(pod, init), proc.overrides), normalize(calibration or {}))
+    calibration = normalize(calibration or {})
+    _check_calibration(proc, calibration)
+    target = merge(merge(merge(pod, init), proc.overrides), calibration)
     server = server_override(server_section(daq), proc.server_override)
     daq = merge(daq, {"server": server, "client": proc.client_override})
     return {"target": target, "daq": daq}
+
+
+def _check_calibration(proc: DaqProcedure, calibration: dict) -> None:
+    """A calibration is an analysis's output: its register values pass the checks a file's do."""
+    from raffinerie.config.parameters import load_table
+
+    problems = [f"{'.'.join(map(str, path))}: {problem}"
+                for path, problem in load_table().problems(calibration)]
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise proc.origin.at("calibration").error(
+            f"the calibration '{proc.calibration}' that '{proc.name}' takes sets "
+            f"{'; '.join(problems[:3])}{more}").as_error()
 
 
 def server_setting(daq: dict | None, name: str, default: int) -> int:

@@ -101,6 +101,9 @@ def _explain(error, path: tuple) -> tuple[str, tuple]:
         return ("is an empty list" if not inst else f"needs at least {arg} items"), path
     if kind == "minLength":
         return "is an empty string", path
+    if kind == "maxLength":  # names: raffinerie names files after them (procedure.schema.json)
+        return (f"is {len(inst)} characters long; at most {arg}, so that every file raffinerie names "
+                "after it fits the 255-byte limit of a file name"), path
     if kind == "pattern":
         return f"{_what(inst)} is not a valid name (letters, digits, _ . -; not starting with a digit)", path
     if kind in ("oneOf", "anyOf"):

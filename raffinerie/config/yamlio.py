@@ -15,6 +15,7 @@ the last one without a word.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from raffinerie.errors import RaffError
+from raffinerie.errors import RaffError, format_where
 from raffinerie.inputs import record
 
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -66,7 +67,7 @@ def real_path(path: Path) -> Path:
     """`path` with links resolved; a link loop stays as it is (reading it then says so)."""
     try:
         return path.resolve()
-    except (RuntimeError, OSError):  # Python < 3.13 raises RuntimeError for a loop
+    except (RuntimeError, OSError, ValueError):  # a loop (RuntimeError before Python 3.13); NUL
         return path.absolute()
 
 
@@ -90,11 +91,21 @@ def read_text(path: Path, what: str = "file") -> str:
         raise RaffError(f"not a UTF-8 text file ({exc.reason} at byte {exc.start})", file=path) from None
     except OSError as exc:
         raise RaffError(f"cannot read {what}: {exc.strerror or exc}", file=path) from None
+    except ValueError:  # os.stat refuses a path with NUL in it: no file has such a name
+        raise RaffError(f"{what} not found (its path holds a NUL character)",
+                        file=str(path).replace("\0", "\\0")) from None
 
 
 def load_yaml(path: Path, what: str = "file") -> Any:
     """The document in `path`; a syntax error names file:line:column."""
-    text = read_text(path, what)
+    return parse_yaml(read_text(path, what), path)
+
+
+def parse_yaml(text: str, path: Path | None = None) -> Any:
+    """The document in `text` (read from `path`, which errors name), with the bounds of a file."""
+    if len(text) > MAX_FILE_BYTES:  # text made otherwise than read from a file (a template's)
+        raise RaffError(f"YAML of {len(text) / 2**20:.0f} MiB; configuration is limited to "
+                        f"{MAX_FILE_BYTES // 2**20} MiB", file=path)
     try:
         doc = yaml.load(text, Loader=_Loader)
     except RecursionError:
@@ -115,7 +126,36 @@ def load_yaml(path: Path, what: str = "file") -> Any:
     except yaml.YAMLError as exc:
         raise RaffError(f"YAML error: {exc}", file=path) from None
     _check_size(doc, path)
+    if _NUL_ESCAPE.search(text):  # a literal NUL is refused by the parser; an escaped one is not
+        place = _nul_place(doc)
+        if place is not None:
+            raise RaffError("a string holds a NUL character (\\0), which no path, name or setting can",
+                            file=path, line=line_of(path, place) if path else None,
+                            where=format_where(place))
     return doc
+
+
+# the escapes of a double-quoted YAML string that give NUL: \0, \x00, \u0000, \U00000000
+_NUL_ESCAPE = re.compile(r"\\(?:0|x00|u0000|U00000000)")
+
+
+def _nul_place(doc: Any) -> tuple | None:
+    """The document path of the first key or string holding a NUL character, or None."""
+    seen: set[int] = set()
+    stack: list[tuple[Any, tuple]] = [(doc, ())]
+    while stack:
+        value, place = stack.pop()
+        if isinstance(value, str):
+            if "\0" in value:
+                return place
+        elif isinstance(value, (dict, list)) and id(value) not in seen:
+            seen.add(id(value))  # aliases: each shared node once
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, child in items:
+                if isinstance(key, str) and "\0" in key:  # a list's keys are its indices
+                    return place + (key,)
+                stack.append((child, place + (key,)))
+    return None
 
 
 def _check_size(doc: Any, path: Path) -> None:
@@ -160,7 +200,7 @@ def line_of(path: Path, doc_path: tuple = ()) -> int | None:
     """
     try:
         node = _compose(path, path.stat().st_mtime_ns)
-    except OSError:
+    except (OSError, ValueError):
         return None
     if node is None:
         return 1

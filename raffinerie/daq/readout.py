@@ -19,7 +19,7 @@ import zmq
 
 from raffinerie.config.network import Host
 from raffinerie.daq.rawformat import FIRST_OBJECT, RECORD_BYTES, TAIL_BYTES, join_messages
-from raffinerie.daq.transport import BackendError
+from raffinerie.daq.transport import WATCH_SECONDS, BackendError, Watch, no_watch, poll
 
 START_RUN = b"START_RUN_HGCROC"
 END_RUN = b"END_OF_RUN"
@@ -32,8 +32,8 @@ STABLE_POLLS = 3   # a file is complete when its size holds for this many polls 
 class StreamReadout:
     """A PULL socket on the daq server's data stream."""
 
-    def __init__(self, ctx: zmq.Context, data: Host, timeout: float):
-        self.data, self.timeout = data, timeout
+    def __init__(self, ctx: zmq.Context, data: Host, timeout: float, watch: Watch = no_watch):
+        self.data, self.timeout, self.watch = data, timeout, watch
         self.sock = ctx.socket(zmq.PULL)
         self.sock.setsockopt(zmq.LINGER, 0)
         try:
@@ -53,7 +53,7 @@ class StreamReadout:
         started = False
         where = f"data stream from {self.data}"
         while True:
-            if not self.sock.poll(int(self.timeout * 1000)):
+            if not poll(self.sock, self.timeout, self.watch):
                 state = (f"after {len(messages)} data messages" if started
                          else "before START_RUN_HGCROC")
                 raise BackendError(f"{where} stopped {state}: nothing for {self.timeout:g} s (is "
@@ -78,8 +78,8 @@ class StreamReadout:
 class ClientReadout:
     """The daq-client writes each run into a fresh folder under `root`; raffinerie takes the file."""
 
-    def __init__(self, control, root: Path, timeout: float):
-        self.control, self.root, self.timeout = control, root, timeout
+    def __init__(self, control, root: Path, timeout: float, watch: Watch = no_watch):
+        self.control, self.root, self.timeout, self.watch = control, root, timeout, watch
         self.folder: Path | None = None
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -126,8 +126,11 @@ class ClientReadout:
 
     def _wait_for_file(self) -> Path:
         deadline = time.monotonic() + self.timeout
-        last, stable = -1, 0
+        last, stable, watched = -1, 0, time.monotonic()
         while time.monotonic() < deadline:
+            if time.monotonic() - watched >= WATCH_SECONDS:
+                self.watch()
+                watched = time.monotonic()
             files = self._files()
             if len(files) > 1:
                 names = ", ".join(sorted(p.name for p in files))
@@ -176,19 +179,23 @@ def _closed(size: int) -> bool:
 
 
 def wait(finished: Callable[[], bool], alive: Callable[[], int], timeout: float, what: str,
-         ended: Callable[[], bool] = lambda: False) -> None:
+         ended: Callable[[], bool] = lambda: False, watch: Watch = no_watch) -> None:
     """Poll `finished` (the server's status) until it says the run is over.
 
     At most every 20 ms (50 requests per second), except right after
     `ended()`, a local sign that the run is over (the daq-client closed its
     file), which is checked every millisecond at no cost to the server. The
     run may take as long as it needs while `alive()` keeps changing (data
-    arriving); `timeout` seconds without either is an error.
+    arriving); `timeout` seconds without either is an error, and so is `watch`
+    finding the backend process dead.
     """
     deadline = time.monotonic() + timeout
-    seen, last_poll = alive(), -1.0
+    seen, last_poll, watched = alive(), -1.0, time.monotonic()
     while True:
         now = time.monotonic()
+        if now - watched >= WATCH_SECONDS:
+            watch()
+            watched = now
         if now - last_poll >= (MIN_POLL_SECONDS if ended() else POLL_SECONDS):
             last_poll = now
             if finished():

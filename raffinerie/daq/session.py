@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 import zmq
 
-from raffinerie.config.daqconfig import Generation, generation_of, server_section
+from raffinerie.config.daqconfig import Generation, generation_of, run_problems, server_section
+from raffinerie.config.parameters import load_table
 from raffinerie.config.network import Host, Network, Protocols, Readout, SlowControl
 from raffinerie.daq.daqcontrol import control
 from raffinerie.daq.readout import ClientReadout, StreamReadout, wait
 from raffinerie.daq.slowcontrol import HccTarget, I2cTarget, changes_phase, differences
-from raffinerie.daq.transport import BackendError, Endpoint
+from raffinerie.daq.transport import BackendError, Endpoint, Watch, no_watch
 from raffinerie.errors import RaffError
 
 __all__ = ["BackendError", "DaqSession", "Run", "config_diff"]
@@ -57,25 +58,27 @@ class Run:
 class DaqSession:
     """One connection to a backend (daq server, slow control, data)."""
 
-    def __init__(self, network: Network, data: Host, protocols: Protocols, readback: bool = False):
+    def __init__(self, network: Network, data: Host, protocols: Protocols, readback: bool = False,
+                 watch: Watch = no_watch):
+        """`watch` raises when the backend process is known to be dead (the embedded emulator)."""
         self.network, self.data_host, self.protocols = network, data, protocols
-        self.timeout, self.readback = network.timeout, readback
+        self.timeout, self.readback, self.watch = network.timeout, readback, watch
         self.ctx = zmq.Context()
         gen, slow = protocols.generation, protocols.slow_control
         gen_hint = self._hint("generation", gen)
         self.server = control(gen, Endpoint(self.ctx, "daq server", network.server, self.timeout,
-                                            gen_hint), "server", gen_hint)
+                                            gen_hint, watch), "server", gen_hint)
         slow_hint = self._hint("slow_control", slow)
-        target_ep = Endpoint(self.ctx, "slow control", network.target, self.timeout, slow_hint)
+        target_ep = Endpoint(self.ctx, "slow control", network.target, self.timeout, slow_hint, watch)
         self.target = (HccTarget if slow is SlowControl.HCC else I2cTarget)(target_ep, slow_hint)
         self.client = None
         try:
             if protocols.readout is Readout.PULL:
-                self.readout = StreamReadout(self.ctx, data, self.timeout)
+                self.readout = StreamReadout(self.ctx, data, self.timeout, watch)
             else:
-                client_ep = Endpoint(self.ctx, "daq-client", network.client, self.timeout, gen_hint)
+                client_ep = Endpoint(self.ctx, "daq-client", network.client, self.timeout, gen_hint, watch)
                 self.client = control(gen, client_ep, "client", gen_hint)
-                self.readout = ClientReadout(self.client, network.client_output, self.timeout)
+                self.readout = ClientReadout(self.client, network.client_output, self.timeout, watch)
         except BaseException:
             self.close()
             raise
@@ -113,11 +116,13 @@ class DaqSession:
 
     def _configure_target(self, target: dict) -> None:
         if self.target_state is None:
+            _check_registers(target)
             self.target.initialize(target)
             written, phase = target, True  # after power-on the TDCs need a reset anyway
         else:
             written = config_diff(self.target_state, target)
             if written:
+                _check_registers(written)
                 self.target.write(written)
             phase = changes_phase(written)
         self.target_state = target
@@ -139,6 +144,10 @@ class DaqSession:
                             f"backend speaks generation {gen.value}: use a daq config of that "
                             f"generation, or {self.network.setting_hint('generation', generation_of(daq).value)}",
                             file=self.network.file)
+        problems = run_problems(daq)
+        if problems:  # the last line: validate checks every source, this the sum of them
+            raise RaffError(f"the daq config of this point: {'; '.join(problems.values())}; "
+                            "nothing was sent to the daq server")
         server = {**server_section(daq), "zmqPushPull_port": self.data_host.port}
         if gen is Generation.MENUS:
             self._configure_menus(server)
@@ -196,6 +205,20 @@ class DaqSession:
 
     def _end_run(self, alive, ended=lambda: False) -> None:
         """Wait for the server to end the run (menus: by itself; 2021: `run_done`, then `stop`)."""
-        wait(self.server.finished, alive, self.timeout, f"the run on the {self.server.ep.name}", ended)
+        wait(self.server.finished, alive, self.timeout, f"the run on the {self.server.ep.name}", ended,
+             self.watch)
         if self.protocols.generation is Generation.Y2021:
             self.server.stop()
+
+
+def _check_registers(written: dict) -> None:
+    """Refuse register values that do not fit before any is sent (a calibration's, say).
+
+    `raff validate` checks every file and scan value; this checks what the
+    sum of them sends, so nothing that slipped past reaches a board.
+    """
+    problems = [f"{'.'.join(map(str, path))}: {problem}" for path, problem in load_table().problems(written)]
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise RaffError(f"the target config of this point: {'; '.join(problems[:3])}{more}; "
+                        "nothing was sent to the slow control")

@@ -8,18 +8,45 @@ before it goes into a message, so a server cannot forge extra lines.
 
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 import zmq
 
 from raffinerie.config.network import Host
 from raffinerie.errors import RaffError
 
 REPLY_SHOWN = 160  # characters of a reply quoted in an error message
+WATCH_SECONDS = 0.1  # how often a wait asks whether the backend process is still alive
+
+Watch = Callable[[], None]  # raises BackendError when the backend is known to be dead
 
 
 class BackendError(RaffError):
     """The backend is unreachable, silent, refusing, or sends bad data."""
 
     exit_code = 3
+
+
+def no_watch() -> None:
+    """A remote backend: nothing on this machine tells whether it is alive."""
+
+
+def poll(sock, timeout: float, watch: Watch = no_watch) -> bool:
+    """Wait up to `timeout` seconds for `sock` to be readable; True if it is.
+
+    The wait goes in slices of WATCH_SECONDS, asking `watch` after each, so a
+    backend process that died (the embedded emulator) is named within a
+    tenth of a second instead of ending in a timeout that blames the network.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if sock.poll(max(0, int(min(left, WATCH_SECONDS) * 1000))):
+            return True
+        watch()
+        if left <= WATCH_SECONDS:
+            return False
 
 
 def quote(reply: str | bytes) -> str:
@@ -38,8 +65,10 @@ class Endpoint:
     when a server of the other generation stops answering.
     """
 
-    def __init__(self, ctx: zmq.Context, role: str, host: Host, timeout: float, hint: str = ""):
+    def __init__(self, ctx: zmq.Context, role: str, host: Host, timeout: float, hint: str = "",
+                 watch: Watch = no_watch):
         self.ctx, self.role, self.host, self.timeout, self.hint = ctx, role, host, timeout, hint
+        self.watch = watch
         self.sock = None
         self.requests = 0
 
@@ -65,7 +94,12 @@ class Endpoint:
         data = [f.encode() if isinstance(f, str) else f for f in frames]
         self.sock.send_multipart(data)
         self.requests += 1
-        if not self.sock.poll(int(self.timeout * 1000)):
+        try:
+            answered = poll(self.sock, self.timeout, self.watch)
+        except BackendError:
+            self.close()  # the reply will never come; the socket cannot be reused
+            raise
+        if not answered:
             self.close()  # a REQ socket that lost its reply cannot be reused
             hint = f"; {self.hint}" if self.hint else ""
             raise BackendError(f"{self.name} did not answer '{what}' within {self.timeout:g} s "

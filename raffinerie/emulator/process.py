@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -18,9 +19,11 @@ import time
 from raffinerie.config.daqconfig import Generation
 from raffinerie.config.network import (DEFAULT_SEED, DEFAULT_TIMEOUT, Host, Network, SlowControl,
                                        emulator_identity)
+from raffinerie.daq.transport import BackendError
 from raffinerie.errors import RaffError
 
 STARTUP_TIMEOUT = 30.0
+LAST_WORDS_BYTES = 65536   # of a dead emulator's stderr, read for its last line
 
 
 class EmulatorProcess:
@@ -85,6 +88,41 @@ class EmulatorProcess:
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
+
+    def death(self) -> str | None:
+        """How the emulator ended ("killed by SIGKILL", "exited with status 1: ..."), None while it runs."""
+        code = self.proc.poll() if self.proc is not None else None
+        if code is None:
+            return None
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        if code == 0:  # `raff emulator` cleans up and exits 0 on these (cli/emulate.py)
+            return "exited with status 0, as it does on SIGTERM or SIGINT"
+        last = self._last_words()
+        return f"exited with status {code}" + (f": {last}" if last else "")
+
+    def watch(self) -> None:
+        """Raise a BackendError naming the emulator if it has died (the session asks every 0.1 s)."""
+        why = self.death()
+        if why is not None:
+            raise BackendError(f"embedded emulator (pid {self.proc.pid}) died: {why}")
+
+    def _last_words(self) -> str:
+        """The last line the dead emulator wrote to stderr, without waiting for more."""
+        stream = self.proc.stderr
+        if stream is None or stream.closed:
+            return ""
+        fd, data = stream.fileno(), b""
+        while len(data) < LAST_WORDS_BYTES and select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, LAST_WORDS_BYTES)
+            if not chunk:
+                break
+            data += chunk
+        lines = data.decode(errors="replace").strip().splitlines()
+        return lines[-1][:200] if lines else ""
 
     def cpu_seconds(self) -> float | None:
         """CPU time the emulator has used so far (Linux /proc; None elsewhere or when it is gone).
