@@ -206,6 +206,16 @@ class XRootDFS(XRootDFileSystem):
             await _async_wrap(handle.close)(timeout=self.timeout)
         return data
 
+    async def _open_reader(self, path: str, size: int) -> "Reader":
+        """A file opened for reading in pieces (a pull streams a file of `size` bytes)."""
+        path = self._strip_protocol(path)
+        handle = client.File()
+        status, _ = await _async_wrap(handle.open)(self.unstrip_protocol(path), OpenFlags.READ,
+                                                   timeout=self.timeout)
+        if not status.ok:
+            raise status_error(status, "cannot open", path)
+        return Reader(self, handle, path, size)
+
     async def _cat_ranges(self, paths: list[str], starts: list[int | None] | int | None,
                           ends: list[int | None] | int | None, max_gap: int | None = None,
                           batch_size: int | None = None, on_error: str = "return",
@@ -304,6 +314,25 @@ class XRootDFS(XRootDFileSystem):
             for sub in (e["name"] for e in entries if e["type"] == "directory"):
                 await self._rm(sub, recursive=True, batch_size=batch_size)
             await self._rmdir(one)
+
+
+class Reader:
+    """An open remote file read at offsets (`XRootDFS._open_reader`); `size` is what its stat said."""
+
+    def __init__(self, fs: XRootDFS, handle: Any, path: str, size: int):
+        self.fs, self.handle, self.path, self.size = fs, handle, path, size
+
+    async def read(self, offset: int, n: int) -> bytes:
+        status, data = await _async_wrap(self.handle.read)(offset, n, timeout=self.fs.timeout)
+        if not status.ok:
+            raise status_error(status, "cannot read", self.path)
+        return data
+
+    async def close(self) -> None:
+        try:
+            await _async_wrap(self.handle.close)(timeout=self.fs.timeout)
+        except Exception:  # closing a handle already dead: nothing to keep
+            pass
 
 
 async def _open_handle(self: Any, url: str, timeout: int) -> Any:
