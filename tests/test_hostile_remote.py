@@ -419,3 +419,17 @@ def test_a_pull_from_xrootd_into_a_full_local_disk_names_the_local_cache(xrootd_
         assert_clean_error(result, str(cache), "no space left")
         assert url not in line.split("no space left")[0], line
         assert not any((cache / "tmp").iterdir())
+
+
+def test_a_push_to_a_full_xrootd_server_leaves_nothing_in_its_tmp(xrootd_server, tmp_path):
+    a = tmp_path / "a"
+    make_entries(a, 12, size=200_000, seed=34)
+    with tmpfs(xrootd_server.local("hostile/full-remote")) as full:
+        _give_to_server(full)
+        url = xrootd_server.url("hostile/full-remote")
+        result = cache_cli("push", url, "--cache", a, "-j", "4", timeout=60)
+        line = one_error(result)
+        assert_clean_error(result, url, "no space left")  # and no traceback of a late answer either
+        assert not any((full / "tmp").iterdir()), list((full / "tmp").iterdir())
+        assert all(entry_files(p) == entry_files(a / "measurements" / p.parent.name / p.name)
+                   for p in entries(full))

@@ -752,6 +752,7 @@ class RemoteCache:
                         return len(data)
                 await self._b.write(f"{tmp}/{MANIFEST}", raw)
                 sizes = await _all(copy(rel, size, digest) for rel, (size, digest) in manifest.items())
+                await self._check_written(tmp, raw, manifest, files)
                 try:
                     await self._b.rename(tmp, entry)
                     placed = True
@@ -771,6 +772,27 @@ class RemoteCache:
             t.entries += 1
             t.bytes += sum(sizes) + len(raw)
             _tell(progress, t)
+
+    async def _check_written(self, tmp: str, raw: bytes, manifest: dict, files) -> None:
+        """The sizes the remote kept of an entry's files, read back before it is renamed into
+        place: an XRootD server on a full disk answered "ok" to a write it cut short (seen
+        with a full tmpfs), and the entry would have appeared with a truncated file. One
+        listing per folder of the entry."""
+        folders: dict[str, dict[str, int]] = {}
+        for rel, size in [(MANIFEST, len(raw)), *((rel, size) for rel, (size, _) in manifest.items())]:
+            parent, name = _split(rel)
+            folders.setdefault(parent, {})[name] = size
+
+        async def check(parent: str, names: dict[str, int]) -> None:
+            async with files:
+                listing = dict(await self._b.ls(f"{tmp}/{parent}" if parent else tmp))
+            for name, size in names.items():
+                found = listing.get(name)
+                if found is None or found.type != "file" or found.size != size:
+                    kept = f"{found.size:,}" if found is not None else "none"
+                    raise OSError(f"{tmp}/{parent + '/' if parent else ''}{name}: the server kept {kept} of "
+                                  f"the {size:,} bytes written (is its disk full?)")
+        await _all(check(parent, names) for parent, names in folders.items())
 
     # -- pull ---------------------------------------------------------------------------------
 
@@ -1021,11 +1043,20 @@ async def _all(coros: Iterable) -> list:
 
 
 async def _quietly(coro) -> None:
-    """Await a clean-up whose failure must not hide the error being handled."""
-    try:
-        await coro
-    except Exception:
-        pass
+    """Await a clean-up to its end, even in a task being cancelled (when another entry's push
+    failed, its TaskGroup cancels this one while it may be removing its folder in tmp/);
+    its failure does not hide the error being handled, and a cancellation goes on after it."""
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:
+            break
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _read_local(root: Path, rel: str, limit: int, entry: str) -> bytes:
