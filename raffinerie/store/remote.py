@@ -11,31 +11,48 @@ Entries are content-addressed and immutable, so no locks are needed:
 
 - `push` writes an entry's files under a name of its own in the remote
   `tmp/` and then renames that folder into `<kind>/<key[:2]>/<key>/` in one
-  step. An interrupted push leaves at most a folder in `tmp/`, never a
-  partial entry. An entry already there is skipped; if another stand
-  renamed the same entry into place first, the rename fails and our copy
-  is dropped.
+  step. A push that fails removes its folder in `tmp/`; one that was killed
+  leaves it, and a later push removes it (see `_stale_tmp` for which). An
+  entry already there is skipped; if another stand renamed the same entry
+  into place first, the rename fails and our copy is dropped.
 - `pull` downloads into the local cache's `tmp/`, checks every file against
-  the entry's `manifest.json` (size and SHA-256) when it has one, and
-  renames the folder into place, as `Store.commit` does. A damaged remote
-  entry is never used, and a local entry is never overwritten.
+  the entry's `manifest.json` (size and SHA-256), and renames the folder
+  into place, as `Store.commit` does. A damaged remote entry is never used,
+  and a local entry is never overwritten.
 
-An entry is treated as a folder of files, whatever they are; only
-`manifest.json` is read, and only if it is there.
+Nothing from outside is trusted (issue 27). An entry is the list of regular
+files its `manifest.json` names, and nothing else: an entry without one is
+refused, and both directions are driven by the manifest, never by walking
+the folder (so a link loop cannot make a walk endless). Every name must be
+a plain relative path inside the entry (no `..`, no absolute path, no empty
+or `.` part, no NUL), every file a regular file of the size the manifest
+says, and the number of files and bytes are bounded (`MAX_FILES`,
+`MAX_ENTRY_BYTES`, `MAX_MANIFEST_BYTES`). On a folder (the remote's, and
+the local cache's when pushing) no link below the root is ever followed:
+every path is opened one part at a time with `O_NOFOLLOW` from the root, so
+a link, a FIFO or a device refuses the entry. An XRootD server resolves
+links itself and shows none; there the server's stat type (file, folder,
+other) and the manifest's hashes decide. A refused entry is one line
+naming it (RemoteDamaged, LocalDamaged), and the others are still copied.
 
 Errors (an unreachable server, a refused permission, a missing folder)
 end in one `RaffError` naming the URL and the problem; the XRootD client's
-timeouts are cut to seconds (see `xrootdfs.configure_client`).
+timeouts are cut to seconds (see `xrootdfs.configure_client`). A problem
+of the local cache while pulling (a full disk) names the local cache, not
+the URL (LocalCacheError).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import socket
+import stat as st
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +69,24 @@ ENTRIES_IN_FLIGHT = 32
 FILES_IN_FLIGHT = 64
 RECORD_KINDS = ("datasets", "analyses")  # names/<kind>/<name>.json pushed with their entries
 
+# Bounds on what one entry may claim, checked before any of its files is read. A
+# dataset is one file per column per block of 4,096 points (README, "How a dataset
+# is stored"): a 131,072-point scan is a few thousand files, so 100,000 is a
+# margin of 30 or more; its manifest is ~110 bytes a file (Store.commit's JSON),
+# about 11 MB, and 32 MiB allows three times that. The bytes bound is far above
+# any entry raffinerie makes (that scan's dataset is under 1 GB) and stops a
+# manifest that claims more than a disk holds; RAFF_REMOTE_MAX_ENTRY_BYTES raises it.
+MAX_FILES = 100_000
+MAX_MANIFEST_BYTES = 32 << 20
+MAX_ENTRY_BYTES = int(os.environ.get("RAFF_REMOTE_MAX_ENTRY_BYTES", str(256 << 30)))
+MAX_RECORD_BYTES = 16 << 20   # names/*.json and meta.json, read to select entries (a few kB each)
+NAME_MAX = 255                # bytes in one part of a file name (Linux's NAME_MAX)
+PATH_MAX = 1024               # bytes in a name inside an entry (zarr's longest are ~100)
+READ_CHUNK = 4 << 20          # a pull streams files in pieces: FILES_IN_FLIGHT of them hold 256 MiB at most
+# A folder in the remote's tmp/ older than this is a push that died (one entry's
+# files are written within minutes; see `_stale_tmp`).
+STALE_TMP_SECONDS = 24 * 3600
+
 Progress = Callable[["Transfer"], None]
 
 
@@ -61,6 +96,19 @@ class RemoteError(RaffError):
     def __init__(self, url: str, problem: str):
         self.url = url
         super().__init__(f"{url}: {problem}")
+
+
+class LocalCacheError(RaffError):
+    """The local cache could not take what was pulled (a full disk, a refused write)."""
+
+    def __init__(self, root: Path, exc: OSError, what: str, url: str):
+        self.root = root
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            problem = (f"no space left on device (pulling {what} from {url}); the entries already pulled "
+                       "are kept: free some space (`raff cache gc`) and pull again")
+        else:
+            problem = f"cannot write the cache ({exc.strerror or exc}) while pulling {what} from {url}"
+        super().__init__(problem, file=root)
 
 
 class RemoteDamaged(RaffError):
@@ -116,10 +164,205 @@ class _Damage(Exception):
     pass
 
 
+class Refused(OSError):
+    """A path that is not a plain file or folder where one must be (a link, a FIFO, a device),
+    or a file larger than what may be read; the message names it."""
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a path is: `type` is file, directory, link or special (a FIFO, device, socket)."""
+
+    type: str
+    size: int
+    mtime: float
+
+
+# -- paths below a root on this machine, never following a link ------------------------------------
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO must not wait
+
+
+def _type(mode: int) -> str:
+    if st.S_ISREG(mode):
+        return "file"
+    if st.S_ISDIR(mode):
+        return "directory"
+    if st.S_ISLNK(mode):
+        return "link"
+    return "special"
+
+
+def _what(mode: int) -> str:
+    """A path's type in words, for a refusal."""
+    if st.S_ISLNK(mode):
+        return "a link"
+    if st.S_ISFIFO(mode):
+        return "a FIFO"
+    if st.S_ISCHR(mode) or st.S_ISBLK(mode):
+        return "a device"
+    if st.S_ISSOCK(mode):
+        return "a socket"
+    return "a folder" if st.S_ISDIR(mode) else "a file"
+
+
+def _parts(rel: str) -> list[str]:
+    return rel.split("/") if rel else []
+
+
+def _open_dir(root: Path, rel: str, create: bool = False) -> int:
+    """A descriptor of the folder `root/rel`, opened part by part without following a link
+    below `root` (the root itself is the user's choice: a link to it is followed).
+    With `create`, missing folders are made."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    parts = _parts(rel)
+    try:
+        for i, part in enumerate(parts):
+            try:
+                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                mode = os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode
+                raise Refused(f"{'/'.join(parts[:i + 1])} is {_what(mode)}, not a folder") from None
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _split(rel: str) -> tuple[str, str]:
+    parent, _, name = rel.rpartition("/")
+    return parent, name
+
+
+def _lstat(root: Path, rel: str) -> Found | None:
+    """What `root/rel` is (a link is a link), None if it is not there."""
+    try:
+        if not rel:
+            s = os.stat(root)
+        else:
+            parent, name = _split(rel)
+            fd = _open_dir(root, parent)
+            try:
+                s = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            finally:
+                os.close(fd)
+    except FileNotFoundError:
+        return None
+    return Found(_type(s.st_mode), s.st_size, s.st_mtime)
+
+
+def _open_file(root: Path, rel: str) -> tuple[int, int]:
+    """(descriptor, size) of the regular file `root/rel`; Refused if it is anything else."""
+    parent, name = _split(rel)
+    fd = _open_dir(root, parent)
+    try:
+        before = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        if not st.S_ISREG(before.st_mode):
+            raise Refused(f"{rel} is {_what(before.st_mode)}, not a regular file")
+        try:
+            f = os.open(name, _FILE_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # made a link since the stat
+                raise Refused(f"{rel} is a link, not a regular file") from None
+            raise
+    finally:
+        os.close(fd)
+    now = os.fstat(f)
+    if not st.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino):
+        os.close(f)
+        raise Refused(f"{rel} was replaced while being opened")
+    return f, now.st_size
+
+
+def _read_exactly(fd: int, size: int, rel: str) -> bytes:
+    out = bytearray()
+    while len(out) < size:
+        block = os.read(fd, min(size - len(out), READ_CHUNK))
+        if not block:
+            raise _Damage(f"{rel} ended after {len(out)} bytes, its manifest says {size}")
+        out += block
+    return bytes(out)
+
+
+def _read_plain(root: Path, rel: str, limit: int) -> bytes:
+    """The regular file `root/rel`, refused if larger than `limit` bytes."""
+    fd, size = _open_file(root, rel)
+    try:
+        if size > limit:
+            raise Refused(f"{rel} is {size:,} bytes, more than the {limit:,} allowed")
+        return _read_exactly(fd, size, rel)
+    finally:
+        os.close(fd)
+
+
+def _read_plain_or_none(root: Path, rel: str, limit: int = MAX_RECORD_BYTES) -> bytes | None:
+    try:
+        return _read_plain(root, rel, limit)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, Refused, _Damage):
+        return None
+
+
+def _write_plain(root: Path, rel: str, data: bytes) -> None:
+    parent, name = _split(rel)
+    fd = _open_dir(root, parent, create=True)
+    try:
+        f = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd)
+    finally:
+        os.close(fd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(f, view):]
+    finally:
+        os.close(f)
+
+
+def _remove_plain(root: Path, rel: str) -> None:
+    """Remove `root/rel`, a file or a folder with all in it (a link is removed, not followed)."""
+    parent, name = _split(rel)
+    try:
+        fd = _open_dir(root, parent)
+    except OSError:
+        return
+    try:
+        mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+        if st.S_ISDIR(mode):
+            shutil.rmtree(name, dir_fd=fd, ignore_errors=True)
+        else:
+            os.unlink(name, dir_fd=fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 # -- where the files are: a local folder, or an XRootD server ---------------------------------
 
+class _LocalReader:
+    def __init__(self, backend: "_LocalBackend", fd: int, size: int):
+        self.b, self.fd, self.size = backend, fd, size
+
+    async def read(self, offset: int, n: int) -> bytes:
+        return await self.b._run(os.pread, self.fd, n, offset)
+
+    async def close(self) -> None:
+        os.close(self.fd)
+
+
 class _LocalBackend:
-    """A folder on this machine (or a mounted one): blocking calls in a thread pool."""
+    """A folder on this machine (or a mounted one): blocking calls in a thread pool, and no
+    link below the folder followed (see `_open_dir`)."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -131,50 +374,72 @@ class _LocalBackend:
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
-    async def ls(self, rel: str) -> list[tuple[str, bool, int]]:
-        def ls() -> list[tuple[str, bool, int]]:
-            out = []
-            with os.scandir(self._p(rel)) as it:
-                for e in it:
-                    is_dir = e.is_dir()
-                    out.append((e.name, is_dir, 0 if is_dir else e.stat().st_size))
-            return out
+    async def ls(self, rel: str) -> list[tuple[str, Found]]:
+        def ls() -> list[tuple[str, Found]]:
+            fd = _open_dir(self.root, rel)
+            try:
+                with os.scandir(fd) as it:
+                    out = []
+                    for e in it:
+                        s = e.stat(follow_symlinks=False)
+                        out.append((e.name, Found(_type(s.st_mode), s.st_size, s.st_mtime)))
+                    return out
+            finally:
+                os.close(fd)
         return await self._run(ls)
 
-    async def stat(self, rel: str) -> tuple[bool, int] | None:
-        def stat():
-            try:
-                st = os.stat(self._p(rel))
-            except FileNotFoundError:
-                return None
-            return (os.path.isdir(self._p(rel)), st.st_size)
-        return await self._run(stat)
+    async def stat(self, rel: str) -> Found | None:
+        return await self._run(_lstat, self.root, rel)
 
-    async def read(self, rel: str, size: int | None = None) -> bytes:
-        return await self._run(self._p(rel).read_bytes)
+    async def read(self, rel: str, limit: int) -> bytes:
+        return await self._run(_read_plain, self.root, rel, limit)
+
+    async def open_reader(self, rel: str) -> _LocalReader:
+        fd, size = await self._run(_open_file, self.root, rel)
+        return _LocalReader(self, fd, size)
 
     async def write(self, rel: str, data: bytes) -> None:
         def write() -> None:
-            path = self._p(rel)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            try:
+                _write_plain(self.root, rel, data)
+            except Refused:
+                raise
+            except OSError as exc:  # the whole path, not the last part the call saw
+                raise type(exc)(exc.errno, exc.strerror, str(self._p(rel))) from None
         await self._run(write)
 
     async def mkdirs(self, rel: str) -> None:
-        await self._run(lambda: self._p(rel).mkdir(parents=True, exist_ok=True))
+        def mkdirs() -> None:
+            if not rel:
+                self.root.mkdir(parents=True, exist_ok=True)
+            else:
+                os.close(_open_dir(self.root, rel, create=True))
+        await self._run(mkdirs)
 
     async def rename(self, src: str, dst: str) -> None:
-        await self._run(os.rename, self._p(src), self._p(dst))
+        def rename() -> None:
+            (sp, sn), (dp, dn) = _split(src), _split(dst)
+            sfd = _open_dir(self.root, sp)
+            try:
+                dfd = _open_dir(self.root, dp)
+                try:
+                    os.rename(sn, dn, src_dir_fd=sfd, dst_dir_fd=dfd)
+                finally:
+                    os.close(dfd)
+            finally:
+                os.close(sfd)
+        await self._run(rename)
 
     async def rmtree(self, rel: str) -> None:
-        await self._run(lambda: shutil.rmtree(self._p(rel), ignore_errors=True))
+        await self._run(_remove_plain, self.root, rel)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False)
 
 
 class _XRootDBackend:
-    """An XRootD server, through `xrootdfs.XRootDFS` (fsspec-xrootd)."""
+    """An XRootD server, through `xrootdfs.XRootDFS` (fsspec-xrootd). The server resolves
+    links itself; what it reports as neither file nor folder ("other") is refused."""
 
     def __init__(self, url: str):
         from raffinerie.store.xrootdfs import filesystem
@@ -184,19 +449,39 @@ class _XRootDBackend:
     def _p(self, rel: str) -> str:
         return f"{self.base.rstrip('/')}/{rel}" if rel else self.base
 
-    async def ls(self, rel: str) -> list[tuple[str, bool, int]]:
-        entries = await self.fs._ls(self._p(rel), detail=True)
-        return [(e["name"].rstrip("/").rsplit("/", 1)[-1], e["type"] == "directory", e["size"]) for e in entries]
+    @staticmethod
+    def _found(info: dict) -> Found:
+        kind = {"file": "file", "directory": "directory"}.get(info["type"], "special")
+        return Found(kind, int(info.get("size") or 0), float(info.get("mtime") or 0))
 
-    async def stat(self, rel: str) -> tuple[bool, int] | None:
+    async def ls(self, rel: str) -> list[tuple[str, Found]]:
+        entries = await self.fs._ls(self._p(rel), detail=True)
+        return [(e["name"].rstrip("/").rsplit("/", 1)[-1], self._found(e)) for e in entries]
+
+    async def stat(self, rel: str) -> Found | None:
         try:
-            info = await self.fs._info(self._p(rel))
+            return self._found(await self.fs._info(self._p(rel)))
         except FileNotFoundError:
             return None
-        return info["type"] == "directory", info["size"]
 
-    async def read(self, rel: str, size: int | None = None) -> bytes:
+    async def _regular(self, rel: str) -> int:
+        found = await self.stat(rel)
+        if found is None:
+            raise FileNotFoundError(2, "no such file", rel)
+        if found.type != "file":
+            what = "a folder" if found.type == "directory" else "neither a file nor a folder (a FIFO or device?)"
+            raise Refused(f"{rel} is {what}, not a regular file")
+        return found.size
+
+    async def read(self, rel: str, limit: int) -> bytes:
+        size = await self._regular(rel)
+        if size > limit:
+            raise Refused(f"{rel} is {size:,} bytes, more than the {limit:,} allowed")
         return await self.fs._read_once(self._p(rel), size)
+
+    async def open_reader(self, rel: str):
+        size = await self._regular(rel)
+        return await self.fs._open_reader(self._p(rel), size)
 
     async def write(self, rel: str, data: bytes) -> None:
         await self.fs._pipe_file(self._p(rel), data)
@@ -228,6 +513,19 @@ def _backend(url: str):
     return _LocalBackend(Path(url).absolute())
 
 
+def writer_host() -> str:
+    """This machine in the names of what a push writes in the remote's tmp/: the host name
+    (no '-', which separates the parts) and the kernel's boot id, so that two machines, or
+    containers, with one host name are told apart when a later push judges whether the
+    writer of a folder is dead."""
+    host = socket.gethostname().replace("-", "_")[:32]
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")[:8]
+    except OSError:
+        boot = ""
+    return f"{host}.{boot}" if boot else host
+
+
 # -- the remote cache ---------------------------------------------------------------------------
 
 class RemoteCache:
@@ -240,7 +538,9 @@ class RemoteCache:
     def __init__(self, url: str, create: bool = False, entries_in_flight: int = ENTRIES_IN_FLIGHT):
         self.url = url
         self.entries_in_flight = max(1, entries_in_flight)
-        self._writer = f"{socket.gethostname().replace('-', '_')[:32]}-{os.getpid()}"
+        self._host = writer_host()
+        self._writer = f"{self._host}-{os.getpid()}"
+        self._tmp_cleaned = False
         try:
             from fsspec.asyn import get_loop
         except ImportError:
@@ -258,7 +558,8 @@ class RemoteCache:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _run(self, fn: Callable, *args: Any) -> Any:
-        """Run the coroutine function `fn(*args)` on fsspec's loop; errors become one RemoteError."""
+        """Run the coroutine function `fn(*args)` on fsspec's loop; errors become one RemoteError
+        (a RaffError raised inside, such as LocalCacheError, stays what it is)."""
         from fsspec.asyn import sync
 
         try:
@@ -266,9 +567,9 @@ class RemoteCache:
         except RaffError:
             raise
         except BaseExceptionGroup as group:  # from a TaskGroup: the first is the cause
-            first = group.exceptions[0]
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
+            first = _first(group)
+            if isinstance(first, RaffError):
+                raise first from None
             raise RemoteError(self.url, _describe(first)) from None
         except (OSError, TimeoutError, ValueError, RuntimeError) as exc:
             raise RemoteError(self.url, _describe(exc)) from None
@@ -280,7 +581,7 @@ class RemoteCache:
             found = await self._b.stat("")
         if found is None:
             raise RemoteError(self.url, "no such folder (push to it first, or check the path)")
-        if not found[0]:
+        if found.type != "directory":
             raise RemoteError(self.url, "not a folder")
 
     def close(self) -> None:
@@ -295,24 +596,28 @@ class RemoteCache:
     # -- what it holds ------------------------------------------------------------------------
 
     def keys(self, kind: str) -> Iterator[str]:
-        """Every entry key of `kind`, shard by shard (one listing held at a time)."""
+        """Every entry key of `kind`, shard by shard (one listing held at a time).
+
+        An entry that is a link or a special file is listed too, so that the pull
+        refuses it with a line of its own rather than passing over it in silence."""
         _check_kind(kind)
-        for shard in self._run(self._names, kind, True):
+        for shard in self._run(self._names, kind):
             if len(shard) == 2 and _HEX.issuperset(shard):
-                for name in self._run(self._names, f"{kind}/{shard}", True):
+                for name in self._run(self._names, f"{kind}/{shard}"):
                     if len(name) == 64 and _HEX.issuperset(name):
                         yield name
 
-    async def _names(self, rel: str, dirs: bool) -> list[str]:
+    async def _names(self, rel: str) -> list[str]:
+        """What `rel` holds but plain files (folders, and links and the like, which are refused later)."""
         try:
-            return sorted(name for name, is_dir, _ in await self._b.ls(rel) if is_dir == dirs)
+            return sorted(name for name, found in await self._b.ls(rel) if found.type != "file")
         except FileNotFoundError:
             return []
 
     def has(self, kind: str, key: str) -> bool:
         _check_kind(kind)
         found = self._run(self._b.stat, _entry(kind, key))
-        return bool(found and found[0])
+        return bool(found and found.type == "directory")
 
     def present(self, kind: str, keys: Iterable[str]) -> set[str]:
         """Which of `keys` the remote holds (one listing per shard, not one request per key)."""
@@ -330,7 +635,7 @@ class RemoteCache:
 
         async def listing(shard: str) -> list[str] | None:
             try:
-                return [name for name, is_dir, _ in await self._b.ls(f"{kind}/{shard}") if is_dir]
+                return [name for name, found in await self._b.ls(f"{kind}/{shard}") if found.type != "file"]
             except FileNotFoundError:
                 return None
         listed = dict(zip(shards, await asyncio.gather(*(listing(s) for s in shards))))
@@ -346,8 +651,10 @@ class RemoteCache:
         return _json(self._run(self._read_or_none, f"{_entry(kind, key)}/meta.json"))
 
     async def _read_or_none(self, rel: str) -> bytes | None:
+        """A small file (a record, a meta.json), None if it is not there; a link, a FIFO or a
+        file larger than MAX_RECORD_BYTES is refused (Refused: one line naming it)."""
         try:
-            return await self._b.read(rel)
+            return await self._b.read(rel, MAX_RECORD_BYTES)
         except (FileNotFoundError, IsADirectoryError):
             return None
 
@@ -357,9 +664,13 @@ class RemoteCache:
 
     async def _write_record(self, kind: str, name: str, data: bytes) -> None:
         tmp = f"tmp/names-{self._writer}-{uuid.uuid4().hex[:8]}.json"
-        await self._b.write(tmp, data)
-        await self._b.mkdirs(f"names/{kind}")
-        await self._b.rename(tmp, f"names/{kind}/{name}.json")
+        try:
+            await self._b.write(tmp, data)
+            await self._b.mkdirs(f"names/{kind}")
+            await self._b.rename(tmp, f"names/{kind}/{name}.json")
+        except BaseException:
+            await _quietly(self._b.rmtree(tmp))
+            raise
 
     # -- push -------------------------------------------------------------------------------------
 
@@ -367,10 +678,15 @@ class RemoteCache:
              progress: Progress | None = None, strict: bool = True) -> Transfer:
         """Copy local entries of `kind` (all of them if `keys` is None) that the remote lacks.
 
-        A local entry that does not match its manifest is not pushed; with
-        `strict` that ends in LocalDamaged once the rest is pushed.
+        A local entry that does not match its manifest (or has none, or a link
+        where a file is) is not pushed; with `strict` that ends in LocalDamaged
+        once the rest is pushed. The first push of this RemoteCache removes what
+        dead pushes left in the remote's tmp/ (see `_stale_tmp`).
         """
         _check_kind(kind)
+        if not self._tmp_cleaned:
+            self._tmp_cleaned = True
+            self._run(self._clean_tmp)
         t = Transfer("push", kind=kind)
         t0 = time.perf_counter()
         source = (k for k, _ in store.entries(kind)) if keys is None else keys
@@ -380,6 +696,17 @@ class RemoteCache:
         if strict and t.damaged:
             raise LocalDamaged(self.url, t)
         return t
+
+    async def _clean_tmp(self) -> None:
+        """Remove the folders (and records) in the remote's tmp/ that dead pushes left."""
+        try:
+            listing = await self._b.ls("tmp")
+        except (FileNotFoundError, NotADirectoryError, Refused):
+            return
+        now = time.time()
+        doomed = [name for name, found in listing if _stale_tmp(name, found.mtime, now, self._host)]
+        for start in range(0, len(doomed), self.entries_in_flight):
+            await asyncio.gather(*(self._b.rmtree(f"tmp/{n}") for n in doomed[start:start + self.entries_in_flight]))
 
     async def _push_batch(self, store, kind: str, keys: list[str], t: Transfer, progress) -> None:
         local = [k for k in keys if store.has(kind, k)]
@@ -398,45 +725,74 @@ class RemoteCache:
 
     async def _push_one(self, store, kind: str, key: str, t: Transfer, entries, files, progress) -> None:
         async with entries:
-            folder = Path(store.path(kind, key))
+            root, entry = Path(store.root), _entry(kind, key)
             loop = asyncio.get_running_loop()
-            names = await loop.run_in_executor(None, _walk, folder)
             tmp = f"tmp/{kind}-{key[:16]}-{self._writer}-{uuid.uuid4().hex[:8]}"
+            placed = False
             try:
-                manifest = _manifest(await loop.run_in_executor(None, _read_optional, folder / MANIFEST))
-                _check_names(manifest, names)
+                try:
+                    raw = await loop.run_in_executor(None, _read_local, root, f"{entry}/{MANIFEST}",
+                                                     MAX_MANIFEST_BYTES, entry)
+                except FileNotFoundError:
+                    if _lstat(root, entry) is None:  # removed locally meanwhile (gc): nothing to push
+                        t.missing.append((kind, key))
+                        return
+                    raise _Damage("no manifest.json") from None
+                manifest = _manifest(raw)
 
-                async def copy(rel: str) -> int:
+                async def copy(rel: str, size: int, digest: str) -> int:
                     async with files:
-                        data = await loop.run_in_executor(None, (folder / rel).read_bytes)
-                        if manifest is not None and rel != MANIFEST:
-                            _check_data(manifest, rel, data)
+                        try:
+                            data = await loop.run_in_executor(None, _read_local, root, f"{entry}/{rel}", size, entry)
+                        except FileNotFoundError:
+                            raise _Damage(f"file missing: {rel}") from None
+                        if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+                            raise _Damage(f"content changed: {rel}")
                         await self._b.write(f"{tmp}/{rel}", data)
                         return len(data)
-                sizes = await asyncio.gather(*(copy(rel) for rel in names))
+                await self._b.write(f"{tmp}/{MANIFEST}", raw)
+                sizes = await _all(copy(rel, size, digest) for rel, (size, digest) in manifest.items())
+                await self._check_written(tmp, raw, manifest, files)
+                try:
+                    await self._b.rename(tmp, entry)
+                    placed = True
+                except OSError:
+                    found = await self._b.stat(entry)
+                    if not (found and found.type == "directory"):
+                        raise
+                    t.present += 1  # another stand pushed it first: ours is dropped
+                    _tell(progress, t)
+                    return
             except _Damage as exc:
                 t.damaged.append((kind, key, str(exc)))
-                await self._b.rmtree(tmp)
                 return
-            except FileNotFoundError:
-                if not folder.is_dir():  # removed locally meanwhile (gc): nothing to push
-                    t.missing.append((kind, key))
-                    await self._b.rmtree(tmp)
-                    return
-                raise
-            try:
-                await self._b.rename(tmp, _entry(kind, key))
-            except OSError:
-                found = await self._b.stat(_entry(kind, key))
-                if not (found and found[0]):
-                    raise
-                await self._b.rmtree(tmp)  # another stand pushed it first
-                t.present += 1
-                _tell(progress, t)
-                return
+            finally:
+                if not placed:  # a failed push (a full remote) leaves nothing in tmp/
+                    await _quietly(self._b.rmtree(tmp))
             t.entries += 1
-            t.bytes += sum(sizes)
+            t.bytes += sum(sizes) + len(raw)
             _tell(progress, t)
+
+    async def _check_written(self, tmp: str, raw: bytes, manifest: dict, files) -> None:
+        """The sizes the remote kept of an entry's files, read back before it is renamed into
+        place: an XRootD server on a full disk answered "ok" to a write it cut short (seen
+        with a full tmpfs), and the entry would have appeared with a truncated file. One
+        listing per folder of the entry."""
+        folders: dict[str, dict[str, int]] = {}
+        for rel, size in [(MANIFEST, len(raw)), *((rel, size) for rel, (size, _) in manifest.items())]:
+            parent, name = _split(rel)
+            folders.setdefault(parent, {})[name] = size
+
+        async def check(parent: str, names: dict[str, int]) -> None:
+            async with files:
+                listing = dict(await self._b.ls(f"{tmp}/{parent}" if parent else tmp))
+            for name, size in names.items():
+                found = listing.get(name)
+                if found is None or found.type != "file" or found.size != size:
+                    kept = f"{found.size:,}" if found is not None else "none"
+                    raise OSError(f"{tmp}/{parent + '/' if parent else ''}{name}: the server kept {kept} of "
+                                  f"the {size:,} bytes written (is its disk full?)")
+        await _all(check(parent, names) for parent, names in folders.items())
 
     # -- pull ---------------------------------------------------------------------------------
 
@@ -446,7 +802,9 @@ class RemoteCache:
 
         Every file is checked against the entry's manifest before the entry
         is renamed into place; a damaged entry is not pulled, and with
-        `strict` that ends in RemoteDamaged once the rest is pulled.
+        `strict` that ends in RemoteDamaged once the rest is pulled. A local
+        cache that cannot take the files (a full disk) ends the pull in
+        LocalCacheError, the entries already pulled kept.
         """
         _check_kind(kind)
         t = Transfer("pull", kind=kind)
@@ -479,53 +837,74 @@ class RemoteCache:
             final = Path(store.path(kind, key))
             tmp = Path(store.root) / "tmp" / f"{kind}-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             remote = _entry(kind, key)
-            try:
-                listing = await self._walk_remote(remote)
-                raw = None
-                if MANIFEST in listing:
-                    raw = await self._b.read(f"{remote}/{MANIFEST}", listing[MANIFEST])
-                manifest = _manifest(raw)
-                _check_names(manifest, list(listing))
-                if manifest is not None:
-                    for rel, size in listing.items():
-                        if rel != MANIFEST and manifest[rel][0] != size:
-                            raise _Damage(f"size of {rel} is {size}, its manifest says {manifest[rel][0]}")
-                await loop.run_in_executor(None, lambda: tmp.mkdir(parents=True))
 
-                async def copy(rel: str) -> int:
+            def local(fn, *args):  # a local write: its failure names the local cache, not the URL
+                return loop.run_in_executor(None, _local_call, Path(store.root), f"{kind}/{key}", self.url,
+                                            fn, *args)
+            try:
+                found = await self._b.stat(remote)
+                if found is None:  # removed meanwhile
+                    t.missing.append((kind, key))
+                    return
+                if found.type != "directory":
+                    raise _Damage(f"the entry is {'a link' if found.type == 'link' else 'not a folder'}")
+                try:
+                    raw = await self._b.read(f"{remote}/{MANIFEST}", MAX_MANIFEST_BYTES)
+                except FileNotFoundError:
+                    raise _Damage("no manifest.json") from None
+                manifest = _manifest(raw)
+                await local(_make_tmp, tmp, raw)
+
+                async def copy(rel: str, size: int, digest: str) -> int:
                     async with files:
-                        data = raw if rel == MANIFEST else await self._b.read(f"{remote}/{rel}", listing[rel])
-                        if manifest is not None and rel != MANIFEST:
-                            _check_data(manifest, rel, data)
-                        await loop.run_in_executor(None, _write_local, tmp, rel, data)
-                        return len(data)
-                sizes = await asyncio.gather(*(copy(rel) for rel in listing))
-                committed = await loop.run_in_executor(None, _rename_into_place, tmp, final)
+                        await self._fetch(f"{remote}/{rel}", rel, size, digest, tmp, local)
+                        return size
+                sizes = await _all(copy(rel, size, digest) for rel, (size, digest) in manifest.items())
+                committed = await local(_rename_into_place, tmp, final)
+            except Refused as exc:
+                t.damaged.append((kind, key, str(exc).removeprefix(remote + "/")))
+                return
             except _Damage as exc:
                 t.damaged.append((kind, key, str(exc)))
                 return
             finally:
-                if tmp.exists():
-                    await loop.run_in_executor(None, lambda: shutil.rmtree(tmp, ignore_errors=True))
+                # synchronous: this runs even in a task cancelled because another entry failed
+                shutil.rmtree(tmp, ignore_errors=True)
             if committed:
                 t.entries += 1
-                t.bytes += sum(sizes)
+                t.bytes += sum(sizes) + len(raw)
             else:
                 t.present += 1  # made locally meanwhile: the local one stays
             _tell(progress, t)
 
-    async def _walk_remote(self, rel: str, prefix: str = "") -> dict[str, int]:
-        """{path inside the entry: size} of every file under `rel`."""
-        out: dict[str, int] = {}
-        subdirs = []
-        for name, is_dir, size in await self._b.ls(rel):
-            if is_dir:
-                subdirs.append(name)
-            else:
-                out[prefix + name] = size
-        for found in await asyncio.gather(*(self._walk_remote(f"{rel}/{d}", f"{prefix}{d}/") for d in subdirs)):
-            out.update(found)
-        return out
+    async def _fetch(self, path: str, rel: str, size: int, digest: str, tmp: Path, local) -> None:
+        """Stream one remote file into `tmp/rel`, checking its type, size and SHA-256."""
+        try:
+            reader = await self._b.open_reader(path)
+        except FileNotFoundError:
+            raise _Damage(f"file missing: {rel}") from None
+        out = None
+        try:
+            if reader.size != size:
+                raise _Damage(f"size of {rel} is {reader.size}, its manifest says {size}")
+            out = await local(_create, tmp, rel)
+            h, offset = hashlib.sha256(), 0
+            while offset < size:
+                block = await reader.read(offset, min(READ_CHUNK, size - offset))
+                if not block:
+                    raise _Damage(f"{rel} ended after {offset} bytes, its manifest says {size}")
+                h.update(block)
+                await local(out.write, block)
+                offset += len(block)
+            if h.hexdigest() != digest:
+                raise _Damage(f"content changed: {rel}")
+            done, out = out, None
+            await local(done.close)  # its last bytes are written here: a full disk shows here too
+        finally:
+            await reader.close()
+            if out is not None:
+                with contextlib.suppress(OSError):
+                    out.close()
 
 
 # -- which entries the last builds of some procedures used -------------------------------------------
@@ -599,11 +978,11 @@ def select(names: Iterable[str], record: Callable[[str, str], dict | None],
 
 
 def local_record(root: Path, kind: str, name: str) -> dict | None:
-    return _json(_read_optional(Path(root) / "names" / kind / f"{name}.json"))
+    return _json(_read_plain_or_none(Path(root), f"names/{kind}/{name}.json"))
 
 
 def local_meta(store, kind: str, key: str) -> dict | None:
-    return _json(_read_optional(Path(store.path(kind, key)) / "meta.json"))
+    return _json(_read_plain_or_none(Path(store.root), f"{_entry(kind, key)}/meta.json"))
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -640,23 +1019,118 @@ def _tell(progress: Progress | None, t: Transfer) -> None:
         progress(t)
 
 
-def _walk(folder: Path) -> list[str]:
-    """Paths (relative, with /) of every file in an entry folder."""
-    out = []
-    prefix = len(str(folder)) + 1
-    for root, _, files in os.walk(folder):
-        for name in files:
-            out.append(os.path.join(root, name)[prefix:].replace(os.sep, "/"))
-    if not out and not folder.is_dir():
-        raise FileNotFoundError(2, "entry gone", str(folder))
-    return sorted(out)
+def _first(group: BaseExceptionGroup) -> BaseException:
+    """The exception that stands for a group: a RaffError (a full local disk) before the others."""
+    leaves = []
+
+    def walk(g: BaseExceptionGroup) -> None:
+        for exc in g.exceptions:
+            walk(exc) if isinstance(exc, BaseExceptionGroup) else leaves.append(exc)
+    walk(group)
+    return next((e for e in leaves if isinstance(e, RaffError)), leaves[0])
 
 
-def _read_optional(path: Path) -> bytes | None:
+async def _all(coros: Iterable) -> list:
+    """Run `coros` together; the first failure cancels the rest and is raised as itself
+    (every one has ended when this returns, so nothing writes into a folder being removed)."""
+    tasks = []
     try:
-        return path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in coros]
+    except BaseExceptionGroup as failed:
+        raise _first(failed) from None
+    return [task.result() for task in tasks]
+
+
+async def _quietly(coro) -> None:
+    """Await a clean-up to its end, even in a task being cancelled (when another entry's push
+    failed, its TaskGroup cancels this one while it may be removing its folder in tmp/);
+    its failure does not hide the error being handled, and a cancellation goes on after it."""
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:
+            break
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+def _read_local(root: Path, rel: str, limit: int, entry: str) -> bytes:
+    """A file of a local entry (for a push), no link followed; what is refused is damage."""
+    try:
+        return _read_plain(root, rel, limit)
+    except Refused as exc:
+        raise _Damage(str(exc).removeprefix(entry + "/")) from None
+
+
+def _local_call(root: Path, what: str, url: str, fn: Callable, *args: Any) -> Any:
+    """`fn(*args)`, a write into the local cache: an OSError names the local cache."""
+    try:
+        return fn(*args)
+    except OSError as exc:
+        raise LocalCacheError(root, exc, what, url) from None
+
+
+def _make_tmp(tmp: Path, manifest: bytes) -> None:
+    tmp.mkdir(parents=True)
+    with open(tmp / MANIFEST, "xb") as f:
+        f.write(manifest)
+
+
+def _create(tmp: Path, rel: str):
+    """A new file `tmp/rel` (its name checked by `_manifest`: plain, inside `tmp`)."""
+    path = tmp.joinpath(*rel.split("/"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "xb")
+
+
+def _stale_tmp(name: str, mtime: float, now: float, host: str) -> bool:
+    """Whether a push may remove `tmp/<name>` from the remote.
+
+    Only what a push of raffinerie names (`_tmp_writer`) is ever removed, and
+    only when its writer is surely gone: written on this machine (`writer_host`)
+    by a process that is no longer running, or older than STALE_TMP_SECONDS
+    (24 h) whoever wrote it. Other stands push at the same time; a folder of a
+    live push on another machine is younger than that (one entry's files are
+    written within minutes), so it is left alone.
+    """
+    writer = _tmp_writer(name)
+    if writer is None:
+        return False
+    whose, pid = writer
+    if whose == host and not _alive(pid):
+        return True
+    return now - mtime > STALE_TMP_SECONDS
+
+
+def _tmp_writer(name: str) -> tuple[str, int] | None:
+    """(host, pid) of `<kind>-<key16>-<host>-<pid>-<tag8>` or `names-<host>-<pid>-<tag8>.json`."""
+    record = name.endswith(".json")
+    parts = (name[:-5] if record else name).split("-")
+    if record and len(parts) == 4 and parts[0] == "names":
+        host, pid, tag = parts[1:]
+    elif not record and len(parts) == 5 and parts[0] in KINDS and len(parts[1]) == 16 \
+            and _HEX.issuperset(parts[1]):
+        host, pid, tag = parts[2:]
+    else:
         return None
+    if not (host and pid.isdigit() and len(tag) == 8 and _HEX.issuperset(tag)):
+        return None
+    return host, int(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _json(data: bytes | None) -> dict | None:
@@ -669,44 +1143,52 @@ def _json(data: bytes | None) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _manifest(data: bytes | None) -> dict[str, list] | None:
-    """The files of a manifest ({path: [size, sha256]}), None if there is none; _Damage if unreadable."""
-    if data is None:
-        return None
+def _manifest(data: bytes) -> dict[str, tuple[int, str]]:
+    """The files of a manifest ({name: (size, sha256)}); _Damage for anything but a manifest
+    of at most MAX_FILES plain names and MAX_ENTRY_BYTES bytes."""
     try:
         files = json.loads(data)["files"]
-        if not isinstance(files, dict) or not all(isinstance(v, list) and len(v) == 2 for v in files.values()):
+        if not isinstance(files, dict):
             raise ValueError
     except (ValueError, KeyError, TypeError):
         raise _Damage("manifest.json unreadable") from None
-    return files
+    if len(files) > MAX_FILES:
+        raise _Damage(f"manifest.json names {len(files):,} files, more than the {MAX_FILES:,} an entry may have")
+    out: dict[str, tuple[int, str]] = {}
+    total = 0
+    for name, value in files.items():
+        _check_name(name)
+        if not (isinstance(value, list) and len(value) == 2 and type(value[0]) is int and value[0] >= 0
+                and isinstance(value[1], str) and len(value[1]) == 64 and _HEX.issuperset(value[1])):
+            raise _Damage(f"manifest.json unreadable (the size and SHA-256 of {_shown(name)})")
+        out[name] = (value[0], value[1])
+        total += value[0]
+    if total > MAX_ENTRY_BYTES:
+        raise _Damage(f"manifest.json claims {total:,} bytes, more than the {MAX_ENTRY_BYTES:,} an entry may have "
+                      "(RAFF_REMOTE_MAX_ENTRY_BYTES)")
+    folders = {name[:i] for name in out for i, c in enumerate(name) if c == "/"}
+    clash = sorted(folders & set(out))
+    if clash:
+        raise _Damage(f"manifest.json names {_shown(clash[0])} as a file and as a folder")
+    return out
 
 
-def _check_names(manifest: dict | None, names: Iterable[str]) -> None:
-    if manifest is None:
-        return
-    present = set(names) - {MANIFEST}
-    missing = sorted(set(manifest) - present)
-    if missing:
-        raise _Damage(f"file missing: {missing[0]}")
-    extra = sorted(present - set(manifest))
-    if extra:
-        raise _Damage(f"file not in its manifest: {extra[0]}")
+def _check_name(name: object) -> None:
+    """A plain relative path inside the entry: parts neither empty, `.` nor `..`, no NUL."""
+    if not isinstance(name, str):
+        raise _Damage("manifest.json unreadable")
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        encoded = None
+    parts = name.split("/")
+    if (encoded is None or "\0" in name or len(encoded) > PATH_MAX or name == MANIFEST
+            or any(p in ("", ".", "..") or len(p.encode("utf-8", "replace")) > NAME_MAX for p in parts)):
+        raise _Damage(f"bad file name {_shown(name)} in manifest.json (not a plain path inside the entry)")
 
 
-def _check_data(manifest: dict, rel: str, data: bytes) -> None:
-    size, digest = manifest[rel]
-    if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
-        raise _Damage(f"content changed: {rel}")
-
-
-def _write_local(tmp: Path, rel: str, data: bytes) -> None:
-    parts = rel.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise _Damage(f"bad file name {rel!r}")
-    path = tmp.joinpath(*parts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+def _shown(name: str) -> str:
+    return repr(name if len(name) <= 80 else name[:77] + "...")
 
 
 def _rename_into_place(tmp: Path, final: Path) -> bool:

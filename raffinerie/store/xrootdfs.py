@@ -16,6 +16,9 @@ few things, which `XRootDFS` adds:
 - a read-handle cache larger than the default 256, which otherwise closes
   handles that concurrent reads are still using;
 - a recursive `_rm` that removes folders too;
+- a request cancelled while its answer is on the way is dropped quietly
+  (fsspec-xrootd's `_async_wrap` printed a traceback then);
+- `_open_reader`: a file read in pieces at offsets (a pull streams files);
 - bounded time: the client's connection window and retries are cut down
   from 120 s x 5 to a few seconds, and every request has a timeout.
 
@@ -26,14 +29,16 @@ where a `root://` URL is used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import types
 import warnings
-from typing import Any
+from typing import Any, Callable
 
+import fsspec_xrootd.xrootd
 from fsspec.asyn import _run_coros_in_chunks
-from fsspec_xrootd.xrootd import XRootDFileSystem, _async_wrap, _CacheItem, _flags_to_mode
+from fsspec_xrootd.xrootd import XRootDFileSystem, _CacheItem, _flags_to_mode
 from XRootD import client
 from XRootD.client.flags import MkDirFlags, OpenFlags, StatInfoFlags
 
@@ -49,6 +54,35 @@ CONNECT_WINDOW = int(os.environ.get("RAFF_XROOTD_CONNECT_TIMEOUT", "5"))  # seco
 WRITE_CHUNK = 8 << 20
 
 _configured = False
+
+
+def _async_wrap(func: Callable[..., Any]) -> Callable[..., Any]:
+    """fsspec-xrootd's `_async_wrap`, without its race: its callback (on the client's thread)
+    checks that the request was not cancelled and then schedules `set_result`, which fails
+    with a traceback on stderr ("Exception in callback ... InvalidStateError") when the
+    request is cancelled in between (a TaskGroup cancels the rest when one transfer fails).
+    Here the check is made on the loop, when the answer is delivered."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future = loop.create_future()
+
+    def deliver(result: Any) -> None:
+        if not future.done():
+            future.set_result(result)
+
+    def callback(status: Any, content: Any, servers: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(deliver, (status, content))
+
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        submitted = func(*args, **kwargs, callback=callback)
+        if not submitted.ok:
+            raise OSError(f"Failed to submit {func!r} request: {submitted.message.strip()}")
+        return await future
+
+    return wrapped
+
+
+fsspec_xrootd.xrootd._async_wrap = _async_wrap  # its own methods (_ls, the handle cache) too
 
 
 def configure_client() -> None:
@@ -206,6 +240,16 @@ class XRootDFS(XRootDFileSystem):
             await _async_wrap(handle.close)(timeout=self.timeout)
         return data
 
+    async def _open_reader(self, path: str, size: int) -> "Reader":
+        """A file opened for reading in pieces (a pull streams a file of `size` bytes)."""
+        path = self._strip_protocol(path)
+        handle = client.File()
+        status, _ = await _async_wrap(handle.open)(self.unstrip_protocol(path), OpenFlags.READ,
+                                                   timeout=self.timeout)
+        if not status.ok:
+            raise status_error(status, "cannot open", path)
+        return Reader(self, handle, path, size)
+
     async def _cat_ranges(self, paths: list[str], starts: list[int | None] | int | None,
                           ends: list[int | None] | int | None, max_gap: int | None = None,
                           batch_size: int | None = None, on_error: str = "return",
@@ -304,6 +348,25 @@ class XRootDFS(XRootDFileSystem):
             for sub in (e["name"] for e in entries if e["type"] == "directory"):
                 await self._rm(sub, recursive=True, batch_size=batch_size)
             await self._rmdir(one)
+
+
+class Reader:
+    """An open remote file read at offsets (`XRootDFS._open_reader`); `size` is what its stat said."""
+
+    def __init__(self, fs: XRootDFS, handle: Any, path: str, size: int):
+        self.fs, self.handle, self.path, self.size = fs, handle, path, size
+
+    async def read(self, offset: int, n: int) -> bytes:
+        status, data = await _async_wrap(self.handle.read)(offset, n, timeout=self.fs.timeout)
+        if not status.ok:
+            raise status_error(status, "cannot read", self.path)
+        return data
+
+    async def close(self) -> None:
+        try:
+            await _async_wrap(self.handle.close)(timeout=self.fs.timeout)
+        except Exception:  # closing a handle already dead: nothing to keep
+            pass
 
 
 async def _open_handle(self: Any, url: str, timeout: int) -> Any:
