@@ -16,14 +16,31 @@ that really was at the power-on default, and tells the analyses to treat
 the value as NaN. `--assume AXIS=VALUE [--runs SPEC]` says what the value
 was instead; the imported procedure records either choice under
 `imported: {missing: ..., assumed: ...}`.
+
+What raffinerie trusts here is the data, not where they lie: without
+`--board`, the identity in the keys is a digest of the runs' raw bytes, so
+runs of another board in a folder of the same name are never taken for
+these, and the same runs imported again from anywhere are recognised.
+
+Nothing a failed or killed import leaves behind names a point that is not
+in the cache: the points are committed first, then the library is renamed
+into place, and MAIN gains its `libraries:` entry last, edited at the places
+the YAML parser gives (comments and layout stay), checked to load as the
+same document with one more library, and written in one rename. A MAIN
+that cannot be edited so is refused before anything is written.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import re
+import stat
 import time
-from dataclasses import dataclass
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +50,17 @@ from raffinerie.config.expand import axis_names
 from raffinerie.config.keys import point_key
 from raffinerie.config.library import Origin, ScanParameter, load_library
 from raffinerie.config.parameters import load_table
-from raffinerie.config.resolve import ConfigFiles, server_setting
-from raffinerie.config.tree import merge, normalize, strip_network
-from raffinerie.config.yamlio import line_of, load_yaml
+from raffinerie.config.resolve import ConfigFiles
+from raffinerie.config.tree import merge, strip_network
+from raffinerie.config.yamlio import load_yaml, read_text, real_path
 from raffinerie.daq.rawformat import RawFormatError
-from raffinerie.daq.runs import characterisation_modes, decode_run
+from raffinerie.daq.runs import characterisation_modes, decode_run, read_raw, run_chips, run_parts
 from raffinerie.errors import RaffError
 from raffinerie.graph.plan import make_plan
 from raffinerie.store.store import Store
 
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_SafeLoader = yaml.SafeLoader  # the pure-Python one: its marks index characters of the text, as edits need
 
 
 LABELS = "labels"                 # daq-config section of the unknown-value markers
@@ -56,6 +74,8 @@ class Run:
     raw: Path
     config: dict          # {"target": resolved target, "daq": daq}
     given: frozenset = frozenset()   # target leaf paths the run's own yaml sets
+    chips: int = 3                   # NChips of its yaml (3, an LD board, when it says nothing)
+    modes: np.ndarray = field(default_factory=lambda: np.zeros((3, 2), bool))  # CalibrationSC per half
 
     @property
     def number(self) -> int | None:
@@ -115,15 +135,17 @@ def find_runs(folder: Path, pod: dict) -> tuple[list[Run], list[str]]:
         if not config_file.is_file():
             skipped.append(f"{raw.name}: no {config_file.name} beside it")
             continue
-        try:
-            doc = normalize(load_yaml(config_file, "run configuration") or {})
+        try:  # a yaml of the wrong shape would decode the run in a guessed mode: the run is left out
+            own, daq = run_parts(load_yaml(config_file, "run configuration"), config_file)
+            own = strip_network(own)
+            target = merge(pod, own)
+            chips = run_chips(daq, config_file) or 3
+            modes = characterisation_modes(target, chips, config_file)
         except RaffError as exc:
-            skipped.append(f"{raw.name}: {exc}")
+            skipped.append(f"{raw.name}: not imported: {exc}")
             continue
-        target = strip_network(doc.get("target", {}) if isinstance(doc.get("target"), dict) else {})
-        daq = doc.get("daq", {}) if isinstance(doc.get("daq"), dict) else {}
-        given = frozenset(("target",) + path for path, _ in _leaves(target))
-        runs.append(Run(raw.stem, raw, {"target": merge(pod, target), "daq": daq}, given))
+        given = frozenset(("target",) + path for path, _ in _leaves(own))
+        runs.append(Run(raw.stem, raw, {"target": target, "daq": daq}, given, chips, modes))
     if not runs:
         raise RaffError("no runs to import (pairs of X.raw and X.yaml)", file=folder)
     return runs, skipped
@@ -243,25 +265,29 @@ def import_runs(folder: Path, name: str, main: Path, store_root: Path, board: st
     if not PROCEDURE_NAME.fullmatch(name):
         raise RaffError(f"--name {name!r}: a procedure name is letters, digits, '_', '-' and '.', "
                         "starting with a letter or '_' (it names files under imported/)")
+    main = Path(main)
     lib = load_library(main)
     if lib.get(name) is not None and not _is_imported(lib, name):
         raise RaffError(f"'{name}' is already a procedure of this library", file=main)
+    if runs_spec and not assumptions:
+        raise RaffError("--runs says which runs an --assume applies to; give --assume AXIS=VALUE")
+    library = main.parent / "imported" / f"{name}.yaml"
+    entry = f"./imported/{name}.yaml"
+    _plan_include(main, library, entry)  # a MAIN that cannot take the library: refused before anything is written
     pod = load_table().power_on_default()
     runs, skipped = find_runs(Path(folder), pod)
     decoded, good = {}, []
     for run in runs:  # decode first: damaged runs are left out of the axes too
         try:
-            data = run.raw.read_bytes()
-            chips = server_setting(run.config["daq"], "NChips", 3) or 3
-            decoded[run.name] = (data, decode_run(data, run.raw, characterisation_modes(
-                run.config["target"], chips), chips))
+            data = read_raw(run.raw)
+            decoded[run.name] = (data, decode_run(data, run.raw, run.modes, run.chips))
             good.append(run)
-        except (RawFormatError, OSError) as exc:
+        except RawFormatError as exc:
             skipped.append(f"{run.raw.name}: damaged, not imported: {exc}")
+        except RaffError as exc:
+            skipped.append(f"{run.raw.name}: not imported: {exc}")
     if not good:
         raise RaffError("no run could be decoded", file=folder)
-    if runs_spec and not assumptions:
-        raise RaffError("--runs says which runs an --assume applies to; give --assume AXIS=VALUE")
     axes = infer_axes(good)
     missing, assumed = settle_missing(good, axes, _axis_names(axes, main), list(assumptions), runs_spec)
     axes = infer_axes(good)  # again: assumed values and unknown markers change them
@@ -270,41 +296,61 @@ def import_runs(folder: Path, name: str, main: Path, store_root: Path, board: st
                for run in good for d in [decoded[run.name][1]] if (~d.halves.good).any()]
     provenance = {"missing": missing or None,
                   "assumed": {a: {"value": v, "runs": r} for a, (v, r) in assumed.items()} or None}
-    library = _write_library(Path(folder), name, main, good, axes, board, provenance)
-    before = main.read_text()
-    _include(main, library)  # last, in one step; undone if the result does not load
-    lib = load_library(main)
-    if lib.diagnostics:
-        _replace(main, before)
-        raise RaffError(f"the written library does not load, so {main.name} was left as it was: "
-                        f"{lib.diagnostics[0].format()}", file=library)
-    store = Store(store_root)
-    plan = make_plan(lib, name, "unused", store.index(), ConfigFiles())
-    points = plan.points[name]
-    imported = already = 0
-    progress.start(name, len(good))
-    for i, run in enumerate(good):
-        key = points.key(i)
-        expected = point_key(run.config["target"], run.config["daq"], points.identity, "summary",
-                             points.coordinate(i)[1])
-        if key != expected:
-            raise RaffError(f"{run.raw.name}: its key cannot be rebuilt from the library entry")
-        if store.has("measurements", key):
-            already += 1
-        else:
-            data, run_decoded = decoded[run.name]
-            meta = {"kind": "measurement", "procedure": name, "index": i, "identity": points.identity,
-                    "mode": "summary", "repeat": points.coordinate(i)[1], "imported_from": str(run.raw),
-                    "coordinates": {a.name: _plain(v) for a, v in zip(points.scan.axes, points.coordinate(i)[0])},
-                    "daq": run.config["daq"], "start": run.raw.stat().st_mtime, "end": time.time(),
-                    "raw_bytes": len(data), "corrupt_halves": int((~run_decoded.halves.good).sum()),
-                    "corruption": run_decoded.corruption_report()}
-            store.put_measurement(key, run_decoded.summary(), data, meta)
-            store.journal(event="imported", procedure=name, key=key.hex(), run=str(run.raw))
-            imported += 1
-        progress.step(i + 1)
+    identity = board or content_identity(decoded[run.name][0] for run in good)
+    text, side_files = _library_files(Path(folder), name, main, good, axes, board, identity, provenance)
+    with _staged(main, library, entry, text, side_files) as staged:
+        lib = staged.load()
+        store = Store(store_root)
+        points = make_plan(lib, name, "unused", store.index(), ConfigFiles()).points[name]
+        progress.start(name, len(good))
+        imported = already = 0
+        for i, run in enumerate(good):
+            if _commit(store, name, i, run, points, decoded[run.name], main):
+                imported += 1
+            else:
+                already += 1
+            progress.step(i + 1)
+        staged.publish()
     return ImportReport(imported, already, skipped, [a.name for a in points.scan.axes], library,
                         missing, assumed, corrupt, len(good))
+
+
+def content_identity(raw_files) -> str:
+    """The identity of runs that name no board: a digest of their raw bytes.
+
+    The sorted SHA-256 of each file, hashed again: runs of another board
+    differ in every byte, the same runs give the same identity wherever they
+    lie and whatever their names, and the order of the runs does not matter.
+    Sixteen hex digits (64 bits) tell a lab's imports apart.
+    """
+    digests = sorted(hashlib.sha256(data).hexdigest() for data in raw_files)
+    return "imported/" + hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
+
+
+def _commit(store: Store, name: str, i: int, run: Run, points, decoded, main: Path) -> bool:
+    """Commit run i as its point; False when the cache had it (or another import made it meanwhile)."""
+    key = points.key(i)
+    expected = point_key(run.config["target"], run.config["daq"], points.identity, "summary",
+                         points.coordinate(i)[1])
+    if key != expected:
+        raise RaffError(f"{run.raw.name}: its key cannot be rebuilt from the library entry")
+    if store.has("measurements", key):
+        return False
+    data, run_decoded = decoded
+    meta = {"kind": "measurement", "procedure": name, "index": i, "identity": points.identity,
+            "mode": "summary", "repeat": points.coordinate(i)[1], "imported_from": str(run.raw),
+            "coordinates": {a.name: _plain(v) for a, v in zip(points.scan.axes, points.coordinate(i)[0])},
+            "daq": run.config["daq"], "start": run.raw.stat().st_mtime, "end": time.time(),
+            "raw_bytes": len(data), "corrupt_halves": int((~run_decoded.halves.good).sum()),
+            "corruption": run_decoded.corruption_report()}
+    try:
+        if not store.put_measurement(key, run_decoded.summary(), data, meta):
+            return False  # another process committed the same content first: its import, not ours
+        store.journal(event="imported", procedure=name, key=key.hex(), run=str(run.raw))
+    except OSError as exc:
+        raise RaffError(f"cannot write the cache ({exc.strerror or exc}); {main.name} was left as it was",
+                        file=exc.filename or store.root) from None
+    return True
 
 
 def _is_imported(lib, name: str) -> bool:
@@ -312,18 +358,23 @@ def _is_imported(lib, name: str) -> bool:
     return proc is not None and getattr(proc, "imported", None) is not None
 
 
-def _write_library(folder: Path, name: str, main: Path, runs: list[Run], axes, board: str | None,
-                   provenance: dict | None = None) -> Path:
-    base_dir = main.parent / "imported"
-    data_dir = base_dir / name
-    data_dir.mkdir(parents=True, exist_ok=True)
+def _library_files(folder: Path, name: str, main: Path, runs: list[Run], axes, board: str | None,
+                   identity: str, provenance: dict | None = None) -> tuple[str, dict[Path, str]]:
+    """The library's text, and its side files {path: text} (the base target and daq configs).
+
+    Side files are named by their content, so that a new import never
+    changes a file the current library reads: until the new library is
+    renamed into place, the old one still finds its own.
+    """
+    data_dir = main.parent / "imported" / name
     base = runs[0].config
-    (data_dir / "target.yaml").write_text(
-        f"# resolved target config of run {runs[0].name}, base of the imported procedure {name}\n"
-        + yaml.dump(base["target"], Dumper=_Dumper, sort_keys=False))
-    (data_dir / "daq.yaml").write_text(
-        f"# daq config of run {runs[0].name}\n" + yaml.dump(base["daq"] or {"server": {}, "client": {}},
-                                                           Dumper=_Dumper, sort_keys=False))
+    target_text = (f"# resolved target config of run {runs[0].name}, base of the imported procedure {name}\n"
+                   + yaml.dump(base["target"], Dumper=_Dumper, sort_keys=False))
+    daq_text = (f"# daq config of run {runs[0].name}\n"
+                + yaml.dump(base["daq"] or {"server": {}, "client": {}}, Dumper=_Dumper, sort_keys=False))
+    side = {data_dir / _content_name("target", target_text): target_text,
+            data_dir / _content_name("daq", daq_text): daq_text}
+    target_file, daq_file = (f"./{name}/{path.name}" for path in side)
     names = _axis_names(axes, main)
     parameters = []
     for (places, values), axis in zip(axes, names):
@@ -333,59 +384,273 @@ def _write_library(folder: Path, name: str, main: Path, runs: list[Run], axes, b
     points = [[_plain(values[i]) for _, values in axes] for i in range(len(runs))]
     entry = {
         "name": name, "type": "daq",
-        "identity": board or f"imported/{folder.resolve().name}",
+        "identity": identity,
         "imported": {"source": str(folder.resolve()), "board": board or "unknown",
                      "runs": [r.name for r in runs],
                      # runs whose yaml lacked a scan key: unknown, or the value --assume gave
                      **{k: v for k, v in (provenance or {}).items() if v}},
-        "target_settings": {"power_on_default": f"./{name}/target.yaml"},
-        "daq_settings": {"default": f"./{name}/daq.yaml"},
+        "target_settings": {"power_on_default": target_file},
+        "daq_settings": {"default": daq_file},
         "parameters": parameters or None,
         "points": points if parameters else None,
         "repeat": len(runs) if not parameters and len(runs) > 1 else None,  # all alike: repeats
     }
     entry = {k: v for k, v in entry.items() if v is not None}
-    library = base_dir / f"{name}.yaml"
-    library.write_text(f"# written by raff import from {folder.resolve()}: {len(runs)} runs, "
-                       f"axes {', '.join(names) or 'none'}\n"
-                       + yaml.dump([entry], Dumper=_Dumper, sort_keys=False, width=120, default_flow_style=None))
-    return library
+    text = (f"# written by raff import from {folder.resolve()}: {len(runs)} runs, "
+            f"axes {', '.join(names) or 'none'}\n"
+            + yaml.dump([entry], Dumper=_Dumper, sort_keys=False, width=120, default_flow_style=None))
+    return text, side
 
 
-def _include(main: Path, library: Path) -> None:
-    """Add the library to the main config's `libraries:` (text edit: comments stay)."""
-    relative = "./" + str(library.relative_to(main.parent))
-    doc = load_yaml(main, "main config") or {}
-    libraries = doc.get("libraries") or []
-    if relative in libraries or str(library) in libraries:
-        return
-    lines = main.read_text().splitlines(keepends=True)
-    if libraries:
-        last = line_of(main, ("libraries", len(libraries) - 1))
-        if last == line_of(main, ("libraries",)):  # flow style: libraries: [a, b]
-            text = lines[last - 1]
-            end = text.rindex("]")
-            lines[last - 1] = text[:end] + f", {relative}" + text[end:]
-        else:
-            indent = re.match(r"\s*", lines[last - 1]).group(0)
-            lines.insert(last, f"{indent}- {relative}\n")
-    elif "libraries" in doc:
-        line = line_of(main, ("libraries",))
-        if "[]" not in lines[line - 1]:
-            raise RaffError("cannot add to `libraries:`; add the library by hand: " + relative, file=main)
-        lines[line - 1] = lines[line - 1].replace("[]", f"[{relative}]", 1)
+def _content_name(kind: str, text: str) -> str:
+    return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
+
+
+# --- the library and MAIN, written so that a failure or a kill changes nothing ------------------
+
+class _Staged:
+    """The new library under a temporary name, and a copy of MAIN that includes it.
+
+    The copy lies beside MAIN (relative paths resolve alike), so loading it
+    checks the new library together with everything MAIN has, and gives the
+    points' keys, while MAIN itself and the library it may already include
+    are untouched. `publish()` then renames the library into place and edits
+    MAIN, under a lock on MAIN.
+    """
+
+    def __init__(self, main: Path, library: Path, entry: str, text: str, side_files: dict[Path, str]):
+        self.main, self.library, self.entry, self.side_files = main, library, entry, side_files
+        tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.temp_library = library.with_name(f".{library.name}.{tag}.tmp")
+        self.temp_main = main.with_name(f".{main.name}.{tag}.import.yaml")
+        library.parent.mkdir(parents=True, exist_ok=True)
+        for path, content in side_files.items():
+            _ensure(path, content)
+        _write_atomically(self.temp_library, text)
+        main_text = _main_text(main)
+        temp_entry = f"./imported/{self.temp_library.name}"
+        at = _included_at(main, main_text, library)
+        _write_atomically(self.temp_main, _with_library(main_text, temp_entry, main, replace=at))
+
+    def load(self):
+        lib = load_library(self.temp_main)
+        if lib.diagnostics:
+            problem = lib.diagnostics[0].format().replace(str(self.temp_main), str(self.main)) \
+                .replace(str(self.temp_library), str(self.library))
+            raise RaffError(f"the imported library does not load with {self.main.name}, which was left as "
+                            f"it was: {problem}", file=self.library)
+        return lib
+
+    def publish(self) -> None:
+        real = real_path(self.main)
+        with _locked(real):
+            for path, content in self.side_files.items():  # a concurrent import may have cleaned them up
+                _ensure(path, content)
+            os.replace(self.temp_library, self.library)
+            _remove_stale(self.library.parent / self.library.stem, set(self.side_files))
+            text = _main_text(real)
+            if _included_at(self.main, text, self.library) is None:
+                try:
+                    new = _with_library(text, self.entry, self.main)
+                except RaffError as exc:
+                    raise RaffError(f"the runs are imported and the library written to {self.library}, but "
+                                    f"{exc.diagnostic.message}", file=self.main) from None
+                _write_atomically(real, new, like=real)
+
+    def discard(self) -> None:
+        for path in (self.temp_main, self.temp_library):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+@contextmanager
+def _staged(main: Path, library: Path, entry: str, text: str, side_files: dict[Path, str]):
+    staged = None
+    try:
+        staged = _Staged(main, library, entry, text, side_files)
+        yield staged
+    finally:
+        if staged is not None:
+            staged.discard()
+        else:  # staging itself failed: leave no temporary behind
+            for path in main.parent.glob(f".{main.name}.{os.getpid()}-*.import.yaml"):
+                path.unlink(missing_ok=True)
+            for path in library.parent.glob(f".{library.name}.{os.getpid()}-*.tmp"):
+                path.unlink(missing_ok=True)
+
+
+def _main_text(main: Path) -> str:
+    """MAIN's text, once its document is known to be within the YAML bounds (depth, aliases,
+    duplicate keys: `load_yaml`), so that parsing and comparing it again here is bounded too."""
+    real = real_path(main)
+    load_yaml(real, "main config")
+    return read_text(real, "main config")
+
+
+def _plan_include(main: Path, library: Path, entry: str) -> None:
+    """Refuse now, before anything is written, a MAIN that cannot take the library."""
+    text = _main_text(main)
+    if _included_at(main, text, library) is None:
+        _with_library(text, entry, main)
+
+
+def _included_at(main: Path, text: str, library: Path) -> int | None:
+    """Index of the `libraries:` item of MAIN that is `library`, if any."""
+    try:
+        doc = yaml.load(text, Loader=_SafeLoader)
+    except yaml.YAMLError:
+        return None
+    libraries = doc.get("libraries") if isinstance(doc, dict) else None
+    target = real_path(library)
+    for i, item in enumerate(libraries if isinstance(libraries, list) else []):
+        if isinstance(item, str) and item and real_path(main.parent / item) == target:
+            return i
+    return None
+
+
+def _with_library(text: str, entry: str, main: Path, replace: int | None = None) -> str:
+    """MAIN's text with `entry` appended to `libraries:` (or in place of item `replace`).
+
+    The text is edited where the YAML parser says the list and its items
+    are, so comments and layout stay; the result must load as MAIN's
+    document with only that change, or the edit is refused (add it by hand).
+    """
+    try:
+        root = yaml.compose(text, Loader=_SafeLoader)
+        doc = yaml.load(text, Loader=_SafeLoader)
+    except yaml.YAMLError:
+        root = doc = None
+        edited = None
     else:
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-        lines.append(f"libraries:\n  - {relative}\n")
-    _replace(main, "".join(lines))
+        edited = _edit_libraries(text, root, entry, replace)
+    expected = dict(doc) if isinstance(doc, dict) else {}
+    libraries = list(expected.get("libraries") or [])
+    if replace is None:
+        libraries.append(entry)
+    else:
+        libraries[replace] = entry
+    expected["libraries"] = libraries
+    if edited is not None and (doc is None or isinstance(doc, dict)):
+        try:
+            if yaml.load(edited, Loader=_SafeLoader) == expected:
+                return edited
+        except yaml.YAMLError:
+            pass
+    raise RaffError(f"cannot add {entry} to `libraries:` of this file without changing anything else "
+                    "(its layout does not allow it); add it by hand, then import again", file=main)
 
 
-def _replace(path: Path, text: str) -> None:
-    """Write `path` in one step: a reader (or a crash) sees the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _edit_libraries(text: str, root, entry: str, replace: int | None) -> str | None:
+    """The edited text, or None where no place for the entry is known."""
+    if root is None:  # an empty MAIN
+        return _append_line(text, f"libraries:\n  - {entry}\n")
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    value = next((v for k, v in root.value if isinstance(k, yaml.ScalarNode) and k.value == "libraries"), None)
+    if value is None:
+        if root.flow_style:
+            return None
+        indent = " " * root.start_mark.column
+        return _append_line(text, f"{indent}libraries:\n{indent}  - {entry}\n")
+    if isinstance(value, yaml.ScalarNode):
+        if value.tag != "tag:yaml.org,2002:null" or value.style is not None or replace is not None:
+            return None
+        start, end = value.start_mark.index, value.end_mark.index
+        return text[:start] + (" " if start == end else "") + f"[{entry}]" + text[end:]
+    if not isinstance(value, yaml.SequenceNode):
+        return None
+    items = value.value
+    if replace is not None:
+        item = items[replace]
+        if not isinstance(item, yaml.ScalarNode) or item.start_mark.line != item.end_mark.line:
+            return None
+        return text[:item.start_mark.index] + entry + text[item.end_mark.index:]
+    if value.flow_style:
+        if items:
+            at = items[-1].end_mark.index
+            return text[:at] + f", {entry}" + text[at:]
+        at = value.end_mark.index - 1
+        return text[:at] + entry + text[at:] if text[at:at + 1] == "]" else None
+    first, last = items[0].start_mark, items[-1].end_mark
+    prefix = text[text.rfind("\n", 0, first.index) + 1:first.index]
+    if not re.fullmatch(r" *- +", prefix):
+        return None
+    if last.column == 0 and last.index > 0:
+        at = last.index  # the item ends at a line break already (a block scalar)
+    else:
+        newline = text.find("\n", last.index)
+        if newline < 0:
+            return text + "\n" + prefix + entry + "\n"
+        at = newline + 1
+    return text[:at] + prefix + entry + "\n" + text[at:]
+
+
+def _append_line(text: str, lines: str) -> str:
+    return text + ("\n" if text and not text.endswith("\n") else "") + lines
+
+
+@contextmanager
+def _locked(path: Path, wait: float = 60.0):
+    """An exclusive lock on the file `path` (flock), for read-modify-write of MAIN by several imports.
+
+    MAIN is replaced by a rename, so a lock taken on a file that is no
+    longer MAIN is dropped and taken again on the new one. Bounded: after
+    `wait` seconds (a minute; an edit takes milliseconds) it gives up.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise RaffError(f"another process has held a lock on this file for {wait:.0f} s; "
+                                        "nothing was changed", file=path) from None
+                    time.sleep(0.01)
+            held, now = os.fstat(fd), os.stat(path)
+            if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+                yield
+                return
+        finally:
+            os.close(fd)
+
+
+def _write_atomically(path: Path, text: str, like: Path | None = None) -> None:
+    """Write `path` in one step: a reader (or a crash) sees the old file or the new one.
+
+    With `like`, the new file keeps that file's permission bits.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if like is not None:
+            os.chmod(tmp, stat.S_IMODE(os.stat(like).st_mode))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _ensure(path: Path, text: str) -> None:
+    """A content-named file: written once (atomically), then left as it is."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, text)
+
+
+def _remove_stale(folder: Path, keep: set[Path]) -> None:
+    """Side files of earlier imports of this procedure that the library no longer reads."""
+    for path in list(folder.glob("target-*.yaml")) + list(folder.glob("daq-*.yaml")):
+        if path not in keep:
+            path.unlink(missing_ok=True)
 
 
 def _plain(value):

@@ -27,6 +27,12 @@ FIRST_OBJECT = len(ARCHIVE_HEADER) + len(PREAMBLE)  # 45
 HALF_WORDS = 41
 IDLE_WORD = 0xACCCCCCC
 TAIL_BYTES = 40
+# m_chip is the ROC index on the board: an HD hexaboard has 6 ROCs, an LD one 3
+# (hgcroc-physics.md; the same bound as NChips in config.checks.RUN_SETTINGS).
+# hexactrl-sw writes it from the link it read, so a link error (a bit slip)
+# never changes it [inferred]: a value outside 0..5 means the bytes are not a
+# hexactrl record stream, and the file is refused, not a record dropped.
+MAX_CHIPS = 6
 
 _FIELDS = [("event", "<i4"), ("chip", "<i4"), ("n0", "<u8"), ("h0", "<u4", (HALF_WORDS,)),
            ("n1", "<u8"), ("h1", "<u4", (HALF_WORDS,))]
@@ -70,7 +76,7 @@ def read_frames(data, source: str = "stream") -> Frames:
     if bytes(buf[len(ARCHIVE_HEADER):FIRST_OBJECT]) != PREAMBLE:
         raise RawFormatError("unexpected class preamble at byte 40 (tracking flag or class "
                              "version not 0)", file=source)
-    frames = _fast_frames(buf)
+    frames = _fast_frames(buf, source)
     return frames if frames is not None else _general_frames(buf, source)
 
 
@@ -83,7 +89,7 @@ def _header_problem(head: bytes) -> str:
     return "archive header sizes or byte order differ from hexactrl's (expected int 4, long 8, little endian)"
 
 
-def _fast_frames(buf: memoryview) -> Frames | None:
+def _fast_frames(buf: memoryview, source: str) -> Frames | None:
     """Records at a fixed 392-byte stride; None when the checks fail."""
     body = len(buf) - FIRST_OBJECT
     full, rest = divmod(body, RECORD_BYTES)
@@ -100,51 +106,75 @@ def _fast_frames(buf: memoryview) -> Frames | None:
     for field in ("n0", "n1"):
         if np.any(recs[field] != HALF_WORDS) or np.any(last[field] != HALF_WORDS):
             return None
+    event = np.concatenate([recs["event"], last["event"]])
+    chip = np.concatenate([recs["chip"], last["chip"]])
+    # every record is where the object-by-object reader would find it, so a bad chip is final
+    if n and (chip.min() < 0 or chip.max() >= MAX_CHIPS):
+        k = int(np.argmax((chip < 0) | (chip >= MAX_CHIPS)))
+        raise RawFormatError(_chip_problem(int(chip[k]), FIRST_OBJECT + k * RECORD_BYTES), file=source)
     words = np.empty((n, 2, HALF_WORDS), dtype=np.uint32)
     words[:full, 0], words[:full, 1] = recs["h0"], recs["h1"]
     words[full:, 0], words[full:, 1] = last["h0"], last["h1"]
-    event = np.concatenate([recs["event"], last["event"]])
-    chip = np.concatenate([recs["chip"], last["chip"]])
-    if np.any(chip < 0) or np.any(chip > 63):
-        return None
     return Frames(event, chip, words)
 
 
+def _chip_problem(chip: int, start: int) -> str:
+    return (f"the record at byte {start} is of chip {chip}; a hexaboard has chips 0 to {MAX_CHIPS - 1} "
+            "(not a hexactrl record stream)")
+
+
 def _general_frames(buf: memoryview, source: str) -> Frames:
-    """Object by object, for streams that the fixed stride does not fit."""
+    """Object by object, for streams that the fixed stride does not fit.
+
+    Every count is checked against the bytes that remain before it is used,
+    so a hostile count is an error naming its record, never a huge skip or
+    allocation; the half words are copied into one buffer as they are found.
+    """
     pos, size = FIRST_OBJECT, len(buf)
-    events, chips, halves = [], [], []
+    half_bytes = 4 * HALF_WORDS
+    events, chips = [], []
+    words = bytearray()
+
+    def ends_inside(start: int, part: str = "record") -> RawFormatError:
+        return RawFormatError(f"stream ends inside the {part} at byte {start}", file=source)
+
     while pos < size:
         start = pos
         if size - pos < 16:
-            raise RawFormatError(f"stream ends inside the record at byte {start}", file=source)
-        event, chip, n0 = struct.unpack_from("<iiQ", buf, pos)
+            raise ends_inside(start)
+        event, chip, count = struct.unpack_from("<iiQ", buf, pos)
+        if not 0 <= chip < MAX_CHIPS:
+            raise RawFormatError(_chip_problem(chip, start), file=source)
         pos += 16
-        pair = []
         for half in (0, 1):
             if half:
                 if size - pos < 8:
-                    raise RawFormatError(f"stream ends inside the record at byte {start}", file=source)
-                (n0,) = struct.unpack_from("<Q", buf, pos)
-                pos += 8
-            if n0 != HALF_WORDS:
-                raise RawFormatError(f"half {half} of the record at byte {start} has {n0} words; "
-                                     f"only {HALF_WORDS}-word halves are known", file=source)
-            if size - pos < 4 * HALF_WORDS:
-                raise RawFormatError(f"stream ends inside the record at byte {start}", file=source)
-            pair.append(np.frombuffer(buf, dtype="<u4", count=HALF_WORDS, offset=pos))
-            pos += 4 * HALF_WORDS
-        if size - pos >= TAIL_BYTES:
-            for _ in range(5):
+                    raise ends_inside(start)
                 (count,) = struct.unpack_from("<Q", buf, pos)
-                pos += 8 + 4 * count
+                pos += 8
+            if count != HALF_WORDS:
+                raise RawFormatError(f"half {half} of the record at byte {start} has {count} words; "
+                                     f"only {HALF_WORDS}-word halves are known", file=source)
+            if size - pos < half_bytes:
+                raise ends_inside(start)
+            words += buf[pos:pos + half_bytes]
+            pos += half_bytes
+        if size - pos >= TAIL_BYTES:
+            for _ in range(5):  # five vectors hexactrl-sw leaves empty; their counts are bounded by the bytes left
+                if size - pos < 8:
+                    raise ends_inside(start, "tail of the record")
+                (count,) = struct.unpack_from("<Q", buf, pos)
+                pos += 8
+                if count > (size - pos) // 4:
+                    raise RawFormatError(f"a tail vector of the record at byte {start} claims {count} words; "
+                                         f"{size - pos} bytes remain", file=source)
+                pos += 4 * count
         elif pos != size:
             raise RawFormatError(f"{size - pos} stray bytes after the record at byte {start}", file=source)
         events.append(event)
         chips.append(chip)
-        halves.append(pair)
-    words = np.array(halves, dtype=np.uint32).reshape(len(halves), 2, HALF_WORDS)
-    return Frames(np.array(events, dtype=np.int32), np.array(chips, dtype=np.int32), words)
+    return Frames(np.array(events, dtype=np.int32), np.array(chips, dtype=np.int32),
+                  np.frombuffer(words, dtype="<u4").reshape(len(events), 2, HALF_WORDS).astype(np.uint32, copy=False))
 
 
 # --- half frames -------------------------------------------------------------

@@ -1,7 +1,14 @@
-"""hexactrl ROOT outputs read with uproot into raffinerie's tables."""
+"""hexactrl ROOT outputs read with uproot into raffinerie's tables.
+
+uproot reads only the parts of a file it needs, so a ROOT file has no size
+bound here; it must be a regular file, opened non-blocking (a FIFO or a
+device named `X.root` would otherwise hang or never end).
+"""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +29,36 @@ def _open(path: Path):
     import uproot
 
     try:
-        return uproot.open(path)
+        handle = _regular_file(path)
     except FileNotFoundError:
         raise RaffError("ROOT file not found", file=path) from None
+    except OSError as exc:
+        raise RaffError(f"cannot read ROOT file: {exc.strerror or exc}", file=path) from None
+    try:
+        return uproot.open(handle)
     except Exception as exc:  # uproot raises many kinds for a damaged file
+        handle.close()
         why = " ".join(str(exc).split()).replace(f" for file path {path.resolve()}", "")
         raise RaffError(f"not a readable ROOT file ({why[:200]})", file=path) from None
+
+
+def _regular_file(path: Path):
+    """A binary file object of `path`, checked to be a regular file before and after it is opened."""
+    _require_regular(os.stat(path), path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        _require_regular(os.fstat(fd), path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _require_regular(info: os.stat_result, path: Path) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise RaffError("ROOT file is a directory, not a file", file=path)
+    if not stat.S_ISREG(info.st_mode):
+        raise RaffError("ROOT file is not a regular file (a device, FIFO or socket)", file=path)
 
 
 def _read_tree(path: Path, tree: str) -> dict[str, np.ndarray]:
