@@ -424,6 +424,8 @@ class _Staged:
         self.temp_library = library.with_name(f".{library.name}.{tag}.tmp")
         self.temp_main = main.with_name(f".{main.name}.{tag}.import.yaml")
         library.parent.mkdir(parents=True, exist_ok=True)
+        for path in (main, real_path(main), library):  # what a killed import left (kill -9 runs no finally)
+            _remove_dead_temporaries(path)
         for path, content in side_files.items():
             _ensure(path, content)
         _write_atomically(self.temp_library, text)
@@ -637,6 +639,27 @@ def _write_atomically(path: Path, text: str, like: Path | None = None) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.(?:part|tmp|import\.yaml)")
+
+
+def _remove_dead_temporaries(path: Path) -> None:
+    """Temporary copies of `path` (this module's names: `.NAME.PID-XXXXXXXX.*`) whose process is gone."""
+    for candidate in path.parent.glob(f".{path.name}.*"):
+        m = _TEMPORARY.fullmatch(candidate.name)
+        if m and m["name"] == path.name and not _alive(int(m["pid"])):
+            candidate.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process (or a name not made here): leave its file alone
+    return True
 
 
 def _ensure(path: Path, text: str) -> None:
