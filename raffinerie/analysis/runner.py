@@ -20,21 +20,24 @@ user-visible folder (raff-out/<procedure>/ by default).
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import stat
 import sys
 import time
 import traceback
 import uuid
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from raffinerie.analysis.code import CodeIndex, Source, analysis_path_for, locate
 from raffinerie.config.library import AnalysisProcedure, Library
 from raffinerie.errors import RaffError
 from raffinerie.graph.plan import Node, Plan, analysis_inputs
 from raffinerie.store.dataset import Dataset
+from raffinerie.store.layout import MANIFEST
 from raffinerie.store.store import DamagedEntry
 
 CALIBRATION = "calibration.yaml"
@@ -58,7 +61,17 @@ class Job:
 
 
 def run_job(job: Job) -> dict | str:
-    """Run one distillery; its declared outputs, or an error message (picklable)."""
+    """Run one distillery; its declared outputs, or an error message (picklable).
+
+    What the distillery started and left running (its process group, see `_worker_init`)
+    ends with it."""
+    try:
+        return _run_job(job)
+    finally:
+        end_leftovers()
+
+
+def _run_job(job: Job) -> dict | str:
     try:
         from raffinerie.analysis.loader import load_class
 
@@ -169,28 +182,68 @@ def _user_frame(exc: BaseException, source: Source) -> str | None:
 
 
 def _check_outputs(job: Job, declared: dict) -> dict:
-    def resolve(path) -> Path:
-        p = Path(path)
-        return p if p.is_absolute() else job.output / p
+    """The declared outputs, by their names in the entry; each one written, none on a reserved name.
 
+    A declared file inside the output folder keeps its path there (`chip0/gain.png` and
+    `chip1/gain.png` are two plots, not one); one outside it is copied in under its
+    file name, and refused if that name is taken.
+    """
     out = {"summary": None, "plots": [], "calibration": None}
     wanted = [("summary", declared.get("summary"))] + [("plots", p) for p in declared.get("plots") or []] \
         + [("calibration", declared.get("calibration"))]
+    _check_reserved(job, [item.name for item in Path(job.output).iterdir()])
     for kind, path in wanted:
         if not path:
             continue
-        full = resolve(path)
-        if not full.is_file():
-            raise RaffError(f"analysis '{job.analysis}' declared {kind} output {path} but did not write it",
-                            file=job.source.file)
-        if full.parent != job.output:  # keep everything inside the entry
-            shutil.copy(full, job.output / full.name)
-        name = full.name
+        name = _entry_name(job, kind, path)
+        _check_reserved(job, [name])
         if kind == "plots":
             out["plots"].append(name)
         else:
             out[kind] = name
+    if out["calibration"] not in (None, CALIBRATION) and (job.output / CALIBRATION).exists():
+        raise RaffError(f"analysis '{job.analysis}' writes {CALIBRATION} but declares its calibration as "
+                        f"{out['calibration']}; the cache stores the declared one as {CALIBRATION}, so one "
+                        "of them would be lost: declare the one it writes", file=job.source.file)
     return out
+
+
+# The files every analysis entry has, written by raff: a distillery's file of the same name would be
+# replaced (meta.json, written by `_commit`) or break the entry (store.layout.MANIFEST, which the store
+# writes over it and which `raff cache verify` then finds listed in itself). Refused, not renamed: a
+# distillery that wrote them never made an entry that verified, and the layout of every existing
+# entry (outputs at its top, read by `raff report`, the planner and raff-out/) stays as it is.
+META = "meta.json"
+RESERVED = (MANIFEST, META)
+
+
+def _check_reserved(job: Job, names: list[str]) -> None:
+    for name in names:
+        parts = PurePosixPath(name).parts
+        if parts and (parts[-1] == MANIFEST or (len(parts) == 1 and parts[0] in RESERVED)):
+            raise RaffError(f"analysis '{job.analysis}' writes {name} in its output folder, a name the cache "
+                            f"reserves for its own records ({', '.join(RESERVED)}); name it otherwise",
+                            file=job.source.file)
+
+
+def _entry_name(job: Job, kind: str, path) -> str:
+    """Where the declared `path` is kept in the entry: its path under the output folder, or (a file
+    outside it, copied in) its file name."""
+    folder = os.path.abspath(job.output)
+    full = os.path.abspath(os.path.join(folder, os.fspath(path)))  # normalised; an absolute path stays
+    if not os.path.isfile(full):
+        raise RaffError(f"analysis '{job.analysis}' declared {kind} output {path} but did not write it",
+                        file=job.source.file)
+    inside = os.path.relpath(full, folder)
+    if not inside.startswith(os.pardir + os.sep) and inside != os.pardir:
+        return PurePosixPath(*Path(inside).parts).as_posix()
+    name = os.path.basename(full)
+    if os.path.lexists(os.path.join(folder, name)):
+        raise RaffError(f"analysis '{job.analysis}' declared {kind} output {path}, outside its output folder, "
+                        f"and its output folder already has a {name}: one would replace the other; write "
+                        "it in the output folder instead", file=job.source.file)
+    shutil.copy(full, os.path.join(folder, name))  # keep everything inside the entry
+    return name
 
 
 class AnalysisRunner:
@@ -203,6 +256,7 @@ class AnalysisRunner:
         self.index = CodeIndex(self.analysis_path)
         self.workers = max(1, int(workers or 1))
         self.pool: ProcessPoolExecutor | None = None
+        self.worker_pids: set[int] = set()  # every worker started (each leads a process group)
         self.cluster = None  # a raffinerie.builder.cluster.Cluster with --dask
         self.cluster_peaks: list[float] = []
 
@@ -231,7 +285,9 @@ class AnalysisRunner:
         Always a worker, never raff itself: a distillery that calls os._exit,
         crashes the interpreter or leaves global state (matplotlib) behind
         cannot take the build with it. Workers ignore Ctrl-C; raff decides
-        (finish what runs, or on a second Ctrl-C, `kill()` them).
+        (finish what runs, or on a second Ctrl-C, `kill()` them). Each worker
+        leads its own process group, which raff ends with it, and ends itself
+        and its group when raff is gone (see `_worker_init`).
         """
         if self.cluster is not None:
             job, inputs = self.job(plan, node)
@@ -240,9 +296,11 @@ class AnalysisRunner:
             import multiprocessing
 
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_worker_init)
+                                            initializer=_worker_init, initargs=(os.getpid(),))
         job, inputs = self.job(plan, node)
-        return self.pool.submit(run_job, job), node, job, inputs, time.monotonic()
+        future = self.pool.submit(run_job, job)
+        self.worker_pids.update(getattr(self.pool, "_processes", None) or {})  # started by submit
+        return future, node, job, inputs, time.monotonic()
 
     def broken(self, running: list[str]) -> str:
         """The message for a worker process that ended abruptly; a fresh pool for what follows."""
@@ -251,16 +309,24 @@ class AnalysisRunner:
                 "(os._exit, a crash or out of memory) before the analysis returned")
 
     def kill(self) -> None:
-        """Stop the workers now (a second Ctrl-C, or a broken pool)."""
+        """Stop the workers and whatever they started, now (a second Ctrl-C, or a broken pool)."""
         if self.cluster is not None:
             self.cluster.close()
         if self.pool is None:
             return
-        for process in list(getattr(self.pool, "_processes", {}).values()):
+        for process in list((getattr(self.pool, "_processes", None) or {}).values()):
             if process.is_alive():
-                process.kill()
+                process.kill()  # itself: one just started may not lead its group yet, and killpg miss it
+        self._end_groups()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.pool = None
+        self.worker_pids.clear()  # gone: a pid is not ours once its group has ended
+
+    def _end_groups(self) -> None:
+        """SIGKILL to the process group of every worker this runner started: the workers (if
+        alive) and what their distilleries left behind, e.g. after os._exit."""
+        for pid in sorted(self.worker_pids):
+            end_group(pid)
 
     def finish(self, node: Node, job: Job, inputs: dict, result, t0: float) -> None:
         try:
@@ -288,43 +354,227 @@ class AnalysisRunner:
 
     def _commit(self, node: Node, job: Job, inputs: dict, outputs: dict, seconds: float) -> None:
         def write(folder: Path, digests: dict) -> None:
-            for item in job.output.iterdir():
-                if item.is_file():
-                    shutil.copy(item, folder / item.name)
+            for name in _stored(job.output, outputs):
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(job.output / name, folder / name)
             if outputs["calibration"] and outputs["calibration"] != CALIBRATION:
                 shutil.copy(job.output / outputs["calibration"], folder / CALIBRATION)
             meta = {"kind": "analysis", "procedure": node.name, "inputs": inputs, "outputs": outputs,
                     "seconds": round(seconds, 3), "time": time.time()}
-            (folder / "meta.json").write_text(_json(meta))
-        self.store.commit("analyses", bytes.fromhex(node.key), write)
+            (folder / META).write_text(_json(meta))
+        try:
+            self.store.commit("analyses", bytes.fromhex(node.key), write)
+        except OSError as exc:  # the cache's disk: full, read-only, ... (the store removed its temporary)
+            raise RaffError(f"cannot store the outputs of analysis '{node.name}': {os_problem(exc)}",
+                            file=self.store.root) from None
         self.store.record("analyses", node.name, node.key, inputs)
 
     def materialise(self, node: Node) -> Path:
-        """Copy the cached outputs of `node` to its user-visible folder."""
+        """Copy the cached outputs of `node` to its user-visible folder, replacing it in one rename.
+
+        The copy is made beside it under a temporary name, removed whatever fails (a full disk
+        must not fill up further with every attempt), as are those a killed raff left.
+        """
         source = self.store.require_sound("analyses", node.key)  # small files: hashed, a damaged entry quarantined
         target = Path(self.output_dir(node.name))
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("manifest.json"))
-        if target.exists():
-            shutil.rmtree(target)
-        os.rename(tmp, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale(target)
+            shutil.rmtree(tmp, ignore_errors=True)
+            for skipped in _copy_entry(source, tmp):
+                self.say(f"warning: {source / skipped}: not a regular file; not copied to {target}")
+            _replace(tmp, target)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RaffError(f"cannot write the outputs of analysis '{node.name}': {os_problem(exc)}",
+                            file=target) from None
         return target
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
+        self._end_groups()  # each worker ended its leftovers after each job (Linux); the net for the rest
+        self.worker_pids.clear()
         if self.cluster is not None:
             self.cluster_peaks = self.cluster.peak_memory()  # what each worker needed, for the summary
             self.cluster.close()
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int | None = None) -> None:
+    """A worker: its own process group, which it ends when raff is gone.
+
+    Ctrl-C at the terminal reaches raff only (the worker's group is not the
+    terminal's); raff decides. What a distillery starts (subprocesses and their
+    children) joins the worker's group, unless it makes a session of its own,
+    so `end_group` ends it all. If raff dies without stopping the worker
+    (kill -9), Linux sends the worker SIGTERM (PR_SET_PDEATHSIG) and a watchdog
+    thread sees the parent change (for a distillery that handles SIGTERM, or
+    where prctl is missing); either way the worker ends its group and itself.
+    multiprocessing's resource tracker then sees its pipe close and ends too.
+    """
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the build's Ctrl-C is raff's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    global _LEADS_GROUP
+    try:
+        os.setpgid(0, 0)
+        _LEADS_GROUP = True
+    except OSError:  # not permitted (a session leader): stays in raff's group, which raff ends
+        pass
+    signal.signal(signal.SIGTERM, lambda *_: end_group(os.getpid()))
+    if parent is None:
+        return
+    _die_with_parent()
+    if os.getppid() != parent:  # raff died before prctl was in place
+        end_group(os.getpid())
+    import threading
+
+    threading.Thread(target=_watch_parent, args=(parent,), name="raff-parent-watch", daemon=True).start()
+
+
+_LEADS_GROUP = False  # this process is a worker that `_worker_init` made a group leader
+PARENT_POLL = 0.5  # seconds between the watchdog's looks at the parent: cheap, and a prompt end
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    end_group(os.getpid())
+
+
+def _die_with_parent() -> None:
+    """Ask Linux for SIGTERM when the parent exits (as the emulator does; a no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1 (linux/prctl.h)
+    except (OSError, AttributeError):
+        pass
+
+
+def end_group(pgid: int) -> None:
+    """SIGKILL to the process group `pgid` (a worker's, led by it): nothing of it outlives raff.
+    Called by a worker on itself, it ends there."""
+    import signal
+
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # already gone (or not a group: nothing of ours)
+        pass
+    if pgid == os.getpid():  # not a group leader after all: at least this worker ends
+        os._exit(1)
+
+
+def end_leftovers() -> None:
+    """In a worker after a job: end the processes its distillery left running in the worker's group
+    (all but the worker). Linux only (/proc); elsewhere raff ends the group when it closes the pool."""
+    import signal
+
+    me = os.getpid()
+    if not _LEADS_GROUP or os.getpgrp() != me or not os.path.isdir("/proc"):
+        return  # not a worker of ours (a dask worker's group is not ours to end)
+    for pid in _group_members(me):
+        if pid != me:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _group_members(pgid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()  # after the command, which may hold spaces
+        except OSError:
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid:  # state, ppid, pgrp (proc(5))
+            out.append(int(entry))
+    return out
+
+
+def _stored(output: Path, outputs: dict) -> list[str]:
+    """What an entry keeps of the output folder: its top-level files and the declared outputs."""
+    names = [item.name for item in Path(output).iterdir() if item.is_file()]
+    declared = [outputs["summary"], outputs["calibration"], *outputs["plots"]]
+    return list(dict.fromkeys(names + [n for n in declared if n]))
+
+
+def _copy_entry(source: Path, target: Path) -> list[str]:
+    """Copy the regular files of an entry (not its manifest) to the new folder `target`; the names
+    of what it holds besides (links, devices: never followed), which are left out."""
+    skipped = []
+    target.mkdir()
+    for root, dirs, files in os.walk(source):
+        rel = os.path.relpath(root, source)
+        for name in dirs:
+            if os.path.islink(os.path.join(root, name)):  # os.walk does not enter it; say so
+                skipped.append(os.path.normpath(os.path.join(rel, name)))
+            else:
+                os.mkdir(os.path.join(target, rel, name))
+        for name in files:
+            path = os.path.join(root, name)
+            if name == MANIFEST:
+                continue
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                skipped.append(os.path.normpath(os.path.join(rel, name)))
+                continue
+            shutil.copy2(path, os.path.join(target, rel, name))
+    return skipped
+
+
+def _replace(new: Path, target: Path) -> None:
+    """Put the folder `new` at `target`: the old one is renamed aside, not removed, until `new` is in."""
+    if not os.path.lexists(target):
+        os.rename(new, target)
+        return
+    old = target.with_name(f".{target.name}.{os.getpid()}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(target, old)
+    try:
+        os.rename(new, target)
+    except OSError:
+        os.rename(old, target)
+        raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.unlink(old)
+
+
+def _remove_stale(target: Path) -> None:
+    """The temporary folders of `target` that raffs no longer running left (killed mid-copy)."""
+    for path in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        pid = path.name[len(target.name) + 2:].rsplit(".", 1)[0]
+        if path.suffix in (".tmp", ".old") and pid.isdigit() and int(pid) != os.getpid() \
+                and not _running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def os_problem(exc: OSError) -> str:
+    """'no space left on device': what an OSError says, without its errno and paths (the caller
+    names the place)."""
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
 
 
 def _json(doc: dict) -> str:

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 
 from raffinerie.builder.acquire import Stop
-from raffinerie.builder.executor import BuildReport, Builder, Interrupted
+from raffinerie.builder.executor import Abort, BuildReport, Builder, Interrupted, aborted
 from raffinerie.config.network import Board
 from raffinerie.errors import RaffError
 
@@ -60,6 +60,11 @@ def build_boards(name: str | list[str], found: list[Board], make_builder) -> Mul
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.2)  # joins in slices, so that Ctrl-C reaches the handler
+    except KeyboardInterrupt as exc:  # a second Ctrl-C or SIGTERM: the analyses in flight stop too
+        for builder in builders:
+            if builder.runner is not None:
+                builder.runner.kill()
+        raise aborted(name if isinstance(name, list) else [name], None, exc) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -90,7 +95,7 @@ class _SharedStop:
 
     def interrupt(self, signum, _frame) -> None:
         if self.stops[0]:
-            raise KeyboardInterrupt
+            raise Abort(signum)
         self.signal = signum
         for stop in self.stops:
             stop.signal = signum

@@ -45,6 +45,24 @@ class Interrupted(RaffError):
         self.exit_code = 128 + int(signum)
 
 
+class Abort(KeyboardInterrupt):
+    """A second Ctrl-C or SIGTERM: stop what is in flight too. It carries the signal, so that raff
+    exits 130 for SIGINT and 143 for SIGTERM, whichever the user sent that time."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+def aborted(names: list[str], acquired: int | None, exc: KeyboardInterrupt) -> Interrupted:
+    """The error of a build stopped by a second signal (`exc`), with its exit code."""
+    kept = f"{acquired} points acquired in this build are kept" if acquired is not None \
+        else "the points acquired are kept"
+    return Interrupted(f"aborted: the analyses in flight were stopped; {kept}; run "
+                       f"`raff build {' '.join(names)}` again to continue",
+                       getattr(exc, "signum", signal.SIGINT))
+
+
 @dataclass(frozen=True)
 class BuildOptions:
     force: bool = False          # build the targets' cached datasets and analyses again
@@ -126,10 +144,12 @@ class Builder:
                 self._start(names)
                 try:
                     plan = self._loop(names)
-                except KeyboardInterrupt:  # a second Ctrl-C: stop the analyses in flight too
+                except KeyboardInterrupt as exc:  # a second Ctrl-C: stop the analyses in flight too
                     if self.runner is not None:
                         self.runner.kill()
-                    raise
+                    if not signals:
+                        raise  # a build of several boards: `build_boards` says it, once
+                    raise aborted(names, self.report.acquired, exc) from None
             self.final_plan = plan
             if plan is not None and self.runner is not None:
                 for node in plan.nodes.values():  # the latest outputs, in one place
@@ -263,7 +283,7 @@ class Builder:
 
     def _interrupt(self, signum, _frame) -> None:
         if self.stop:
-            raise KeyboardInterrupt  # a second Ctrl-C: give up the point in flight
+            raise Abort(signum)  # a second Ctrl-C: give up the point in flight
         self.stop.signal = signum
         self.stop.event.set()
         self.progress.info("stopping after the point in flight (Ctrl-C again to abort it)")

@@ -18,17 +18,24 @@ last build if the cache still has it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import html
 import json
+import os
+import stat
+import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from raffinerie import __version__
+from raffinerie.analysis.runner import os_problem
+from raffinerie.errors import RaffError
 from raffinerie.graph.plan import BUILD, CACHED, Node, Plan, Reason, changed, make_plan
 from raffinerie.graph.reasons import describe_values
 
 MAX_ROWS = 5000
+MAX_FILE = 64 << 20  # bytes of one file the page inlines: the limit on configuration files (README)
 _IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                 ".gif": "image/gif", ".webp": "image/webp"}
 _BAD_STATUS = {"fit failed", "unresolved", "fires below the scan"}
@@ -60,17 +67,26 @@ def write_report(args, folder: str | None, name: str | None = None) -> Path:
     plan = make_plan(lib, name, identity(network, seed), store.index(), files,
                      code_provider(lib.main, getattr(args, "analysis_path", None)))
     out = Path(folder) if folder else lib.main.resolve().parent / "raff-out"
-    out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.html"
+    page = render_report(plan, store, lib)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render_report(plan, store, lib), encoding="utf-8")
-    tmp.replace(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(page, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:  # a full disk must not keep a partial page (nor fill up further)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise RaffError(f"cannot write the report of {name}: {os_problem(exc)}", file=path) from None
     return path
 
 
 # -- the page ---------------------------------------------------------------------------
 
-def render_report(plan: Plan, store, lib) -> str:
+def render_report(plan: Plan, store, lib, warn=None) -> str:
+    """The page. `warn(line)` hears of every file a cache record names that the page leaves out
+    (default: a warning on stderr)."""
+    files = EntryFiles(warn or (lambda line: print(f"warning: {line}", file=sys.stderr, flush=True)))
     e = html.escape
     s = plan.summary()
     verdict = "up to date" if not plan.todo else f"{s['nodes_to_build']} node(s) to build"
@@ -85,9 +101,9 @@ def render_report(plan: Plan, store, lib) -> str:
     parts.append("<nav><b>Contents</b>: " + " · ".join(
         f'<a href="#{e(n.id)}">{e(n.kind)} {e(n.name)}</a>' for n in analyses + datasets) + "</nav>")
     for node in analyses:
-        parts.append(_analysis(plan, node, store, lib))
+        parts.append(_analysis(plan, node, store, lib, files))
     for node in datasets:
-        parts.append(_dataset(plan, node, store))
+        parts.append(_dataset(plan, node, store, files))
     parts.append(_SCRIPT + "</body></html>\n")
     return "\n".join(parts)
 
@@ -104,12 +120,17 @@ def _entry_key(node: Node, store, kind: str) -> tuple[str | None, bool]:
     if node.key and node.status == CACHED:
         return node.key, True
     last = store.index().last_build(kind, node.name)
-    if last and last.get("key") and store.has(kind, last["key"]):
+    if last and _is_key(last.get("key")) and store.has(kind, last["key"]):
         return last["key"], False
     return None, False
 
 
-def _analysis(plan: Plan, node: Node, store, lib) -> str:
+def _is_key(key) -> bool:
+    """A cache key (64 hex digits): nothing else read from a record becomes a path."""
+    return isinstance(key, str) and len(key) == 64 and all(c in "0123456789abcdef" for c in key)
+
+
+def _analysis(plan: Plan, node: Node, store, lib, files: "EntryFiles") -> str:
     e = html.escape
     out = [f'<section id="{e(node.id)}"><h2>analysis {e(node.name)}</h2><p>{_status(node)}</p>']
     key, current = _entry_key(node, store, "analyses")
@@ -119,30 +140,34 @@ def _analysis(plan: Plan, node: Node, store, lib) -> str:
     if not current:
         out.append("<p class=note>Out of date: this is its last build.</p>")
     folder = store.path("analyses", key)
-    meta = _read_json(folder / "meta.json")
-    outputs = meta.get("outputs") or {}
-    notes = folder / "notes.txt"
-    if notes.is_file() and notes.read_text(errors="replace").strip():
-        out.append("<h3>Notes</h3><pre class=notes>" + e(notes.read_text(errors="replace").strip()) + "</pre>")
-    plots = [p for p in outputs.get("plots") or [] if (folder / p).is_file()]
+    meta = files.json(folder, "meta.json")
+    outputs = meta.get("outputs") if isinstance(meta.get("outputs"), dict) else {}
+    notes = files.file(folder, "notes.txt")
+    text = files.text(notes) if notes else ""
+    if text.strip():
+        out.append("<h3>Notes</h3><pre class=notes>" + e(text.strip()) + "</pre>")
+    declared = outputs.get("plots") if isinstance(outputs.get("plots"), list) else []
+    plots = [(name, path) for i, name in enumerate(declared)
+             if (path := files.file(folder, name, f"outputs.plots[{i}]")) is not None]
     if plots:
         out.append("<h3>Plots</h3><div class=plots>")
-        for name in plots:
-            out.append(f'<figure><img alt="{e(name)}" src="{_data_uri(folder / name)}">'
+        for name, path in plots:
+            out.append(f'<figure><img alt="{e(name)}" src="{files.data_uri(path)}">'
                        f"<figcaption>{e(name)}</figcaption></figure>")
         out.append("</div>")
     summary = outputs.get("summary")
-    if summary and (folder / summary).is_file():
-        out.append(_table(folder / summary))
-    calibration = folder / "calibration.yaml"
-    if calibration.is_file():
-        text = calibration.read_text(errors="replace")
+    summary_path = files.file(folder, summary, "outputs.summary") if summary else None
+    if summary_path is not None:
+        out.append(_table(summary_path, folder, files))
+    calibration = files.file(folder, "calibration.yaml")
+    if calibration is not None:
+        text = files.text(calibration)
         shown = text if len(text) < 4000 else text[:4000] + "\n..."
         out.append(f"<details><summary>calibration it writes ({len(text)} bytes)</summary>"
                    f"<pre>{e(shown)}</pre></details>")
     inputs = meta.get("inputs") or {}
     proc = lib.procedures.get(node.name)
-    rows = [("key", key), ("reason of its last build", _analysis_reason(store, node.name, key, meta)),
+    rows = [("key", key), ("reason of its last build", _analysis_reason(store, node.name, key, meta, files)),
             ("built", _when(meta.get("time"))), ("took", f"{meta.get('seconds', '?')} s"),
             ("module", inputs.get("module") or (proc.module if proc else "?")),
             ("parameters", json.dumps(inputs.get("parameter_values", "?"))),
@@ -154,13 +179,13 @@ def _analysis(plan: Plan, node: Node, store, lib) -> str:
     return "\n".join(out)
 
 
-def _analysis_reason(store, name: str, key: str, meta: dict) -> str:
+def _analysis_reason(store, name: str, key: str, meta: dict, files: "EntryFiles") -> str:
     """Why that build ran: its inputs against those of the build of `name` before it."""
     earlier = []
     for other, folder in store.entries("analyses"):
         if other == key:
             continue
-        doc = _read_json(Path(folder) / "meta.json")
+        doc = files.json(Path(folder), "meta.json", quiet=True)
         if doc.get("procedure") == name and (doc.get("time") or 0) < (meta.get("time") or 0):
             earlier.append(doc)
     if not earlier:
@@ -169,7 +194,7 @@ def _analysis_reason(store, name: str, key: str, meta: dict) -> str:
     return str(changed({"inputs": previous.get("inputs") or {}}, meta.get("inputs") or {}))
 
 
-def _dataset(plan: Plan, node: Node, store) -> str:
+def _dataset(plan: Plan, node: Node, store, files: "EntryFiles") -> str:
     e = html.escape
     out = [f'<section id="{e(node.id)}"><h2>dataset {e(node.name)}</h2><p>{_status(node)}</p>']
     points = plan.points.get(node.name)
@@ -184,7 +209,7 @@ def _dataset(plan: Plan, node: Node, store) -> str:
         return "\n".join(out)
     if not current:
         out.append("<p class=note>Out of date: this is its last build.</p>")
-    meta = _read_json(store.path("datasets", key) / "meta.json")
+    meta = files.json(store.path("datasets", key), "meta.json")
     out.append(f"<p>Shape: <b>{meta.get('rows', '?')} rows × {len(meta.get('columns') or [])} columns</b> "
                f"from {meta.get('points', '?')} points.</p>")
     out.append("<details><summary>columns</summary><p class=cols>"
@@ -206,7 +231,7 @@ def _dataset(plan: Plan, node: Node, store) -> str:
 
 def _acquisition(store, keys: list[str]) -> dict:
     """Board, time span and version of the measurements (the first and last point)."""
-    if not keys:
+    if not keys or not _is_key(keys[0]) or not _is_key(keys[-1]):
         return {}
     try:
         first, last = store.meta("measurements", keys[0]), store.meta("measurements", keys[-1])
@@ -241,12 +266,16 @@ def _provenance(rows) -> str:
     return f"<h3>Provenance</h3><table class=prov>{body}</table>"
 
 
-def _table(path: Path) -> str:
+def _table(path: Path, folder: Path, files: "EntryFiles") -> str:
     e = html.escape
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.reader(f)
-        header = next(reader, [])
-        rows = [row for _, row in zip(range(MAX_ROWS + 1), reader)]
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            rows = [row for _, row in zip(range(MAX_ROWS + 1), reader)]
+    except (OSError, csv.Error) as exc:  # a field over csv's limit (128 kB), a file gone
+        files.warn(f"{path}: cannot read this summary table ({exc}); left out of the report")
+        return ""
     cut = len(rows) > MAX_ROWS
     rows = rows[:MAX_ROWS]
     flag = header.index("flag") if "flag" in header else None
@@ -262,7 +291,7 @@ def _table(path: Path) -> str:
     head = "".join(f"<th>{e(h)}</th>" for h in header)
     note = (f"{len(rows)} rows{' (the first %d)' % MAX_ROWS if cut else ''}; "
             f"<span class=flagcount>{flagged} flagged</span> (highlighted); click a column to sort")
-    return (f"<h3>Summary <small>{e(path.name)}</small></h3><p class=meta>{note}</p>"
+    return (f"<h3>Summary <small>{e(path.relative_to(folder).as_posix())}</small></h3><p class=meta>{note}</p>"
             f'<div class=tablewrap><table class="sortable summary"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
@@ -277,17 +306,93 @@ def _short(cell: str) -> str:
     return f"{value:.4g}"
 
 
-def _data_uri(path: Path) -> str:
-    kind = _IMAGE_TYPES.get(path.suffix.lower(), "application/octet-stream")
-    return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+# -- files named by cache records ---------------------------------------------------------
+#
+# A cache entry may come from a shared cache: its meta.json names the files the page inlines, and
+# the page is shared. So a name is used only if it is a plain relative path inside the entry, and
+# the file a regular one (not a link, a FIFO, a device), at most MAX_FILE bytes; anything else is
+# left out, with one warning naming the entry and the name. Never followed, never read.
+
+class EntryFiles:
+    """Reads the files of cache entries for the page; `warn(line)` hears of each one left out."""
+
+    def __init__(self, warn):
+        self.warn = warn
+
+    def file(self, folder: Path, name, field: str | None = None) -> Path | None:
+        """`name`, read from the `field` of the entry's meta.json (None: a file any entry may have,
+        such as notes.txt), as a regular file inside the entry `folder`; or None, said unless it is
+        an optional file that is absent."""
+        problem = _refused(folder, name)
+        if problem == "missing" and field is None:
+            return None
+        if problem and field is None:
+            self.warn(f"{folder}/{name}: {problem.removeprefix('which ')}; left out of the report")
+        elif problem:
+            self.warn(f"{folder}/meta.json: {field} names {name!r}, {problem}; left out of the report")
+        return None if problem else folder / name
+
+    def text(self, path: Path) -> str:
+        try:
+            return _read_bytes(path).decode("utf-8", errors="replace")
+        except OSError as exc:
+            self.warn(f"{path}: {os_problem(exc)}; left out of the report")
+            return ""
+
+    def json(self, folder: Path, name: str, quiet: bool = False) -> dict:
+        """The entry's record `name`: {} when absent, unreadable or refused (said unless `quiet`)."""
+        if quiet:
+            path = None if _refused(folder, name) else folder / name
+        else:
+            path = self.file(folder, name)
+        if path is None:
+            return {}
+        try:
+            doc = json.loads(_read_bytes(path))
+            return doc if isinstance(doc, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def data_uri(self, path: Path) -> str:
+        kind = _IMAGE_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        try:
+            data = _read_bytes(path)
+        except OSError as exc:
+            self.warn(f"{path}: {os_problem(exc)}; left out of the report")
+            data = b""
+        return f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _read_json(path: Path) -> dict:
+def _refused(folder: Path, name) -> str | None:
+    """Why the entry's file `name` is not shown (None: it is fine)."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        return "which is not a file name"
+    if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts or "\\" in name:
+        return "which is not a relative path inside the entry"
+    path = folder / name
     try:
-        doc = json.loads(path.read_text())
-        return doc if isinstance(doc, dict) else {}
-    except (OSError, ValueError):
-        return {}
+        root = os.path.realpath(folder)
+        if os.path.commonpath([os.path.realpath(path), root]) != root:
+            return "which leads out of the entry (through a link)"
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, ValueError) as exc:
+        return f"which cannot be read ({os_problem(exc) if isinstance(exc, OSError) else exc})"
+    if stat.S_ISLNK(info.st_mode):
+        return "which is a link"
+    if not stat.S_ISREG(info.st_mode):
+        return "which is not a regular file"
+    if info.st_size > MAX_FILE:
+        return f"which is larger than {MAX_FILE >> 20} MiB"
+    return None
+
+
+def _read_bytes(path: Path) -> bytes:
+    """A file `_refused` allowed, opened without following a link put there since."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as f:
+        return f.read(MAX_FILE + 1)[:MAX_FILE]
 
 
 def _when(t) -> str:
