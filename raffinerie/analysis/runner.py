@@ -37,6 +37,7 @@ from raffinerie.config.library import AnalysisProcedure, Library
 from raffinerie.errors import RaffError
 from raffinerie.graph.plan import Node, Plan, analysis_inputs
 from raffinerie.store.dataset import Dataset
+from raffinerie.store.files import process_alive
 from raffinerie.store.layout import MANIFEST
 from raffinerie.store.store import DamagedEntry
 
@@ -556,18 +557,8 @@ def _remove_stale(target: Path) -> None:
     for path in target.parent.glob(f".{glob.escape(target.name)}.*"):
         pid = path.name[len(target.name) + 2:].rsplit(".", 1)[0]
         if path.suffix in (".tmp", ".old") and pid.isdigit() and int(pid) != os.getpid() \
-                and not _running(int(pid)):
+                and not process_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def os_problem(exc: OSError) -> str:

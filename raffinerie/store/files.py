@@ -12,6 +12,18 @@ from pathlib import Path
 import numpy as np
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` still runs on this machine (a temporary file's writer, say): one that
+    exists but is not ours to signal runs too."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class EntryFormatError(ValueError):
     """An entry that is not laid out as raffinerie writes it."""
 

@@ -62,6 +62,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from raffinerie.errors import RaffError
 from raffinerie.store.layout import KINDS, MANIFEST
+from raffinerie.store.files import process_alive
 
 _HEX = frozenset("0123456789abcdef")
 BATCH = 256  # entries per round of concurrent transfers (bounds what is held at once)
@@ -1102,7 +1103,7 @@ def _stale_tmp(name: str, mtime: float, now: float, host: str) -> bool:
     if writer is None:
         return False
     whose, pid = writer
-    if whose == host and not _alive(pid):
+    if whose == host and not process_alive(pid):
         return True
     return now - mtime > STALE_TMP_SECONDS
 
@@ -1121,16 +1122,6 @@ def _tmp_writer(name: str) -> tuple[str, int] | None:
     if not (host and pid.isdigit() and len(tag) == 8 and _HEX.issuperset(tag)):
         return None
     return host, int(pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _json(data: bytes | None) -> dict | None:

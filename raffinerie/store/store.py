@@ -29,7 +29,7 @@ from raffinerie import __version__
 from raffinerie.errors import RaffError
 from raffinerie.store.layout import KINDS, MANIFEST, CacheIndex, entry_dir, iter_entries
 from raffinerie.store import dataset, pointfile, stamp
-from raffinerie.store.files import EntryFormatError, json_default, tree_size, write_file
+from raffinerie.store.files import EntryFormatError, json_default, process_alive, tree_size, write_file
 
 # what reading a damaged entry can raise: bad JSON or Zarr metadata, a truncated
 # or flipped zstd frame (numcodecs raises RuntimeError), a missing file, a bad CRC-32
@@ -187,7 +187,7 @@ class Store:
         removed = 0
         for path in self.stale_tmp(older_than=0.0):
             pid = _writer_pid(path.name)
-            if pid is not None and not _alive(pid):
+            if pid is not None and not process_alive(pid):
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
         return removed
@@ -510,16 +510,6 @@ def _writer_pid(name: str) -> int | None:
     """The pid in a `tmp/` folder name: `<kind>-<key16>-<pid>-<uuid8>`."""
     parts = name.split("-")
     return int(parts[-2]) if len(parts) >= 4 and parts[-2].isdigit() else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _repair_journal(fd: int) -> None:
