@@ -149,25 +149,30 @@ def test_kill_9_of_raff_build_ends_the_worker_its_children_and_the_resource_trac
     assert not left, f"outlived a killed `raff build`: {left}"
 
 
-def _interrupt_twice(libdir, first: int, second: int) -> tuple[int, str, str]:
+def _interrupt_twice(libdir, first: int, second: int, *extra: str) -> tuple[int, str, str]:
     marker = f"raff-hostile-{uuid.uuid4().hex}"
     main = library(libdir, GOOD, spawn_child(marker) +
                    "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
                    "while True: time.sleep(0.05)\n")
-    proc = subprocess.Popen([sys.executable, "-m", "raffinerie", "build", "faulty", "-c", str(main)],
+    proc = subprocess.Popen([sys.executable, "-m", "raffinerie", "build", "faulty", "-c", str(main), *extra],
                             env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: with_marker(all_pids(), marker), what="the distillery's child")
+        boards = max(1, extra.count("--seed"))
+        wait_for(lambda: len(with_marker(all_pids(), marker)) >= boards, what="the distilleries' children")
         helpers = children(proc.pid)
         proc.send_signal(first)
         time.sleep(0.5)
         assert proc.poll() is None, proc.communicate()  # the first one waits for the analysis
         proc.send_signal(second)
         _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # what raff started holds its output open, or raff hangs
+        err = "`raff build` or what it started was still running 30 s after the second signal"
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
     return proc.returncode, err, survivors(marker, helpers)
 
 
@@ -177,6 +182,13 @@ def _interrupt_twice(libdir, first: int, second: int) -> tuple[int, str, str]:
 def test_a_second_signal_exits_with_its_own_code(libdir, first, second, code):
     returncode, err, left = _interrupt_twice(libdir, first, second)
     assert returncode == code, err
+    assert "Traceback" not in err, err
+    assert not left, f"outlived `raff build`: {left}"
+
+
+def test_a_second_sigterm_with_several_boards_exits_143_and_stops_every_analysis(libdir):
+    returncode, err, left = _interrupt_twice(libdir, signal.SIGTERM, signal.SIGTERM, "--seed", "1", "--seed", "2")
+    assert returncode == 143, err
     assert "Traceback" not in err, err
     assert not left, f"outlived `raff build`: {left}"
 
@@ -271,6 +283,31 @@ def test_report_refuses_outputs_outside_their_entry(libdir, raff, tmp_path):
     assert any(entry.name in l and "../../secret" in l for l in warnings), r.err
     assert any("link.png" in l for l in warnings), r.err
     assert "Traceback" not in r.err
+
+
+def test_report_reads_only_regular_files_inside_the_entry(tmp_path):
+    from raffinerie.cli.report import EntryFiles
+
+    entry = tmp_path / "analyses" / "ab" / ("ab" + "0" * 62)
+    (entry / "sub").mkdir(parents=True)
+    (entry / "ok.png").write_bytes(PNG)
+    (entry / "sub" / "ok.png").write_bytes(PNG)
+    os.mkfifo(entry / "fifo.png")                     # would hang a reader
+    (entry / "dev.png").symlink_to("/dev/zero")       # would never end
+    (entry / "inner.png").symlink_to(entry / "ok.png")
+    (tmp_path / "out").mkdir()
+    (entry / "via").symlink_to(tmp_path / "out")      # a folder link out of the entry
+    (tmp_path / "out" / "x.png").write_bytes(b"secret")
+    heard: list[str] = []
+    files = EntryFiles(heard.append)
+    assert files.file(entry, "ok.png", "f") == entry / "ok.png"
+    assert files.file(entry, "sub/ok.png", "f") == entry / "sub" / "ok.png"
+    refused = ["fifo.png", "dev.png", "inner.png", "via/x.png", "sub", "/etc/passwd", "../../x", "sub/../../x",
+               "", None, 3, ["ok.png"], "a\0b", "missing.png"]
+    for name in refused:
+        assert files.file(entry, name, "f") is None, name
+    assert len(heard) == len(refused) and all(entry.name in line for line in heard), heard
+    assert files.file(entry, "notes.txt") is None and len(heard) == len(refused)  # optional, absent: quiet
 
 
 # -- item 17: a full disk -----------------------------------------------------------------------

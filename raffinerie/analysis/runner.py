@@ -15,7 +15,11 @@ distilleries written for either strings or `pathlib` run unchanged.
 
 Outputs are written to a temporary folder, checked against what `output()`
 declared, committed to the cache under the analysis key, and copied to the
-user-visible folder (raff-out/<procedure>/ by default).
+user-visible folder (raff-out/<procedure>/ by default). The entry keeps the
+folder's top-level files and every declared output at its path in the folder
+(`chip0/gain.png` and `chip1/gain.png` are two files); `manifest.json` and
+`meta.json` are the cache's own and refused. Each worker leads a process group:
+what a distillery starts and leaves running ends with its job, and with raff.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def aborted(names: list[str], acquired: int | None, exc: KeyboardInterrupt) -> I
     """The error of a build stopped by a second signal (`exc`), with its exit code."""
     kept = f"{acquired} points acquired in this build are kept" if acquired is not None \
         else "the points acquired are kept"
-    return Interrupted(f"aborted: the analyses in flight were stopped; {kept}; run "
+    return Interrupted(f"aborted: what was in flight was stopped; {kept}; run "
                        f"`raff build {' '.join(names)}` again to continue",
                        getattr(exc, "signum", signal.SIGINT))
 
@@ -142,19 +142,18 @@ class Builder:
             with self.store.cache_lock(exclusive=False, waiting=self._waiting_for_gc), self.backend:
                 self.store.clean_tmp()
                 self._start(names)
-                try:
-                    plan = self._loop(names)
-                except KeyboardInterrupt as exc:  # a second Ctrl-C: stop the analyses in flight too
-                    if self.runner is not None:
-                        self.runner.kill()
-                    if not signals:
-                        raise  # a build of several boards: `build_boards` says it, once
-                    raise aborted(names, self.report.acquired, exc) from None
+                plan = self._loop(names)
             self.final_plan = plan
             if plan is not None and self.runner is not None:
                 for node in plan.nodes.values():  # the latest outputs, in one place
                     if node.kind == "analysis" and node.status == CACHED:
                         self.runner.materialise(node)
+        except KeyboardInterrupt as exc:  # a second Ctrl-C: stop the analyses in flight too
+            if self.runner is not None:
+                self.runner.kill()
+            if not signals:
+                raise  # a build of several boards: `build_boards` says it, once
+            raise aborted(names, self.report.acquired, exc) from None
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
