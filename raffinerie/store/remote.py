@@ -62,7 +62,6 @@ from typing import Any, Callable, Iterable, Iterator
 
 from raffinerie.errors import RaffError
 from raffinerie.store.layout import KINDS, MANIFEST
-from raffinerie.store.files import process_alive
 
 _HEX = frozenset("0123456789abcdef")
 BATCH = 256  # entries per round of concurrent transfers (bounds what is held at once)
@@ -373,7 +372,7 @@ class _LocalBackend:
         return self.root / rel if rel else self.root
 
     async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        return await _to_the_end(asyncio.get_running_loop().run_in_executor(self.pool, fn, *args))
 
     async def ls(self, rel: str) -> list[tuple[str, Found]]:
         def ls() -> list[tuple[str, Found]]:
@@ -840,8 +839,8 @@ class RemoteCache:
             remote = _entry(kind, key)
 
             def local(fn, *args):  # a local write: its failure names the local cache, not the URL
-                return loop.run_in_executor(None, _local_call, Path(store.root), f"{kind}/{key}", self.url,
-                                            fn, *args)
+                return _to_the_end(loop.run_in_executor(None, _local_call, Path(store.root), f"{kind}/{key}",
+                                                        self.url, fn, *args))
             try:
                 found = await self._b.stat(remote)
                 if found is None:  # removed meanwhile
@@ -1043,6 +1042,19 @@ async def _all(coros: Iterable) -> list:
     return [task.result() for task in tasks]
 
 
+async def _to_the_end(future: asyncio.Future):
+    """Await a thread's work; cancelled, wait for the thread all the same. A cancelled task cannot
+    stop its thread: a write would go on after the task's clean-up removed its folder in tmp/,
+    and make it again."""
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # retrieved: the cancellation, not this, is what goes on
+        raise
+
+
 async def _quietly(coro) -> None:
     """Await a clean-up to its end, even in a task being cancelled (when another entry's push
     failed, its TaskGroup cancels this one while it may be removing its folder in tmp/);
@@ -1103,6 +1115,7 @@ def _stale_tmp(name: str, mtime: float, now: float, host: str) -> bool:
     if writer is None:
         return False
     whose, pid = writer
+    from raffinerie.store.files import process_alive  # here: store.files brings numpy, which plan must not load
     if whose == host and not process_alive(pid):
         return True
     return now - mtime > STALE_TMP_SECONDS
