@@ -41,6 +41,7 @@ from raffinerie.config.library import AnalysisProcedure, Library
 from raffinerie.errors import RaffError
 from raffinerie.graph.plan import Node, Plan, analysis_inputs
 from raffinerie.store.dataset import Dataset
+from raffinerie.lifetime import die_with_parent
 from raffinerie.store.files import process_alive
 from raffinerie.store.layout import MANIFEST
 from raffinerie.store.store import DamagedEntry
@@ -431,8 +432,7 @@ def _worker_init(parent: int | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: end_group(os.getpid()))
     if parent is None:
         return
-    _die_with_parent()
-    if os.getppid() != parent:  # raff died before prctl was in place
+    if not die_with_parent(signal.SIGTERM, parent):  # raff died before the request was made
         end_group(os.getpid())
     import threading
 
@@ -447,20 +447,6 @@ def _watch_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(PARENT_POLL)
     end_group(os.getpid())
-
-
-def _die_with_parent() -> None:
-    """Ask Linux for SIGTERM when the parent exits (as the emulator does; a no-op elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1 (linux/prctl.h)
-    except (OSError, AttributeError):
-        pass
 
 
 def end_group(pgid: int) -> None:

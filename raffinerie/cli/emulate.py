@@ -16,7 +16,8 @@ def emulator_command(args) -> int:
     import zmq
 
     from raffinerie.config.daqconfig import Generation
-    from raffinerie.emulator.server import Emulator, Options, announce_line, die_with_parent
+    from raffinerie.emulator.server import Emulator, Options, announce_line
+    from raffinerie.lifetime import die_with_parent
     from raffinerie.emulator.wire import Faults
     from raffinerie.tuning import tune_allocator
 

@@ -213,7 +213,9 @@ def _answer(env, compiled, line: bytes) -> dict:
 
 
 def _die_with_parent(parent: int) -> None:
-    """Be killed when raff ends, even in the middle of a rendering (Linux; elsewhere stdin's EOF)."""
+    """Be killed when raff ends, even in the middle of a rendering (Linux; elsewhere stdin's EOF).
+    raffinerie.lifetime's, written again: this file runs alone under `python -I`, which imports
+    nothing of raffinerie's."""
     if sys.platform.startswith("linux"):
         try:
             import ctypes

@@ -198,19 +198,5 @@ def _peek(frames: list[bytes]) -> str:
     return frames[0][:40].decode("utf-8", errors="replace") if frames else ""
 
 
-def die_with_parent() -> None:
-    """Ask Linux to send SIGTERM when the parent exits (no-op elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):
-        pass
-
-
 def announce_line(emulator: Emulator) -> str:
     return json.dumps(emulator.announcement())

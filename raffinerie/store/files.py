@@ -9,7 +9,6 @@ import hashlib
 import os
 from pathlib import Path
 
-import numpy as np
 
 
 def process_alive(pid: int) -> bool:
@@ -28,14 +27,19 @@ class EntryFormatError(ValueError):
     """An entry that is not laid out as raffinerie writes it."""
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd`: os.write may write less than it is given."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_file(path: str, data: bytes, digests: dict | None = None) -> None:
     """Write all of `data` (os.write may write less); an error names the file."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
         finally:
             os.close(fd)
     except OSError as exc:
@@ -46,6 +50,7 @@ def write_file(path: str, data: bytes, digests: dict | None = None) -> None:
 
 def json_default(value):
     """numpy scalars and arrays as plain JSON; anything else by its text."""
+    import numpy as np  # here, not above: the shared cache uses this module, and plan loads no numpy
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

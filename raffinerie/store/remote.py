@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from raffinerie.errors import RaffError
+from raffinerie.store.files import process_alive, write_all
 from raffinerie.store.layout import KINDS, MANIFEST
 
 _HEX = frozenset("0123456789abcdef")
@@ -321,9 +322,7 @@ def _write_plain(root: Path, rel: str, data: bytes) -> None:
     finally:
         os.close(fd)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(f, view):]
+        write_all(f, data)
     finally:
         os.close(f)
 
@@ -1115,7 +1114,6 @@ def _stale_tmp(name: str, mtime: float, now: float, host: str) -> bool:
     if writer is None:
         return False
     whose, pid = writer
-    from raffinerie.store.files import process_alive  # here: store.files brings numpy, which plan must not load
     if whose == host and not process_alive(pid):
         return True
     return now - mtime > STALE_TMP_SECONDS

@@ -218,15 +218,20 @@ class XRootDFS(XRootDFileSystem):
             raise status_error(status, "cannot read", path)
         return data
 
-    async def _read_once(self, path: str, size: int | None = None) -> bytes:
-        """A whole file, its handle closed at once (not kept in the read-handle cache):
-        for files read once, such as a cache entry being pulled."""
+    async def _open_for_reading(self, path: str) -> tuple[str, "client.File"]:
+        """The stripped path and a handle opened on it for reading; an error names the path."""
         path = self._strip_protocol(path)
         handle = client.File()
         status, _ = await _async_wrap(handle.open)(self.unstrip_protocol(path), OpenFlags.READ,
                                                    timeout=self.timeout)
         if not status.ok:
             raise status_error(status, "cannot open", path)
+        return path, handle
+
+    async def _read_once(self, path: str, size: int | None = None) -> bytes:
+        """A whole file, its handle closed at once (not kept in the read-handle cache):
+        for files read once, such as a cache entry being pulled."""
+        path, handle = await self._open_for_reading(path)
         try:
             if size is None:
                 status, stat = await _async_wrap(handle.stat)(timeout=self.timeout)
@@ -242,12 +247,7 @@ class XRootDFS(XRootDFileSystem):
 
     async def _open_reader(self, path: str, size: int) -> "Reader":
         """A file opened for reading in pieces (a pull streams a file of `size` bytes)."""
-        path = self._strip_protocol(path)
-        handle = client.File()
-        status, _ = await _async_wrap(handle.open)(self.unstrip_protocol(path), OpenFlags.READ,
-                                                   timeout=self.timeout)
-        if not status.ok:
-            raise status_error(status, "cannot open", path)
+        path, handle = await self._open_for_reading(path)
         return Reader(self, handle, path, size)
 
     async def _cat_ranges(self, paths: list[str], starts: list[int | None] | int | None,
