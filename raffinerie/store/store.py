@@ -27,7 +27,8 @@ import numpy as np
 
 from raffinerie import __version__
 from raffinerie.errors import RaffError
-from raffinerie.store.layout import KINDS, MANIFEST, CacheIndex, entry_dir, iter_entries
+from raffinerie.store.layout import (KINDS, MANIFEST, CacheIndex, checked_file, entry_dir, iter_entries,
+                                     manifest_files)
 from raffinerie.store import dataset, pointfile, stamp
 from raffinerie.store.files import EntryFormatError, json_default, process_alive, tree_size, write_file
 
@@ -245,7 +246,7 @@ class Store:
         (calibration.yaml, meta.json); a damaged entry is quarantined (DamagedEntry)."""
         key = key.hex() if isinstance(key, bytes) else key
         folder = self.path(kind, key)
-        found = _check_one(folder, name)
+        found = checked_file(folder, name)
         if isinstance(found, str):
             self.quarantine(kind, key, found)
             raise DamagedEntry(kind, key, folder, found)
@@ -257,7 +258,7 @@ class Store:
         key = key.hex() if isinstance(key, bytes) else key
         folder = self.path(kind, key)
         try:
-            manifest = _manifest(folder)
+            manifest = manifest_files(folder)
         except READ_ERRORS:
             manifest = None
         found = "manifest missing or unreadable" if manifest is None else None
@@ -562,30 +563,6 @@ def _write_manifest(folder: Path, digests: dict) -> None:
             size, digest = digests.get(path) or (os.stat(path).st_size, _sha256(Path(path)))
             files[path[len(prefix):]] = [size, digest]
     _write_json(folder / MANIFEST, {"files": dict(sorted(files.items()))})
-
-
-def _manifest(folder: Path) -> dict:
-    files = json.loads((folder / MANIFEST).read_bytes())["files"]
-    if not isinstance(files, dict):
-        raise EntryFormatError("manifest files is not a mapping")
-    return files
-
-
-def _check_one(folder: Path, name: str) -> bytes | str:
-    """The bytes of file `name` of an entry if they match its manifest, else the problem."""
-    try:
-        listed = _manifest(folder).get(name)
-    except READ_ERRORS:
-        return "manifest missing or unreadable"
-    if not listed:
-        return f"file not in the manifest: {name}"
-    try:
-        data = (folder / name).read_bytes()
-    except OSError:
-        return f"file missing: {name}"
-    if len(data) != listed[0] or hashlib.sha256(data).hexdigest() != listed[1]:
-        return f"content changed: {name}"
-    return data
 
 
 def _copy_listed(folder: Path, name: str, manifest: dict, target: Path) -> str | None:
