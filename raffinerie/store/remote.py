@@ -790,7 +790,7 @@ class RemoteCache:
                 if found is None or found.type != "file" or found.size != size:
                     kept = f"{found.size:,}" if found is not None else "none"
                     raise OSError(f"{tmp}/{parent + '/' if parent else ''}{name}: the server kept {kept} of "
-                                  f"the {size:,} bytes written (is its disk full?)")
+                                  f"the {size:,} bytes written (no space left on its disk?)")
         await _all(check(parent, names) for parent, names in folders.items())
 
     # -- pull ---------------------------------------------------------------------------------
