@@ -39,3 +39,24 @@ def _load(args, kind: str) -> dict:
 def raw_command(args) -> int:
     write_table(_load(args, args.raw_command), args.output)
     return 0
+
+
+TABLES = (("summary", "per-channel statistics (one row per chip, half, channel)"),
+          ("events", "the event table (one row per event, chip, half, channel)"))
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("raw", help="decode hexactrl runs (.raw with its .yaml, or .root)",
+                       description="Decode a hexactrl run and print or write its tables as CSV.")
+    raw_sub = p.add_subparsers(dest="raw_command", metavar="TABLE")
+    raw_sub.required = True
+    for name, text in TABLES:
+        q = raw_sub.add_parser(name, help=text, description=f"{text}. Corrupt halves (bad header "
+                               "or CRC) are reported on stderr and left out of the statistics.")
+        q.add_argument("file", metavar="FILE", help="a .raw file (with its .yaml beside it) or a .root file")
+        q.add_argument("--config", metavar="RUN.yaml",
+                       help="run configuration that gives each chip's mode (default: FILE.yaml)")
+        q.add_argument("--mode", choices=("characterisation", "normal"),
+                       help="channel-word layout for every chip, instead of a run configuration")
+        q.add_argument("-o", "--output", metavar="OUT.csv", help="write CSV here (default: stdout)")
+        q.set_defaults(func=raw_command)

@@ -17,27 +17,22 @@ last build if the cache still has it.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import csv
 import html
 import json
-import os
-import stat
 import sys
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from raffinerie import __version__
-from raffinerie.analysis.runner import os_problem
+from raffinerie.cli.entryfiles import EntryFiles
+from raffinerie.cli.options import add_analysis_path, add_backend, add_config
 from raffinerie.errors import RaffError
 from raffinerie.graph.plan import BUILD, CACHED, Node, Plan, Reason, changed, make_plan
 from raffinerie.graph.reasons import describe_values
 
 MAX_ROWS = 5000
-MAX_FILE = 64 << 20  # bytes of one file the page inlines: the limit on configuration files (README)
-_IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
-                ".gif": "image/gif", ".webp": "image/webp"}
 _BAD_STATUS = {"fit failed", "unresolved", "fires below the scan"}
 
 
@@ -56,15 +51,11 @@ def report_after_build(args, name: str) -> None:
 def write_report(args, folder: str | None, name: str | None = None) -> Path:
     name = name or args.name
     from raffinerie.analysis.code import code_provider
-    from raffinerie.cli.commands import load_valid, one_board
-    from raffinerie.config.network import identity
-    from raffinerie.store.layout import cache_root
-    from raffinerie.store.store import Store
+    from raffinerie.cli.workspace import load_valid, one_identity, open_store
 
     lib, files = load_valid(args)
-    store = Store(cache_root(lib.main, args.cache))
-    network, seed = one_board(args)
-    plan = make_plan(lib, name, identity(network, seed), store.index(), files,
+    store = open_store(args, lib)
+    plan = make_plan(lib, name, one_identity(args), store.index(), files,
                      code_provider(lib.main, getattr(args, "analysis_path", None)))
     out = Path(folder) if folder else lib.main.resolve().parent / "raff-out"
     path = out / f"{name}.html"
@@ -75,10 +66,28 @@ def write_report(args, folder: str | None, name: str | None = None) -> Path:
         tmp.write_text(page, encoding="utf-8")
         tmp.replace(path)
     except OSError as exc:  # a full disk must not keep a partial page (nor fill up further)
+        from raffinerie.analysis.runner import os_problem
+
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise RaffError(f"cannot write the report of {name}: {os_problem(exc)}", file=path) from None
     return path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("report", help="write a self-contained HTML report of a procedure or workflow",
+                       description="One HTML page per procedure or workflow, with everything inlined "
+                                   "(no network access): every analysis with its plots and sortable summary "
+                                   "table, flagged channels highlighted, each dataset's shape and axes, and "
+                                   "the provenance of each node (key, reason and time of its last build, "
+                                   "board, raffinerie version, code digests, calibration chain).")
+    p.add_argument("name", metavar="NAME", help="procedure or workflow")
+    add_config(p)
+    add_backend(p)
+    p.add_argument("-o", "--output", metavar="DIR",
+                   help="folder for NAME.html (default: raff-out/ beside MAIN)")
+    add_analysis_path(p)
+    p.set_defaults(func=report_command)
 
 
 # -- the page ---------------------------------------------------------------------------
@@ -125,20 +134,28 @@ def _entry_key(node: Node, store, kind: str) -> tuple[str | None, bool]:
     return None, False
 
 
+def _shown_entry(node: Node, store, kind: str, out: list[str], not_built: str) -> str | None:
+    """The key of the entry a section shows, or None (the section is closed); `out` gets the note
+    that says it is not built, or that it is the last build of an out-of-date node."""
+    key, current = _entry_key(node, store, kind)
+    if key is None:
+        out.append(f"<p class=note>{not_built}</p></section>")
+    elif not current:
+        out.append("<p class=note>Out of date: this is its last build.</p>")
+    return key
+
+
 def _is_key(key) -> bool:
     """A cache key (64 hex digits): nothing else read from a record becomes a path."""
     return isinstance(key, str) and len(key) == 64 and all(c in "0123456789abcdef" for c in key)
 
 
-def _analysis(plan: Plan, node: Node, store, lib, files: "EntryFiles") -> str:
+def _analysis(plan: Plan, node: Node, store, lib, files: EntryFiles) -> str:
     e = html.escape
     out = [f'<section id="{e(node.id)}"><h2>analysis {e(node.name)}</h2><p>{_status(node)}</p>']
-    key, current = _entry_key(node, store, "analyses")
+    key = _shown_entry(node, store, "analyses", out, "Not built yet: nothing to show.")
     if key is None:
-        out.append("<p class=note>Not built yet: nothing to show.</p></section>")
         return "\n".join(out)
-    if not current:
-        out.append("<p class=note>Out of date: this is its last build.</p>")
     folder = store.path("analyses", key)
     meta = files.json(folder, "meta.json")
     outputs = meta.get("outputs") if isinstance(meta.get("outputs"), dict) else {}
@@ -179,7 +196,7 @@ def _analysis(plan: Plan, node: Node, store, lib, files: "EntryFiles") -> str:
     return "\n".join(out)
 
 
-def _analysis_reason(store, name: str, key: str, meta: dict, files: "EntryFiles") -> str:
+def _analysis_reason(store, name: str, key: str, meta: dict, files: EntryFiles) -> str:
     """Why that build ran: its inputs against those of the build of `name` before it."""
     earlier = []
     for other, folder in store.entries("analyses"):
@@ -194,7 +211,7 @@ def _analysis_reason(store, name: str, key: str, meta: dict, files: "EntryFiles"
     return str(changed({"inputs": previous.get("inputs") or {}}, meta.get("inputs") or {}))
 
 
-def _dataset(plan: Plan, node: Node, store, files: "EntryFiles") -> str:
+def _dataset(plan: Plan, node: Node, store, files: EntryFiles) -> str:
     e = html.escape
     out = [f'<section id="{e(node.id)}"><h2>dataset {e(node.name)}</h2><p>{_status(node)}</p>']
     points = plan.points.get(node.name)
@@ -203,12 +220,9 @@ def _dataset(plan: Plan, node: Node, store, files: "EntryFiles") -> str:
                        for a in points.scan.axes) or "<li>no scan parameters: a single point</li>"
         out.append(f"<p>{points.total} points ({points.n_cached} cached), mode {e(points.procedure.mode)}, "
                    f"repeat {points.procedure.repeat}</p><ul>{axes}</ul>")
-    key, current = _entry_key(node, store, "datasets")
+    key = _shown_entry(node, store, "datasets", out, "Not built yet.")
     if key is None:
-        out.append("<p class=note>Not built yet.</p></section>")
         return "\n".join(out)
-    if not current:
-        out.append("<p class=note>Out of date: this is its last build.</p>")
     meta = files.json(store.path("datasets", key), "meta.json")
     out.append(f"<p>Shape: <b>{meta.get('rows', '?')} rows × {len(meta.get('columns') or [])} columns</b> "
                f"from {meta.get('points', '?')} points.</p>")
@@ -266,7 +280,7 @@ def _provenance(rows) -> str:
     return f"<h3>Provenance</h3><table class=prov>{body}</table>"
 
 
-def _table(path: Path, folder: Path, files: "EntryFiles") -> str:
+def _table(path: Path, folder: Path, files: EntryFiles) -> str:
     e = html.escape
     try:
         with open(path, newline="", encoding="utf-8", errors="replace") as f:
@@ -304,95 +318,6 @@ def _short(cell: str) -> str:
     if cell.lstrip("-").isdigit():
         return cell
     return f"{value:.4g}"
-
-
-# -- files named by cache records ---------------------------------------------------------
-#
-# A cache entry may come from a shared cache: its meta.json names the files the page inlines, and
-# the page is shared. So a name is used only if it is a plain relative path inside the entry, and
-# the file a regular one (not a link, a FIFO, a device), at most MAX_FILE bytes; anything else is
-# left out, with one warning naming the entry and the name. Never followed, never read.
-
-class EntryFiles:
-    """Reads the files of cache entries for the page; `warn(line)` hears of each one left out."""
-
-    def __init__(self, warn):
-        self.warn = warn
-
-    def file(self, folder: Path, name, field: str | None = None) -> Path | None:
-        """`name`, read from the `field` of the entry's meta.json (None: a file any entry may have,
-        such as notes.txt), as a regular file inside the entry `folder`; or None, said unless it is
-        an optional file that is absent."""
-        problem = _refused(folder, name)
-        if problem == "missing" and field is None:
-            return None
-        if problem and field is None:
-            self.warn(f"{folder}/{name}: {problem.removeprefix('which ')}; left out of the report")
-        elif problem:
-            self.warn(f"{folder}/meta.json: {field} names {name!r}, {problem}; left out of the report")
-        return None if problem else folder / name
-
-    def text(self, path: Path) -> str:
-        try:
-            return _read_bytes(path).decode("utf-8", errors="replace")
-        except OSError as exc:
-            self.warn(f"{path}: {os_problem(exc)}; left out of the report")
-            return ""
-
-    def json(self, folder: Path, name: str, quiet: bool = False) -> dict:
-        """The entry's record `name`: {} when absent, unreadable or refused (said unless `quiet`)."""
-        if quiet:
-            path = None if _refused(folder, name) else folder / name
-        else:
-            path = self.file(folder, name)
-        if path is None:
-            return {}
-        try:
-            doc = json.loads(_read_bytes(path))
-            return doc if isinstance(doc, dict) else {}
-        except (OSError, ValueError):
-            return {}
-
-    def data_uri(self, path: Path) -> str:
-        kind = _IMAGE_TYPES.get(path.suffix.lower(), "application/octet-stream")
-        try:
-            data = _read_bytes(path)
-        except OSError as exc:
-            self.warn(f"{path}: {os_problem(exc)}; left out of the report")
-            data = b""
-        return f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _refused(folder: Path, name) -> str | None:
-    """Why the entry's file `name` is not shown (None: it is fine)."""
-    if not isinstance(name, str) or not name or "\0" in name:
-        return "which is not a file name"
-    if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts or "\\" in name:
-        return "which is not a relative path inside the entry"
-    path = folder / name
-    try:
-        root = os.path.realpath(folder)
-        if os.path.commonpath([os.path.realpath(path), root]) != root:
-            return "which leads out of the entry (through a link)"
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return "missing"
-    except (OSError, ValueError) as exc:
-        return f"which cannot be read ({os_problem(exc) if isinstance(exc, OSError) else exc})"
-    if stat.S_ISLNK(info.st_mode):
-        return "which is a link"
-    if not stat.S_ISREG(info.st_mode):
-        return "which is not a regular file"
-    if info.st_size > MAX_FILE:
-        return f"which is larger than {MAX_FILE >> 20} MiB"
-    return None
-
-
-def _read_bytes(path: Path) -> bytes:
-    """A file `_refused` allowed, opened without following a link put there since."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    with os.fdopen(fd, "rb") as f:
-        return f.read(MAX_FILE + 1)[:MAX_FILE]
 
 
 def _when(t) -> str:

@@ -1,0 +1,60 @@
+"""What a command works on: the main config and its library, the cache, the board.
+
+Imported when the parsers are built, so the layers it reads are imported in
+the functions that use them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raffinerie.cli.options import DEFAULT_MAIN
+from raffinerie.errors import RaffError
+
+
+def main_path(args) -> Path:
+    path = Path(args.config)
+    if not path.is_file():
+        hint = "" if args.config != DEFAULT_MAIN else " (name one with -c MAIN)"
+        raise RaffError(f"main config not found{hint}", file=path)
+    return path
+
+
+def load_valid(args):
+    """(library, config files) of `-c MAIN`, or ConfigErrors with every error in it."""
+    from raffinerie.config.checks import validate
+    from raffinerie.config.library import load_library
+    from raffinerie.config.resolve import ConfigFiles
+    from raffinerie.errors import ERROR, ConfigErrors
+
+    lib = load_library(main_path(args))
+    files = ConfigFiles()
+    errors = [d for d in validate(lib, files=files, max_points=args.max_points) if d.severity == ERROR]
+    if errors:
+        raise ConfigErrors(errors)
+    return lib, files
+
+
+def open_store(args, lib):
+    """The cache of the library `lib` (or of --cache)."""
+    from raffinerie.store.layout import cache_root
+    from raffinerie.store.store import Store
+
+    return Store(cache_root(lib.main, args.cache))
+
+
+def one_board(args):
+    """The board of a command that works on one: (network or None, seed)."""
+    from raffinerie.config.network import boards
+
+    found = boards(getattr(args, "network", None), getattr(args, "seed", None))
+    if len(found) > 1:
+        raise RaffError(f"`raff {args.command}` works on one board; name one --network (or --seed)")
+    return found[0].network, found[0].seed
+
+
+def one_identity(args) -> str:
+    """The identity of the one board a command works on (its network file is read once)."""
+    from raffinerie.config.network import identity
+
+    return identity(*one_board(args))
