@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from raffinerie.cli.numbers import PERCENT, WORKERS
-from raffinerie.cli.options import add_analysis_path, add_backend, add_config, add_remote
+from raffinerie.cli.options import add_analysis_path, add_config_and_backend, add_remote
 from raffinerie.errors import RaffError
 
 # The parser below is built on every `raff` call (also for --help), so this
@@ -177,8 +177,7 @@ def add_parser(sub) -> None:
                                    "once. Ctrl-C stops after the point in flight; everything acquired is "
                                    "kept.")
     p.add_argument("names", metavar="NAME", nargs="+", help="procedure or workflow (one or more)")
-    add_config(p)
-    add_backend(p)
+    add_config_and_backend(p)
     add_remote(p)
     p.add_argument("--dask", metavar="ADDRESS",
                    help="assemble datasets and run analyses on a dask.distributed cluster: a scheduler "

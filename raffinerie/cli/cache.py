@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from raffinerie.cli.options import add_analysis_path, add_backend, add_config
+from raffinerie.cli.options import add_analysis_path, add_config_and_backend
 from raffinerie.store.layout import KINDS
 
 NOUNS = {"measurements": "measurement", "datasets": "dataset", "analyses": "analysis"}  # a store kind's entry
@@ -124,8 +124,7 @@ def add_parser(sub) -> None:
     cache_sub.required = True
     for name, text in ACTIONS:
         q = cache_sub.add_parser(name, help=text, description=text)
-        add_config(q)
-        add_backend(q)
+        add_config_and_backend(q)
         if name == "gc":
             add_analysis_path(q)
             q.add_argument("--yes", action="store_true", help="really delete")

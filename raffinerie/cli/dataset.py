@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from raffinerie.cli.numbers import COUNT
-from raffinerie.cli.options import add_backend, add_config
+from raffinerie.cli.options import add_config_and_backend
 from raffinerie.errors import RaffError
 
 
-def _dataset(args):
-    """(lib, store, plan node) of the built dataset of procedure NAME."""
+@dataclass(frozen=True)
+class BuiltDataset:
+    """The dataset of a daq procedure in the cache: the store, and its key there."""
+
+    store: object  # a raffinerie.store.store.Store (imported in the commands only)
+    key: str
+
+
+def _built_dataset(args) -> BuiltDataset:
+    """The built dataset of procedure NAME, from a plan (one error line if it is not built)."""
     from raffinerie.cli.workspace import load_valid, one_identity, open_store
     from raffinerie.graph.plan import CACHED, make_plan
 
@@ -26,7 +35,7 @@ def _dataset(args):
     if node.status != CACHED:
         raise RaffError(f"the dataset of '{args.name}' is not built ({node.reason}); "
                         f"run `raff build {args.name}`", file=lib.main)
-    return lib, store, node
+    return BuiltDataset(store, node.key)
 
 
 def show_command(args) -> int:
@@ -37,11 +46,9 @@ def show_command(args) -> int:
     from raffinerie.store.store import Store
 
     key = dataset_key(args, args.name)  # from the last up-to-date build or plan, if nothing changed
-    if key is not None:
-        store = Store(cache_root(Path(args.config), args.cache))
-    else:
-        _, store, node = _dataset(args)
-        key = node.key
+    built = (BuiltDataset(Store(cache_root(Path(args.config), args.cache)), key) if key is not None
+             else _built_dataset(args))
+    store, key = built.store, built.key
     with store.reading("datasets", key):  # only its first rows are read: any size shows at once
         data = store.open_dataset(key)
         head = data.head(args.rows)
@@ -62,21 +69,22 @@ def show_command(args) -> int:
 def export_command(args) -> int:
     from raffinerie.store.dataset import FOLDER
 
-    lib, store, node = _dataset(args)
+    built = _built_dataset(args)
+    store = built.store
     out = Path(args.output)
     suffix = out.suffix.lower()
     if suffix not in (".csv", ".zarr", ".root"):
         raise RaffError("export format must be .csv, .zarr or .root", file=out)
     if not out.parent.is_dir():
         raise RaffError(f"cannot write: the folder {out.parent} does not exist", file=out)
-    with store.reading("datasets", node.key):
-        data = store.open_dataset(node.key)
+    with store.reading("datasets", built.key):
+        data = store.open_dataset(built.key)
         try:
             if suffix == ".zarr":
                 if out.exists():
                     raise RaffError("already exists; remove it or choose another name", file=out)
                 # as stored (xarray.open_zarr reads it), each file checked against the manifest as it is copied
-                store.copy_checked("datasets", node.key, FOLDER, out)
+                store.copy_checked("datasets", built.key, FOLDER, out)
             else:
                 _export_rows(data, out, suffix)
         except OSError as exc:
@@ -114,14 +122,12 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("show", help="describe the dataset of a daq procedure",
                        description="Shape, columns, first rows and cache location of a built dataset.")
     p.add_argument("name", metavar="NAME")
-    add_config(p)
-    add_backend(p)
+    add_config_and_backend(p)
     p.add_argument("-n", "--rows", type=COUNT, default=5, help="rows to show (5)")
     p.set_defaults(func=show_command)
 
     p = sub.add_parser("export", help="write the dataset of a daq procedure to .csv, .zarr or .root")
     p.add_argument("name", metavar="NAME")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.csv, FILE.zarr or FILE.root")
-    add_config(p)
-    add_backend(p)
+    add_config_and_backend(p)
     p.set_defaults(func=export_command)

@@ -43,3 +43,9 @@ def add_remote(p: argparse.ArgumentParser) -> None:
 
 def add_analysis_path(p: argparse.ArgumentParser, text: str = "user analyses (as for build)") -> None:
     p.add_argument("-a", "--analysis-path", metavar="PATH", help=text)
+
+
+def add_config_and_backend(p: argparse.ArgumentParser) -> None:
+    """The options of a command that reads the library and works on the cache of a board."""
+    add_config(p)
+    add_backend(p)

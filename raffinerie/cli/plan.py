@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from raffinerie.cli.options import add_analysis_path, add_backend, add_config, add_remote
+from raffinerie.cli.options import add_analysis_path, add_config_and_backend, add_remote
 
 
 def _in_remote(args, lib, plans) -> list[dict | None]:
@@ -95,8 +95,7 @@ def add_parser(sub) -> None:
                                    "the NAMEs outlined, --check looks at all of them). Exit 0; with "
                                    "--check, exit 2 when anything would be built.")
     p.add_argument("names", metavar="NAME", nargs="+", help="procedure or workflow (one or more)")
-    add_config(p)
-    add_backend(p)
+    add_config_and_backend(p)
     p.add_argument("--json", action="store_true", help="print the whole plan as JSON")
     p.add_argument("--check", action="store_true",
                    help="exit 2 when anything would be built, 0 when all is up to date")

@@ -27,12 +27,16 @@ from pathlib import Path
 
 from raffinerie import __version__
 from raffinerie.cli.entryfiles import EntryFiles
-from raffinerie.cli.options import add_analysis_path, add_backend, add_config
+from raffinerie.cli.options import add_analysis_path, add_config_and_backend
 from raffinerie.errors import RaffError
 from raffinerie.graph.plan import BUILD, CACHED, Node, Plan, Reason, changed, make_plan
 from raffinerie.graph.reasons import describe_values
 
 MAX_ROWS = 5000
+REPORT_DESCRIPTION = ("One HTML page per procedure or workflow, with everything inlined (no network access): "
+                      "every analysis with its plots and sortable summary table, flagged channels highlighted, "
+                      "each dataset's shape and axes, and the provenance of each node (key, reason and time of "
+                      "its last build, board, raffinerie version, code digests, calibration chain).")
 _BAD_STATUS = {"fit failed", "unresolved", "fires below the scan"}
 
 
@@ -76,14 +80,9 @@ def write_report(args, folder: str | None, name: str | None = None) -> Path:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="write a self-contained HTML report of a procedure or workflow",
-                       description="One HTML page per procedure or workflow, with everything inlined "
-                                   "(no network access): every analysis with its plots and sortable summary "
-                                   "table, flagged channels highlighted, each dataset's shape and axes, and "
-                                   "the provenance of each node (key, reason and time of its last build, "
-                                   "board, raffinerie version, code digests, calibration chain).")
+                       description=REPORT_DESCRIPTION)
     p.add_argument("name", metavar="NAME", help="procedure or workflow")
-    add_config(p)
-    add_backend(p)
+    add_config_and_backend(p)
     p.add_argument("-o", "--output", metavar="DIR",
                    help="folder for NAME.html (default: raff-out/ beside MAIN)")
     add_analysis_path(p)

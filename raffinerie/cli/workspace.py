@@ -43,18 +43,11 @@ def open_store(args, lib):
     return Store(cache_root(lib.main, args.cache))
 
 
-def one_board(args):
-    """The board of a command that works on one: (network or None, seed)."""
+def one_identity(args) -> str:
+    """The identity of the one board a command works on (its network file is read once)."""
     from raffinerie.config.network import boards
 
     found = boards(getattr(args, "network", None), getattr(args, "seed", None))
     if len(found) > 1:
         raise RaffError(f"`raff {args.command}` works on one board; name one --network (or --seed)")
-    return found[0].network, found[0].seed
-
-
-def one_identity(args) -> str:
-    """The identity of the one board a command works on (its network file is read once)."""
-    from raffinerie.config.network import identity
-
-    return identity(*one_board(args))
+    return found[0].identity
