@@ -14,7 +14,7 @@ from raffinerie.errors import RaffError
 
 
 def build_command(args) -> int:
-    from raffinerie.cli.uptodate import is_fresh, remember
+    from raffinerie.cli.uptodate import is_fresh
 
     names = list(dict.fromkeys(args.names))
     if is_fresh(args, "build", names):  # nothing it reads has changed since it was last up to date
@@ -34,17 +34,7 @@ def build_command(args) -> int:
     if remote:
         _pull_remote(args, lib, files, store, found, names, remote)
     if len(found) == 1:
-        builder = _builder(args, lib, files, store, found[0], label=None)
-        report = builder.build(names)
-        _print_report(names, report, args, prefix="")
-        code = report.exit_code
-        if getattr(args, "dask", None) and builder.runner is not None and builder.runner.cluster_peaks:
-            peaks = ", ".join(f"{mb:.0f} MB" for mb in builder.runner.cluster_peaks)
-            print(f"dask workers ({args.dask}): peak RSS {peaks}")
-        if code == 0 and builder.final_plan is not None and builder.runner is not None:
-            outputs = [Path(builder.runner.output_dir(n.name)) for n in builder.final_plan.nodes.values()
-                       if n.kind == "analysis"]
-            remember(args, "build", names, builder.final_plan, outputs)
+        code = _build_one(args, lib, files, store, found[0], names)
     else:
         code = _build_boards(args, lib, files, store, found, names)
     if args.report:
@@ -53,6 +43,23 @@ def build_command(args) -> int:
         for name in names:
             report_after_build(args, name)
     return code
+
+
+def _build_one(args, lib, files, store, board, names: list[str]) -> int:
+    """Build on one board; an up-to-date result is stamped, so the next identical build is instant."""
+    from raffinerie.cli.uptodate import remember
+
+    builder = _builder(args, lib, files, store, board, label=None)
+    report = builder.build(names)
+    _print_report(names, report, args, prefix="")
+    if getattr(args, "dask", None) and builder.runner is not None and builder.runner.cluster_peaks:
+        peaks = ", ".join(f"{mb:.0f} MB" for mb in builder.runner.cluster_peaks)
+        print(f"dask workers ({args.dask}): peak RSS {peaks}")
+    if report.exit_code == 0 and builder.final_plan is not None and builder.runner is not None:
+        outputs = [Path(builder.runner.output_dir(n.name)) for n in builder.final_plan.nodes.values()
+                   if n.kind == "analysis"]
+        remember(args, "build", names, builder.final_plan, outputs)
+    return report.exit_code
 
 
 def _pull_remote(args, lib, files, store, found, names: list[str], url: str) -> None:
@@ -127,12 +134,20 @@ def _print_report(names: list[str], report, args, prefix: str) -> None:
             print(f"{prefix}  {failure.kind} {failure.name}: {failure.message}", file=sys.stderr)
         if report.skipped:
             print(f"{prefix}  not built because an input failed: {', '.join(report.skipped)}", file=sys.stderr)
-    if args.profile and report.acquired:
+    if args.profile:
+        _print_profile(report, prefix)
+
+
+def _print_profile(report, prefix: str) -> None:
+    """`--profile`: the acquisition's throughput and CPU, and the time of each stage."""
+    from raffinerie.cli.render import count as _count
+
+    if report.acquired:
         print(f"  {prefix}acquisition: {_count(report.acquired, 'point')} in {report.acquiring:.2f} s "
               f"({report.acquired / max(report.acquiring, 1e-9):.1f} points/s)")
         if not prefix:  # several boards share one process: its CPU is not one board's
             print(f"  {_cpu_per_point(report)}")
-    if args.profile and report.timer.seconds:
+    if report.timer.seconds:
         total = sum(report.timer.seconds.values())
         for stage, seconds in sorted(report.timer.seconds.items(), key=lambda kv: -kv[1]):
             print(f"  {prefix}{stage:36} {seconds:8.2f} s  {100 * seconds / total:5.1f} %")

@@ -22,19 +22,22 @@ def cache_command(args) -> int:
     if args.cache_command == "ls":
         return _cache_ls(store)
     if args.cache_command == "verify":
-        with store.cache_lock(exclusive=True, waiting=_waiting_for_builds(store)):
-            total = store.count()
-            damaged = store.verify(step=_entry_progress(store, "cache verify"))
-        for d in damaged:
-            print(f"{store.path(d.kind, d.key)}: damaged: {d.problem}; moved to quarantine/, "
-                  "the next build acquires it again" if d.kind == "measurements" else
-                  f"{store.path(d.kind, d.key)}: damaged: {d.problem}; moved to quarantine/")
-        print(f"{store.root}: {total} entries verified, {len(damaged)} damaged")
-        return 1 if damaged else 0
+        return _cache_verify(store)
     if not args.yes:
         return _cache_gc(args, lib, files, store)
     with store.cache_lock(exclusive=True, waiting=_waiting_for_builds(store)):
         return _cache_gc(args, lib, files, store)
+
+
+def _cache_verify(store) -> int:
+    with store.cache_lock(exclusive=True, waiting=_waiting_for_builds(store)):
+        total = store.count()
+        damaged = store.verify(step=_entry_progress(store, "cache verify"))
+    for d in damaged:
+        again = ", the next build acquires it again" if d.kind == "measurements" else ""
+        print(f"{store.path(d.kind, d.key)}: damaged: {d.problem}; moved to quarantine/{again}")
+    print(f"{store.root}: {total} entries verified, {len(damaged)} damaged")
+    return 1 if damaged else 0
 
 
 def _waiting_for_builds(store):
