@@ -39,7 +39,7 @@ DEFAULT_BOARD = "LD"
 DEFAULT_CHIPS = CHIPS_PER_BOARD[DEFAULT_BOARD]
 MAX_CHIPS = max(CHIPS_PER_BOARD.values())               # m_chip of a raw record is below this
 
-_CHIP_NAME = re.compile(r"^roc_s(\d+)$")
+_CHIP_NAME = re.compile(r"roc_s([0-9]+)")
 
 
 def chip_name(chip: int) -> str:
@@ -49,7 +49,7 @@ def chip_name(chip: int) -> str:
 
 def chip_index(name) -> int | None:
     """The index of a chip name (`roc_s2` -> 2); None for anything that is not one."""
-    m = _CHIP_NAME.match(str(name))
+    m = _CHIP_NAME.fullmatch(str(name))
     return int(m.group(1)) if m else None
 
 

@@ -28,6 +28,7 @@ from raffinerie.daq.runs import characterisation_modes, decode_run
 from raffinerie.daq.session import BackendError, config_diff
 from raffinerie.errors import RaffError
 from raffinerie.graph.plan import PointSet
+from raffinerie.hgcroc import DEFAULT_CHIPS
 from raffinerie.store.store import Store
 from raffinerie.store.pointfile import compress
 
@@ -226,7 +227,7 @@ def _commit(point: Acquired, job: Acquisition, base_diff: dict, lock) -> None:
             "daq": point.daq, "start": point.started, "end": point.ended, "raw_bytes": len(point.raw),
         }
         work = Commit(str(store.root), key, point.raw, meta, point.target,
-                      server_setting(point.daq, "NChips", 3), proc.mode == "events", job.max_corrupt, where)
+                      server_setting(point.daq, "NChips", DEFAULT_CHIPS), proc.mode == "events", job.max_corrupt, where)
         pool = job.process_pool()
         done = pool.submit(work).result() if pool is not None else work()
         for stage, seconds in done.seconds.items():

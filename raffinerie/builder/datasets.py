@@ -38,6 +38,8 @@ from raffinerie.config.parameters import ParameterTable, load_table
 from raffinerie.config.tree import get_path
 from raffinerie.graph.plan import PointSet
 from raffinerie.errors import RaffError
+from raffinerie.hgcroc import CALIB_REGISTER_START, CHANNELTYPE_CALIB, CHANNELTYPE_CHANNEL, CM_REGISTER_START, \
+    REGISTER_SLOTS, chip_index, chip_name
 
 from raffinerie.store.dataset import POINT, ROW, SLOT, SLOT_COLUMNS, DatasetWriter
 from raffinerie.store import pointfile
@@ -49,8 +51,7 @@ BOARD = "board"  # one dataset per board: a constant column, stored once
 CHANNEL_BLOCKS = ("ch", "calib", "cm")
 HALF_BLOCKS = ("DigitalHalf", "GlobalAnalog", "ReferenceVoltage", "MasterTdc")
 GLOBAL_BLOCKS = ("Top",)
-SLOT_BASE = {"ch": 0, "calib": 72, "cm": 74}   # row slot of a chip: 72 ch, 2 calib, 4 cm
-CHIP_SLOTS = 78
+SLOT_BASE = {"ch": 0, "calib": CALIB_REGISTER_START, "cm": CM_REGISTER_START}  # register slot of a chip
 
 
 def read_measurements(points: PointSet, store: Store) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -143,13 +144,13 @@ class _Registers:
     def __init__(self, points: PointSet, table: ParameterTable, coordinate_index: np.ndarray):
         self.points, self.table, self.coordinate_index = points, table, coordinate_index
         self.target = points.base["target"]
-        self.chips = sorted(int(k[5:]) for k in self.target if str(k).startswith("roc_s") and k[5:].isdigit())
+        self.chips = sorted(c for c in map(chip_index, self.target) if c is not None)
         self.n_chips = max(self.chips, default=-1) + 1
         self.scanned: dict[tuple[str, str], list] = {}
         for number, axis in enumerate(points.scan.axes):
             for place in axis.places:
-                if place[0] == "target" and len(place) == 5 and table.lookup(place[1:]) is not None:
-                    chip = int(str(place[1])[5:])
+                chip = chip_index(place[1]) if len(place) == 5 else None
+                if place[0] == "target" and chip is not None and table.lookup(place[1:]) is not None:
                     self.scanned.setdefault((place[2], place[4]), []).append((number, chip, place[3]))
 
     def covers(self, axis) -> bool:
@@ -169,11 +170,12 @@ class _Registers:
         chip = rows["chip"].astype(np.int64)
         half = rows["half"].astype(np.int64)
         channel, kind = rows["channel"].astype(np.int64), rows["channeltype"]
-        slot = np.where(kind == 0, channel, np.where(kind == 1, 72 + channel, 74 + channel))
+        slot = np.where(kind == CHANNELTYPE_CHANNEL, channel,
+                        np.where(kind == CHANNELTYPE_CALIB, CALIB_REGISTER_START + channel, CM_REGISTER_START + channel))
         names = self._names()
         out = {}
         for name in sorted({p.name for b in CHANNEL_BLOCKS for p in self.table.block(b)}):
-            out[names[("ch", name)]] = gather(CHANNEL_BLOCKS, name, chip, slot, CHIP_SLOTS)
+            out[names[("ch", name)]] = gather(CHANNEL_BLOCKS, name, chip, slot, REGISTER_SLOTS)
         for block in HALF_BLOCKS + GLOBAL_BLOCKS:
             index = half if block in HALF_BLOCKS else np.zeros_like(half)
             for param in self.table.block(block):
@@ -206,7 +208,7 @@ class _Registers:
             start = SLOT_BASE.get(block, 0)
             for chip in self.chips:
                 for index in range(self.table.instances[block]):
-                    value = get_path(self.target, (f"roc_s{chip}", block, index, name), param.default)
+                    value = get_path(self.target, (chip_name(chip), block, index, name), param.default)
                     values[chip, start + index] = value if isinstance(value, (int, np.integer)) else param.default
         return values
 

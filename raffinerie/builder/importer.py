@@ -57,6 +57,7 @@ from raffinerie.daq.rawformat import RawFormatError
 from raffinerie.daq.runs import characterisation_modes, decode_run, read_raw, run_chips, run_parts
 from raffinerie.errors import RaffError
 from raffinerie.graph.plan import make_plan
+from raffinerie.hgcroc import DEFAULT_CHIPS, HALVES
 from raffinerie.store.store import Store
 
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -74,8 +75,8 @@ class Run:
     raw: Path
     config: dict          # {"target": resolved target, "daq": daq}
     given: frozenset = frozenset()   # target leaf paths the run's own yaml sets
-    chips: int = 3                   # NChips of its yaml (3, an LD board, when it says nothing)
-    modes: np.ndarray = field(default_factory=lambda: np.zeros((3, 2), bool))  # CalibrationSC per half
+    chips: int = DEFAULT_CHIPS       # NChips of its yaml (an LD board when it says nothing)
+    modes: np.ndarray = field(default_factory=lambda: np.zeros((DEFAULT_CHIPS, HALVES), bool))  # CalibrationSC per half
 
     @property
     def number(self) -> int | None:
@@ -139,7 +140,7 @@ def find_runs(folder: Path, pod: dict) -> tuple[list[Run], list[str]]:
             own, daq = run_parts(load_yaml(config_file, "run configuration"), config_file)
             own = strip_network(own)
             target = merge(pod, own)
-            chips = run_chips(daq, config_file) or 3
+            chips = run_chips(daq, config_file) or DEFAULT_CHIPS
             modes = characterisation_modes(target, chips, config_file)
         except RaffError as exc:
             skipped.append(f"{raw.name}: not imported: {exc}")

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from raffinerie.hgcroc import CHIPS_PER_BOARD, chip_names
+
 TABLE_FILE = Path(__file__).with_name("hgcroc3_parameters.csv")
-LD_CHIPS = ("roc_s0", "roc_s1", "roc_s2")
+LD_CHIPS = tuple(chip_names(CHIPS_PER_BOARD["LD"]))
 
 
 @dataclass(frozen=True)

@@ -19,31 +19,31 @@ import numpy as np
 
 from raffinerie.daq.crc import crc_of_words
 from raffinerie.errors import RaffError
+from raffinerie.hgcroc import CALIB_SLOT, CHANNELS_PER_HALF, HALF_WORDS, HALVES, MAX_CHIPS, RAW_FILE_HEADER_BYTES, \
+    RECORD_BYTES, TAIL_BYTES
 
 ARCHIVE_HEADER = (struct.pack("<Q", 22) + b"serialization::archive"
                   + struct.pack("<H", 10) + bytes([4, 8, 4, 8]) + struct.pack("<i", 1))
 PREAMBLE = b"\x00" + struct.pack("<I", 0)  # tracking flag, class version
 FIRST_OBJECT = len(ARCHIVE_HEADER) + len(PREAMBLE)  # 45
-HALF_WORDS = 41
+assert FIRST_OBJECT == RAW_FILE_HEADER_BYTES
 IDLE_WORD = 0xACCCCCCC
-TAIL_BYTES = 40
-# m_chip is the ROC index on the board: an HD hexaboard has 6 ROCs, an LD one 3
-# (hgcroc-physics.md; the same bound as NChips in config.checks.RUN_SETTINGS).
-# hexactrl-sw writes it from the link it read, so a link error (a bit slip)
-# never changes it [inferred]: a value outside 0..5 means the bytes are not a
-# hexactrl record stream, and the file is refused, not a record dropped.
-MAX_CHIPS = 6
+# m_chip is the ROC index on the board, below hgcroc.MAX_CHIPS (the same bound
+# as NChips in config.checks.RUN_SETTINGS). hexactrl-sw writes it from the
+# link it read, so a link error (a bit slip) never changes it [inferred]: a
+# value outside 0..MAX_CHIPS-1 means the bytes are not a hexactrl record
+# stream, and the file is refused, not a record dropped.
 
 _FIELDS = [("event", "<i4"), ("chip", "<i4"), ("n0", "<u8"), ("h0", "<u4", (HALF_WORDS,)),
            ("n1", "<u8"), ("h1", "<u4", (HALF_WORDS,))]
 RECORD_NO_TAIL = np.dtype(_FIELDS)                      # 352 bytes
-RECORD = np.dtype(_FIELDS + [("tail", "<u8", (5,))])    # 392 bytes
-RECORD_BYTES = RECORD.itemsize
+RECORD = np.dtype(_FIELDS + [("tail", "<u8", (TAIL_BYTES // 8,))])
+assert RECORD.itemsize == RECORD_BYTES, "the record dtype and hgcroc.RECORD_BYTES disagree"
 
 # readout word of each channel slot of a half: slots 0..35 are channels
 # 0..35, slot 36 the calibration channel (word 20)
 CHANNEL_WORDS = np.array(list(range(2, 20)) + list(range(21, 39)) + [20])
-SLOTS = 39  # 36 channels, calib, cm0, cm1
+assert len(CHANNEL_WORDS) == CHANNELS_PER_HALF + 1 and CHANNEL_WORDS[CALIB_SLOT] == 20
 
 
 class RawFormatError(RaffError):
@@ -112,7 +112,7 @@ def _fast_frames(buf: memoryview, source: str) -> Frames | None:
     if n and (chip.min() < 0 or chip.max() >= MAX_CHIPS):
         k = int(np.argmax((chip < 0) | (chip >= MAX_CHIPS)))
         raise RawFormatError(_chip_problem(int(chip[k]), FIRST_OBJECT + k * RECORD_BYTES), file=source)
-    words = np.empty((n, 2, HALF_WORDS), dtype=np.uint32)
+    words = np.empty((n, HALVES, HALF_WORDS), dtype=np.uint32)
     words[:full, 0], words[:full, 1] = recs["h0"], recs["h1"]
     words[full:, 0], words[full:, 1] = last["h0"], last["h1"]
     return Frames(event, chip, words)
@@ -174,7 +174,7 @@ def _general_frames(buf: memoryview, source: str) -> Frames:
         events.append(event)
         chips.append(chip)
     return Frames(np.array(events, dtype=np.int32), np.array(chips, dtype=np.int32),
-                  np.frombuffer(words, dtype="<u4").reshape(len(events), 2, HALF_WORDS).astype(np.uint32, copy=False))
+                  np.frombuffer(words, dtype="<u4").reshape(len(events), HALVES, HALF_WORDS).astype(np.uint32, copy=False))
 
 
 # --- half frames -------------------------------------------------------------

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from raffinerie.daq.summary import SUMMARY_COLUMNS
 from raffinerie.errors import RaffError
+from raffinerie.hgcroc import CHANNELS_PER_HALF, CHANNELTYPE_CALIB, CHANNELTYPE_CHANNEL, CM_SLOTS, SUMMARY_COLUMNS
 
 SUMMARY_TREE = "runsummary/summary"
 EVENT_TREE = "unpacker_data/hgcroc"
 
 
 def _half_of(channel: np.ndarray, channeltype: np.ndarray) -> np.ndarray:
-    return np.where(channeltype == 0, channel // 36,
-                    np.where(channeltype == 1, channel, channel // 2)).astype(np.int8)
+    return np.where(channeltype == CHANNELTYPE_CHANNEL, channel // CHANNELS_PER_HALF,
+                    np.where(channeltype == CHANNELTYPE_CALIB, channel, channel // len(CM_SLOTS))).astype(np.int8)
 
 
 def _open(path: Path):

@@ -25,9 +25,10 @@ import numpy as np
 from raffinerie.config.daqconfig import daq_setting
 from raffinerie.config.tree import normalize
 from raffinerie.config.yamlio import load_yaml
-from raffinerie.daq.rawformat import MAX_CHIPS, Frames, Halves, check_halves, read_frames
+from raffinerie.daq.rawformat import Frames, Halves, check_halves, read_frames
 from raffinerie.daq.summary import event_table, summarize
 from raffinerie.errors import RaffError
+from raffinerie.hgcroc import DEFAULT_CHIPS, HALVES, MAX_CHIPS, chip_name
 
 MODES = ("characterisation", "normal")
 
@@ -37,10 +38,6 @@ MODES = ("characterisation", "normal")
 # times its size in memory, so 1 GiB is what a DAQ PC of 16 GB still summarises.
 DEFAULT_MAX_RAW_BYTES = 1 << 30
 MAX_RAW_ENV = "RAFF_MAX_RAW_BYTES"
-
-
-def chip_name(chip: int) -> str:
-    return f"roc_s{chip}"
 
 
 def raw_size_limit() -> int:
@@ -149,9 +146,9 @@ def characterisation_modes(target: dict, n_chips: int, source: Path | str | None
     A level on the way that is not a mapping, or a value other than 0 or 1,
     is an error naming `source`: read as "absent", it would give normal mode.
     """
-    out = np.zeros((n_chips, 2), dtype=bool)
+    out = np.zeros((n_chips, HALVES), dtype=bool)
     for chip in range(n_chips):
-        for half in (0, 1):
+        for half in range(HALVES):
             out[chip, half] = _mode(target, (chip_name(chip), "DigitalHalf", half, "CalibrationSC"), source)
     return out
 
@@ -215,9 +212,9 @@ def decode_run(data: bytes, source: Path, modes: np.ndarray | bool,
     frames = read_frames(data, str(source))
     chips = max(frames.n_chips, n_chips or 0, 1)
     if isinstance(modes, (bool, np.bool_)):
-        modes = np.full((chips, 2), bool(modes))
+        modes = np.full((chips, HALVES), bool(modes))
     elif modes.shape[0] < chips:  # chips the configuration does not describe: normal mode
-        modes = np.vstack([modes, np.zeros((chips - modes.shape[0], 2), dtype=bool)])
+        modes = np.vstack([modes, np.zeros((chips - modes.shape[0], HALVES), dtype=bool)])
     return DecodedRun(source, frames, check_halves(frames), modes, chips)
 
 
@@ -232,7 +229,7 @@ def open_raw(path: Path, config: Path | None = None, mode: str | None = None) ->
                             file=path)
         target, daq = run_parts(load_yaml(config, "run configuration"), config)
         n_chips = run_chips(daq, config)
-        modes = characterisation_modes(target, n_chips or 3, config)
+        modes = characterisation_modes(target, n_chips or DEFAULT_CHIPS, config)
     data = read_raw(path)
     if mode is not None:
         return decode_run(data, path, mode == "characterisation")

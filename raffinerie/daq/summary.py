@@ -22,19 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from raffinerie.daq.rawformat import SLOTS, Frames, Halves, channel_fields, check_halves, common_mode, \
-    decompress_tot
+from raffinerie.daq.rawformat import Frames, Halves, channel_fields, check_halves, common_mode, decompress_tot
+from raffinerie.hgcroc import CALIB_SLOT, CHANNELS_PER_HALF, CHANNELTYPE_CALIB, CHANNELTYPE_CHANNEL, \
+    CHANNELTYPE_CM, CM_SLOTS, EVENT_COLUMNS, HALVES, SUMMARY_COLUMNS, SLOTS_PER_HALF
 
-SUMMARY_COLUMNS = [
-    "chip", "half", "channel", "channeltype", "n_events",
-    "adc_median", "adc_iqr", "tot_median", "tot_iqr", "toa_median", "toa_iqr",
-    "adc_mean", "adc_stdd", "tot_mean", "tot_stdd", "toa_mean", "toa_stdd",
-    "tot_efficiency", "tot_efficiency_error", "toa_efficiency", "toa_efficiency_error",
-    "tot_overflow",
-]
 TOT_OVERFLOW_CODE = 0x3FF   # raw 10-bit TOT field of the overflow marker (decompresses to 4088)
-EVENT_COLUMNS = ["event", "chip", "half", "channel", "channeltype", "adc", "adcm", "toa", "tot",
-                 "totflag", "corruption", "bxcounter", "eventcounter", "orbitcounter"]
 
 # TOT bins are ordered by decompressed value (the 10-bit code is not monotonic
 # in it), so that cumulative counts run in value order for every quantity
@@ -47,11 +39,14 @@ _PLAIN_BIN_VALUES = np.arange(1024, dtype=np.int64)
 
 def slot_identity(n_chips: int) -> dict[str, np.ndarray]:
     """chip, half, channel, channeltype of every summary row (format section 5)."""
-    chip = np.repeat(np.arange(n_chips), 2 * SLOTS)
-    half = np.tile(np.repeat(np.arange(2), SLOTS), n_chips)
-    slot = np.tile(np.arange(SLOTS), 2 * n_chips)
-    channel = np.where(slot < 36, 36 * half + slot, np.where(slot == 36, half, 2 * half + slot - 37))
-    channeltype = np.where(slot < 36, 0, np.where(slot == 36, 1, 100))
+    chip = np.repeat(np.arange(n_chips), HALVES * SLOTS_PER_HALF)
+    half = np.tile(np.repeat(np.arange(HALVES), SLOTS_PER_HALF), n_chips)
+    slot = np.tile(np.arange(SLOTS_PER_HALF), HALVES * n_chips)
+    # readout channels count on across the halves; calibration and CM channels number per chip
+    cm = len(CM_SLOTS) * half + slot - CM_SLOTS[0]
+    channel = np.where(slot < CALIB_SLOT, CHANNELS_PER_HALF * half + slot, np.where(slot == CALIB_SLOT, half, cm))
+    channeltype = np.where(slot < CALIB_SLOT, CHANNELTYPE_CHANNEL,
+                           np.where(slot == CALIB_SLOT, CHANNELTYPE_CALIB, CHANNELTYPE_CM))
     return {"chip": chip.astype(np.int16), "half": half.astype(np.int8),
             "channel": channel.astype(np.int16), "channeltype": channeltype.astype(np.int16)}
 
@@ -73,9 +68,9 @@ def _slot_values(frames: Frames, characterisation: np.ndarray, full: bool = Fals
 
 def _slots(channels: np.ndarray, dtype, cm: tuple | None = None) -> np.ndarray:
     """The 37 channel slots of each half and the two CM slots (0 when not given), as one array."""
-    out = np.empty(channels.shape[:2] + (SLOTS,), dtype=dtype)
+    out = np.empty(channels.shape[:2] + (SLOTS_PER_HALF,), dtype=dtype)
     out[:, :, :channels.shape[2]] = channels
-    out[:, :, 37], out[:, :, 38] = cm if cm is not None else (0, 0)
+    out[:, :, CM_SLOTS[0]], out[:, :, CM_SLOTS[1]] = cm if cm is not None else (0, 0)
     return out
 
 
@@ -83,21 +78,21 @@ def _stats(bins: np.ndarray, keep: np.ndarray | None, frames: Frames, n_chips: i
            bin_values: np.ndarray) -> dict[str, np.ndarray]:
     """n, mean, population std, median and IQR of the kept entries of each slot.
 
-    bins: (records, 2, SLOTS) bin numbers, increasing with the value, which is
+    bins: (records, 2, SLOTS_PER_HALF) bin numbers, increasing with the value, which is
     bin_values[bin]; keep: which entries count (None: all). The histogram of
     each slot spans only the bins between its smallest and largest entry, all
     slots in one bincount; only its occupied bins are visited. Sums are exact
     (integers below 2**53).
     """
-    n_groups = n_chips * 2 * SLOTS
+    n_groups = n_chips * HALVES * SLOTS_PER_HALF
     regular = _regular(frames, n_chips)
     if regular:  # records cycle through the chips: one row of groups per event
         bins = bins.reshape(-1, n_groups)
         keep = None if keep is None else keep.reshape(-1, n_groups)
         lo, hi = _range(bins, keep)
     else:
-        lo = np.full((n_chips, 2, SLOTS), 1 << 30, dtype=np.int64)
-        hi = np.full((n_chips, 2, SLOTS), -1, dtype=np.int64)
+        lo = np.full((n_chips, HALVES, SLOTS_PER_HALF), 1 << 30, dtype=np.int64)
+        hi = np.full((n_chips, HALVES, SLOTS_PER_HALF), -1, dtype=np.int64)
         for chip in range(n_chips):  # per-slot bin range
             rows = frames.chip == chip
             if rows.any():
@@ -109,8 +104,8 @@ def _stats(bins: np.ndarray, keep: np.ndarray | None, frames: Frames, n_chips: i
     if regular:
         keys = bins + (offset - lo)[None, :]
     else:
-        group = (frames.chip[:, None, None] * 2 + np.arange(2)[None, :, None]) * SLOTS \
-            + np.arange(SLOTS)[None, None, :]
+        group = (frames.chip[:, None, None] * 2 + np.arange(2)[None, :, None]) * SLOTS_PER_HALF \
+            + np.arange(SLOTS_PER_HALF)[None, None, :]
         keys = (offset - lo)[group] + bins
     counts = np.bincount(keys.ravel() if keep is None else keys[keep], minlength=int(width.sum()))
     occupied = np.flatnonzero(counts)
@@ -197,12 +192,12 @@ def summarize(frames: Frames, characterisation: np.ndarray, halves: Halves | Non
 
 
 def _count(flags: np.ndarray, frames: Frames, n_chips: int) -> np.ndarray:
-    """Number of set flags per summary row; flags has shape (records, 2, SLOTS)."""
+    """Number of set flags per summary row; flags has shape (records, 2, SLOTS_PER_HALF)."""
     if _regular(frames, n_chips):  # one row of groups per event
-        return np.count_nonzero(flags.reshape(-1, n_chips * 2 * SLOTS), axis=0).astype(np.int64)
-    group = (frames.chip.astype(np.int64)[:, None, None] * 2 + np.arange(2)[None, :, None]) * SLOTS \
-        + np.arange(SLOTS)[None, None, :]
-    return np.bincount(group[flags], minlength=n_chips * 2 * SLOTS).astype(np.int64)
+        return np.count_nonzero(flags.reshape(-1, n_chips * HALVES * SLOTS_PER_HALF), axis=0).astype(np.int64)
+    group = (frames.chip.astype(np.int64)[:, None, None] * 2 + np.arange(2)[None, :, None]) * SLOTS_PER_HALF \
+        + np.arange(SLOTS_PER_HALF)[None, None, :]
+    return np.bincount(group[flags], minlength=n_chips * HALVES * SLOTS_PER_HALF).astype(np.int64)
 
 
 def event_table(frames: Frames, characterisation: np.ndarray,
@@ -212,12 +207,12 @@ def event_table(frames: Frames, characterisation: np.ndarray,
     n = len(frames)
     adc, tot, toa, adcm, flags = _slot_values(frames, characterisation, full=True)
     ident = slot_identity(max(frames.n_chips, 1))
-    per_chip = 2 * SLOTS
+    per_chip = HALVES * SLOTS_PER_HALF
     index = (frames.chip[:, None] * per_chip + np.arange(per_chip)[None, :]).ravel()
     header = halves.header
 
     def per_slot(values: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(values[:, :, None], (n, 2, SLOTS)).ravel()
+        return np.broadcast_to(values[:, :, None], (n, 2, SLOTS_PER_HALF)).ravel()
 
     return {
         "event": np.repeat(frames.event, per_chip),

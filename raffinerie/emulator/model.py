@@ -44,8 +44,8 @@ import numpy as np
 from raffinerie.config.daqconfig import without_locations
 from raffinerie.daq.rawformat import ARCHIVE_HEADER, PREAMBLE, RECORD, build_halves, encode_records, make_header
 from raffinerie.emulator.registers import RegisterFile
+from raffinerie.hgcroc import ANALOG_SLOTS_PER_HALF, CALIB_SLOT, CHANNELS_PER_HALF, DEFAULT_CHIPS, HALVES
 
-SLOTS = 37                    # 36 channels + the calibration channel per half
 HIGH_RANGE_FC = 1.953         # injected charge per Calib step, 8 pF
 LOW_RANGE_FC = 0.122          # 0.5 pF
 TAU_NS = 9.0                  # shaper time constant: faster than the 13 ns [sim], to match the
@@ -111,15 +111,17 @@ def compress_tot(tot: np.ndarray) -> np.ndarray:
 class Board:
     """One emulated board: its mismatches, drawn from the seed."""
 
-    def __init__(self, seed: int, n_chips: int = 3):
+    def __init__(self, seed: int, n_chips: int = DEFAULT_CHIPS):
         self.seed, self.n_chips = seed, n_chips
         rng = np.random.default_rng([seed, 0x4843524F43])
-        shape = (n_chips, 2, SLOTS)
+        # per analogue front end (36 channels + calibration channel); the two common-mode
+        # words of a half come from cm_pedestal, not from a front end
+        shape = (n_chips, HALVES, ANALOG_SLOTS_PER_HALF)
         self.chip_offset = rng.normal(0.0, 9.0, (n_chips, 1, 1))
         self.pedestal_offset = rng.normal(0.0, 20.0, shape)
-        self.pedestal_offset[:, :, 36] = rng.normal(-12.0, 12.0, (n_chips, 2))  # calib channels
+        self.pedestal_offset[:, :, CALIB_SLOT] = rng.normal(-12.0, 12.0, (n_chips, HALVES))  # calib channels
         self.noise = np.clip(rng.normal(1.0, 0.09, shape), 0.8, 1.3)
-        self.noise[:, :, 36] = 0.93
+        self.noise[:, :, CALIB_SLOT] = 0.93
         self.cm_pedestal = rng.normal(265.0, 18.0, (n_chips, 2, 2))
         self.gain = rng.normal(1.0, 0.03, shape)
         self.trim_slope = rng.normal(1.5, 0.08, shape)        # ADC per trim_inv step
@@ -138,7 +140,7 @@ class Board:
     # -- configuration -> per-slot physics -----------------------------------
 
     def _slots(self, regs: RegisterFile, name: str) -> np.ndarray:
-        ch = regs.get("ch", name).reshape(self.n_chips, 2, 36)
+        ch = regs.get("ch", name).reshape(self.n_chips, HALVES, CHANNELS_PER_HALF)
         return np.concatenate([ch, regs.get("calib", name)[:, :, None]], axis=2)
 
     def _halves(self, regs: RegisterFile, block: str, name: str) -> np.ndarray:
@@ -206,8 +208,9 @@ class Board:
         linear = s["gain"] * s["charge"]
         amplitude = preamp(linear)
         xtalk = np.zeros_like(linear)
-        xtalk[:, :, 1:36] += 0.0028 * linear[:, :, 0:35]
-        xtalk[:, :, 2:36] += 0.0020 * linear[:, :, 0:34]
+        last = CHANNELS_PER_HALF  # crosstalk between neighbouring readout channels, not into calib
+        xtalk[:, :, 1:last] += 0.0028 * linear[:, :, 0:last - 1]
+        xtalk[:, :, 2:last] += 0.0020 * linear[:, :, 0:last - 2]
         mean = (s["pedestal"] + (amplitude + xtalk) * h).astype(np.float32)
         common = rng.standard_normal((n,) + shape[1:3] + (1,), dtype=np.float32) * COMMON_MODE_NOISE
         own = np.sqrt(np.maximum(self.noise ** 2 - COMMON_MODE_NOISE ** 2, 0.01)).astype(np.float32)

@@ -15,17 +15,14 @@ the views it can never be out of date, however a value was changed.
 
 from __future__ import annotations
 
-import re
 from types import MappingProxyType
 
 import numpy as np
 
 from raffinerie.config.parameters import ParameterTable, load_table
 from raffinerie.config.tree import norm_key
+from raffinerie.hgcroc import CHANNELS_PER_HALF, DEFAULT_CHIPS, chip_index, chip_name
 
-_CHIP = re.compile(r"^roc_s(\d+)$")
-# HalfWise writes go to the channel fields of every channel of the half
-_CHANNELS_PER_HALF = 36
 
 
 class RegisterError(ValueError):
@@ -33,7 +30,7 @@ class RegisterError(ValueError):
 
 
 class RegisterFile:
-    def __init__(self, n_chips: int = 3, table: ParameterTable | None = None):
+    def __init__(self, n_chips: int = DEFAULT_CHIPS, table: ParameterTable | None = None):
         self.table = table or load_table()
         self.n_chips = n_chips
         self.image, arrays = _image(self.table, n_chips)
@@ -55,8 +52,8 @@ class RegisterFile:
         for block, name, chip, index, value in writes:
             self.values[(block, name)][chip, index] = value
             if block == "HalfWise" and ("ch", name) in self.values:
-                start = index * _CHANNELS_PER_HALF
-                self.values[("ch", name)][chip, start:start + _CHANNELS_PER_HALF] = value
+                start = index * CHANNELS_PER_HALF
+                self.values[("ch", name)][chip, start:start + CHANNELS_PER_HALF] = value
 
     def _writes(self, config):
         if not isinstance(config, dict):
@@ -64,10 +61,7 @@ class RegisterFile:
         for chip_key, blocks in config.items():
             if chip_key in ("hostname", "port"):
                 continue
-            m = _CHIP.match(str(chip_key))
-            if not m or int(m.group(1)) >= self.n_chips:
-                raise RegisterError(f"{chip_key}: no such chip (this board has roc_s0..roc_s{self.n_chips - 1})")
-            chip = int(m.group(1))
+            chip = self._chip(chip_key, f" (this board has {chip_name(0)}..{chip_name(self.n_chips - 1)})")
             yield from self._chip_writes(chip, chip_key, blocks)
 
     def _chip_writes(self, chip: int, chip_key, blocks):
@@ -97,13 +91,10 @@ class RegisterFile:
     def read(self, request: dict | None = None) -> dict:
         """Current values: all of them, or those named in `request` (same shape)."""
         if not request:
-            return {f"roc_s{chip}": self._chip_dict(chip) for chip in range(self.n_chips)}
+            return {chip_name(chip): self._chip_dict(chip) for chip in range(self.n_chips)}
         out: dict = {}
         for chip_key, blocks in request.items():
-            m = _CHIP.match(str(chip_key))
-            if not m or int(m.group(1)) >= self.n_chips:
-                raise RegisterError(f"{chip_key}: no such chip")
-            chip = int(m.group(1))
+            chip = self._chip(chip_key)
             full = self._chip_dict(chip)
             if not isinstance(blocks, dict):
                 out[chip_key] = full
@@ -115,6 +106,12 @@ class RegisterFile:
                 out[chip_key][block] = full[block] if not isinstance(instances, dict) else {
                     norm_key(i): full[block].get(norm_key(i), {}) for i in instances}
         return out
+
+    def _chip(self, chip_key, hint: str = "") -> int:
+        chip = chip_index(chip_key)
+        if chip is None or chip >= self.n_chips:
+            raise RegisterError(f"{chip_key}: no such chip{hint}")
+        return chip
 
     def _chip_dict(self, chip: int) -> dict:
         out: dict = {}

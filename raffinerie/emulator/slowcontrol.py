@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from raffinerie.emulator.registers import RegisterError
 from raffinerie.emulator.target import Target
+from raffinerie.hgcroc import chip_name
 from raffinerie.emulator.wire import (Died, EventLog, Faults, HandshakeServed, Served, dump_yaml, load_yaml,
                                      text, yaml_frame)
 
@@ -119,7 +120,7 @@ class I2cServer2021(HandshakeServed):
     name = "slow_control"
     who = "2021 slow-control server"
 
-    def __init__(self, target: Target, faults: Faults, log: EventLog, n_chips: int = 3):
+    def __init__(self, target: Target, faults: Faults, log: EventLog):
         self.target, self.faults, self.log = target, faults, log
         self.with_yaml = {"initialize": self._configure, "configure": self._configure,
                           "read": self._read, "measadc": self._measadc, "read_adc": self._measadc}
@@ -162,12 +163,12 @@ class I2cServer2021(HandshakeServed):
 
     def _measadc(self, frame: bytes, entry: dict) -> str:
         self._yaml(frame)
-        return dump_yaml({f"roc_s{c}": {"adc": {"probe_dc": 512}} for c in range(self.target.n_chips)})
+        return dump_yaml({chip_name(c): {"adc": {"probe_dc": 512}} for c in range(self.target.n_chips)})
 
     def _resettdc(self, entry: dict) -> str:
         effect = self.target.reset_tdc()
         entry.update(effect.as_log())
-        return dump_yaml({f"roc_s{c}": "masterTDCs reset" for c in effect.tdc_reset})
+        return dump_yaml({chip_name(c): "masterTDCs reset" for c in effect.tdc_reset})
 
     def _read_pwr(self, entry: dict) -> str:
-        return dump_yaml({f"roc_s{c}": {"V1p2_mV": 1200, "I_mA": 310} for c in range(self.target.n_chips)})
+        return dump_yaml({chip_name(c): {"V1p2_mV": 1200, "I_mA": 310} for c in range(self.target.n_chips)})

@@ -16,6 +16,7 @@ import numpy as np
 
 from raffinerie.config.tree import norm_key
 from raffinerie.emulator.registers import RegisterError, RegisterFile
+from raffinerie.hgcroc import DEFAULT_CHIPS, chip_name
 
 PHASES = (("Top", "phase_strobe"), ("Top", "phase_ck"))
 COUNTER = ("MasterTdc", "START_COUNTER")
@@ -33,7 +34,7 @@ class WriteEffect:
 
 
 class Target:
-    def __init__(self, n_chips: int = 3):
+    def __init__(self, n_chips: int = DEFAULT_CHIPS):
         self.registers = RegisterFile(n_chips)
         self.n_chips = n_chips
         self.tdc_valid = np.zeros(self.registers.get(*COUNTER).shape, dtype=bool)
@@ -70,7 +71,7 @@ class Target:
 
     def _counters(self, value: int) -> dict:
         instances = range(self.registers.get(*COUNTER).shape[1])
-        return {f"roc_s{c}": {"MasterTdc": {i: {"START_COUNTER": value} for i in instances}}
+        return {chip_name(c): {"MasterTdc": {i: {"START_COUNTER": value} for i in instances}}
                 for c in range(self.n_chips)}
 
     # -- reading -------------------------------------------------------------------
@@ -81,7 +82,7 @@ class Target:
 
     def describe(self) -> dict:
         """The board layout with each parameter's range, as HCC's `describe`."""
-        return {f"roc_s{c}": self._chip_layout() for c in range(self.n_chips)}
+        return {chip_name(c): self._chip_layout() for c in range(self.n_chips)}
 
     def _chip_layout(self) -> dict:
         # a fresh dict per chip: shared objects would be dumped as YAML aliases
