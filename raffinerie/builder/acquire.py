@@ -29,6 +29,7 @@ from raffinerie.daq.session import BackendError, config_diff
 from raffinerie.errors import RaffError
 from raffinerie.graph.plan import PointSet
 from raffinerie.hgcroc import DEFAULT_CHIPS
+from raffinerie.records import MeasurementRecord
 from raffinerie.store.store import Store
 from raffinerie.store.pointfile import compress
 
@@ -219,14 +220,12 @@ def _commit(point: Acquired, job: Acquisition, base_diff: dict, lock) -> None:
         key = points.key(i)
         coordinate, repeat = points.coordinate(i)
         where = f"{proc.name} point {i} ({_coordinates(scan, coordinate)})"
-        meta = {
-            "kind": "measurement", "procedure": proc.name, "index": i, "identity": points.identity,
-            "mode": proc.mode, "repeat": repeat,
-            "coordinates": dict(zip((a.name for a in scan.axes), coordinate)),
-            "target_diff": merge(base_diff, _patch_tree(point.patch, "target")),
-            "daq": point.daq, "start": point.started, "end": point.ended, "raw_bytes": len(point.raw),
-        }
-        work = Commit(str(store.root), key, point.raw, meta, point.target,
+        record = MeasurementRecord(
+            procedure=proc.name, index=i, identity=points.identity, mode=proc.mode, repeat=repeat,
+            coordinates=dict(zip((a.name for a in scan.axes), coordinate)), daq=point.daq,
+            start=point.started, end=point.ended, raw_bytes=len(point.raw),
+            target_diff=merge(base_diff, _patch_tree(point.patch, "target")))
+        work = Commit(str(store.root), key, point.raw, record, point.target,
                       server_setting(point.daq, "NChips", DEFAULT_CHIPS), proc.mode == "events", job.max_corrupt, where)
         pool = job.process_pool()
         done = pool.submit(work).result() if pool is not None else work()
@@ -261,7 +260,7 @@ class Commit:
     root: str
     key: bytes
     raw: bytes
-    meta: dict
+    record: MeasurementRecord
     target: dict
     chips: int
     events: bool
@@ -276,11 +275,10 @@ class Commit:
         summary = decoded.summary()
         events = decoded.events() if self.events else None
         t1 = time.perf_counter()
-        meta = {**self.meta, "events": int(len(decoded.frames) // max(decoded.n_chips, 1)),
-                "corrupt_halves": bad, "corruption": decoded.corruption_report()}
-        Store(self.root).put_measurement(self.key, summary, self.raw, meta, events,
+        record = self.record.with_run(decoded.n_events, bad, decoded.corruption_report())
+        Store(self.root).put_measurement(self.key, summary, self.raw, record.meta(), events,
                                          raw_compressed=packed.result())
-        return Committed(bad, meta["corruption"] if bad else [],
+        return Committed(bad, record.corruption if bad else [],
                          {"decode and summary": t1 - t0, "store (compress, write, commit)": time.perf_counter() - t1})
 
 

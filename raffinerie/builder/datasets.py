@@ -25,9 +25,7 @@ with unknown scan values, points whose readout slots differ).
 
 from __future__ import annotations
 
-import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +39,10 @@ from raffinerie.errors import RaffError
 from raffinerie.hgcroc import CALIB_REGISTER_START, CHANNELTYPE_CALIB, CHANNELTYPE_CHANNEL, CM_REGISTER_START, \
     REGISTER_SLOTS, chip_index, chip_name
 
-from raffinerie.store.dataset import POINT, ROW, SLOT, SLOT_COLUMNS, DatasetWriter
-from raffinerie.store import pointfile
-from raffinerie.store.store import READ_ERRORS, DamagedEntry, Store
-
-UNKNOWN_SUFFIX = "_unknown"  # see raffinerie.builder.importer
+from raffinerie.records import DatasetLayout, dataset_record, dataset_shape
+from raffinerie.store.dataset import POINT, ROW, SLOT, SLOT_COLUMNS, UNKNOWN_SUFFIX, DatasetWriter
+from raffinerie.store.store import Store
+from raffinerie.builder.summaryreader import Irregular, summary_blocks
 BOARD = "board"  # one dataset per board: a constant column, stored once
 
 CHANNEL_BLOCKS = ("ch", "calib", "cm")
@@ -79,10 +76,7 @@ def assemble(points: PointSet, store: Store, table: ParameterTable | None = None
     """The dataset of `points` as numpy columns (before `data_columns`)."""
     table = table or load_table()
     data, point = read_measurements(points, store)
-    if points.scan.explicit is not None:
-        coordinate_index, repeat = point, np.asarray(points.explicit_repeats, dtype=np.int64)[point]
-    else:
-        coordinate_index, repeat = np.divmod(point, points.scan.repeat)
+    coordinate_index, repeat = _coordinates(points, point)
     out = dict(data)
     out["point"] = point.astype(np.int32)
     out["repeat"] = repeat.astype(np.int16)
@@ -98,6 +92,13 @@ def assemble(points: PointSet, store: Store, table: ParameterTable | None = None
         out[column] = np.full(len(point), value)
     _unknown_to_nan(out)
     return out
+
+
+def _coordinates(points: PointSet, point: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The coordinate (index into the scan's coordinates) and the repeat of each point index."""
+    if points.scan.explicit is not None:  # explicit points: one coordinate each, repeats listed
+        return point, np.asarray(points.explicit_repeats, dtype=np.int64)[point]
+    return np.divmod(point, points.scan.repeat)  # repeats innermost
 
 
 def _unknown_to_nan(out: dict[str, np.ndarray]) -> None:
@@ -170,8 +171,8 @@ class _Registers:
         chip = rows["chip"].astype(np.int64)
         half = rows["half"].astype(np.int64)
         channel, kind = rows["channel"].astype(np.int64), rows["channeltype"]
-        slot = np.where(kind == CHANNELTYPE_CHANNEL, channel,
-                        np.where(kind == CHANNELTYPE_CALIB, CALIB_REGISTER_START + channel, CM_REGISTER_START + channel))
+        calib, cm = CALIB_REGISTER_START + channel, CM_REGISTER_START + channel
+        slot = np.where(kind == CHANNELTYPE_CHANNEL, channel, np.where(kind == CHANNELTYPE_CALIB, calib, cm))
         names = self._names()
         out = {}
         for name in sorted({p.name for b in CHANNEL_BLOCKS for p in self.table.block(b)}):
@@ -261,8 +262,16 @@ def _daq_settings(daq: dict) -> dict[str, float | int]:
 
 # --- the stored dataset ----------------------------------------------------------------
 
-class _Irregular(Exception):
-    """A point whose readout slots or columns differ from the first's: use the `rows` layout."""
+PARALLEL_FROM = 4096   # points: below, starting reader processes costs more than it saves
+
+
+def dataset_meta(name: str, points: PointSet) -> dict:
+    """The record (meta.json) of the dataset of procedure `name`, built from its points."""
+    proc = points.procedure
+    with_board = not proc.data_columns or BOARD in proc.data_columns  # a constant column of the dataset
+    return dataset_record(name, [points.key(i).hex() for i in range(points.total)],
+                          [a.name for a in points.scan.axes], points.identity if with_board else None,
+                          points.take)
 
 
 def write_dataset(points: PointSet, store: Store, folder: Path, wanted: list[str] | None = None,
@@ -275,7 +284,7 @@ def write_dataset(points: PointSet, store: Store, folder: Path, wanted: list[str
         return _write_rows(points, store, folder, wanted, where, board)
     try:
         return _write_grid(points, store, folder, first, wanted, where, board)
-    except _Irregular:
+    except Irregular:
         shutil.rmtree(folder, ignore_errors=True)
         return _write_rows(points, store, folder, wanted, where, board)
 
@@ -292,7 +301,7 @@ def _attributes(points: PointSet) -> dict:
 def _write_rows(points, store, folder, wanted, where, board) -> dict:
     columns = select(assemble(points, store), wanted, where)
     rows = len(next(iter(columns.values()))) if columns else 0
-    writer = DatasetWriter(folder, "rows", rows, 1, _attributes(points))
+    writer = DatasetWriter(folder, DatasetLayout.ROWS, rows, 1, _attributes(points))
     for name, values in columns.items():
         writer.array(name, values, (ROW,))
     names = list(columns)
@@ -300,7 +309,7 @@ def _write_rows(points, store, folder, wanted, where, board) -> dict:
         writer.constant(BOARD, board)
         names.append(BOARD)
     writer.close(names)
-    return {"layout": "rows", "rows": rows, "columns": names, "points": points.total}
+    return dataset_shape(DatasetLayout.ROWS, rows, names, points.total)
 
 
 def _write_grid(points, store, folder, first: dict, wanted, where, board) -> dict:
@@ -309,7 +318,7 @@ def _write_grid(points, store, folder, first: dict, wanted, where, board) -> dic
     config = _config_columns(points, slots)
     available = {name: None for name in first} | {name: None for name in config}
     names = list(select(available, wanted, where))
-    writer = DatasetWriter(folder, "grid", points.total, n_slots, _attributes(points))
+    writer = DatasetWriter(folder, DatasetLayout.GRID, points.total, n_slots, _attributes(points))
     for name in names:
         if name in SLOT_COLUMNS:
             writer.array(name, slots[name], (SLOT,))
@@ -321,7 +330,8 @@ def _write_grid(points, store, folder, first: dict, wanted, where, board) -> dic
                 writer.constant(name, values)
     measured = [n for n in names if n in first and n not in SLOT_COLUMNS]
     dtypes = {n: first[n].dtype for n in measured}
-    for start, columns, table in _summary_blocks(points, store, writer.blocks, first):
+    for start, columns, table in summary_blocks(points, store, writer.blocks, first,
+                                                  parallel=points.total >= PARALLEL_FROM):
         for name in measured:
             writer.block(name, start, table[:, columns.index(name), :].astype(dtypes[name], copy=False))
         del table
@@ -329,114 +339,13 @@ def _write_grid(points, store, folder, first: dict, wanted, where, board) -> dic
         writer.constant(BOARD, board)
         names.append(BOARD)
     writer.close(names)
-    return {"layout": "grid", "rows": points.total * n_slots, "columns": names, "points": points.total}
-
-
-PARALLEL_FROM = 4096   # points: below, starting reader processes costs more than it saves
-
-
-def _summary_blocks(points, store, blocks, first: dict):
-    """(start, column names, summaries as one (points, columns, slots) array) per block.
-
-    Reading a summary is ~0.25 ms of mostly Python (zip directory, JSON,
-    CRC, zstd): on a large scan, two reader processes read the halves of
-    each block while this one writes the block before, so assembly is not
-    bound to one core. A damaged measurement is quarantined (DamagedEntry),
-    as on every read.
-    """
-    ranges = list(blocks.ranges())
-    pool = _reader_pool() if points.total >= PARALLEL_FROM else None
-    try:
-        pending = _submit(pool, points, store, ranges[0]) if ranges else None
-        for i, (start, _) in enumerate(ranges):
-            halves = pending
-            pending = _submit(pool, points, store, ranges[i + 1]) if i + 1 < len(ranges) else None
-            results = [h.result() if hasattr(h, "result") else h for h in halves[1:]]
-            if any(r[0] == "old layout" for r in results):  # read here, through the store
-                results = [_read_block(halves[0], store)]
-            yield start, *_joined(results, store, first)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-
-
-def _submit(pool, points, store, span: tuple[int, int]) -> list:
-    start, stop = span
-    paths = [str(store.path("measurements", points.key(i)) / pointfile.FILE) for i in range(start, stop)]
-    if pool is None:
-        return [paths, _read_block(paths, store)]
-    middle = len(paths) // 2
-    halves = [paths[:middle], paths[middle:]] if middle else [paths]  # a 1-point block: one half
-    return [paths] + [pool.submit(_read_block, half) for half in halves]
-
-
-def _joined(results: list, store, first: dict) -> tuple[list[str], np.ndarray]:
-    for result in results:
-        if result[0] == "damaged":
-            _, path, problem = result
-            key = Path(path).parent.name
-            store.quarantine("measurements", key, problem)
-            raise DamagedEntry("measurements", key, Path(path).parent, problem)
-        if result[0] == "irregular" or result[1] != list(first):
-            raise _Irregular()
-    columns = results[0][1]
-    table = np.concatenate([r[2] for r in results]) if len(results) > 1 else results[0][2]
-    for name in SLOT_COLUMNS:  # every point must have the first one's readout slots
-        if not (table[:, columns.index(name), :] == first[name]).all():
-            raise _Irregular()
-    return columns, table
-
-
-def _read_block(paths: list[str], store=None) -> tuple:
-    """Summaries of `paths` stacked; ("damaged", path, problem), ("irregular",) or ("old layout",).
-
-    Runs in a reader process (picklable arguments), or here with `store`,
-    which also reads entries of the old folder layout."""
-    tables, names = [], None
-    for path in paths:
-        if store is None and not os.path.isfile(path):
-            return ("old layout",)  # or not there at all: the parent's read says which
-        try:
-            if store is not None and not os.path.isfile(path):
-                summary = store.read_summary(Path(path).parent.name, check=True)
-                columns, table = list(summary), np.vstack([np.asarray(v, dtype=np.float64)
-                                                            for v in summary.values()])
-            else:
-                columns, _, table = pointfile.read_summary(Path(path))
-        except DamagedEntry:
-            raise
-        except READ_ERRORS as exc:
-            return ("damaged", path, f"unreadable: {' '.join(str(exc).split())[:200]}")
-        if names is None:
-            names = list(columns)
-        elif list(columns) != names or table.shape != tables[0].shape:
-            return ("irregular",)
-        tables.append(table)
-    return ("ok", names, np.stack(tables))
-
-
-def _reader_pool():
-    import multiprocessing
-
-    if multiprocessing.current_process().daemon:  # a dask worker, say: no children allowed
-        return None
-    return ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"), initializer=_quiet_worker)
-
-
-def _quiet_worker() -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # raff decides what Ctrl-C does
+    return dataset_shape(DatasetLayout.GRID, points.total * n_slots, names, points.total)
 
 
 def _config_columns(points: PointSet, slots: dict) -> dict[str, tuple[tuple[str, ...], object]]:
     """Every configuration column, at its size: (dims, values); dims () is a constant."""
     total = points.total
-    if points.scan.explicit is not None:
-        coordinate_index = np.arange(total)
-        repeat = np.asarray(points.explicit_repeats, dtype=np.int64)
-    else:
-        coordinate_index, repeat = np.divmod(np.arange(total), points.scan.repeat)
+    coordinate_index, repeat = _coordinates(points, np.arange(total))
     out: dict[str, tuple[tuple[str, ...], object]] = {
         "point": ((POINT,), np.arange(total, dtype=np.int32)),
         "repeat": ((POINT,), repeat.astype(np.int16))}

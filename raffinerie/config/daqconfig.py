@@ -16,6 +16,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
+from raffinerie.hgcroc import MAX_CHIPS
+
 # settings that name a place, not a physical condition (never part of a key)
 LOCATION_KEYS = frozenset({"hostname", "port", "serverIP", "outputDirectory", "run_type",
                            "zmqPushPull_port", "data_push_port", "delayScanData_port"})
@@ -66,8 +68,8 @@ def daq_setting(daq: dict | None, name: str, default: Any = None) -> Any:
 
 # run settings checked wherever they come from (default file, override, scan, template), and
 # again in the resolved daq config of every point before it is sent: NEvents from 1 (a run of
-# 0 events never ends) to 10 M (a point of hours); NChips 1 to 6 (an HD hexaboard has 6 ROCs)
-RUN_SETTINGS = {"NEvents": (1, 10_000_000), "NChips": (1, 6)}
+# 0 events never ends) to 10 M (a point of hours); NChips 1 to the ROCs of the largest hexaboard
+RUN_SETTINGS = {"NEvents": (1, 10_000_000), "NChips": (1, MAX_CHIPS)}
 
 
 def setting_problem(name: str, value: Any) -> str | None:

@@ -30,7 +30,8 @@ mode. Analyses name their class with `module_name`; `provides_calibration`
 needs no counterpart (an analysis provides a calibration when its `output()`
 names one). Workflows list their members under `tasks`.
 
-`raff migrate MAIN -o DIR` writes the equivalent library in the 0.1.2 format
+How parameters and templates become places and points:
+`raffinerie.config.dr10points`. `raff migrate MAIN -o DIR` writes the equivalent library in the 0.1.2 format
 raffinerie reads: each procedure's merged defaults and initial settings as
 files under `DIR/configs/` (one file per distinct content), its parameters
 as `key` parameters, and template parameters as explicit places (`keys:`)
@@ -41,21 +42,18 @@ with explicit `points:` (a template's places change with its value, which a
 from __future__ import annotations
 
 import hashlib
-import itertools
-import math
 from pathlib import Path
 from typing import Any
 
-from raffinerie.config.template import MAX_RANGE, Renderer, TemplateProblem
-from raffinerie.config.tree import norm_key, normalize
-from raffinerie.config.yamlio import load_yaml, parse_yaml
+from raffinerie.config.dr10points import KeyDim, TemplateDim, daq_layout, explicit, key_param, parameter_values, \
+    place, render, rooted_places, template_values
+from raffinerie.config.template import Renderer
+from raffinerie.config.tree import normalize
+from raffinerie.config.yamlio import load_yaml
 from raffinerie.errors import RaffError
 
 FORMAT_012 = "Datenraffinerie 0.1.2"
 FORMAT_10 = "Datenraffinerie 1.0"
-# with template parameters every point is written out, one YAML row each, into a library that
-# raff reads whole (yamlio.MAX_FILE_BYTES, 64 MiB): a million rows are some 20 MB of it
-MAX_EXPLICIT_POINTS = 1_000_000
 _DAQ_MARKERS = ("system_settings",)
 _ANALYSIS_MARKERS = ("module_name", "provides_calibration", "compatible_modes")
 
@@ -177,95 +175,6 @@ def _split(full: dict) -> tuple[dict, dict]:
     return target, {"server": daq, "client": client}
 
 
-def _daq_layout(full: dict) -> str:
-    daq = full.get("daq") or {}
-    return "split" if isinstance(daq, dict) and ("server" in daq or "client" in daq) and "menus" not in daq \
-        else "server"
-
-
-def _place(levels: list, layout: str) -> list:
-    """A 1.0 key as a raffinerie key (levels; `daq` keys into the daq server's section)."""
-    levels = [([norm_key(x) for x in lvl] if isinstance(lvl, list) else norm_key(lvl)) for lvl in levels]
-    if not levels:
-        return levels
-    head = levels[0]
-    if head == "target":
-        return levels[1:]
-    if head == "daq":
-        return levels if layout == "split" else ["daq", "server"] + levels[1:]
-    if head == "client":
-        return ["daq", "client"] + levels[1:]
-    return levels
-
-
-def _values(spec: Any, what: str) -> list | range:
-    """A parameter's values: a list, or {start, stop, step} of whole numbers (Python's range)."""
-    if isinstance(spec, dict):
-        bounds = {k: spec.get(k, d) for k, d in (("start", 0), ("stop", None), ("step", 1))}
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in bounds.values()) \
-                or bounds["step"] == 0 or set(spec) - set(bounds):
-            raise RaffError(f"{what}: values {{start, stop, step}} are whole numbers (step not 0, "
-                            f"stop given), got {spec!r}"[:300])
-        return range(bounds["start"], bounds["stop"], bounds["step"])
-    if not isinstance(spec, list) or not spec:
-        raise RaffError(f"{what}: values is a list or {{start, stop, step}}, got {spec!r}"[:300])
-    return spec
-
-
-def _template_values(spec: Any, what: str) -> list | range:
-    """The values of a template parameter: each is one rendering, so there are at most MAX_RANGE."""
-    values = _values(spec, what)
-    if len(values) > MAX_RANGE:
-        raise RaffError(f"{what} has {len(values):,} values; a template is rendered once per value, "
-                        f"and at most {MAX_RANGE:,} are")
-    return values
-
-
-def _render(renderer: Renderer, template: Any, value: Any, what: str) -> dict:
-    """The patch `template` gives for `value`: rendered in the sandbox, read as bounded YAML."""
-    if not isinstance(template, str):
-        raise RaffError(f"{what} is not text but {type(template).__name__}")
-    try:
-        text = renderer.render(template, value)
-    except TemplateProblem as exc:
-        raise RaffError(f"{what}, for value {value!r}: {exc}") from None
-    try:
-        doc = parse_yaml(text)
-    except RaffError as exc:
-        raise RaffError(f"{what} rendered for value {value!r} is not YAML: "
-                        f"{exc.diagnostic.message}") from None
-    if doc is not None and not isinstance(doc, dict):
-        raise RaffError(f"{what} rendered for value {value!r} is not a mapping of settings: "
-                        f"{text[:80]!r}")
-    return normalize(doc or {})
-
-
-def _leaves(tree: Any, path: tuple = ()) -> dict[tuple, Any]:
-    if isinstance(tree, dict) and tree:
-        out: dict[tuple, Any] = {}
-        for key, value in tree.items():
-            out.update(_leaves(value, path + (key,)))
-        return out
-    return {path: tree}
-
-
-def _rooted_places(patch: dict, layout: str) -> dict[tuple, Any]:
-    """Leaves of a rendered patch as raffinerie places (`("target", ...)` or `("daq", ...)`)."""
-    out = {}
-    for path, value in _leaves(patch).items():
-        levels = _place(list(path), layout)
-        out[tuple(levels) if levels and levels[0] == "daq" else ("target",) + tuple(levels)] = value
-    return out
-
-
-def _get(tree: Any, path: tuple) -> tuple[bool, Any]:
-    for part in path:
-        if not isinstance(tree, dict) or part not in tree:
-            return False, None
-        tree = tree[part]
-    return True, tree
-
-
 def convert_daq(entry: dict, source: Path, write, renderer: Renderer | None = None) -> dict:
     """A 0.1.2-format daq procedure for the 1.0 entry; `write(kind, mapping)` stores a config file.
 
@@ -282,14 +191,14 @@ def convert_daq(entry: dict, source: Path, write, renderer: Renderer | None = No
     if not isinstance(entry.get("parameters") or [], list):
         raise RaffError("parameters is a list of parameters")
     full = update(defaults, init)
-    layout = _daq_layout(full)
+    layout = daq_layout(full)
     params = list(entry.get("parameters") or [])
     templates = [p for p in params if isinstance(p, dict) and "template" in p]
     default_patch: dict = {}
     for p in templates:  # 1.0 lays the defaults of every value of every template under every point
         what = f"the default of parameter {params.index(p)}"
-        for value in _template_values(p.get("values"), what):
-            default_patch = update(default_patch, _render(renderer, p.get("default") or "{}", value, what))
+        for value in template_values(p.get("values"), what):
+            default_patch = update(default_patch, render(renderer, p.get("default") or "{}", value, what))
     if default_patch:
         full = update(full, default_patch)
         init = update(init, default_patch)
@@ -319,91 +228,26 @@ def convert_daq(entry: dict, source: Path, write, renderer: Renderer | None = No
         out["target_settings"] = {"power_on_default": write("target", full_target)}
     out["daq_settings"] = {"default": write("daq", full_daq)}
 
-    dims = []     # per 1.0 parameter: list of per-value {place: value}
+    dims: list[KeyDim | TemplateDim] = []     # per 1.0 parameter
     key_params = []
     for i, p in enumerate(params):
         if not isinstance(p, dict):
             raise RaffError(f"procedure '{name}': parameter {i} is not a mapping", file=source)
         what = f"the template of parameter {i}" if "template" in p else f"parameter {i}"
         if "template" in p:
-            values = _template_values(p.get("values"), what)
-            dims.append(("template", [_rooted_places(_render(renderer, p["template"], v, what), layout)
-                                      for v in values]))
+            values = template_values(p.get("values"), what)
+            dims.append(TemplateDim([rooted_places(render(renderer, p["template"], v, what), layout)
+                                     for v in values]))
             continue
-        values = _values(p.get("values"), what)
+        values = parameter_values(p.get("values"), what)
         key = p.get("key")
-        levels = _place(list(key) if isinstance(key, list) else [key], layout)
+        levels = place(list(key) if isinstance(key, list) else [key], layout)
         key_params.append((levels, values))
-        dims.append(("key", (levels, values)))
+        dims.append(KeyDim(levels, values))
     if not templates:
-        out["parameters"] = [_key_param(levels, values) for levels, values in key_params]
+        out["parameters"] = [key_param(levels, values) for levels, values in key_params]
         return out
-    return _explicit(out, dims, full_target, full_daq, repeat, name, source)
-
-
-def _key_param(levels: list, values) -> dict:
-    if isinstance(values, range):
-        return {"key": levels, "range": {"start": values.start, "stop": values.stop, "step": values.step}}
-    return {"key": levels, "values": list(values)}
-
-
-def _explicit(out: dict, dims: list, target: dict, daq: dict, repeat: int, name: str, source: Path) -> dict:
-    """Template parameters as explicit places and points (the Cartesian product, first slowest)."""
-    total = math.prod(len(spec[1]) if kind == "key" else len(spec) for kind, spec in dims) * repeat
-    if total > MAX_EXPLICIT_POINTS:
-        raise RaffError(f"procedure '{name}' has {total:,} points; with template parameters each is "
-                        f"written out, and at most {MAX_EXPLICIT_POINTS:,} are", file=source)
-    base = {"target": target, "daq": daq}
-    params: list[dict] = []
-    per_dim: list[list[tuple]] = []   # per dim: for each value, the values of that dim's parameters
-    for kind, spec in dims:
-        if kind == "key":
-            levels, values = spec
-            params.append({"key": levels, "values": list(values)})
-            per_dim.append([(v,) for v in values])
-            continue
-        patches = spec
-        places = list(dict.fromkeys(p for patch in patches for p in patch))
-        vectors: dict[tuple, list[tuple]] = {}
-        for place in places:
-            column = []
-            for patch in patches:
-                if place in patch:
-                    column.append(patch[place])
-                else:
-                    found, value = _get(base, place)
-                    if not found:
-                        raise RaffError(f"procedure '{name}': the template sets {'.'.join(map(str, place))} "
-                                        "for some values only, and nothing else sets it", file=source)
-                    column.append(value)
-            vectors.setdefault(tuple(map(_freeze, column)), []).append(place)
-        start = len(params)
-        for vector, group in vectors.items():
-            distinct = list(dict.fromkeys(vector))
-            params.append({"keys": [list(p[1:]) if p[0] == "target" else list(p) for p in group],
-                           "values": [_thaw(v) for v in distinct]})
-        per_dim.append([tuple(_thaw(vector[j]) for vector in vectors) for j in range(len(patches))])
-        del start
-    points = []
-    for combo in itertools.product(*per_dim):
-        row = [v for part in combo for v in part]
-        points.extend([row] * repeat)
-    out["parameters"] = params
-    out["points"] = points
-    out.pop("repeat", None)
-    return out
-
-
-def _freeze(value: Any) -> Any:
-    import json
-
-    return ("json", json.dumps(value, sort_keys=True)) if isinstance(value, (dict, list)) else value
-
-
-def _thaw(value: Any) -> Any:
-    import json
-
-    return json.loads(value[1]) if isinstance(value, tuple) and value and value[0] == "json" else value
+    return explicit(out, dims, full_target, full_daq, repeat, name, source)
 
 
 def convert_analysis(entry: dict) -> dict:

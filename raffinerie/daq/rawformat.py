@@ -29,7 +29,7 @@ FIRST_OBJECT = len(ARCHIVE_HEADER) + len(PREAMBLE)  # 45
 assert FIRST_OBJECT == RAW_FILE_HEADER_BYTES
 IDLE_WORD = 0xACCCCCCC
 # m_chip is the ROC index on the board, below hgcroc.MAX_CHIPS (the same bound
-# as NChips in config.checks.RUN_SETTINGS). hexactrl-sw writes it from the
+# as NChips in config.daqconfig.RUN_SETTINGS). hexactrl-sw writes it from the
 # link it read, so a link error (a bit slip) never changes it [inferred]: a
 # value outside 0..MAX_CHIPS-1 means the bytes are not a hexactrl record
 # stream, and the file is refused, not a record dropped.
@@ -174,7 +174,8 @@ def _general_frames(buf: memoryview, source: str) -> Frames:
         events.append(event)
         chips.append(chip)
     return Frames(np.array(events, dtype=np.int32), np.array(chips, dtype=np.int32),
-                  np.frombuffer(words, dtype="<u4").reshape(len(events), HALVES, HALF_WORDS).astype(np.uint32, copy=False))
+                  np.frombuffer(words, dtype="<u4").reshape(len(events), HALVES, HALF_WORDS)
+                  .astype(np.uint32, copy=False))
 
 
 # --- half frames -------------------------------------------------------------

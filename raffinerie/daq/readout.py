@@ -18,8 +18,9 @@ from typing import Callable
 import zmq
 
 from raffinerie.config.network import Host
-from raffinerie.daq.rawformat import FIRST_OBJECT, RECORD_BYTES, TAIL_BYTES, join_messages
+from raffinerie.daq.rawformat import FIRST_OBJECT, join_messages
 from raffinerie.daq.transport import WATCH_SECONDS, BackendError, Watch, no_watch, poll
+from raffinerie.hgcroc import RECORD_BYTES, TAIL_BYTES
 
 START_RUN = b"START_RUN_HGCROC"
 END_RUN = b"END_OF_RUN"

@@ -183,6 +183,14 @@ class DecodedRun:
     def events(self) -> dict[str, np.ndarray]:
         return event_table(self.frames, self.characterisation, self.halves)
 
+    @property
+    def n_events(self) -> int:
+        return int(len(self.frames) // max(self.n_chips, 1))
+
+    @property
+    def corrupt_halves(self) -> int:
+        return int((~self.halves.good).sum())
+
     def corruption_report(self) -> list[str]:
         """One line per chip with corrupt halves: how many, in which events."""
         lines = []

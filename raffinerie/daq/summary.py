@@ -104,7 +104,7 @@ def _stats(bins: np.ndarray, keep: np.ndarray | None, frames: Frames, n_chips: i
     if regular:
         keys = bins + (offset - lo)[None, :]
     else:
-        group = (frames.chip[:, None, None] * 2 + np.arange(2)[None, :, None]) * SLOTS_PER_HALF \
+        group = (frames.chip[:, None, None] * HALVES + np.arange(HALVES)[None, :, None]) * SLOTS_PER_HALF \
             + np.arange(SLOTS_PER_HALF)[None, None, :]
         keys = (offset - lo)[group] + bins
     counts = np.bincount(keys.ravel() if keep is None else keys[keep], minlength=int(width.sum()))
@@ -188,14 +188,14 @@ def summarize(frames: Frames, characterisation: np.ndarray, halves: Halves | Non
         "toa_efficiency": toa_eff, "toa_efficiency_error": toa_err,
         "tot_overflow": n_overflow.astype(np.int32),
     })
-    return table
+    return {name: table[name] for name in SUMMARY_COLUMNS}  # hgcroc's order; a column missing fails here
 
 
 def _count(flags: np.ndarray, frames: Frames, n_chips: int) -> np.ndarray:
     """Number of set flags per summary row; flags has shape (records, 2, SLOTS_PER_HALF)."""
     if _regular(frames, n_chips):  # one row of groups per event
         return np.count_nonzero(flags.reshape(-1, n_chips * HALVES * SLOTS_PER_HALF), axis=0).astype(np.int64)
-    group = (frames.chip.astype(np.int64)[:, None, None] * 2 + np.arange(2)[None, :, None]) * SLOTS_PER_HALF \
+    group = (frames.chip.astype(np.int64)[:, None, None] * HALVES + np.arange(HALVES)[None, :, None]) * SLOTS_PER_HALF \
         + np.arange(SLOTS_PER_HALF)[None, None, :]
     return np.bincount(group[flags], minlength=n_chips * HALVES * SLOTS_PER_HALF).astype(np.int64)
 
@@ -212,9 +212,9 @@ def event_table(frames: Frames, characterisation: np.ndarray,
     header = halves.header
 
     def per_slot(values: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(values[:, :, None], (n, 2, SLOTS_PER_HALF)).ravel()
+        return np.broadcast_to(values[:, :, None], (n, HALVES, SLOTS_PER_HALF)).ravel()
 
-    return {
+    table = {
         "event": np.repeat(frames.event, per_chip),
         "chip": np.repeat(frames.chip, per_chip).astype(np.int16),
         "half": ident["half"][index],
@@ -227,3 +227,4 @@ def event_table(frames: Frames, characterisation: np.ndarray,
         "eventcounter": per_slot(((header >> 10) & 0x3F).astype(np.uint8)),
         "orbitcounter": per_slot(((header >> 7) & 0x7).astype(np.uint8)),
     }
+    return {name: table[name] for name in EVENT_COLUMNS}

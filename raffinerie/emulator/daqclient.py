@@ -15,10 +15,11 @@ import sys
 
 import zmq
 
-from raffinerie.daq.rawformat import ARCHIVE_HEADER, FIRST_OBJECT, PREAMBLE, RECORD_BYTES, TAIL_BYTES
+from raffinerie.daq.rawformat import ARCHIVE_HEADER, FIRST_OBJECT, PREAMBLE
 from raffinerie.emulator.daqfsm import DaqFsm, FsmServed, State
 from raffinerie.emulator.stream import END_OF_RUN, START_RUN
 from raffinerie.emulator.wire import Died, EventLog, Faults, HandshakeServed, yaml_frame
+from raffinerie.hgcroc import RECORD_BYTES, TAIL_BYTES
 
 
 class RawWriter:

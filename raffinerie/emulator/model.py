@@ -44,7 +44,7 @@ import numpy as np
 from raffinerie.config.daqconfig import without_locations
 from raffinerie.daq.rawformat import ARCHIVE_HEADER, PREAMBLE, RECORD, build_halves, encode_records, make_header
 from raffinerie.emulator.registers import RegisterFile
-from raffinerie.hgcroc import ANALOG_SLOTS_PER_HALF, CALIB_SLOT, CHANNELS_PER_HALF, DEFAULT_CHIPS, HALVES
+from raffinerie.hgcroc import ANALOG_SLOTS_PER_HALF, CALIB_SLOT, CHANNELS_PER_HALF, CM_SLOTS, DEFAULT_CHIPS, HALVES
 
 HIGH_RANGE_FC = 1.953         # injected charge per Calib step, 8 pF
 LOW_RANGE_FC = 0.122          # 0.5 pF
@@ -122,7 +122,7 @@ class Board:
         self.pedestal_offset[:, :, CALIB_SLOT] = rng.normal(-12.0, 12.0, (n_chips, HALVES))  # calib channels
         self.noise = np.clip(rng.normal(1.0, 0.09, shape), 0.8, 1.3)
         self.noise[:, :, CALIB_SLOT] = 0.93
-        self.cm_pedestal = rng.normal(265.0, 18.0, (n_chips, 2, 2))
+        self.cm_pedestal = rng.normal(265.0, 18.0, (n_chips, HALVES, len(CM_SLOTS)))
         self.gain = rng.normal(1.0, 0.03, shape)
         self.trim_slope = rng.normal(1.5, 0.08, shape)        # ADC per trim_inv step
         self.residual = np.clip(rng.normal(4.8, 1.8, shape), 0, None)  # Calib-equivalent at DAC 0
@@ -130,12 +130,12 @@ class Board:
         self.tot_threshold = rng.normal(0.0, 8.0, shape)      # Calib units
         self.tot_slope = rng.normal(1.0, 0.03, shape)
         self.timewalk = np.clip(rng.normal(1.0, 0.08, shape), 0.75, 1.25)
-        self.toa_offset = rng.uniform(0, 1024, (n_chips, 2, 1))
+        self.toa_offset = rng.uniform(0, 1024, (n_chips, HALVES, 1))
         self.event_counter = int(rng.integers(0, 64))
         # TDC integral non-linearity per half: code = t + sum_k a_k sin(k w t) + b_k cos(k w t)
         k = np.arange(1, TDC_INL_HARMONICS + 1, dtype=np.float64)
-        self.inl_sin = rng.normal(0.0, TDC_INL_SLOPE, (n_chips, 2, 1, k.size)) / (k * 2 * np.pi / TOA_RANGE)
-        self.inl_cos = rng.normal(0.0, TDC_INL_SLOPE, (n_chips, 2, 1, k.size)) / (k * 2 * np.pi / TOA_RANGE)
+        self.inl_sin = rng.normal(0.0, TDC_INL_SLOPE, (n_chips, HALVES, 1, k.size)) / (k * 2 * np.pi / TOA_RANGE)
+        self.inl_cos = rng.normal(0.0, TDC_INL_SLOPE, (n_chips, HALVES, 1, k.size)) / (k * 2 * np.pi / TOA_RANGE)
 
     # -- configuration -> per-slot physics -----------------------------------
 

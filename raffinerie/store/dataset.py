@@ -35,25 +35,27 @@ out-of-core DataFrame of blocks of points.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from raffinerie.records import DatasetLayout
 from raffinerie.store.files import EntryFormatError
-from raffinerie.store.layout import MANIFEST
+from raffinerie.store.datasetcheck import OUTDATED, DatasetDamage, problem  # noqa: F401 (OUTDATED: store.py)
 
 FOLDER = "data.zarr"
 POINT, SLOT, ROW = "point", "slot", "row"
 SLOT_COLUMNS = ("chip", "half", "channel", "channeltype")
+# `raff import` marks a scan value a run's yaml lacked with a column `<axis>_unknown` = 1.
+# The built-in analyses keep their own copy (analysis/builtin/common.py): their code is hashed
+# into their keys, and only files under builtin/ are.
+UNKNOWN_SUFFIX = "_unknown"
 CHUNK_BYTES = 1 << 18     # a chunk of ~256 kB uncompressed
 SHARD_CHUNKS = 32         # chunks per shard: one file per column per block of points
-OUTDATED = "no chunk checksums"  # the problem of a dataset written by a raffinerie without them
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,13 @@ class Blocks:
 class DatasetWriter:
     """Writes a dataset folder with zarr-python, one block of points at a time."""
 
-    def __init__(self, folder: Path, layout: str, n_points: int, n_slots: int, attributes: dict):
+    def __init__(self, folder: Path, layout: DatasetLayout, n_points: int, n_slots: int, attributes: dict):
         import zarr
 
         self.folder, self.layout = Path(folder), layout
         self.n_points, self.n_slots = n_points, n_slots
         self.group = zarr.open_group(str(folder), mode="w")
-        self.attributes = {**attributes, "layout": layout, "n_points": n_points, "n_slots": n_slots}
+        self.attributes = {**attributes, "layout": str(layout), "n_points": n_points, "n_slots": n_slots}
         self.dims: dict[str, list[str]] = {}
         self.constants: dict[str, object] = {}
         self.blocks = Blocks.for_rows(n_points, 8 * max(n_slots, 1))
@@ -147,7 +149,7 @@ class Dataset:
         self.group = zarr.open_consolidated(str(self.folder), mode="r")
         attrs = dict(self.group.attrs)
         self.attributes = attrs
-        self.layout: str = attrs["layout"]
+        self.layout = _layout(attrs.get("layout"), self.folder)
         self.columns: list[str] = list(attrs["columns"])
         self.dims: dict[str, list[str]] = attrs["dims"]
         self.constants: dict[str, list] = attrs.get("constants", {})
@@ -159,7 +161,7 @@ class Dataset:
 
     @property
     def n_rows(self) -> int:
-        if self.layout == "rows":
+        if self.layout is DatasetLayout.ROWS:
             return self.n_points
         return self.n_points * self.n_slots
 
@@ -185,7 +187,7 @@ class Dataset:
         """The first rows as a DataFrame, reading only the first points' chunks."""
         import pandas as pd
 
-        points = rows if self.layout == "rows" else -(-rows // max(self.n_slots, 1))
+        points = rows if self.layout is DatasetLayout.ROWS else -(-rows // max(self.n_slots, 1))
         return pd.DataFrame(self.to_columns(points=(0, min(points, self.n_points)))).head(rows)
 
     def stored(self) -> dict[str, int]:
@@ -201,7 +203,7 @@ class Dataset:
                    slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Columns of rows; `points` (start, stop) and `slots` (indices) narrow what is read."""
         names = self._names(columns)
-        if self.layout == "rows":
+        if self.layout is DatasetLayout.ROWS:
             return self._rows(names, where, points)
         start, stop = points or (0, self.n_points)
         point_ix, slot_ix = self._selection(where or {}, start, stop)
@@ -219,7 +221,7 @@ class Dataset:
     def slot_values(self, name: str, reduce=None) -> np.ndarray | None:
         """A column's value per readout slot (`grid` layout): a constant or a per-slot column
         as it is; a per-point one through `reduce` (e.g. `np.any`) over points, else None."""
-        if self.layout != "grid" or name not in self.dims:
+        if self.layout is not DatasetLayout.GRID or name not in self.dims:
             return None
         dims = self.dims[name]
         if dims == []:
@@ -267,12 +269,12 @@ class Dataset:
                     continue  # the axis itself: its coordinate
                 name = f"{name}_per_slot"  # a register scanned for some slots only
             array = self._lazy(self._source(name)) if lazy else self.group[self._source(name)][...]
-            if self.layout == "grid" and array_dims[:1] == [POINT]:
+            if self.layout is DatasetLayout.GRID and array_dims[:1] == [POINT]:
                 array = array.reshape(shape + tuple(array.shape[1:]))
                 array_dims = dims + array_dims[1:]
             target = coords if name in SLOT_COLUMNS and array_dims == [SLOT] else variables
             target[name] = (tuple(array_dims), array)
-        if self.layout == "grid":
+        if self.layout is DatasetLayout.GRID:
             coords.update(self._axis_coords(dims))
         return xr.Dataset(variables, coords=coords, attrs={k: v for k, v in self.attributes.items()
                                                              if k in ("procedure", "axes", "board")})
@@ -340,7 +342,7 @@ class Dataset:
     def _point_shape(self) -> tuple[tuple[int, ...], list[str]]:
         sizes = self.attributes.get("axis_sizes")
         repeat = int(self.attributes.get("repeat", 1))
-        if self.layout != "grid" or self.attributes.get("explicit") or not sizes:
+        if self.layout is not DatasetLayout.GRID or self.attributes.get("explicit") or not sizes:
             return (self.n_points,), [POINT]
         shape, dims = tuple(sizes), list(self.axes)
         if repeat > 1:
@@ -378,74 +380,12 @@ class _Partition:
         return pd.DataFrame(Dataset(self.folder, check=False).to_columns(self.columns, self.where, points))
 
 
-class DatasetDamage(EntryFormatError):
-    """A dataset of the cache whose files are not those its manifest names (or have no checksums)."""
-
-
-def problem(folder: Path) -> str | None:
-    """What is wrong with a dataset folder of the cache, or None; cheap (no chunk is read).
-
-    Checked against the entry's manifest: the same files with the same sizes
-    (a chunk file deleted would read as the fill value, one added as data),
-    the consolidated metadata's SHA-256 (it holds the constants and the axis
-    values: small, read on every open anyway), and a CRC-32C on every array's
-    chunks. A folder outside the cache (an export) has no manifest: None.
-    """
-    folder = Path(folder)
+def _layout(value, folder: Path) -> DatasetLayout:
     try:
-        manifest = json.loads((folder.parent / MANIFEST).read_bytes())["files"]
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return "manifest missing or unreadable"
-    prefix = folder.name + "/"
-    listed = {name[len(prefix):]: entry for name, entry in manifest.items() if name.startswith(prefix)}
-    present = _sizes(folder)
-    for name in sorted(set(listed) | set(present)):
-        if name not in present:
-            return f"file missing: {prefix}{name}"
-        if name not in listed:
-            return f"file not in the manifest: {prefix}{name}"
-        if present[name] != listed[name][0]:
-            return f"size changed: {prefix}{name}"
-    try:
-        metadata = (folder / "zarr.json").read_bytes()
-    except OSError:
-        return f"file missing: {prefix}zarr.json"
-    if hashlib.sha256(metadata).hexdigest() != listed.get("zarr.json", [0, ""])[1]:
-        return f"content changed: {prefix}zarr.json"
-    return _unchecked(metadata)
-
-
-def _sizes(folder: Path) -> dict[str, int]:
-    out = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(root, name)
-            out[os.path.relpath(path, folder)] = os.stat(path).st_size
-    return out
-
-
-def _unchecked(metadata: bytes) -> str | None:
-    """The problem of consolidated metadata naming an array whose chunks carry no CRC-32C."""
-    try:
-        arrays = json.loads(metadata)["consolidated_metadata"]["metadata"]
-        for name, doc in arrays.items():
-            if doc.get("node_type") == "array" and not _has_crc(doc.get("codecs") or []):
-                return f"{OUTDATED} in {name}"
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return "consolidated metadata unreadable"
-    return None
-
-
-def _has_crc(codecs: list) -> bool:
-    """Whether the chunks of an array end with a CRC-32C: in its codecs, or in its shards' chunk codecs."""
-    for codec in codecs:
-        if codec.get("name") == "crc32c":
-            return True
-        if codec.get("name") == "sharding_indexed":
-            return _has_crc(codec.get("configuration", {}).get("codecs") or [])
-    return False
+        return DatasetLayout(value)
+    except ValueError:
+        raise EntryFormatError(f"{folder}: layout {value!r} is none that raffinerie writes "
+                               f"({', '.join(DatasetLayout)})") from None
 
 
 def _quiet() -> None:

@@ -1,0 +1,202 @@
+"""Datenraffinerie 1.0 parameters as raffinerie's: keys as places, templates as explicit points.
+
+A 1.0 `key` becomes a `key` parameter at the same place (`daq` keys go into
+the daq server's section). A template parameter is rendered once per value
+(in the sandbox of `raffinerie.config.template`) and read as YAML; its places
+change with the value, which a `key` cannot say, so a procedure with one is
+written as explicit places (`keys:`) and explicit `points:` in 1.0's order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raffinerie.config.template import MAX_RANGE, Renderer, TemplateProblem
+from raffinerie.config.tree import norm_key, normalize
+from raffinerie.config.yamlio import parse_yaml
+from raffinerie.errors import RaffError
+
+# with template parameters every point is written out, one YAML row each, into a library that
+# raff reads whole (yamlio.MAX_FILE_BYTES, 64 MiB): a million rows are some 20 MB of it
+MAX_EXPLICIT_POINTS = 1_000_000
+
+
+def daq_layout(full: dict) -> str:
+    daq = full.get("daq") or {}
+    return "split" if isinstance(daq, dict) and ("server" in daq or "client" in daq) and "menus" not in daq \
+        else "server"
+
+
+def place(levels: list, layout: str) -> list:
+    """A 1.0 key as a raffinerie key (levels; `daq` keys into the daq server's section)."""
+    levels = [([norm_key(x) for x in lvl] if isinstance(lvl, list) else norm_key(lvl)) for lvl in levels]
+    if not levels:
+        return levels
+    head = levels[0]
+    if head == "target":
+        return levels[1:]
+    if head == "daq":
+        return levels if layout == "split" else ["daq", "server"] + levels[1:]
+    if head == "client":
+        return ["daq", "client"] + levels[1:]
+    return levels
+
+
+def parameter_values(spec: Any, what: str) -> list | range:
+    """A parameter's values: a list, or {start, stop, step} of whole numbers (Python's range)."""
+    if isinstance(spec, dict):
+        bounds = {k: spec.get(k, d) for k, d in (("start", 0), ("stop", None), ("step", 1))}
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in bounds.values()) \
+                or bounds["step"] == 0 or set(spec) - set(bounds):
+            raise RaffError(f"{what}: values {{start, stop, step}} are whole numbers (step not 0, "
+                            f"stop given), got {spec!r}"[:300])
+        return range(bounds["start"], bounds["stop"], bounds["step"])
+    if not isinstance(spec, list) or not spec:
+        raise RaffError(f"{what}: values is a list or {{start, stop, step}}, got {spec!r}"[:300])
+    return spec
+
+
+def template_values(spec: Any, what: str) -> list | range:
+    """The values of a template parameter: each is one rendering, so there are at most MAX_RANGE."""
+    values = parameter_values(spec, what)
+    if len(values) > MAX_RANGE:
+        raise RaffError(f"{what} has {len(values):,} values; a template is rendered once per value, "
+                        f"and at most {MAX_RANGE:,} are")
+    return values
+
+
+def render(renderer: Renderer, template: Any, value: Any, what: str) -> dict:
+    """The patch `template` gives for `value`: rendered in the sandbox, read as bounded YAML."""
+    if not isinstance(template, str):
+        raise RaffError(f"{what} is not text but {type(template).__name__}")
+    try:
+        text = renderer.render(template, value)
+    except TemplateProblem as exc:
+        raise RaffError(f"{what}, for value {value!r}: {exc}") from None
+    try:
+        doc = parse_yaml(text)
+    except RaffError as exc:
+        raise RaffError(f"{what} rendered for value {value!r} is not YAML: "
+                        f"{exc.diagnostic.message}") from None
+    if doc is not None and not isinstance(doc, dict):
+        raise RaffError(f"{what} rendered for value {value!r} is not a mapping of settings: "
+                        f"{text[:80]!r}")
+    return normalize(doc or {})
+
+
+def _leaves(tree: Any, path: tuple = ()) -> dict[tuple, Any]:
+    if isinstance(tree, dict) and tree:
+        out: dict[tuple, Any] = {}
+        for key, value in tree.items():
+            out.update(_leaves(value, path + (key,)))
+        return out
+    return {path: tree}
+
+
+def rooted_places(patch: dict, layout: str) -> dict[tuple, Any]:
+    """Leaves of a rendered patch as raffinerie places (`("target", ...)` or `("daq", ...)`)."""
+    out = {}
+    for path, value in _leaves(patch).items():
+        levels = place(list(path), layout)
+        out[tuple(levels) if levels and levels[0] == "daq" else ("target",) + tuple(levels)] = value
+    return out
+
+
+def _get(tree: Any, path: tuple) -> tuple[bool, Any]:
+    for part in path:
+        if not isinstance(tree, dict) or part not in tree:
+            return False, None
+        tree = tree[part]
+    return True, tree
+
+
+def key_param(levels: list, values) -> dict:
+    if isinstance(values, range):
+        return {"key": levels, "range": {"start": values.start, "stop": values.stop, "step": values.step}}
+    return {"key": levels, "values": list(values)}
+
+
+@dataclass(frozen=True)
+class KeyDim:
+    """A `key` parameter: its place and values."""
+
+    levels: list
+    values: list | range
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True)
+class TemplateDim:
+    """A template parameter: per value, the {place: value} its rendering sets."""
+
+    patches: list[dict]
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+
+def explicit(out: dict, dims: list[KeyDim | TemplateDim], target: dict, daq: dict, repeat: int, name: str,
+             source: Path) -> dict:
+    """Template parameters as explicit places and points (the Cartesian product, first slowest)."""
+    total = math.prod(len(dim) for dim in dims) * repeat
+    if total > MAX_EXPLICIT_POINTS:
+        raise RaffError(f"procedure '{name}' has {total:,} points; with template parameters each is "
+                        f"written out, and at most {MAX_EXPLICIT_POINTS:,} are", file=source)
+    base = {"target": target, "daq": daq}
+    params: list[dict] = []
+    per_dim: list[list[tuple]] = []   # per dim: for each value, the values of that dim's parameters
+    for dim in dims:
+        if isinstance(dim, KeyDim):
+            params.append({"key": dim.levels, "values": list(dim.values)})
+            per_dim.append([(v,) for v in dim.values])
+            continue
+        patches = dim.patches
+        places = list(dict.fromkeys(p for patch in patches for p in patch))
+        vectors: dict[tuple, list[tuple]] = {}
+        for place in places:
+            column = []
+            for patch in patches:
+                if place in patch:
+                    column.append(patch[place])
+                else:
+                    found, value = _get(base, place)
+                    if not found:
+                        raise RaffError(f"procedure '{name}': the template sets {'.'.join(map(str, place))} "
+                                        "for some values only, and nothing else sets it", file=source)
+                    column.append(value)
+            vectors.setdefault(tuple(map(_freeze, column)), []).append(place)
+        for vector, group in vectors.items():
+            distinct = list(dict.fromkeys(vector))
+            params.append({"keys": [list(p[1:]) if p[0] == "target" else list(p) for p in group],
+                           "values": [_thaw(v) for v in distinct]})
+        per_dim.append([tuple(_thaw(vector[j]) for vector in vectors) for j in range(len(patches))])
+    points = []
+    for combo in itertools.product(*per_dim):
+        row = [v for part in combo for v in part]
+        points.extend([row] * repeat)
+    out["parameters"] = params
+    out["points"] = points
+    out.pop("repeat", None)
+    return out
+
+
+@dataclass(frozen=True)
+class _Json:
+    """A mapping or list as a hashable value (its canonical JSON), to group places by their values."""
+
+    text: str
+
+
+def _freeze(value: Any) -> Any:
+    return _Json(json.dumps(value, sort_keys=True)) if isinstance(value, (dict, list)) else value
+
+
+def _thaw(value: Any) -> Any:
+    return json.loads(value.text) if isinstance(value, _Json) else value
