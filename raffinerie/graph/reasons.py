@@ -61,6 +61,8 @@ class Change:
     after: Any = None
     added: bool = False
     removed: bool = False
+    # the scan axis it is about (None: a setting); data, so that no one parses `path` back
+    axis: str | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         if self.added:
@@ -260,18 +262,20 @@ def compare_resolved(old: dict, base: dict, axes, identity: str, mode: str, repe
     for axis in axes:
         before = old_axes.pop(axis.name, None)
         if before is None:
-            changes.append(Change(f"axis {axis.name}", after=describe_values(axis.values), added=True))
+            changes.append(Change(f"axis {axis.name}", after=describe_values(axis.values), added=True,
+                                  axis=axis.name))
             continue
         old_vals = _values_of(before.get("values") or {})
-        out.old_values[axis.name] = set(map(_hashable, old_vals))
+        out.old_values[axis.name] = set(map(hashable, old_vals))
         if json.loads(_canonical([list(p) for p in axis.places])) != before.get("places"):
             changes.append(Change(f"axis {axis.name} places", _places_text(before.get("places") or []),
-                                  _places_text(axis.places)))
+                                  _places_text(axis.places), axis=axis.name))
         if _values_spec(axis.values) != before.get("values"):
-            changes.append(Change(f"axis {axis.name}", describe_values(old_vals), describe_values(axis.values)))
+            changes.append(Change(f"axis {axis.name}", describe_values(old_vals), describe_values(axis.values),
+                                  axis=axis.name))
     for name, before in old_axes.items():
         changes.append(Change(f"axis {name}", before=describe_values(_values_of(before.get("values") or {})),
-                              removed=True))
+                              removed=True, axis=name))
     out.changes = changes[:MAX_CHANGES]
     out.more = len(changes) - len(out.changes) + (len(settings) >= _COLLECT)
     return out
@@ -335,7 +339,8 @@ def _places_text(places) -> str:
     return ", ".join(_compact([tuple(p) for p in places]))
 
 
-def _hashable(value: Any) -> Any:
+def hashable(value: Any) -> Any:
+    """An axis value as a set member: lists and mappings by their canonical JSON."""
     return _canonical(value) if isinstance(value, (list, dict)) else value
 
 
