@@ -79,9 +79,9 @@ def assembly_seconds(main: Path, name: str) -> tuple[float, int, int]:
     return time.perf_counter() - t0, len(columns["chip"]), len(columns)
 
 
-def plan_passes(folder: Path, points: int = 16_384) -> tuple[int, int, float]:
-    """(plans made, points hashed, seconds) of a build of a `points`-point scan with one analysis."""
-    from common import scan_library
+def plan_passes(folder: Path) -> tuple[int, int, float]:
+    """(plans made, points hashed, seconds) of a build of a 16 x 1024-point scan with one analysis."""
+    from common import injection_library
 
     from raffinerie.analysis.runner import AnalysisRunner
     from raffinerie.builder.executor import Builder
@@ -90,8 +90,10 @@ def plan_passes(folder: Path, points: int = 16_384) -> tuple[int, int, float]:
     from raffinerie.config.resolve import ConfigFiles
     from raffinerie.store.store import Store
 
-    main = scan_library(folder, points, 1)
-    main.write_text(main.read_text() + "  - {name: gain, type: analysis, daq: scan, module: builtin.injection}\n")
+    main = injection_library(folder, 1, f"      - key: [{CHIPS}, Top, 0, phase_strobe]\n        range: {{stop: 16}}\n"
+                                       f"      - key: [{CHIPS}, ReferenceVoltage, [0, 1], Calib]\n"
+                                       "        range: {stop: 1024}\n",
+                             "  - {name: gain, type: analysis, daq: scan, module: builtin.injection}\n")
     lib, store = load_library(main), Store(folder / ".raffinerie-cache")
     runner = AnalysisRunner(lib, store, lambda proc: folder / "raff-out" / proc, None)
     report = Builder(lib, ConfigFiles(), store, Progress(quiet=True), runner=runner).build("gain", signals=False)
