@@ -9,6 +9,9 @@
    cached points x 234 channels. Goal: <= 2 s for 1,000.
 3. 200 points of 1000 events on the embedded emulator, with the profile of
    where the time went. Goal: >= 80 % in the emulator and the decoder.
+4. A build of a 16,384-point scan (1 event each) with one analysis: how many
+   plans it made and how many points they hashed. Goal: the points hashed
+   once (16,384), not once per node.
 """
 
 from __future__ import annotations
@@ -76,6 +79,27 @@ def assembly_seconds(main: Path, name: str) -> tuple[float, int, int]:
     return time.perf_counter() - t0, len(columns["chip"]), len(columns)
 
 
+def plan_passes(folder: Path) -> tuple[int, int, float]:
+    """(plans made, points hashed, seconds) of a build of a 16 x 1024-point scan with one analysis."""
+    from common import injection_library
+
+    from raffinerie.analysis.runner import AnalysisRunner
+    from raffinerie.builder.executor import Builder
+    from raffinerie.builder.progress import Progress
+    from raffinerie.config.library import load_library
+    from raffinerie.config.resolve import ConfigFiles
+    from raffinerie.store.store import Store
+
+    main = injection_library(folder, 1, f"      - key: [{CHIPS}, Top, 0, phase_strobe]\n        range: {{stop: 16}}\n"
+                                       f"      - key: [{CHIPS}, ReferenceVoltage, [0, 1], Calib]\n"
+                                       "        range: {stop: 1024}\n",
+                             "  - {name: gain, type: analysis, daq: scan, module: builtin.injection}\n")
+    lib, store = load_library(main), Store(folder / ".raffinerie-cache")
+    runner = AnalysisRunner(lib, store, lambda proc: folder / "raff-out" / proc, None)
+    report = Builder(lib, ConfigFiles(), store, Progress(quiet=True), runner=runner).build("gain", signals=False)
+    return report.plans, report.points_hashed, report.seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-10k", action="store_true", help="skip the 10,000-point parts")
@@ -94,6 +118,11 @@ def main() -> None:
         if not args.skip_10k:
             t, rows, cols = assembly_seconds(main_yaml, "p10k")
             print(f"dataset assembly, 10,000 points: {t:.2f} s for {rows:,} rows x {cols} columns")
+        if not args.skip_10k:
+            (Path(tmp) / "passes").mkdir()
+            plans, hashed, t = plan_passes(Path(tmp) / "passes")
+            print(f"build of 16,384 points + 1 analysis: {plans} plans, {hashed:,} points hashed "
+                  f"(goal 16,384: once), {t:.1f} s")
         t, out = raff("build", "acquire200", "-c", m, "--quiet", "--profile")
         print(f"200 points x 1000 events x 3 chips on the embedded emulator: {t:.1f} s wall")
         print("\n".join("  " + line.strip() for line in out.splitlines() if "%" in line))

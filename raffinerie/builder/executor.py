@@ -1,10 +1,15 @@
 """`raff build`: bring a procedure up to date, doing only what the plan says.
 
-The executor plans, builds the first node whose inputs are all cached, and
-plans again, until nothing is left: acquisitions first (one backend session,
-points in plan order), then datasets, then analyses. A calibration chain
-resolves itself: once the calibration is built, the next plan knows the keys
-of the points that waited for it.
+The executor plans once, then builds what is ready until nothing is left:
+acquisitions first (one backend session, points in plan order), then
+datasets, then analyses. Readiness is a countdown (`raffinerie.graph.countdown`):
+a finished node releases the nodes waiting on it. Only a node whose output
+changes keys downstream has that part planned again: a calibration (the keys
+of the points that waited for it) and acquired points (what their
+measurements hold keys their dataset; the points are not hashed again).
+
+Each node kind has its handler in one table (`Handler`, as Bluesky's
+RunEngine dispatches its commands from a registry): a new kind is a new row.
 
 Several targets are one plan (their union): one backend session acquires the
 points of all of them, and a point they share is acquired once.
@@ -22,8 +27,9 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from raffinerie.builder.acquire import DEFAULT_MAX_CORRUPT, Acquisition, Stop, Timer, acquire_points
 from raffinerie.builder.backend import Backend
@@ -32,9 +38,15 @@ from raffinerie.builder.datasets import BOARD, write_dataset
 from raffinerie.config.library import Library
 from raffinerie.config.network import DEFAULT_SEED, Network, identity
 from raffinerie.config.resolve import ConfigFiles
-from raffinerie.graph.plan import BUILD, CACHED, Node, Plan, build_record, force, make_plan, take_record
 from raffinerie.errors import RaffError
+from raffinerie.graph.countdown import Countdown
+from raffinerie.graph.keying import build_record, take_record
+from raffinerie.graph.nodes import CACHED, Node, NodeKind, is_calibration
+from raffinerie.graph.plan import Plan, force, make_plan, replan
 from raffinerie.store.store import DamagedEntry, Store
+
+if TYPE_CHECKING:  # the runner lives in raffinerie.analysis, loaded when a library has analyses
+    from raffinerie.analysis.runner import Submitted
 
 
 class Interrupted(RaffError):
@@ -94,6 +106,8 @@ class BuildReport:
     retakes: dict[str, int] = field(default_factory=dict)   # procedure -> its new take (--force-acquire)
     failed: list[Failure] = field(default_factory=list)     # -k: what failed, in order
     skipped: list[str] = field(default_factory=list)        # -k: node ids not built because an input failed
+    plans: int = 0           # plans made, whole or in part (one, and one more per calibration built)
+    points_hashed: int = 0   # points whose keys those plans computed (a point once, unless recalibrated)
 
     @property
     def did_nothing(self) -> bool:
@@ -102,6 +116,36 @@ class BuildReport:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
+
+
+class Outcome(Enum):
+    """What became of a node the executor built."""
+
+    BUILT = "built"
+    DAMAGED = "damaged"    # an input failed its check and was quarantined: the cache changed
+    FAILED = "failed"      # -k: recorded; what depends on it is left out
+
+
+@dataclass(frozen=True)
+class Handler:
+    """How the executor builds the nodes of one kind."""
+
+    build: Callable[[Plan, Node], None]          # build it here, or (in_worker) submit it
+    in_worker: bool                              # runs in an analysis worker, -w at a time
+    changes_keys: Callable[[Plan, Node], bool]   # its output changes keys downstream: plan them again
+    keep_going: bool                             # -k: its failure stops only what depends on it
+
+
+def _always(plan: Plan, node: Node) -> bool:
+    return True
+
+
+def _never(plan: Plan, node: Node) -> bool:
+    return False
+
+
+def _calibrates(plan: Plan, node: Node) -> bool:
+    return is_calibration(plan.nodes, node)
 
 
 class Builder:
@@ -122,10 +166,27 @@ class Builder:
         self.failures: dict[str, Failure] = {}  # -k: node id -> its failure
         self.acquisition = Acquisition(store, self.backend, progress, self.stop, self.report.timer,
                                        max_corrupt, pipelined)
+        self.handlers = {NodeKind.POINTS: Handler(self._acquire, False, _always, False),
+                         NodeKind.DATASET: Handler(self._dataset, False, _never, True),
+                         NodeKind.ANALYSIS: Handler(self._submit, True, _calibrates, True)}
+        self.running: dict[str, Submitted] = {}   # analyses in their workers, by node id
+
+    @property
+    def _code(self):
+        return self.runner.code if self.runner is not None else None
 
     def plan(self, name: str | Sequence[str], retake: bool = False) -> Plan:
-        code = self.runner.code if self.runner is not None else None
-        plan = make_plan(self.lib, name, self.identity, self.store.index(), self.files, code, retake)
+        """A whole plan of `name`."""
+        return self._counted(make_plan(self.lib, name, self.identity, self.store.index(), self.files,
+                                       self._code, retake))
+
+    def _replan(self, plan: Plan, finished: Node) -> Plan:
+        """The plan after `finished` was built: what is downstream of it planned again."""
+        return self._counted(replan(self.lib, plan, finished, self.store.index(), self.files, self._code))
+
+    def _counted(self, plan: Plan) -> Plan:
+        self.report.plans += 1
+        self.report.points_hashed += plan.points_hashed
         if self.forced:
             force(plan, self.forced)
         return plan
@@ -146,7 +207,7 @@ class Builder:
             self.final_plan = plan
             if plan is not None and self.runner is not None:
                 for node in plan.nodes.values():  # the latest outputs, in one place
-                    if node.kind == "analysis" and node.status == CACHED:
+                    if node.kind is NodeKind.ANALYSIS and node.status == CACHED:
                         self.runner.materialise(node)
         except KeyboardInterrupt as exc:  # a second Ctrl-C: stop the analyses in flight too
             if self.runner is not None:
@@ -171,7 +232,7 @@ class Builder:
         recorded before anything is acquired (an interrupted retake is finished by the next build)."""
         if self.options.force:
             plan = self.plan(names)
-            self.forced = {n.id for n in plan.nodes.values() if n.kind in ("dataset", "analysis")}
+            self.forced = {n.id for n in plan.nodes.values() if n.kind.keyed}
         if not self.options.force_acquire:
             return
         plan = self.plan(names, retake=True)
@@ -192,47 +253,64 @@ class Builder:
         self.progress.info(f"waiting for `raff cache gc` or `verify` on {self.store.root} to finish ...")
 
     def _loop(self, names: list[str]) -> Plan | None:
-        """Plan, build what is ready, plan again; analyses run in worker processes, -w at a time."""
-        running: dict[str, tuple] = {}
-        plan = None
+        """Plan once, build what is ready; analyses run in worker processes, -w at a time."""
+        plan = self.plan(names)
+        countdown = Countdown(plan.nodes)
         while not self.stop:
-            plan = self.plan(names)
             blocked = _blocked(plan, self.failures)
-            ready = [n for n in _ready(plan) if n.id not in running and n.id not in blocked]
-            analyses = [n for n in ready if n.kind == "analysis"]
-            free = (self.runner.workers - len(running)) if self.runner is not None else 0
-            for node in analyses[:max(free, 0)]:
-                running[node.id] = self.runner.submit(plan, node)
-                self.progress.info(f"{node.name}: analysis started: {node.reason}")
-            others = [n for n in ready if n.kind != "analysis"]
-            if others:
-                self._execute_kept(plan, others[0])
-            elif running:
-                self._collect(running)
-            elif analyses and self.runner is None:
-                raise RaffError(f"analysis '{analyses[0].name}' cannot run: no analysis runner")
+            ready = [n for n in countdown.ready() if n.id not in self.running and n.id not in blocked]
+            in_worker = [n for n in ready if self.handlers[n.kind].in_worker]
+            free = (self.runner.workers - len(self.running)) if self.runner is not None else 0
+            for node in in_worker[:max(free, 0)]:
+                self.handlers[node.kind].build(plan, node)
+            here = [n for n in ready if not self.handlers[n.kind].in_worker]
+            if here:
+                plan = self._advance(plan, names, countdown, here[0], self._execute_kept(plan, here[0]))
+            elif self.running:
+                for node, outcome in self._collect():
+                    plan = self._advance(plan, names, countdown, node, outcome)
+            elif in_worker and self.runner is None:
+                raise RaffError(f"analysis '{in_worker[0].name}' cannot run: no analysis runner")
             else:
                 self._check_done(plan, blocked)
                 return plan
-        while running:  # Ctrl-C: the analyses in flight finish (a second Ctrl-C kills them)
-            self._collect(running)
+        while self.running:  # Ctrl-C: the analyses in flight finish (a second Ctrl-C kills them)
+            self._collect()
         return plan
 
-    def _execute_kept(self, plan: Plan, node: Node) -> None:
+    def _advance(self, plan: Plan, names: list[str], countdown: Countdown, node: Node, outcome: Outcome) -> Plan:
+        """The plan after `node` was built: its users released, or what its output changes planned again."""
+        if outcome is Outcome.FAILED:
+            return plan
+        if outcome is Outcome.DAMAGED:  # the cache lost an entry: plan it all again
+            plan = self.plan(names)
+        elif self.handlers[node.kind].changes_keys(plan, node):
+            node.status = CACHED
+            plan = self._replan(plan, node)
+        else:
+            countdown.release(node)
+            return plan
+        countdown.reset(plan.nodes)
+        return plan
+
+    def _execute_kept(self, plan: Plan, node: Node) -> Outcome:
         """Build one node; a damaged input is quarantined and made again by the next plan.
-        With -k, a dataset that fails is recorded and the build goes on without it."""
+        With -k, a node whose kind allows it that fails is recorded and the build goes on without it."""
         try:
-            self._execute(plan, node)
+            self.handlers[node.kind].build(plan, node)
         except DamagedEntry as exc:
             if exc.key in self.damaged:
                 raise RaffError(f"{exc}; it was damaged again right after it was made: "
                                 "check the disk under the cache") from None
             self.damaged.add(exc.key)
             self.progress.info(f"warning: {exc}")
+            return Outcome.DAMAGED
         except RaffError as exc:
-            if not (self.options.keep_going and node.kind == "dataset") or isinstance(exc, Interrupted):
+            if not (self.options.keep_going and self.handlers[node.kind].keep_going) or isinstance(exc, Interrupted):
                 raise
             self._failed(node, exc)
+            return Outcome.FAILED
+        return Outcome.BUILT
 
     def _failed(self, node: Node, exc: RaffError) -> None:
         """-k: remember the failure; what depends on the node is left out of this build."""
@@ -249,36 +327,47 @@ class Builder:
             raise RaffError(f"nothing more can be built, but these are not up to date: {stuck}")
         self.report.skipped = [node_id for node_id in blocked if node_id not in self.failures]
 
-    def _collect(self, running: dict) -> None:
+    def _submit(self, plan: Plan, node: Node) -> None:
+        self.running[node.id] = self.runner.submit(plan, node)
+        self.progress.info(f"{node.name}: analysis started: {node.reason}")
+
+    def _collect(self) -> list[tuple[Node, Outcome]]:
+        """Wait for analyses to finish; what became of each."""
         from concurrent.futures import FIRST_COMPLETED, wait
+
+        done, _ = wait([job.future for job in self.running.values()], return_when=FIRST_COMPLETED)
+        return [(job.node, self._finish(job)) for node_id, job in list(self.running.items())
+                if job.future in done and self.running.pop(node_id, None) is not None]
+
+    def _finish(self, job: Submitted) -> Outcome:
         from concurrent.futures.process import BrokenProcessPool
 
-        done, _ = wait([job[0] for job in running.values()], return_when=FIRST_COMPLETED)
-        for node_id, (future, node, job, inputs, t0) in list(running.items()):
-            if future in done:
-                del running[node_id]
-                try:
-                    result = future.result()
-                except BrokenProcessPool:
-                    names = [node.name] + [r[1].name for r in running.values()]
-                    running.clear()
-                    result = self.runner.broken(names)
-                try:
-                    if node.id in self.forced and isinstance(result, dict):  # --force: the new outputs
-                        self._drop("analyses", node.key)                     # replace the cached ones
-                    self.runner.finish(node, job, inputs, result, t0)
-                except DamagedEntry as exc:  # its dataset: quarantined, made again by the next plan
-                    self.damaged.add(exc.key)
-                    self.progress.info(f"warning: {exc}")
-                    continue
-                except RaffError as exc:
-                    if not self.options.keep_going:
-                        raise
-                    self._failed(node, exc)
-                    continue
-                self.forced.discard(node.id)
-                self.report.analyses += 1
-                self.progress.info(f"{node.name}: analysis finished in {time.monotonic() - t0:.1f} s")
+        from raffinerie.analysis.job import Outputs
+
+        node = job.node
+        try:
+            result = job.future.result()
+        except BrokenProcessPool:  # every job in flight is lost with the pool: they start again
+            names = [node.name] + [r.node.name for r in self.running.values()]
+            self.running.clear()
+            result = self.runner.broken(names)
+        try:
+            if node.id in self.forced and isinstance(result, Outputs):  # --force: the new outputs
+                self._drop(node.kind.store_kind, node.key)               # replace the cached ones
+            self.runner.finish(job, result)
+        except DamagedEntry as exc:  # its dataset: quarantined, made again by the next plan
+            self.damaged.add(exc.key)
+            self.progress.info(f"warning: {exc}")
+            return Outcome.DAMAGED
+        except RaffError as exc:
+            if not self.options.keep_going:
+                raise
+            self._failed(node, exc)
+            return Outcome.FAILED
+        self.forced.discard(node.id)
+        self.report.analyses += 1
+        self.progress.info(f"{node.name}: analysis finished in {time.monotonic() - job.started:.1f} s")
+        return Outcome.BUILT
 
     def _interrupt(self, signum, _frame) -> None:
         if self.stop:
@@ -287,33 +376,29 @@ class Builder:
         self.stop.event.set()
         self.progress.info("stopping after the point in flight (Ctrl-C again to abort it)")
 
-    def _execute(self, plan: Plan, node: Node) -> None:
-        if node.kind == "points":
-            points = plan.points[node.name]
-            if points.procedure.imported is not None:
-                raise RaffError(f"{points.to_acquire} points of '{node.name}' are missing from the cache, "
-                                "and imported points cannot be acquired again; run `raff import` again "
-                                f"from {points.procedure.imported.get('source')}",
-                                file=points.procedure.origin.file)
-            pod = self.files.target(points.procedure.power_on_default, points.procedure.origin,
-                                    "power-on default") or {}
-            t0, cpu0, emulator0 = time.perf_counter(), time.process_time(), self.acquisition.backend.emulator_cpu()
-            try:
-                self.report.acquired += acquire_points(points, self.acquisition, pod)
-            finally:
-                self.report.corrupt_halves = self.acquisition.corrupt_halves
-                self.report.acquiring += time.perf_counter() - t0
-                self.report.acquiring_cpu += time.process_time() - cpu0
-                self.report.emulator_cpu += max(self.acquisition.backend.emulator_cpu() - emulator0, 0.0)
-        elif node.kind == "dataset":
-            self._dataset(plan, node)
+    def _acquire(self, plan: Plan, node: Node) -> None:
+        points = plan.points[node.name]
+        proc = points.procedure
+        if proc.imported is not None:
+            raise RaffError(f"{points.to_acquire} points of '{node.name}' are missing from the cache, "
+                            "and imported points cannot be acquired again; run `raff import` again "
+                            f"from {proc.imported.get('source')}", file=proc.origin.file)
+        pod = self.files.target(proc.power_on_default, proc.origin, "power-on default") or {}
+        t0, cpu0, emulator0 = time.perf_counter(), time.process_time(), self.acquisition.backend.emulator_cpu()
+        try:
+            self.report.acquired += acquire_points(points, self.acquisition, pod)
+        finally:
+            self.report.corrupt_halves = self.acquisition.corrupt_halves
+            self.report.acquiring += time.perf_counter() - t0
+            self.report.acquiring_cpu += time.process_time() - cpu0
+            self.report.emulator_cpu += max(self.acquisition.backend.emulator_cpu() - emulator0, 0.0)
 
     def _dataset(self, plan: Plan, node: Node) -> None:
         points = plan.points[node.name]
         t0 = time.perf_counter()
         proc = points.procedure
         meta = {"kind": "dataset", "procedure": node.name, "points": points.total,
-                "point_keys": [points.key(i).hex() for i in range(points.total)],
+                "point_keys": [key.hex() for key in points.all_keys()],
                 "axes": [a.name for a in points.scan.axes]}
         if not proc.data_columns or BOARD in proc.data_columns:
             meta[BOARD] = points.identity  # a constant column of the dataset
@@ -331,7 +416,7 @@ class Builder:
                 lambda folder: write_dataset(points, self.store, folder, proc.data_columns,
                                              proc.origin.at("data_columns"), meta.get(BOARD)), replace)
         calibration = next((plan.nodes[d].key for d in plan.nodes[node.depends_on[0]].depends_on), None)
-        self.store.record("datasets", node.name, node.key,
+        self.store.record(node.kind.store_kind, node.name, node.key,
                           {"calibration": calibration, **build_record(points, node)})
         self.report.datasets += 1
         self.progress.info(f"{node.name}: dataset of {shape['rows']} rows x {len(shape['columns'])} columns "
@@ -342,12 +427,6 @@ class Builder:
         """Take a cached entry out, so that the one this build makes replaces it."""
         if self.store.has(kind, key):
             self.store.remove(kind, key)
-
-
-def _ready(plan: Plan) -> list[Node]:
-    """Nodes to build whose dependencies are all cached, in plan order."""
-    return [n for n in plan.nodes.values() if n.status == BUILD
-            and all(plan.nodes[d].status == CACHED for d in n.depends_on)]
 
 
 def _blocked(plan: Plan, failures: dict[str, Failure]) -> set[str]:

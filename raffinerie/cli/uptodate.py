@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from raffinerie.store import stamp
-from raffinerie.store.layout import cache_root
+from raffinerie.store.layout import cache_root, entry_dir
 
 
 def _request(args, command: str, names: list[str]) -> dict | None:
@@ -47,8 +47,8 @@ def remember(args, command: str, names: list[str], plan, output_dirs: list[Path]
     if request is None or plan.todo:
         return
     root = _root(args)
-    present = [str(root / kind / n.key[:2] / n.key) for n in plan.nodes.values()
-               for kind in [{"dataset": "datasets", "analysis": "analyses"}.get(n.kind)] if kind]
+    present = [str(entry_dir(root, n.kind.store_kind, n.key)) for n in plan.nodes.values()
+               if n.kind.keyed and n.key]
     nodes = {n.id: n.key for n in plan.nodes.values() if n.key}
     # the materialised outputs too: one deleted or edited in raff-out/ is restored by a full build
     outputs = [os.path.join(where, name) for top in output_dirs

@@ -28,154 +28,24 @@ config compressed, its axes), so the next plan can name what changed.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
-from functools import cached_property
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Iterable, Sequence
 
-from raffinerie.config.expand import Scan, expand
-from raffinerie.config.keys import ScanHasher, digest, key_bytes
+from raffinerie.config.expand import expand
 from raffinerie.config.library import AnalysisProcedure, DaqProcedure, Library, Workflow
-from raffinerie.config.resolve import ConfigFiles, base_config, server_setting
+from raffinerie.config.resolve import ConfigFiles, base_config
 from raffinerie.errors import ConfigErrors, RaffError
-from raffinerie.graph.reasons import (Change, Comparison, Reason, ReasonKind, compare_resolved, diff_values,
-                                      resolved_record)
+from raffinerie.graph.keying import (CacheView, analysis_inputs, analysis_key, build_record, current_take,
+                                     dataset_key, take_record)
+from raffinerie.graph.nodes import BUILD, CACHED, WAITING, Node, NodeKind, Status, downstream, node_id
+from raffinerie.graph.points import KEY_SIZE, PointSet, hash_points, take_keys
+from raffinerie.graph.reasons import Change, Comparison, Reason, ReasonKind, compare_resolved, diff_values
 
-__all__ = ["BUILD", "CACHED", "WAITING", "Change", "Node", "Plan", "PointSet", "Reason", "ReasonKind",
-           "Status", "analysis_inputs", "analysis_key", "build_record", "dataset_key", "force", "make_plan",
-           "take_keys", "take_record"]
-
-
-class Status(StrEnum):
-    """A node's status (compares equal to its text)."""
-
-    CACHED = "cached"
-    BUILD = "build"
-    WAITING = "waiting"
-
-
-CACHED, BUILD, WAITING = Status.CACHED, Status.BUILD, Status.WAITING
-KEY_SIZE = 32
-# raw bytes of one (event, chip) record of the hexactrl format
-RECORD_BYTES = 392
-SUMMARY_ROW_BYTES = 20 * 8
-CHANNELS_PER_CHIP = 78
-
-
-class CacheView(Protocol):
-    def keys(self, kind: str) -> set[bytes]: ...
-    def has(self, kind: str, key: bytes) -> bool: ...
-    def calibration(self, key: bytes) -> dict | None: ...
-    def last_build(self, kind: str, name: str) -> dict | None: ...
-    def content(self, kind: str, keys) -> bytes | None: ...
-
-
-@dataclass
-class PointSet:
-    """The points of one daq procedure, in acquisition order."""
-
-    procedure: DaqProcedure
-    scan: Scan
-    base: dict | None                # resolved config before the scan; None while waiting
-    keys: bytearray = field(default_factory=bytearray)    # KEY_SIZE bytes per point
-    cached: bytearray = field(default_factory=bytearray)  # 1 per cached point
-    waiting_for: str | None = None
-    identity: str = ""               # target identity in the keys
-    comparison: Comparison | None = None   # how it differs from its last build (when it was built)
-    take: int = 0                    # the take (forced re-acquisition) its keys are of; 0: the first
-
-    @property
-    def retakeable(self) -> bool:
-        """Whether `--force-acquire` can take its points again (imported runs cannot)."""
-        return self.procedure.imported is None
-
-    @property
-    def total(self) -> int:
-        return self.scan.total
-
-    @property
-    def n_cached(self) -> int:
-        return sum(self.cached) if self.base is not None else 0
-
-    @property
-    def to_acquire(self) -> int:
-        return self.total - self.n_cached if self.base is not None else 0
-
-    def key(self, i: int) -> bytes:
-        return bytes(self.keys[i * KEY_SIZE:(i + 1) * KEY_SIZE])
-
-    def missing(self) -> list[int]:
-        """Indices of the points to acquire, in scan order."""
-        return [i for i, flag in enumerate(self.cached) if not flag]
-
-    def coordinate(self, i: int) -> tuple[tuple, int]:
-        """(axis values, repeat index) of point i."""
-        if self.scan.explicit is not None:
-            return self.scan.coordinate(i), self.explicit_repeats[i]
-        c, r = divmod(i, self.scan.repeat)
-        return self.scan.coordinate(c), r
-
-    @cached_property
-    def explicit_repeats(self) -> list[int]:
-        """Repeat index of each explicit point (see Scan.explicit_repeats)."""
-        return self.scan.explicit_repeats()
-
-    def point_reason(self, i: int) -> Reason:
-        """Why point i is in the plan: cached, waiting, or new and what differs from the last build."""
-        if self.base is None:
-            return Reason(ReasonKind.WAITING, calibration=self.waiting_for)
-        if self.cached[i]:
-            return Reason(ReasonKind.CACHED)
-        c = self.comparison
-        if c is None:
-            return Reason(ReasonKind.NEW_POINT)
-        general = [ch for ch in c.changes if not ch.path.startswith("axis ")]
-        if general or c.calibration_changed:
-            return Reason(ReasonKind.NEW_POINT, tuple(general), c.more)
-        coordinate, _ = self.coordinate(i)
-        new = tuple(Change(axis.name, after=value, added=True)
-                    for axis, value in zip(self.scan.axes, coordinate)
-                    if c.old_values is not None and axis.name in c.old_values
-                    and _hashable(value) not in c.old_values[axis.name])
-        return Reason(ReasonKind.NEW_POINT, new)
-
-    def events_per_point(self) -> int:
-        return server_setting((self.base or {}).get("daq"), "NEvents", 0)
-
-    def chips(self) -> int:
-        return server_setting((self.base or {}).get("daq"), "NChips", 3)
-
-    def bytes_per_point(self) -> tuple[int, int]:
-        """Estimated (raw, table) bytes of one point."""
-        events, chips = self.events_per_point(), self.chips()
-        raw = 45 + events * chips * RECORD_BYTES
-        rows = chips * CHANNELS_PER_CHIP
-        table = rows * SUMMARY_ROW_BYTES
-        if self.procedure.mode == "events":
-            table += events * rows * 14 * 4
-        return raw, table
-
-
-@dataclass
-class Node:
-    id: str
-    kind: str          # points | dataset | analysis
-    name: str
-    key: str | None
-    status: Status
-    why: Reason
-    depends_on: list[str] = field(default_factory=list)
-
-    @property
-    def reason(self) -> str:
-        """The reason as text (for people, and the JSON plan's `reason`)."""
-        return str(self.why)
-
-    def as_dict(self) -> dict:
-        return {"id": self.id, "kind": self.kind, "name": self.name, "key": self.key,
-                "status": str(self.status), "reason": self.reason, "why": self.why.as_dict(),
-                "depends_on": self.depends_on}
+# also importable from here, for the callers of before the split (cli.render, cli.report, builder.acquire,
+# builder.datasets, builder.collect)
+__all__ = ["BUILD", "CACHED", "KEY_SIZE", "WAITING", "Change", "Node", "NodeKind", "Plan", "PointSet", "Reason",
+           "ReasonKind", "Status", "analysis_inputs", "analysis_key", "build_record", "changed", "dataset_key",
+           "force", "make_plan", "replan", "take_keys", "take_record"]
 
 
 @dataclass
@@ -187,6 +57,7 @@ class Plan:
     points: dict[str, PointSet] = field(default_factory=dict)
     targets: tuple[str, ...] = ()    # the names asked for, in order
     kinds: tuple[str, ...] = ()      # their kinds
+    points_hashed: int = 0           # points whose keys this plan computed (not kept from the one before)
 
     @property
     def todo(self) -> bool:
@@ -194,7 +65,7 @@ class Plan:
 
     def final_node(self, name: str) -> Node | None:
         """The node that stands for target `name` (None for a workflow)."""
-        return self.nodes.get(f"analysis:{name}") or self.nodes.get(f"dataset:{name}")
+        return self.nodes.get(node_id(NodeKind.ANALYSIS, name)) or self.nodes.get(node_id(NodeKind.DATASET, name))
 
     def summary(self) -> dict:
         """Point counts over distinct points: a point that several procedures share counts once
@@ -259,6 +130,28 @@ def make_plan(lib: Library, target: str | Sequence[str], identity: str, cache: C
     return plan
 
 
+def replan(lib: Library, plan: Plan, finished: Node, cache: CacheView, files: ConfigFiles | None = None,
+           code=None) -> Plan:
+    """The plan after `finished` was built, planning again only what its output may change: the nodes
+    downstream of it (the keys of a calibration's points; a dataset's key, which hashes what its
+    measurements hold, once they are acquired). The acquired points keep their keys: they are not
+    hashed again, only looked up. Nodes keep their order."""
+    stale = downstream(plan.nodes, finished.id)
+    kept = {}
+    if finished.kind is NodeKind.POINTS:
+        stale.add(finished.id)
+        kept[finished.name] = plan.points[finished.name]
+    new = Plan(plan.target, plan.kind, plan.identity, targets=plan.targets, kinds=plan.kinds)
+    new.nodes = {i: n for i, n in plan.nodes.items() if i not in stale}
+    new.points = {name: p for name, p in plan.points.items() if node_id(NodeKind.POINTS, name) not in stale}
+    planner = _Planner(lib, new, cache, files or ConfigFiles(), code, kept=kept)
+    for name in plan.targets:
+        planner.add(name)
+    order = list(plan.nodes) + [i for i in new.nodes if i not in plan.nodes]
+    new.nodes = {i: new.nodes[i] for i in order if i in new.nodes}
+    return new
+
+
 def force(plan: Plan, ids: Iterable[str]) -> list[Node]:
     """`--force`: turn the cached dataset and analysis nodes among `ids` into nodes to build,
     with what depends on them; the nodes changed.
@@ -273,7 +166,7 @@ def force(plan: Plan, ids: Iterable[str]) -> list[Node]:
             continue
         deps = [plan.nodes[d] for d in node.depends_on]
         pending = next((d for d in deps if d.status != CACHED), None)
-        if node.kind == "points":
+        if node.kind is NodeKind.POINTS:
             if pending is None:
                 continue
             node.status = WAITING
@@ -288,46 +181,19 @@ def force(plan: Plan, ids: Iterable[str]) -> list[Node]:
     return out
 
 
-def take_record(name: str, identity: str) -> str:
-    """The name under which the cache records the current take of procedure `name` on a board
-    (`names/takes/<it>.json`, inputs {"procedure", "identity", "take"})."""
-    return f"{name}@{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
-
-
-def current_take(cache: CacheView, name: str, identity: str) -> int:
-    record = cache.last_build("takes", take_record(name, identity)) or {}
-    take = (record.get("inputs") or {}).get("take", 0)
-    return take if isinstance(take, int) and take >= 0 else 0
-
-
-def take_keys(points: PointSet, take: int) -> bytes:
-    """The keys of take `take` of `points` (KEY_SIZE bytes per point; empty while waiting)."""
-    if points.base is None:
-        return b""
-    scan, proc = points.scan, points.procedure
-    hasher = ScanHasher(_hashed_base(points.base, take), [(a.places, a.values) for a in scan.axes],
-                        points.identity, proc.mode, scan.repeat, scan.explicit,
-                        points.explicit_repeats if scan.explicit is not None else None)
-    return b"".join(hasher.keys())
-
-
-def _hashed_base(base: dict, take: int) -> dict:
-    """What the keys of take `take` hash: the base config, and the take when it is not the first."""
-    return {**base, "take": take} if take else base
-
-
 class _Planner:
     def __init__(self, lib: Library, plan: Plan, cache: CacheView, files: ConfigFiles, code=None,
-                 retake: bool = False):
+                 retake: bool = False, kept: dict[str, PointSet] | None = None):
         self.lib, self.plan, self.cache, self.files = lib, plan, cache, files
         self.code, self.retake = code, retake
+        self.kept = kept or {}   # procedure -> its point set of the plan before, whose keys still hold
         self.active: list[str] = []
 
     def add(self, name: str) -> Node | None:
         """Plan `name` and its dependencies; its final node."""
-        for node_id in (f"analysis:{name}", f"dataset:{name}"):
-            if node_id in self.plan.nodes:
-                return self.plan.nodes[node_id]
+        for kind in (NodeKind.ANALYSIS, NodeKind.DATASET):
+            if node_id(kind, name) in self.plan.nodes:
+                return self.plan.nodes[node_id(kind, name)]
         if name in self.active:
             raise RaffError("dependency cycle: " + " -> ".join(self.active + [name]),
                             file=self.lib.main)
@@ -347,71 +213,77 @@ class _Planner:
             self.active.pop()
 
     def _daq(self, proc: DaqProcedure) -> Node:
-        calibration, waiting, deps = None, None, []
-        waiting_cause: Reason | None = None
-        if proc.calibration:
-            calib_node = self.add(proc.calibration)
-            deps.append(calib_node.id)
-            if calib_node.status == CACHED:
-                calibration = self.cache.calibration(bytes.fromhex(calib_node.key))
-                if calibration is None and not self.cache.has("analyses", bytes.fromhex(calib_node.key)):
-                    calib_node = self._damaged(calib_node)  # checked, quarantined: never used, made again
-            if calibration is None:
-                waiting = proc.calibration
-                waiting_cause = calib_node.why
+        points_id = node_id(NodeKind.POINTS, proc.name)
+        if points_id in self.plan.nodes:  # kept from the plan before: only its dataset is planned again
+            points_node = self.plan.nodes[points_id]
+            return self._add(self._dataset_node(self.plan.points[proc.name], points_node))
+        calib_node = self.add(proc.calibration) if proc.calibration else None
+        calibration, waiting_cause = None, None
+        if calib_node is not None and calib_node.status == CACHED:
+            calibration = self.cache.calibration(bytes.fromhex(calib_node.key))
+            if calibration is None and not self.cache.has("analyses", bytes.fromhex(calib_node.key)):
+                calib_node = self._damaged(calib_node)  # checked, quarantined: never used, made again
+        if calib_node is not None and calibration is None:
+            waiting_cause = calib_node.why
+        points = self._kept_keys(proc) or self._points(proc, calibration, waiting_cause is not None)
+        self.plan.points[proc.name] = points
+        deps = [calib_node.id] if calib_node is not None else []
+        points_node = self._add(self._points_node(points, deps, calib_node.key if calib_node else None,
+                                                  waiting_cause))
+        return self._add(self._dataset_node(points, points_node))
+
+    def _add(self, node: Node) -> Node:
+        self.plan.nodes[node.id] = node
+        return node
+
+    def _points(self, proc: DaqProcedure, calibration: dict | None, waiting: bool) -> PointSet:
+        """The points of `proc`, their keys hashed (unless they wait for their calibration)."""
         base = None
-        if waiting is None:
+        if not waiting:
             base = base_config(proc, self.files, calibration)
             if base is None:
                 raise ConfigErrors(self.files.diagnostics)
-        points = PointSet(proc, expand(proc), base, waiting_for=waiting,
+        points = PointSet(proc, expand(proc), base, waiting_for=proc.calibration if waiting else None,
                           identity=proc.identity or self.plan.identity)
         points.take = current_take(self.cache, proc.name, points.identity)
         if self.retake and points.retakeable:
             points.take += 1
         if base is not None:
-            self._hash_points(points)
-        self.plan.points[proc.name] = points
-        points_node = self._points_node(points, deps, calib_node.key if proc.calibration else None,
-                                        waiting_cause)
-        self.plan.nodes[points_node.id] = points_node
-        data_node = self._dataset_node(points, points_node)
-        self.plan.nodes[data_node.id] = data_node
-        return data_node
+            hash_points(points, self.cache.keys("measurements"))
+            self.plan.points_hashed += points.total
+        return points
+
+    def _kept_keys(self, proc: DaqProcedure) -> PointSet | None:
+        """The points of `proc` in the plan before, if their keys still hold (they were just acquired):
+        only which of them are cached is looked up again, nothing is hashed."""
+        before = self.kept.get(proc.name)
+        if before is None or before.base is None:
+            return None
+        known = self.cache.keys("measurements")
+        cached = bytearray(key in known for key in before.all_keys())
+        return replace(before, cached=cached)
 
     def _damaged(self, node: Node) -> Node:
         """A cached node whose entry failed its check on reading (and left the cache): to build."""
         problem = getattr(self.cache, "damaged", {}).get(node.key, "it left the cache")
-        node = replace(node, status=BUILD, why=Reason(ReasonKind.DAMAGED, problem=problem))
-        self.plan.nodes[node.id] = node
-        return node
-
-    def _hash_points(self, points: PointSet) -> None:
-        scan, proc = points.scan, points.procedure
-        hasher = ScanHasher(_hashed_base(points.base, points.take), [(a.places, a.values) for a in scan.axes],
-                            points.identity, proc.mode, scan.repeat, scan.explicit,
-                            points.explicit_repeats if scan.explicit is not None else None)
-        known = self.cache.keys("measurements")
-        keys, cached = points.keys, points.cached
-        for key in hasher.keys():
-            keys += key
-            cached.append(key in known)
+        return self._add(replace(node, status=BUILD, why=Reason(ReasonKind.DAMAGED, problem=problem)))
 
     def _points_node(self, points: PointSet, deps: list[str], calibration: str | None,
                      waiting_cause: Reason | None = None) -> Node:
         name = points.procedure.name
+        points_id = node_id(NodeKind.POINTS, name)
         if points.base is None:
             why = Reason(ReasonKind.WAITING, calibration=points.waiting_for, cause=waiting_cause)
-            return Node(f"points:{name}", "points", name, None, WAITING, why, deps)
+            return Node(points_id, NodeKind.POINTS, name, None, WAITING, why, deps)
         if not points.to_acquire:
             why = Reason(ReasonKind.ALL_CACHED, cached=points.total)
-            return Node(f"points:{name}", "points", name, None, CACHED, why, deps)
+            return Node(points_id, NodeKind.POINTS, name, None, CACHED, why, deps)
         c = self._compare(points, calibration)
         kind = ReasonKind.CALIBRATION_CHANGED if c is not None and c.calibration_changed else ReasonKind.NEW_POINTS
         changes = tuple(c.changes) if c is not None else ()
         why = Reason(kind, changes, c.more if c else 0, new=points.to_acquire, cached=points.n_cached,
                      calibration=points.procedure.calibration if kind == ReasonKind.CALIBRATION_CHANGED else None)
-        return Node(f"points:{name}", "points", name, None, BUILD, why, deps)
+        return Node(points_id, NodeKind.POINTS, name, None, BUILD, why, deps)
 
     def _compare(self, points: PointSet, calibration: str | None = None) -> Comparison | None:
         """How `points` differ from what the last build of their dataset resolved (None: no record)."""
@@ -430,7 +302,7 @@ class _Planner:
             c = Comparison()
         calib_key = calibration
         if calib_key is None and proc.calibration:
-            calib_key = self.plan.nodes.get(f"analysis:{proc.calibration}", None)
+            calib_key = self.plan.nodes.get(node_id(NodeKind.ANALYSIS, proc.calibration))
             calib_key = calib_key.key if calib_key is not None else None
         c.calibration_changed = bool(calib_key and inputs.get("calibration") not in (None, calib_key))
         points.comparison = c
@@ -438,20 +310,20 @@ class _Planner:
 
     def _dataset_node(self, points: PointSet, points_node: Node) -> Node:
         name = points.procedure.name
-        node_id = f"dataset:{name}"
+        data_id = node_id(NodeKind.DATASET, name)
         if points.base is None:
-            return Node(node_id, "dataset", name, None, WAITING, points_node.why, [points_node.id])
+            return Node(data_id, NodeKind.DATASET, name, None, WAITING, points_node.why, [points_node.id])
         content = b""
         if not points.to_acquire:  # the measurements' manifests: damaged and re-acquired = new dataset
-            content = self.cache.content("measurements", (points.key(i) for i in range(points.total)))
+            content = self.cache.content(NodeKind.POINTS.store_kind, points.all_keys())
         key = dataset_key(points, content or b"")
         if content is None:
             status, why = BUILD, Reason(ReasonKind.MANIFEST_UNREADABLE)
-        elif self.cache.has("datasets", key):
+        elif self.cache.has(NodeKind.DATASET.store_kind, key):
             status, why = CACHED, Reason(ReasonKind.CACHED)
         else:
             status, why = BUILD, self._dataset_reason(points)
-        return Node(node_id, "dataset", name, key.hex(), status, why, [points_node.id])
+        return Node(data_id, NodeKind.DATASET, name, key.hex(), status, why, [points_node.id])
 
     def _dataset_reason(self, points: PointSet) -> Reason:
         c = self._compare(points)
@@ -471,9 +343,9 @@ class _Planner:
 
     def _analysis(self, proc: AnalysisProcedure) -> Node:
         data_node = self.add(proc.daq)
-        node_id = f"analysis:{proc.name}"
+        analysis_id = node_id(NodeKind.ANALYSIS, proc.name)
         if data_node.status == WAITING:
-            node = Node(node_id, "analysis", proc.name, None, WAITING, data_node.why, [data_node.id])
+            node = Node(analysis_id, NodeKind.ANALYSIS, proc.name, None, WAITING, data_node.why, [data_node.id])
         else:
             inputs = analysis_inputs(proc, data_node.key, self.code(proc) if self.code else None)
             key = analysis_key(inputs)
@@ -482,62 +354,8 @@ class _Planner:
             else:
                 status = BUILD
                 why = changed(self.cache.last_build("analyses", proc.name), inputs, data_node)
-            node = Node(node_id, "analysis", proc.name, key.hex(), status, why, [data_node.id])
-        self.plan.nodes[node_id] = node
-        return node
-
-
-def dataset_key(points: PointSet, content: bytes = b"") -> bytes:
-    """Hash of the ordered point keys, the coordinates, the column selection and
-    `content`, the digest of the measurements' manifests (what they hold)."""
-    proc, scan = points.procedure, points.scan
-    # v3: the stored layout (data.zarr, by how each column varies); older datasets are made again
-    h = hashlib.sha256(b"raffinerie-dataset-v3\0" + content)
-    for axis in scan.axes:
-        values = axis.values
-        spec = (["range", values.start, values.stop, values.step] if isinstance(values, range)
-                else ["values", list(values)])
-        h.update(key_bytes(axis.name) + digest(spec))
-    h.update(b"%d\0" % scan.repeat + digest(proc.data_columns) + digest(scan.explicit))
-    h.update(points.keys)
-    return h.digest()
-
-
-def analysis_inputs(proc: AnalysisProcedure, dataset: str, code: dict | None = None) -> dict:
-    """What an analysis key hashes; kept in the build record to explain reruns.
-
-    `parameter_values` (the parameters themselves, for naming what changed)
-    is recorded but not hashed: `parameters` (their digest) is.
-    """
-    return {"dataset": dataset, "module": proc.module,
-            "parameters": digest(proc.parameters).hex(), "code": code or {},
-            "parameter_values": _json_safe(proc.parameters)}
-
-
-def analysis_key(inputs: dict) -> bytes:
-    hashed = {k: v for k, v in inputs.items() if k != "parameter_values"}
-    return hashlib.sha256(b"raffinerie-analysis-v1\0" + digest(hashed)).digest()
-
-
-def build_record(points: PointSet, node: Node) -> dict:
-    """What the build of a dataset keeps beside its calibration: what its scan resolved
-    (base config compressed, axes; about 5 kB) and why it was built."""
-    proc, scan = points.procedure, points.scan
-    return {"resolved": resolved_record(points.base, scan.axes, points.identity, proc.mode, scan.repeat,
-                                        proc.data_columns, points.take),
-            "reason": node.why.as_dict()}
-
-
-def _json_safe(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value, default=str))
-
-
-def _hashable(value: Any) -> Any:
-    import json
-
-    return json.dumps(value, separators=(",", ":"), default=str) if isinstance(value, (list, dict)) else value
+            node = Node(analysis_id, NodeKind.ANALYSIS, proc.name, key.hex(), status, why, [data_node.id])
+        return self._add(node)
 
 
 def changed(last: dict | None, inputs: dict, data_node: Node | None = None) -> Reason:

@@ -61,6 +61,8 @@ class Change:
     after: Any = None
     added: bool = False
     removed: bool = False
+    # the scan axis it is about (None: a setting); data, so that no one parses `path` back
+    axis: str | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         if self.added:
@@ -85,6 +87,14 @@ class Change:
                    bool(doc.get("added")), bool(doc.get("removed")))
 
 
+_FIXED_TEXT = {ReasonKind.CACHED: "cached", ReasonKind.NOT_BUILT: "not built yet",
+               ReasonKind.MEASUREMENTS_CHANGED: "measurements changed (acquired again)",
+               ReasonKind.MANIFEST_UNREADABLE: "a measurement's manifest is unreadable"}
+_TEXT_WITH_DETAIL = {ReasonKind.NEW_POINT: "new point", ReasonKind.PARAMETERS_CHANGED: "parameters changed",
+                     ReasonKind.MODULE_CHANGED: "module changed", ReasonKind.DATASET_CHANGED: "input dataset changed",
+                     ReasonKind.COLUMNS_CHANGED: "data columns changed"}  # then the first changes, if any
+
+
 @dataclass(frozen=True)
 class Reason:
     kind: ReasonKind
@@ -104,16 +114,14 @@ class Reason:
         """The reason for people; `nested`: inside another reason's parentheses."""
         k = self.kind
         detail = self._detail(nested)
-        if k is ReasonKind.CACHED:
-            return "cached"
+        if k in _FIXED_TEXT:
+            return _FIXED_TEXT[k]
+        if k in _TEXT_WITH_DETAIL:
+            return _TEXT_WITH_DETAIL[k] + detail
         if k is ReasonKind.ALL_CACHED:
             return f"all {self.cached} points cached" if self.cached != 1 else "its 1 point is cached"
-        if k is ReasonKind.NOT_BUILT:
-            return "not built yet"
         if k is ReasonKind.NEW_POINTS:
             return f"{self.new} new point{'s' * (self.new != 1)}, {self.cached} cached{detail}"
-        if k is ReasonKind.NEW_POINT:
-            return f"new point{detail}"
         if k is ReasonKind.POINTS_CHANGED:
             return f"{'new points' if self.new else 'points changed'}{detail}"
         if k is ReasonKind.CALIBRATION_CHANGED:
@@ -124,22 +132,10 @@ class Reason:
             if self.cause is None or self.cause.kind in (ReasonKind.NOT_BUILT, ReasonKind.CACHED):
                 return f"calibration {self.calibration} not built yet"
             return f"waiting for calibration {self.calibration} ({self.cause.text(nested=True)})"
-        if k is ReasonKind.PARAMETERS_CHANGED:
-            return f"parameters changed{detail}"
-        if k is ReasonKind.MODULE_CHANGED:
-            return f"module changed{detail}"
         if k is ReasonKind.CODE_CHANGED:
             return f"code changed ({', '.join(self.files)})"
-        if k is ReasonKind.DATASET_CHANGED:
-            return f"input dataset changed{detail}"
-        if k is ReasonKind.COLUMNS_CHANGED:
-            return f"data columns changed{detail}"
-        if k is ReasonKind.MEASUREMENTS_CHANGED:
-            return "measurements changed (acquired again)"
         if k is ReasonKind.FORCED:
             return "forced" if nested else "forced (--force)"
-        if k is ReasonKind.MANIFEST_UNREADABLE:
-            return "a measurement's manifest is unreadable"
         if k is ReasonKind.DAMAGED:
             return f"damaged cache entry ({self.problem}); moved to quarantine/, made again"
         return "inputs changed"
@@ -260,18 +256,20 @@ def compare_resolved(old: dict, base: dict, axes, identity: str, mode: str, repe
     for axis in axes:
         before = old_axes.pop(axis.name, None)
         if before is None:
-            changes.append(Change(f"axis {axis.name}", after=describe_values(axis.values), added=True))
+            changes.append(Change(f"axis {axis.name}", after=describe_values(axis.values), added=True,
+                                  axis=axis.name))
             continue
         old_vals = _values_of(before.get("values") or {})
-        out.old_values[axis.name] = set(map(_hashable, old_vals))
+        out.old_values[axis.name] = set(map(hashable, old_vals))
         if json.loads(_canonical([list(p) for p in axis.places])) != before.get("places"):
             changes.append(Change(f"axis {axis.name} places", _places_text(before.get("places") or []),
-                                  _places_text(axis.places)))
+                                  _places_text(axis.places), axis=axis.name))
         if _values_spec(axis.values) != before.get("values"):
-            changes.append(Change(f"axis {axis.name}", describe_values(old_vals), describe_values(axis.values)))
+            changes.append(Change(f"axis {axis.name}", describe_values(old_vals), describe_values(axis.values),
+                                  axis=axis.name))
     for name, before in old_axes.items():
         changes.append(Change(f"axis {name}", before=describe_values(_values_of(before.get("values") or {})),
-                              removed=True))
+                              removed=True, axis=name))
     out.changes = changes[:MAX_CHANGES]
     out.more = len(changes) - len(out.changes) + (len(settings) >= _COLLECT)
     return out
@@ -335,7 +333,8 @@ def _places_text(places) -> str:
     return ", ".join(_compact([tuple(p) for p in places]))
 
 
-def _hashable(value: Any) -> Any:
+def hashable(value: Any) -> Any:
+    """An axis value as a set member: lists and mappings by their canonical JSON."""
     return _canonical(value) if isinstance(value, (list, dict)) else value
 
 
