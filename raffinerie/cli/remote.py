@@ -58,8 +58,10 @@ def _pull(args) -> int:
 
 
 def push_command(args) -> int:
-    from raffinerie.store.layout import KINDS
-    from raffinerie.store.remote import LocalDamaged, RemoteCache, Transfer, local_meta, local_record, select
+    from raffinerie.store.layout import KINDS, record_rel, records_rel
+    from raffinerie.store.remote import RemoteCache
+    from raffinerie.store.selection import RECORD_KINDS, local_meta, local_record, select
+    from raffinerie.store.transfer import Direction, LocalDamaged, Transfer
     from raffinerie.store.store import Store
 
     root = _local_root(args)
@@ -67,7 +69,7 @@ def push_command(args) -> int:
         raise RaffError("no cache here (nothing built yet?)", file=root)
     store = Store(root)
     names = list(dict.fromkeys(args.names or []))
-    total = Transfer("push")
+    total = Transfer(Direction.PUSH)
     with RemoteCache(args.url, create=True, entries_in_flight=args.jobs) as remote, \
             store.cache_lock(exclusive=False, waiting=_waiting(root)):
         if names:
@@ -79,8 +81,8 @@ def push_command(args) -> int:
             records = selection.records
         else:
             keys = {kind: None for kind in KIND_ORDER}
-            records = [(kind, p.stem) for kind in ("datasets", "analyses")
-                       for p in sorted((root / "names" / kind).glob("*.json"))]
+            records = [(kind, p.stem) for kind in RECORD_KINDS
+                       for p in sorted((root / records_rel(kind)).glob("*.json"))]
         progress = _Progress("push", args.url, selection.count if names else None)
         try:
             for kind in KIND_ORDER:
@@ -88,7 +90,7 @@ def push_command(args) -> int:
                     total.add(remote.push(store, kind, keys[kind], progress.kind(kind), strict=False))
                     progress.done_kind()
             for kind, name in records:
-                data = (root / "names" / kind / f"{name}.json").read_bytes()
+                data = (root / record_rel(kind, name)).read_bytes()
                 remote.write_record(kind, name, data)
         finally:
             progress.close()
@@ -100,7 +102,9 @@ def push_command(args) -> int:
 
 
 def pull_command(args) -> int:
-    from raffinerie.store.remote import RemoteCache, RemoteDamaged, Transfer, local_meta, local_record, select
+    from raffinerie.store.remote import RemoteCache
+    from raffinerie.store.selection import RECORD_KINDS, local_meta, local_record, select
+    from raffinerie.store.transfer import Direction, RemoteDamaged, Transfer
     from raffinerie.store.store import Store
 
     root = _local_root(args)
@@ -110,7 +114,7 @@ def pull_command(args) -> int:
         raise RaffError(f"cannot make the cache folder: {exc.strerror or exc}", file=root) from None
     store = Store(root)
     names = list(dict.fromkeys(args.names or []))
-    total = Transfer("pull")
+    total = Transfer(Direction.PULL)
     with RemoteCache(args.url, create=False, entries_in_flight=args.jobs) as remote, \
             store.cache_lock(exclusive=False, waiting=_waiting(root)):
         if names:
@@ -120,7 +124,7 @@ def pull_command(args) -> int:
             def meta(kind: str, key: str):
                 return remote.read_meta(kind, key) or local_meta(store, kind, key)
 
-            selection = select(_expand(args, names, lambda n: any(record(k, n) for k in ("datasets", "analyses"))),
+            selection = select(_expand(args, names, lambda n: any(record(k, n) for k in RECORD_KINDS)),
                                record, meta)
             _refuse_unknown(selection.unknown, f"no build of {{}} pushed to {args.url} (nor built here)")
             keys = selection.keys
@@ -158,7 +162,10 @@ def _local_root(args) -> Path:
 
 
 def _known_locally(root: Path, name: str) -> bool:
-    return any((root / "names" / kind / f"{name}.json").is_file() for kind in ("datasets", "analyses"))
+    from raffinerie.store.layout import record_rel
+    from raffinerie.store.selection import RECORD_KINDS
+
+    return any((root / record_rel(kind, name)).is_file() for kind in RECORD_KINDS)
 
 
 def _expand(args, names: list[str], known) -> list[str]:

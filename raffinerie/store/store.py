@@ -27,10 +27,12 @@ import numpy as np
 
 from raffinerie import __version__
 from raffinerie.errors import RaffError
-from raffinerie.store.layout import (KINDS, MANIFEST, CacheIndex, checked_file, entry_dir, iter_entries,
-                                     manifest_files)
-from raffinerie.store import dataset, pointfile, stamp
-from raffinerie.store.files import EntryFormatError, json_default, process_alive, tree_size, write_file
+from raffinerie.store import dataset, manifest, pointfile, stamp
+from raffinerie.store.files import (EntryFormatError, json_default, process_alive, rename_into_place, tree_size,
+                                    write_file, write_json)
+from raffinerie.store.layout import KINDS, MANIFEST, CacheIndex, entry_dir, iter_entries
+from raffinerie.store.manifest import checked_file
+from raffinerie.store.manifest import write as _write_manifest  # tests/test_hostile_damage.py imports it from here
 
 # what reading a damaged entry can raise: bad JSON or Zarr metadata, a truncated
 # or flipped zstd frame (numcodecs raises RuntimeError), a missing file, a bad CRC-32
@@ -119,19 +121,12 @@ class Store:
             digests: dict = {}
             write(tmp, digests)
             _write_manifest(tmp, digests)
-            final.parent.mkdir(parents=True, exist_ok=True)
             if replace and final.is_dir():
                 self.remove(kind, final.name)  # out of sight in one rename, then the new one in
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if final.is_dir():
-                    return False  # committed by another process meanwhile
-                raise
+            return rename_into_place(tmp, final)  # False: committed by another process meanwhile
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        return True
 
     def hold(self, name: str, wait: bool = False) -> "Lock | None":
         """An exclusive lock on `name`, or None when another process has it (and not `wait`).
@@ -226,7 +221,7 @@ class Store:
 
         A dataset is also checked as opening it does (`dataset.problem`): no file
         beyond the manifest's, and chunk checksums (an older one has none)."""
-        found = _check_manifest(self.path(kind, key))
+        found = manifest.problem(self.path(kind, key))
         if found is None and kind == "datasets":
             found = dataset.problem(self.dataset_folder(key))
         return found
@@ -258,12 +253,12 @@ class Store:
         key = key.hex() if isinstance(key, bytes) else key
         folder = self.path(kind, key)
         try:
-            manifest = manifest_files(folder)
+            listed = manifest.files_of(folder)
         except READ_ERRORS:
-            manifest = None
-        found = "manifest missing or unreadable" if manifest is None else None
+            listed = None
+        found = "manifest missing or unreadable" if listed is None else None
         if found is None:
-            found = _copy_listed(folder, name, manifest, Path(target))
+            found = _copy_listed(folder, name, listed, Path(target))
         if found:
             shutil.rmtree(target, ignore_errors=True)
             self.quarantine(kind, key, found)
@@ -272,11 +267,11 @@ class Store:
     def check_files(self, kind: str, key: str, prefixes: tuple[str, ...]) -> None:
         """Compare the files of an entry that start with `prefixes` with its manifest."""
         folder = self.path(kind, key)
-        manifest = json.loads((folder / MANIFEST).read_text())["files"]
-        for name, (size, digest) in manifest.items():
+        listed = json.loads((folder / MANIFEST).read_text())["files"]
+        for name, (size, digest) in listed.items():
             if name.startswith(prefixes):
                 data = (folder / name).read_bytes()
-                if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+                if not manifest.matches(data, size, digest):
                     problem = f"content changed: {name}"
                     self.quarantine(kind, key, problem)
                     raise DamagedEntry(kind, key, folder, problem)
@@ -377,7 +372,7 @@ class Store:
 
         def commit(folder: Path, digests: dict) -> None:
             shape.update(write(folder / dataset.FOLDER))
-            _write_json(folder / "meta.json", {"key": key.hex(), "raffinerie": __version__, **meta, **shape},
+            write_json(folder / "meta.json", {"key": key.hex(), "raffinerie": __version__, **meta, **shape},
                         digests)
         self.commit("datasets", key, commit, replace)
         return shape
@@ -406,7 +401,7 @@ class Store:
         folder = self.root / "names" / kind
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"  # threads of one process too
-        _write_json(tmp, {"name": name, "key": key, "inputs": inputs or {}, "time": time.time()})
+        write_json(tmp, {"name": name, "key": key, "inputs": inputs or {}, "time": time.time()})
         os.replace(tmp, folder / f"{name}.json")
 
     def journal(self, **event) -> None:
@@ -446,7 +441,7 @@ class Store:
                 done += 1
                 if step is not None:
                     step(done)
-                problem = _check_manifest(path)
+                problem = manifest.problem(path)
                 if problem is None and kind == "measurements":
                     problem = _check_tables(path)
                 if problem:
@@ -541,62 +536,22 @@ def _one_line(exc: BaseException) -> str:
 CRC_MISMATCH = "Stored and computed checksum do not match"  # zarr.codecs.Crc32cCodec's ValueError
 
 
-def _write_json(path: Path, doc: dict, digests: dict | None = None) -> None:
-    write_file(str(path), json.dumps(doc, indent=1, sort_keys=True, default=json_default).encode(), digests)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _write_manifest(folder: Path, digests: dict) -> None:
-    """Size and SHA-256 of every file of an entry, from what its writer recorded."""
-    prefix = str(folder) + os.sep
-    files = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(root, name)
-            size, digest = digests.get(path) or (os.stat(path).st_size, _sha256(Path(path)))
-            files[path[len(prefix):]] = [size, digest]
-    _write_json(folder / MANIFEST, {"files": dict(sorted(files.items()))})
-
-
-def _copy_listed(folder: Path, name: str, manifest: dict, target: Path) -> str | None:
-    """Copy folder `name` of an entry file by file, checking each against the manifest; the problem."""
+def _copy_listed(folder: Path, name: str, files: dict, target: Path) -> str | None:
+    """Copy folder `name` of an entry file by file, checking each against the manifest's `files`; the problem."""
     source, prefix = folder / name, name + "/"
     present = {str(p.relative_to(folder)) for p in source.rglob("*") if p.is_file()}
-    listed = {n for n in manifest if n.startswith(prefix)}
+    listed = {n for n in files if n.startswith(prefix)}
     if present != listed:
         odd = sorted(present ^ listed)[0]
         return f"file missing: {odd}" if odd in listed else f"file not in the manifest: {odd}"
     for entry in sorted(listed):
         data = (folder / entry).read_bytes()
-        size, digest = manifest[entry]
-        if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+        size, digest = files[entry]
+        if not manifest.matches(data, size, digest):
             return f"content changed: {entry}"
         out = target / entry[len(prefix):]
         out.parent.mkdir(parents=True, exist_ok=True)
         write_file(str(out), data)
-    return None
-
-
-def _check_manifest(folder: Path) -> str | None:
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())["files"]
-    except (OSError, ValueError, KeyError):
-        return "manifest missing or unreadable"
-    present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST}
-    missing = sorted(set(manifest) - present)
-    if missing:
-        return f"file missing: {missing[0]}"
-    for name, (size, digest) in manifest.items():
-        path = folder / name
-        if path.stat().st_size != size or _sha256(path) != digest:
-            return f"content changed: {name}"
     return None
 
 
