@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -165,62 +164,6 @@ def test_build_with_remote_pulls_from_the_server_instead_of_acquiring(xrootd_ser
     assert "backend:" not in built.err and "up to date" in built.out  # no session opened, nothing acquired
     for kind in ("measurements", "datasets"):
         assert [p.name for p in entries(b, kind)] == [p.name for p in entries(a, kind)]
-
-
-def test_a_pull_never_overwrites_a_local_entry(xrootd_server, tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    keys = make_entries(a, 6, size=20_000, seed=1)
-    make_entries(b, 1, size=20_000, seed=2)  # the same key as a's first, other content
-    mine = entry_files(entries(b)[0])
-    url = xrootd_server.url("shared/never")
-    ok(cache_cli("push", url, "--cache", a))
-    pulled = ok(cache_cli("pull", url, "--cache", b))
-    assert "pulled 5 entries" in pulled.out and "1 already here" in pulled.out, pulled.out
-    assert entry_files(b / "measurements" / keys[0][:2] / keys[0]) == mine
-    assert [p.name for p in entries(b)] == sorted(keys)
-
-
-def test_an_interrupted_push_leaves_no_partial_entry(xrootd_server, tmp_path):
-    cache = tmp_path / "cache"
-    keys = make_entries(cache, 300, size=400_000, seed=3)
-    url = xrootd_server.url("shared/killed")
-    remote = xrootd_server.local("shared/killed")
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER, "push", url, "--cache", str(cache), "-j", "4"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None and len(entries(remote)) < 5:
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    assert proc.returncode == -signal.SIGKILL, "the push ended before it could be interrupted"
-    visible = entries(remote)
-    assert 5 <= len(visible) < len(keys)
-    assert all(complete(p) for p in visible)  # whole entries only; what was being written is in tmp/
-
-    ok(cache_cli("push", url, "--cache", cache))  # the next push finishes the job
-    fresh = tmp_path / "fresh"
-    assert "pulled 300 entries" in ok(cache_cli("pull", url, "--cache", fresh)).out
-    assert all(complete(p) for p in entries(fresh))
-
-
-def test_a_damaged_remote_entry_is_never_pulled(xrootd_server, tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    keys = make_entries(a, 4, size=30_000, seed=4)
-    url = xrootd_server.url("shared/damaged")
-    ok(cache_cli("push", url, "--cache", a))
-    victim = xrootd_server.local("shared/damaged") / "measurements" / keys[2][:2] / keys[2] / "measurement.zarr.zip"
-    data = bytearray(victim.read_bytes())
-    data[1000] ^= 0xFF
-    victim.write_bytes(bytes(data))
-    result = cache_cli("pull", url, "--cache", b)
-    assert_clean_error(result, url, keys[2], "content changed: measurement.zarr.zip", "not pulled")
-    assert len([l for l in result.err.splitlines() if l.startswith("raff: error")]) == 1
-    assert not (b / "measurements" / keys[2][:2] / keys[2]).exists()
-    assert sorted(p.name for p in entries(b)) == sorted(k for i, k in enumerate(keys) if i != 2)
-    assert not any((b / "tmp").iterdir())
-
-    (victim.parent / "manifest.json").write_text("{not json")
-    assert_clean_error(cache_cli("pull", url, "--cache", b), keys[2], "manifest.json unreadable")
 
 
 def test_a_local_folder_and_a_file_url_serve_as_remotes(tmp_path):
