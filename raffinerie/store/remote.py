@@ -219,16 +219,11 @@ class RemoteCache:
         if not self._tmp_cleaned:
             self._tmp_cleaned = True
             self._run(self._pusher.clean_tmp)
-        t = Transfer(Direction.PUSH, kind=kind)
-        t0 = time.perf_counter()
         source = (k for k, _ in store.entries(kind)) if keys is None else keys
-        for batch in batches(source):
-            self._run(self._pusher.batch, store, kind, batch, t, progress)
-        t.seconds = time.perf_counter() - t0
+        t = self._transfer(Direction.PUSH, self._pusher.batch, store, kind, source, progress)
         if strict and t.damaged:
             raise LocalDamaged(self.url, t)
         return t
-
 
     # -- pull ---------------------------------------------------------------------------------
 
@@ -243,12 +238,18 @@ class RemoteCache:
         LocalCacheError, the entries already pulled kept.
         """
         check_kind(kind)
-        t = Transfer(Direction.PULL, kind=kind)
-        t0 = time.perf_counter()
         source = self.keys(kind) if keys is None else keys
-        for batch in batches(source):
-            self._run(self._puller.batch, store, kind, batch, t, progress)
-        t.seconds = time.perf_counter() - t0
+        t = self._transfer(Direction.PULL, self._puller.batch, store, kind, source, progress)
         if strict and t.damaged:
             raise RemoteDamaged(self.url, t)
+        return t
+
+    def _transfer(self, direction: Direction, batch: Callable, store, kind: str, source: Iterable[str],
+                  progress: Progress | None) -> Transfer:
+        """`batch` (a Pusher's or a Puller's) over `source` in rounds of BATCH keys, each once."""
+        t = Transfer(direction, kind=kind)
+        t0 = time.perf_counter()
+        for keys in batches(source):
+            self._run(batch, store, kind, keys, t, progress)
+        t.seconds = time.perf_counter() - t0
         return t
