@@ -211,6 +211,30 @@ def test_push_and_pull_by_name_follow_dataset_analysis_and_calibration(tmp_path)
     assert_clean_error(cache_cli("push", shared, "nothing", "--cache", a), "no build of nothing")
 
 
+def test_a_build_record_carries_its_format_and_a_newer_one_is_one_clear_error(tmp_path):
+    from raffinerie.store.records import RECORD_FORMAT
+    from raffinerie.store.store import Store
+
+    a, shared = tmp_path / "a", tmp_path / "shared"
+    store = Store(a)
+    points = make_entries(a, 2, size=1000, seed=7)
+    key = hashlib.sha256(b"ds").hexdigest()
+    store.commit("datasets", key, lambda folder, digests: (folder / "meta.json").write_text(
+        json.dumps({"procedure": "scan", "point_keys": points})))
+    store.record("datasets", "scan", key)
+    path = a / "names" / "datasets" / "scan.json"
+    doc = json.loads(path.read_text())
+    assert doc["format"] == RECORD_FORMAT and doc["key"] == key
+
+    del doc["format"]                       # a record of an older raffinerie: read as the current format
+    path.write_text(json.dumps(doc))
+    assert "pushed 3 entries" in ok(cache_cli("push", shared, "scan", "--cache", a)).out
+
+    path.write_text(json.dumps({**doc, "format": RECORD_FORMAT + 1}))
+    assert_clean_error(cache_cli("push", shared, "scan", "--cache", a), str(path),
+                       f"a build record of a newer raffinerie (format {RECORD_FORMAT + 1}")
+
+
 # -- errors --------------------------------------------------------------------------------------------
 
 def test_an_unreachable_server_is_one_clear_error_within_seconds(tmp_path):

@@ -59,7 +59,8 @@ def _pull(args) -> int:
 
 
 def push_command(args) -> int:
-    from raffinerie.store.layout import KINDS, record_rel, records_rel
+    from raffinerie.store.layout import KINDS
+    from raffinerie.store.records import record_rel, records_rel
     from raffinerie.store.selection import RECORD_KINDS, local_meta, local_record, select
     from raffinerie.store.transfer import Direction, LocalDamaged, Transfer
 
@@ -171,7 +172,7 @@ def _local_root(args) -> Path:
 
 
 def _known_locally(root: Path, name: str) -> bool:
-    from raffinerie.store.layout import record_rel
+    from raffinerie.store.records import record_rel
     from raffinerie.store.selection import RECORD_KINDS
 
     return any((root / record_rel(kind, name)).is_file() for kind in RECORD_KINDS)

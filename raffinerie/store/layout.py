@@ -18,6 +18,7 @@ from raffinerie.errors import RaffError
 from raffinerie.inputs import record
 from raffinerie.store.manifest import HEX as _HEX
 from raffinerie.store.manifest import MANIFEST, checked_file
+from raffinerie.store.records import checked_record, record_rel
 
 KINDS = ("measurements", "datasets", "analyses")
 CACHE_DIRNAME = ".raffinerie-cache"
@@ -47,16 +48,6 @@ def entry_rel(kind: str, key: str) -> str:
     if len(key) != 64 or not _HEX.issuperset(key):
         raise RaffError(f"not a cache key: {key!r}")
     return f"{kind}/{key[:2]}/{key}"
-
-
-def records_rel(kind: str) -> str:
-    """The folder of the build records of `kind` relative to a cache's root."""
-    return f"names/{kind}"
-
-
-def record_rel(kind: str, name: str) -> str:
-    """The record of the last build of `name` (`names/<kind>/<name>.json`) relative to a cache's root."""
-    return f"{records_rel(kind)}/{name}.json"
 
 
 def iter_entries(root: Path, kind: str) -> Iterator[tuple[str, str]]:
@@ -150,7 +141,8 @@ class CacheIndex:
         if kind == "takes":
             record(path)  # a new take (--force-acquire) changes the plan: an input of the no-op check
         try:
-            return json.loads(path.read_text())
+            doc = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
+        return checked_record(doc, path)
 

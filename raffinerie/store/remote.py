@@ -51,10 +51,11 @@ from raffinerie.errors import RaffError
 from raffinerie.store.aio import first_error, quietly
 from raffinerie.store.files import json_dict
 from raffinerie.store.folderfs import FolderTransport
-from raffinerie.store.layout import check_kind, entry_rel, record_rel, records_rel
+from raffinerie.store.layout import check_kind, entry_rel
 from raffinerie.store.manifest import HEX
 from raffinerie.store.pull import Puller
 from raffinerie.store.push import Pusher
+from raffinerie.store.records import checked_record, record_rel, records_rel
 from raffinerie.store.selection import MAX_RECORD_BYTES
 from raffinerie.store.transfer import (ENTRIES_IN_FLIGHT, Direction, LocalDamaged, Progress, RemoteDamaged,
                                        RemoteError, Transfer, batches, describe, held)
@@ -177,7 +178,8 @@ class RemoteCache:
 
     def read_record(self, kind: str, name: str) -> dict | None:
         """The record of the last pushed build of `name` (names/<kind>/<name>.json)."""
-        return json_dict(self._run(self._read_or_none, record_rel(kind, name)))
+        doc = json_dict(self._run(self._read_or_none, record_rel(kind, name)))
+        return checked_record(doc, f"{self.url}/{record_rel(kind, name)}") if doc is not None else None
 
     def read_meta(self, kind: str, key: str) -> dict | None:
         """An entry's meta.json, if it has one."""

@@ -11,7 +11,8 @@ from typing import Callable, Iterable
 
 from raffinerie.store.files import json_dict
 from raffinerie.store.folderfs import read_plain_or_none
-from raffinerie.store.layout import KINDS, entry_rel, record_rel
+from raffinerie.store.layout import KINDS, entry_rel
+from raffinerie.store.records import checked_record, record_rel
 
 RECORD_KINDS = ("datasets", "analyses")  # the kinds whose build records name what a procedure made
 MAX_RECORD_BYTES = 16 << 20   # names/*.json and meta.json, read to select entries (a few kB each)
@@ -86,7 +87,8 @@ def select(names: Iterable[str], record: Callable[[str, str], dict | None],
 
 
 def local_record(root: Path, kind: str, name: str) -> dict | None:
-    return json_dict(read_plain_or_none(Path(root), record_rel(kind, name), MAX_RECORD_BYTES))
+    doc = json_dict(read_plain_or_none(Path(root), record_rel(kind, name), MAX_RECORD_BYTES))
+    return checked_record(doc, Path(root) / record_rel(kind, name)) if doc is not None else None
 
 
 def local_meta(store, kind: str, key: str) -> dict | None:
