@@ -224,7 +224,7 @@ def _summary(t, url: str, preposition: str, present: str) -> str:
 
 def _note_missing(t, text: str) -> None:
     if t.missing:
-        kinds = sorted({kind for kind, _ in t.missing})
+        kinds = sorted({m.kind for m in t.missing})
         print(f"note: {len(t.missing)} entries ({', '.join(kinds)}) the builds used are {text}", file=sys.stderr)
 
 

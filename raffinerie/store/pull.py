@@ -20,7 +20,7 @@ from raffinerie.store.aio import all_or_first, to_the_end
 from raffinerie.store.files import rename_into_place
 from raffinerie.store.layout import MANIFEST, entry_rel
 from raffinerie.store.manifest import Damaged
-from raffinerie.store.transfer import FILES_IN_FLIGHT, LocalCacheError, Progress, Transfer, held, tell
+from raffinerie.store.transfer import FILES_IN_FLIGHT, LocalCacheError, Missing, Refusal, Progress, Transfer, held, tell
 from raffinerie.store.transport import READ_CHUNK, FileType, Refused, Transport
 
 
@@ -34,7 +34,7 @@ class Puller:
         wanted = [k for k in keys if not store.has(kind, k)]
         t.present += len(keys) - len(wanted)
         there = (await held(self.transport, kind, wanted))[0] if wanted else set()
-        t.missing += [(kind, k) for k in wanted if k not in there]
+        t.missing += [Missing(kind, k) for k in wanted if k not in there]
         todo = [k for k in wanted if k in there]
         if not todo:
             tell(progress, t)
@@ -57,7 +57,7 @@ class Puller:
             try:
                 found = await self.transport.stat(remote)
                 if found is None:  # removed meanwhile
-                    t.missing.append((kind, key))
+                    t.missing.append(Missing(kind, key))
                     return
                 if found.type != FileType.DIRECTORY:
                     raise Damaged(f"the entry is {'a link' if found.type == FileType.LINK else 'not a folder'}")
@@ -75,10 +75,10 @@ class Puller:
                 sizes = await all_or_first(copy(rel, size, digest) for rel, (size, digest) in listed.items())
                 committed = await local(rename_into_place, tmp, final)
             except Refused as exc:
-                t.damaged.append((kind, key, str(exc).removeprefix(remote + "/")))
+                t.damaged.append(Refusal(kind, key, str(exc).removeprefix(remote + "/")))
                 return
             except Damaged as exc:
-                t.damaged.append((kind, key, str(exc)))
+                t.damaged.append(Refusal(kind, key, str(exc)))
                 return
             finally:
                 # synchronous: this runs even in a task cancelled because another entry failed

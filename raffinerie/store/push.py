@@ -23,7 +23,7 @@ from raffinerie.store.files import process_alive
 from raffinerie.store.folderfs import lstat, read_plain, split
 from raffinerie.store.layout import KINDS, MANIFEST, entry_rel
 from raffinerie.store.manifest import HEX, Damaged
-from raffinerie.store.transfer import FILES_IN_FLIGHT, Progress, Transfer, held, tell
+from raffinerie.store.transfer import FILES_IN_FLIGHT, Missing, Refusal, Progress, Transfer, held, tell
 from raffinerie.store.transport import FileType, Refused, Transport
 
 # A folder in the remote's tmp/ older than this is a push that died (one entry's
@@ -67,7 +67,7 @@ class Pusher:
 
     async def batch(self, store, kind: str, keys: list[str], t: Transfer, progress: Progress | None) -> None:
         local = [k for k in keys if store.has(kind, k)]
-        t.missing += [(kind, k) for k in keys if not store.has(kind, k)]
+        t.missing += [Missing(kind, k) for k in keys if not store.has(kind, k)]
         there, new_shards = await held(self.transport, kind, local)
         t.present += len(there)
         todo = [k for k in local if k not in there]
@@ -88,7 +88,7 @@ class Pusher:
             try:
                 raw = await _local_manifest(root, entry)
                 if raw is None:  # removed locally meanwhile (gc): nothing to push
-                    t.missing.append((kind, key))
+                    t.missing.append(Missing(kind, key))
                     return
                 listed = manifest.parse(raw)
 
@@ -102,7 +102,7 @@ class Pusher:
                 await self._check_written(tmp, raw, listed, files)
                 placed = await self._place(tmp, entry)
             except Damaged as exc:
-                t.damaged.append((kind, key, str(exc)))
+                t.damaged.append(Refusal(kind, key, str(exc)))
                 return
             finally:
                 if not placed:  # a failed push (a full remote) leaves nothing in tmp/

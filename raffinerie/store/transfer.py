@@ -26,6 +26,24 @@ class Direction(str, Enum):
     PULL = "pull"
 
 
+@dataclass(frozen=True)
+class Missing:
+    """An entry asked for that the source does not hold."""
+
+    kind: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An entry not copied because it does not match its manifest (or has none, or a link where a
+    file is); `problem` says what is wrong, in one line."""
+
+    kind: str
+    key: str
+    problem: str
+
+
 class RemoteError(RaffError):
     """A remote cache that cannot be reached, read or written."""
 
@@ -68,9 +86,9 @@ class LocalDamaged(RaffError):
                          f"to {url}: {_listed(damaged)}; `raff cache verify` moves them to quarantine/")
 
 
-def _listed(damaged: list[tuple[str, str, str]]) -> str:
+def _listed(damaged: list[Refusal]) -> str:
     """The first three damaged entries with their problems, and how many more."""
-    first = "; ".join(f"{kind}/{key} ({problem})" for kind, key, problem in damaged[:3])
+    first = "; ".join(f"{d.kind}/{d.key} ({d.problem})" for d in damaged[:3])
     return first + (f" and {len(damaged) - 3} more" if len(damaged) > 3 else "")
 
 
@@ -78,13 +96,13 @@ def _listed(damaged: list[tuple[str, str, str]]) -> str:
 class Transfer:
     """What a push or pull did."""
 
-    direction: Direction | str
+    direction: Direction
     entries: int = 0            # copied
     present: int = 0            # already at the destination: skipped
     bytes: int = 0              # copied
     seconds: float = 0.0
-    missing: list[tuple[str, str]] = field(default_factory=list)        # asked for, not in the source
-    damaged: list[tuple[str, str, str]] = field(default_factory=list)   # (kind, key, problem)
+    missing: list[Missing] = field(default_factory=list)        # asked for, not in the source
+    damaged: list[Refusal] = field(default_factory=list)       # not copied: not as their manifest says
     kind: str = ""              # the kind being transferred now (for progress)
 
     def add(self, other: "Transfer") -> None:
