@@ -369,7 +369,7 @@ def dead_pid() -> int:
 def test_a_later_push_removes_stale_tmp_folders_of_dead_pushers_only(tmp_path):
     a, shared = tmp_path / "a", tmp_path / "shared"
     make_entries(a, 2, size=1_000, seed=31)
-    from raffinerie.store.remote import writer_host
+    from raffinerie.store.push import writer_host
 
     host = writer_host()
     k16 = "0123456789abcdef"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -167,62 +166,6 @@ def test_build_with_remote_pulls_from_the_server_instead_of_acquiring(xrootd_ser
         assert [p.name for p in entries(b, kind)] == [p.name for p in entries(a, kind)]
 
 
-def test_a_pull_never_overwrites_a_local_entry(xrootd_server, tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    keys = make_entries(a, 6, size=20_000, seed=1)
-    make_entries(b, 1, size=20_000, seed=2)  # the same key as a's first, other content
-    mine = entry_files(entries(b)[0])
-    url = xrootd_server.url("shared/never")
-    ok(cache_cli("push", url, "--cache", a))
-    pulled = ok(cache_cli("pull", url, "--cache", b))
-    assert "pulled 5 entries" in pulled.out and "1 already here" in pulled.out, pulled.out
-    assert entry_files(b / "measurements" / keys[0][:2] / keys[0]) == mine
-    assert [p.name for p in entries(b)] == sorted(keys)
-
-
-def test_an_interrupted_push_leaves_no_partial_entry(xrootd_server, tmp_path):
-    cache = tmp_path / "cache"
-    keys = make_entries(cache, 300, size=400_000, seed=3)
-    url = xrootd_server.url("shared/killed")
-    remote = xrootd_server.local("shared/killed")
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER, "push", url, "--cache", str(cache), "-j", "4"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None and len(entries(remote)) < 5:
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    assert proc.returncode == -signal.SIGKILL, "the push ended before it could be interrupted"
-    visible = entries(remote)
-    assert 5 <= len(visible) < len(keys)
-    assert all(complete(p) for p in visible)  # whole entries only; what was being written is in tmp/
-
-    ok(cache_cli("push", url, "--cache", cache))  # the next push finishes the job
-    fresh = tmp_path / "fresh"
-    assert "pulled 300 entries" in ok(cache_cli("pull", url, "--cache", fresh)).out
-    assert all(complete(p) for p in entries(fresh))
-
-
-def test_a_damaged_remote_entry_is_never_pulled(xrootd_server, tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    keys = make_entries(a, 4, size=30_000, seed=4)
-    url = xrootd_server.url("shared/damaged")
-    ok(cache_cli("push", url, "--cache", a))
-    victim = xrootd_server.local("shared/damaged") / "measurements" / keys[2][:2] / keys[2] / "measurement.zarr.zip"
-    data = bytearray(victim.read_bytes())
-    data[1000] ^= 0xFF
-    victim.write_bytes(bytes(data))
-    result = cache_cli("pull", url, "--cache", b)
-    assert_clean_error(result, url, keys[2], "content changed: measurement.zarr.zip", "not pulled")
-    assert len([l for l in result.err.splitlines() if l.startswith("raff: error")]) == 1
-    assert not (b / "measurements" / keys[2][:2] / keys[2]).exists()
-    assert sorted(p.name for p in entries(b)) == sorted(k for i, k in enumerate(keys) if i != 2)
-    assert not any((b / "tmp").iterdir())
-
-    (victim.parent / "manifest.json").write_text("{not json")
-    assert_clean_error(cache_cli("pull", url, "--cache", b), keys[2], "manifest.json unreadable")
-
-
 def test_a_local_folder_and_a_file_url_serve_as_remotes(tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     keys = make_entries(a, 5, size=10_000, seed=5)
@@ -266,6 +209,30 @@ def test_push_and_pull_by_name_follow_dataset_analysis_and_calibration(tmp_path)
     assert sorted(p.name for p in entries(b)) == sorted(points + cal_points)
     assert_clean_error(cache_cli("pull", shared, "nothing", "--cache", b), "no build of nothing")
     assert_clean_error(cache_cli("push", shared, "nothing", "--cache", a), "no build of nothing")
+
+
+def test_a_build_record_carries_its_format_and_a_newer_one_is_one_clear_error(tmp_path):
+    from raffinerie.store.records import RECORD_FORMAT
+    from raffinerie.store.store import Store
+
+    a, shared = tmp_path / "a", tmp_path / "shared"
+    store = Store(a)
+    points = make_entries(a, 2, size=1000, seed=7)
+    key = hashlib.sha256(b"ds").hexdigest()
+    store.commit("datasets", key, lambda folder, digests: (folder / "meta.json").write_text(
+        json.dumps({"procedure": "scan", "point_keys": points})))
+    store.record("datasets", "scan", key)
+    path = a / "names" / "datasets" / "scan.json"
+    doc = json.loads(path.read_text())
+    assert doc["format"] == RECORD_FORMAT and doc["key"] == key
+
+    del doc["format"]                       # a record of an older raffinerie: read as the current format
+    path.write_text(json.dumps(doc))
+    assert "pushed 3 entries" in ok(cache_cli("push", shared, "scan", "--cache", a)).out
+
+    path.write_text(json.dumps({**doc, "format": RECORD_FORMAT + 1}))
+    assert_clean_error(cache_cli("push", shared, "scan", "--cache", a), str(path),
+                       f"a build record of a newer raffinerie (format {RECORD_FORMAT + 1}")
 
 
 # -- errors --------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ Heavy packages (fsspec, XRootD) are imported only when a command runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -59,17 +60,16 @@ def _pull(args) -> int:
 
 def push_command(args) -> int:
     from raffinerie.store.layout import KINDS
-    from raffinerie.store.remote import LocalDamaged, RemoteCache, Transfer, local_meta, local_record, select
-    from raffinerie.store.store import Store
+    from raffinerie.store.records import record_rel, records_rel
+    from raffinerie.store.selection import RECORD_KINDS, local_meta, local_record, select
+    from raffinerie.store.transfer import Direction, LocalDamaged, Transfer
 
     root = _local_root(args)
     if not (root / "measurements").is_dir() and not any((root / k).is_dir() for k in KINDS):
         raise RaffError("no cache here (nothing built yet?)", file=root)
-    store = Store(root)
     names = list(dict.fromkeys(args.names or []))
-    total = Transfer("push")
-    with RemoteCache(args.url, create=True, entries_in_flight=args.jobs) as remote, \
-            store.cache_lock(exclusive=False, waiting=_waiting(root)):
+    total = Transfer(Direction.PUSH)
+    with _connected(args, root, create=True) as (store, remote):
         if names:
             selection = select(_expand(args, names, lambda n: _known_locally(root, n)),
                                lambda kind, name: local_record(root, kind, name),
@@ -79,16 +79,14 @@ def push_command(args) -> int:
             records = selection.records
         else:
             keys = {kind: None for kind in KIND_ORDER}
-            records = [(kind, p.stem) for kind in ("datasets", "analyses")
-                       for p in sorted((root / "names" / kind).glob("*.json"))]
+            records = [(kind, p.stem) for kind in RECORD_KINDS
+                       for p in sorted((root / records_rel(kind)).glob("*.json"))]
         progress = _Progress("push", args.url, selection.count if names else None)
         try:
-            for kind in KIND_ORDER:
-                if keys[kind] is None or keys[kind]:
-                    total.add(remote.push(store, kind, keys[kind], progress.kind(kind), strict=False))
-                    progress.done_kind()
+            _each_kind(keys, progress, total,
+                       lambda kind, tell: remote.push(store, kind, keys[kind], tell, strict=False))
             for kind, name in records:
-                data = (root / "names" / kind / f"{name}.json").read_bytes()
+                data = (root / record_rel(kind, name)).read_bytes()
                 remote.write_record(kind, name, data)
         finally:
             progress.close()
@@ -100,19 +98,17 @@ def push_command(args) -> int:
 
 
 def pull_command(args) -> int:
-    from raffinerie.store.remote import RemoteCache, RemoteDamaged, Transfer, local_meta, local_record, select
-    from raffinerie.store.store import Store
+    from raffinerie.store.selection import RECORD_KINDS, local_meta, local_record, select
+    from raffinerie.store.transfer import Direction, RemoteDamaged, Transfer
 
     root = _local_root(args)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RaffError(f"cannot make the cache folder: {exc.strerror or exc}", file=root) from None
-    store = Store(root)
     names = list(dict.fromkeys(args.names or []))
-    total = Transfer("pull")
-    with RemoteCache(args.url, create=False, entries_in_flight=args.jobs) as remote, \
-            store.cache_lock(exclusive=False, waiting=_waiting(root)):
+    total = Transfer(Direction.PULL)
+    with _connected(args, root, create=False) as (store, remote):
         if names:
             def record(kind: str, name: str):
                 return remote.read_record(kind, name) or local_record(root, kind, name)
@@ -120,7 +116,7 @@ def pull_command(args) -> int:
             def meta(kind: str, key: str):
                 return remote.read_meta(kind, key) or local_meta(store, kind, key)
 
-            selection = select(_expand(args, names, lambda n: any(record(k, n) for k in ("datasets", "analyses"))),
+            selection = select(_expand(args, names, lambda n: any(record(k, n) for k in RECORD_KINDS)),
                                record, meta)
             _refuse_unknown(selection.unknown, f"no build of {{}} pushed to {args.url} (nor built here)")
             keys = selection.keys
@@ -128,10 +124,8 @@ def pull_command(args) -> int:
             keys = {kind: None for kind in KIND_ORDER}
         progress = _Progress("pull", args.url, selection.count if names else None)
         try:
-            for kind in KIND_ORDER:
-                if keys[kind] is None or keys[kind]:
-                    total.add(remote.pull(store, kind, keys[kind], progress.kind(kind), strict=False))
-                    progress.done_kind()
+            _each_kind(keys, progress, total,
+                       lambda kind, tell: remote.pull(store, kind, keys[kind], tell, strict=False))
         finally:
             progress.close()
     if total.entries:
@@ -144,6 +138,26 @@ def pull_command(args) -> int:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _connected(args, root: Path, create: bool):
+    """(the local Store, the RemoteCache at args.url), the local cache held shared meanwhile."""
+    from raffinerie.store.remote import RemoteCache
+    from raffinerie.store.store import Store
+
+    store = Store(root)
+    with RemoteCache(args.url, create=create, entries_in_flight=args.jobs) as remote, \
+            store.cache_lock(exclusive=False, waiting=_waiting(root)):
+        yield store, remote
+
+
+def _each_kind(keys: dict, progress, total, move) -> None:
+    """`move(kind, tell)` for each kind with keys to move (None: all of them), in KIND_ORDER."""
+    for kind in KIND_ORDER:
+        if keys[kind] is None or keys[kind]:
+            total.add(move(kind, progress.kind(kind)))
+            progress.done_kind()
+
 
 def _local_root(args) -> Path:
     from raffinerie.store.layout import cache_root
@@ -158,7 +172,10 @@ def _local_root(args) -> Path:
 
 
 def _known_locally(root: Path, name: str) -> bool:
-    return any((root / "names" / kind / f"{name}.json").is_file() for kind in ("datasets", "analyses"))
+    from raffinerie.store.records import record_rel
+    from raffinerie.store.selection import RECORD_KINDS
+
+    return any((root / record_rel(kind, name)).is_file() for kind in RECORD_KINDS)
 
 
 def _expand(args, names: list[str], known) -> list[str]:
@@ -207,7 +224,7 @@ def _summary(t, url: str, preposition: str, present: str) -> str:
 
 def _note_missing(t, text: str) -> None:
     if t.missing:
-        kinds = sorted({kind for kind, _ in t.missing})
+        kinds = sorted({m.kind for m in t.missing})
         print(f"note: {len(t.missing)} entries ({', '.join(kinds)}) the builds used are {text}", file=sys.stderr)
 
 

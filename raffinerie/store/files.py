@@ -6,9 +6,9 @@ Zarr itself is read and written by zarr-python (`pointfile`, `dataset`).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
-
 
 
 def process_alive(pid: int) -> bool:
@@ -46,6 +46,37 @@ def write_file(path: str, data: bytes, digests: dict | None = None) -> None:
         raise OSError(exc.errno, f"cannot write: {exc.strerror}", str(path)) from None
     if digests is not None:  # hashed from memory: no second read of the file
         digests[path] = (len(data), hashlib.sha256(data).hexdigest())
+
+
+def write_json(path: Path, doc: dict, digests: dict | None = None) -> None:
+    """`doc` as indented JSON with sorted keys (numpy values as plain JSON), written whole."""
+    write_file(str(path), json.dumps(doc, indent=1, sort_keys=True, default=json_default).encode(), digests)
+
+
+def json_dict(data: bytes | None) -> dict | None:
+    """The JSON object in `data`; None for no data, bad JSON or anything but an object."""
+    if data is None:
+        return None
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def rename_into_place(tmp: Path, final: Path) -> bool:
+    """The last step of making an entry: rename the complete folder `tmp` to `final`.
+    False (and nothing changed) when the entry is already there, made by another process."""
+    if final.is_dir():
+        return False
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if final.is_dir():
+            return False
+        raise
+    return True
 
 
 def json_default(value):

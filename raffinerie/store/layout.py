@@ -16,11 +16,11 @@ from typing import Iterator
 
 from raffinerie.errors import RaffError
 from raffinerie.inputs import record
-from raffinerie.store.files import EntryFormatError
+from raffinerie.store.manifest import HEX as _HEX
+from raffinerie.store.manifest import MANIFEST, checked_file
+from raffinerie.store.records import checked_record, record_rel
 
 KINDS = ("measurements", "datasets", "analyses")
-MANIFEST = "manifest.json"
-_HEX = frozenset("0123456789abcdef")
 CACHE_DIRNAME = ".raffinerie-cache"
 
 
@@ -36,6 +36,18 @@ def cache_root(main_config: Path, override: str | Path | None = None) -> Path:
 
 def entry_dir(root: Path, kind: str, key: str) -> Path:
     return root / kind / key[:2] / key
+
+
+def check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r} (one of {', '.join(KINDS)})")
+
+
+def entry_rel(kind: str, key: str) -> str:
+    """An entry's folder relative to a cache's root (a local or a remote one); the key checked."""
+    if len(key) != 64 or not _HEX.issuperset(key):
+        raise RaffError(f"not a cache key: {key!r}")
+    return f"{kind}/{key[:2]}/{key}"
 
 
 def iter_entries(root: Path, kind: str) -> Iterator[tuple[str, str]]:
@@ -125,35 +137,12 @@ class CacheIndex:
 
     def last_build(self, kind: str, name: str) -> dict | None:
         """The record of the last build of procedure `name` (its key and inputs)."""
-        path = self.root / "names" / kind / f"{name}.json"
+        path = self.root / record_rel(kind, name)
         if kind == "takes":
             record(path)  # a new take (--force-acquire) changes the plan: an input of the no-op check
         try:
-            return json.loads(path.read_text())
+            doc = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
+        return checked_record(doc, path)
 
-
-def manifest_files(folder: Path) -> dict:
-    """The `files` of an entry's manifest: name -> [size, SHA-256]."""
-    files = json.loads((folder / MANIFEST).read_bytes())["files"]
-    if not isinstance(files, dict):
-        raise EntryFormatError("manifest files is not a mapping")
-    return files
-
-
-def checked_file(folder: Path, name: str) -> bytes | str:
-    """The bytes of file `name` of an entry if they match its manifest, else the problem."""
-    try:
-        listed = manifest_files(folder).get(name)
-    except (OSError, ValueError, KeyError, TypeError, EntryFormatError):
-        return "manifest missing or unreadable"
-    if not listed:
-        return f"file not in the manifest: {name}"
-    try:
-        data = (folder / name).read_bytes()
-    except OSError:
-        return f"file missing: {name}"
-    if len(data) != listed[0] or hashlib.sha256(data).hexdigest() != listed[1]:
-        return f"content changed: {name}"
-    return data
