@@ -175,30 +175,32 @@ def _processes():
 # own Popen copy os.environ), so a process still running after its test is
 # found by it wherever it was re-parented: a raff, an emulator, a distillery's
 # child, an analysis worker or multiprocessing's resource tracker.
+# The mark names this process, so under pytest-xdist each worker (its own
+# process, importing this file itself) marks only its own tree: a worker never
+# sees another worker's processes, nor the controller (whose mark the workers
+# inherit, then replace here), as its leaks.
 SESSION_MARK = "RAFF_TEST_SESSION"
 os.environ[SESSION_MARK] = f"{os.getpid()}-{time.time_ns()}"
 
 
-def _is_multiprocessing_helper(cmd: list[bytes]) -> bool:
-    """multiprocessing's resource tracker or forkserver: a test that uses
-    multiprocessing in this process starts one, and it lives as long as this
-    process (it ends when its pipe from here closes), so it is not a leak."""
+def _is_test_runner_helper(cmd: list[bytes]) -> bool:
+    """A helper of the test runner itself, living as long as this process, so not a leak:
+    multiprocessing's resource tracker or forkserver (a test that uses multiprocessing in
+    this process starts one; it ends when its pipe from here closes), or an execnet
+    gateway (pytest-xdist's way of starting a worker, should one ever start below us)."""
     text = b" ".join(cmd)
-    return b"multiprocessing.resource_tracker" in text or b"multiprocessing.forkserver" in text
+    return (b"multiprocessing.resource_tracker" in text or b"multiprocessing.forkserver" in text
+            or b"exec(eval(sys.stdin.readline()))" in text)
 
 
 def marked_pids() -> dict[int, str]:
     """Live processes started under this test session, other than this one."""
-    needle = f"{SESSION_MARK}={os.environ[SESSION_MARK]}".encode()
+    needle = session_needle()
     out = {}
     for pid, cmd, ppid in _processes():
-        if pid == os.getpid() or (ppid == os.getpid() and _is_multiprocessing_helper(cmd)):
+        if pid == os.getpid() or (ppid == os.getpid() and _is_test_runner_helper(cmd)):
             continue
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0"):
+        if _carries_mark(pid, needle):
             out[pid] = b" ".join(cmd).decode(errors="replace").strip()
     return out
 
@@ -227,18 +229,31 @@ def no_process_outlives_its_test():
         pytest.fail(f"processes outlived the test: {listing}")
 
 
+def session_needle() -> bytes:
+    """The environment entry that marks the processes of this test session."""
+    return f"{SESSION_MARK}={os.environ[SESSION_MARK]}".encode()
+
+
+def _carries_mark(pid: int, needle: bytes) -> bool:
+    try:
+        return needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_emulator_outlives_the_tests():
     """Fail the run if an emulator started during it is still running at its end.
 
-    Those are the ones left to this process, or orphaned (re-parented to init)
-    when the raff that started them died; others on the machine are not ours.
+    Those are the ones carrying this session's mark, wherever they were
+    re-parented (to init when the raff that started them died, or to a raff
+    still running); others on the machine, and other xdist workers', are not ours.
     """
-    before = set(emulator_pids())
+    needle = session_needle()
     yield
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        left = set(emulator_pids(parents={1, os.getpid()})) - before
+        left = {pid for pid in emulator_pids() if _carries_mark(pid, needle)}
         if not left:
             return
         time.sleep(0.1)
@@ -246,3 +261,4 @@ def no_emulator_outlives_the_tests():
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     pytest.fail(f"emulator processes outlived the tests: {sorted(left)}")
+

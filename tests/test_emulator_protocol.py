@@ -292,9 +292,11 @@ def test_menus_stop_ends_a_run_early(tmp_path):
         pull = emu.pull(port)
         time.sleep(0.2)
         assert daq.ask("start") == "running"
-        time.sleep(0.3)
+        messages = [pull.recv()]                        # START_RUN_HGCROC
+        while len(messages) < 2 or records(messages[1:])[0].max() < 1:
+            messages.append(pull.recv())                # until a second event has been sent
         assert daq.ask("stop") == "configured"
-        messages = collect_run(pull)
+        messages += collect_run(pull)
         event, _, _ = records(messages[1:-1])
         assert 0 < event.max() < 1999
 
