@@ -38,16 +38,17 @@ class DatasetLayout(enum.StrEnum):
     GRID = "grid"     # points x readout slots: every measurement has the same slots
 
 
-def check_format(meta: dict, where) -> dict:
-    """`meta`, if this raffinerie can read its format; a newer one is an error naming `where`."""
-    version = meta.get(FORMAT_FIELD, 1)
+def check_format(doc: dict, where, what: str = "its record (meta.json)", newest: int = FORMAT) -> dict:
+    """`doc`, if this raffinerie reads its format (`newest` and older; none is format 1); an
+    error naming `where` for a newer one (update raffinerie) or one that is no version at all.
+    Entry records and build records (store.records) are both checked here."""
+    version = doc.get(FORMAT_FIELD, 1)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise RaffError(f"its record (meta.json) has format {version!r}, which is not a format "
-                        "version", file=where)
-    if version > FORMAT:
-        raise RaffError(f"its record (meta.json) is of format {version}, newer than this raffinerie "
-                        f"reads ({FORMAT}); update raffinerie", file=where)
-    return meta
+        raise RaffError(f"{what} has format {version!r}, which is not a format version", file=where)
+    if version > newest:
+        raise RaffError(f"{what} of a newer raffinerie (format {version}; this one reads format "
+                        f"{newest} and older): update raffinerie", file=where)
+    return doc
 
 
 def _record(kind: RecordKind, fields_: dict) -> dict:

@@ -183,7 +183,7 @@ def test_reader_processes_assemble_the_same_dataset_and_catch_damage(built, tmp_
     from conftest import damage_member, summary_files
     from raffinerie.builder import datasets
     from raffinerie.store.dataset import Dataset
-    from raffinerie.store.store import DamagedEntry
+    from raffinerie.store.entries import DamagedEntry
 
     plan, points, store = _points(built, "scan")
     expected = store.open_dataset(plan.nodes["dataset:scan"].key).to_pandas()

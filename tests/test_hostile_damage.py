@@ -146,7 +146,7 @@ def _without_checksums(entry: Path) -> None:
     import zarr
     from zarr.codecs import ZstdCodec
 
-    from raffinerie.store.store import _write_manifest
+    from raffinerie.store.manifest import write as _write_manifest
 
     folder = entry / "data.zarr"
     old = zarr.open_consolidated(str(folder), mode="r")
@@ -211,7 +211,8 @@ def test_a_changed_calibration_is_never_laid_over_a_target(raff, libdir):
 
 
 def test_small_files_of_an_entry_are_checked_when_read(raff, libdir):
-    from raffinerie.store.store import DamagedEntry, Store
+    from raffinerie.store.entries import DamagedEntry
+    from raffinerie.store.store import Store
 
     main = scan_with_analysis(libdir)
     cache = libdir.root / ".raffinerie-cache"

@@ -30,7 +30,7 @@ def test_a_record_without_a_format_is_of_format_1_and_a_newer_one_is_refused(tmp
     old = {"kind": "dataset", "procedure": "scan"}
     assert check_format(old, tmp_path) is old
     assert check_format(dataset_record("scan", ["ab"], []), tmp_path)["format"] == FORMAT
-    with pytest.raises(RaffError, match="newer than this raffinerie"):
+    with pytest.raises(RaffError, match="of a newer raffinerie"):
         check_format({"format": FORMAT + 1}, tmp_path)
     with pytest.raises(RaffError, match="not a format"):
         check_format({"format": "2"}, tmp_path)
@@ -47,3 +47,27 @@ def test_dataset_and_analysis_records_are_plain_json():
     analysis = analysis_record("ped", {"dataset": "aa"}, {"summary": "summary.csv"}, 1.23456, when=5.0)
     assert analysis == {"kind": "analysis", "format": FORMAT, "procedure": "ped", "inputs": {"dataset": "aa"},
                         "outputs": {"summary": "summary.csv"}, "seconds": 1.235, "time": 5.0}
+
+
+def test_the_store_refuses_an_entry_record_of_a_newer_format(tmp_path):
+    from raffinerie.store.store import Store
+
+    store = Store(tmp_path / "cache")
+    key = bytes(range(32))
+    store.commit("analyses", key, lambda folder, digests: (folder / "meta.json").write_text(
+        json.dumps(analysis_record("ped", {}, {}, 1.0) | {"format": FORMAT + 1})))
+    with pytest.raises(RaffError, match="of a newer raffinerie") as caught:
+        store.meta("analyses", key)
+    assert "meta.json" in str(caught.value)
+
+
+def test_cache_ls_names_a_build_record_it_cannot_read(raff, tmp_path):
+    from pathlib import Path
+
+    main = Path(__file__).resolve().parent.parent / "examples" / "main_config.yaml"
+    records = tmp_path / "cache" / "names" / "datasets"
+    records.mkdir(parents=True)
+    (records / "scan.json").write_text("{cut short")
+    result = raff("cache", "ls", "-c", main, "--cache", tmp_path / "cache")
+    assert result.code == 0 and "Traceback" not in result.out + result.err, result.err
+    assert f"dataset scan: an unreadable build record ({records / 'scan.json'})" in result.out

@@ -44,9 +44,10 @@ from raffinerie.errors import RaffError
 from raffinerie.graph.keying import analysis_inputs
 from raffinerie.graph.nodes import Node
 from raffinerie.graph.plan import Plan
+from raffinerie.records import analysis_record
 from raffinerie.store.files import process_alive
+from raffinerie.store.entries import DamagedEntry
 from raffinerie.store.layout import MANIFEST
-from raffinerie.store.store import DamagedEntry
 
 
 @dataclass
@@ -180,8 +181,7 @@ class AnalysisRunner:
                 shutil.copy(job.output / name, folder / name)
             if outputs.calibration and outputs.calibration != CALIBRATION:
                 shutil.copy(job.output / outputs.calibration, folder / CALIBRATION)
-            meta = {"kind": "analysis", "procedure": node.name, "inputs": inputs, "outputs": outputs.as_dict(),
-                    "seconds": round(seconds, 3), "time": time.time()}
+            meta = analysis_record(node.name, inputs, outputs.as_dict(), seconds)
             (folder / META).write_text(_json(meta))
         try:
             self.store.commit("analyses", bytes.fromhex(node.key), write)

@@ -27,7 +27,7 @@ from raffinerie.config.tree import merge
 from raffinerie.daq.runs import characterisation_modes, decode_run
 from raffinerie.daq.session import BackendError, config_diff
 from raffinerie.errors import RaffError
-from raffinerie.graph.plan import PointSet
+from raffinerie.graph.points import PointSet
 from raffinerie.hgcroc import DEFAULT_CHIPS
 from raffinerie.records import MeasurementRecord
 from raffinerie.store.store import Store

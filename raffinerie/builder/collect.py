@@ -25,17 +25,18 @@ writes (renamed or removed analyses) and the unfinished writes left in tmp/.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from raffinerie.config.library import Library
 from raffinerie.config.resolve import ConfigFiles
-from raffinerie.graph.plan import make_plan, take_keys
+from raffinerie.graph.plan import make_plan
+from raffinerie.graph.points import take_keys
 from raffinerie.store.files import tree_size
 from raffinerie.store.layout import KINDS
-from raffinerie.store.store import DamagedEntry, Store
+from raffinerie.store.entries import DamagedEntry
+from raffinerie.store.store import Store
 
 # The store kind of the entry a plan node of each kind has (points have measurements, one per
 # point). The one place gc maps node kinds to store kinds: `NodeKind.store_kind` replaces it.
@@ -73,10 +74,10 @@ def known_boards(store: Store) -> list[str]:
     found = list(store.boards())
     for kind, field_of in (("datasets", lambda doc: (doc["inputs"].get("resolved") or {}).get("identity")),
                            ("takes", lambda doc: doc["inputs"].get("identity"))):
-        for path in sorted((store.root / "names" / kind).glob("*.json")):
+        for _, doc in store.build_records(kind):
             try:
-                identity = field_of(json.loads(path.read_text()))
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                identity = field_of(doc)
+            except (KeyError, TypeError, AttributeError):
                 continue  # an unreadable record names no board
             if isinstance(identity, str):
                 found.append(identity)

@@ -34,7 +34,7 @@ from raffinerie.config.library import Origin
 from raffinerie.config.daqconfig import LOCATION_KEYS, active_settings, server_section
 from raffinerie.config.parameters import ParameterTable, load_table
 from raffinerie.config.tree import get_path
-from raffinerie.graph.plan import PointSet
+from raffinerie.graph.points import PointSet
 from raffinerie.errors import RaffError
 from raffinerie.hgcroc import CALIB_REGISTER_START, CHANNELTYPE_CALIB, CHANNELTYPE_CHANNEL, CM_REGISTER_START, \
     REGISTER_SLOTS, chip_index, chip_name
@@ -95,10 +95,9 @@ def assemble(points: PointSet, store: Store, table: ParameterTable | None = None
 
 
 def _coordinates(points: PointSet, point: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The coordinate (index into the scan's coordinates) and the repeat of each point index."""
-    if points.scan.explicit is not None:  # explicit points: one coordinate each, repeats listed
-        return point, np.asarray(points.explicit_repeats, dtype=np.int64)[point]
-    return np.divmod(point, points.scan.repeat)  # repeats innermost
+    """`PointSet.split_point` over an array of point indices (the explicit repeats as an array)."""
+    explicit = points.scan.explicit is not None
+    return points.split_point(point, np.asarray(points.explicit_repeats, dtype=np.int64) if explicit else None)
 
 
 def _unknown_to_nan(out: dict[str, np.ndarray]) -> None:
@@ -269,7 +268,7 @@ def dataset_meta(name: str, points: PointSet) -> dict:
     """The record (meta.json) of the dataset of procedure `name`, built from its points."""
     proc = points.procedure
     with_board = not proc.data_columns or BOARD in proc.data_columns  # a constant column of the dataset
-    return dataset_record(name, [points.key(i).hex() for i in range(points.total)],
+    return dataset_record(name, [key.hex() for key in points.all_keys()],
                           [a.name for a in points.scan.axes], points.identity if with_board else None,
                           points.take)
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from raffinerie.builder.acquire import DEFAULT_MAX_CORRUPT, Acquisition, Stop, Timer, acquire_points
 from raffinerie.builder.backend import Backend
 from raffinerie.builder.cluster import assemble as assemble_on_cluster
-from raffinerie.builder.datasets import BOARD, write_dataset
+from raffinerie.builder.datasets import BOARD, dataset_meta, write_dataset
 from raffinerie.config.library import Library
 from raffinerie.config.network import DEFAULT_SEED, Network, identity
 from raffinerie.config.resolve import ConfigFiles
@@ -43,7 +43,8 @@ from raffinerie.graph.countdown import Countdown
 from raffinerie.graph.keying import build_record, take_record
 from raffinerie.graph.nodes import CACHED, Node, NodeKind, is_calibration
 from raffinerie.graph.plan import Plan, force, make_plan, replan
-from raffinerie.store.store import DamagedEntry, Store
+from raffinerie.store.entries import DamagedEntry
+from raffinerie.store.store import Store
 
 if TYPE_CHECKING:  # the runner lives in raffinerie.analysis, loaded when a library has analyses
     from raffinerie.analysis.runner import Submitted
@@ -397,13 +398,7 @@ class Builder:
         points = plan.points[node.name]
         t0 = time.perf_counter()
         proc = points.procedure
-        meta = {"kind": "dataset", "procedure": node.name, "points": points.total,
-                "point_keys": [key.hex() for key in points.all_keys()],
-                "axes": [a.name for a in points.scan.axes]}
-        if not proc.data_columns or BOARD in proc.data_columns:
-            meta[BOARD] = points.identity  # a constant column of the dataset
-        if points.take:
-            meta["take"] = points.take  # the newest take of its points (--force-acquire)
+        meta = dataset_meta(node.name, points)
         replace = node.id in self.forced  # --force: this build's table replaces the cached one
         self.forced.discard(node.id)
         cluster = self.runner.cluster if self.runner is not None else None

@@ -22,7 +22,7 @@ import numpy as np
 
 from raffinerie.store import pointfile
 from raffinerie.store.dataset import SLOT_COLUMNS
-from raffinerie.store.store import READ_ERRORS, DamagedEntry
+from raffinerie.store.entries import READ_ERRORS, DamagedEntry
 
 
 class Irregular(Exception):

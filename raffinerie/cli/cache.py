@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from raffinerie.cli.options import add_analysis_path, add_config_and_backend
@@ -63,13 +62,12 @@ def _cache_ls(store) -> int:
     for kind in KINDS:
         count, size = usage[kind]
         print(f"  {kind:13} {count:7} entries  {human_bytes(size):>10}")
-    names = store.root / "names"
     for kind in ("datasets", "analyses"):
-        folder = names / kind
-        if folder.is_dir():
-            for record in sorted(folder.glob("*.json")):
-                doc = json.loads(record.read_text())
+        for path, doc in store.build_records(kind):
+            try:
                 print(f"  {NOUNS[kind]} {doc['name']}: {doc['key'][:16]}")
+            except (KeyError, TypeError):
+                print(f"  {NOUNS[kind]} {path.stem}: an unreadable build record ({path})")
     return 0
 
 

@@ -21,7 +21,8 @@ class BuiltDataset:
 def _built_dataset(args) -> BuiltDataset:
     """The built dataset of procedure NAME, from a plan (one error line if it is not built)."""
     from raffinerie.cli.workspace import load_valid, one_identity, open_store
-    from raffinerie.graph.plan import CACHED, make_plan
+    from raffinerie.graph.nodes import CACHED
+    from raffinerie.graph.plan import make_plan
 
     lib, files = load_valid(args)
     store = open_store(args, lib)

@@ -34,7 +34,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from raffinerie.config.expand import Axis
-from raffinerie.graph.plan import BUILD, CACHED, KEY_SIZE, WAITING, Plan, PointSet, ReasonKind
+from raffinerie.graph.nodes import BUILD, CACHED, WAITING
+from raffinerie.graph.plan import Plan
+from raffinerie.graph.points import KEY_SIZE, PointSet
+from raffinerie.graph.reasons import ReasonKind
 
 _MARK = {CACHED: "cached", BUILD: "BUILD", WAITING: "waiting"}
 

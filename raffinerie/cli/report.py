@@ -29,7 +29,9 @@ from raffinerie import __version__
 from raffinerie.cli.entryfiles import EntryFiles
 from raffinerie.cli.options import add_analysis_path, add_config_and_backend
 from raffinerie.errors import RaffError
-from raffinerie.graph.plan import BUILD, CACHED, Node, Plan, Reason, changed, make_plan
+from raffinerie.graph.nodes import BUILD, CACHED, Node
+from raffinerie.graph.plan import Plan, changed, make_plan
+from raffinerie.graph.reasons import Reason
 from raffinerie.graph.reasons import describe_values
 
 MAX_ROWS = 5000

@@ -35,17 +35,10 @@ from raffinerie.config.expand import expand
 from raffinerie.config.library import AnalysisProcedure, DaqProcedure, Library, Workflow
 from raffinerie.config.resolve import ConfigFiles, base_config
 from raffinerie.errors import ConfigErrors, RaffError
-from raffinerie.graph.keying import (CacheView, analysis_inputs, analysis_key, build_record, current_take,
-                                     dataset_key, take_record)
-from raffinerie.graph.nodes import BUILD, CACHED, WAITING, Node, NodeKind, Status, downstream, node_id
-from raffinerie.graph.points import KEY_SIZE, PointSet, hash_points, take_keys
+from raffinerie.graph.keying import CacheView, analysis_inputs, analysis_key, current_take, dataset_key
+from raffinerie.graph.nodes import BUILD, CACHED, WAITING, Node, NodeKind, downstream, node_id
+from raffinerie.graph.points import KEY_SIZE, PointSet, hash_points
 from raffinerie.graph.reasons import Change, Comparison, Reason, ReasonKind, compare_resolved, diff_values
-
-# also importable from here, for the callers of before the split (cli.render, cli.report, builder.acquire,
-# builder.datasets, builder.collect)
-__all__ = ["BUILD", "CACHED", "KEY_SIZE", "WAITING", "Change", "Node", "NodeKind", "Plan", "PointSet", "Reason",
-           "ReasonKind", "Status", "analysis_inputs", "analysis_key", "build_record", "changed", "dataset_key",
-           "force", "make_plan", "replan", "take_keys", "take_record"]
 
 
 @dataclass

@@ -45,7 +45,7 @@ import numpy as np
 
 from raffinerie.records import DatasetLayout
 from raffinerie.store.files import EntryFormatError
-from raffinerie.store.datasetcheck import OUTDATED, DatasetDamage, problem  # noqa: F401 (OUTDATED: store.py)
+from raffinerie.store.datasetcheck import DatasetDamage, problem
 
 FOLDER = "data.zarr"
 POINT, SLOT, ROW = "point", "slot", "row"

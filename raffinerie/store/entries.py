@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from raffinerie.errors import RaffError
-from raffinerie.store import dataset, manifest, stamp
+from raffinerie.store import dataset, datasetcheck, manifest, stamp
 from raffinerie.store.files import EntryFormatError, process_alive, rename_into_place, tree_size, write_file
 from raffinerie.store.layout import KINDS, CacheIndex, entry_dir, iter_entries
 from raffinerie.store.manifest import checked_file
@@ -43,7 +43,7 @@ class DamagedEntry(RaffError):
         self.kind, self.key, self.problem = kind, key, problem
         remedy = ("the next build acquires it again" if kind == "measurements"
                   else "the next build makes it again")
-        what = "cache entry of an older raffinerie" if dataset.OUTDATED in problem else "damaged cache entry"
+        what = "cache entry of an older raffinerie" if datasetcheck.OUTDATED in problem else "damaged cache entry"
         super().__init__(f"{what} ({problem}); moved to quarantine/, {remedy}", file=path)
 
 
@@ -147,18 +147,18 @@ class Entries:
         except READ_ERRORS as exc:
             if isinstance(exc, OSError) and not self.path(kind, key).is_dir():
                 raise  # not there at all: not damage
-            problem = str(exc) if isinstance(exc, dataset.DatasetDamage) else f"unreadable: {one_line(exc)}"
+            problem = str(exc) if isinstance(exc, datasetcheck.DatasetDamage) else f"unreadable: {one_line(exc)}"
             self.quarantine(kind, key, problem)
             raise DamagedEntry(kind, key, self.path(kind, key), problem) from None
 
     def check_entry(self, kind: str, key: str) -> str | None:
         """What is wrong with an entry's files against its manifest, or None.
 
-        A dataset is also checked as opening it does (`dataset.problem`): no file
+        A dataset is also checked as opening it does (`datasetcheck.problem`): no file
         beyond the manifest's, and chunk checksums (an older one has none)."""
         found = manifest.problem(self.path(kind, key))
         if found is None and kind == "datasets":
-            found = dataset.problem(self.dataset_folder(key))
+            found = datasetcheck.problem(self.dataset_folder(key))
         return found
 
     def require_sound(self, kind: str, key: bytes | str) -> Path:

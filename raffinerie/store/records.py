@@ -16,8 +16,9 @@ import os
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
 
-from raffinerie.errors import RaffError
+from raffinerie.records import check_format
 from raffinerie.store.files import json_default, write_json
 
 RECORD_FORMAT = 1  # of names/<kind>/<name>.json; a record without "format" is of format 1 (older raffinerie)
@@ -34,13 +35,8 @@ def record_rel(kind: str, name: str) -> str:
 
 
 def checked_record(doc, where) -> dict:
-    """A build record read from `where`, once its format is one this raffinerie reads; RaffError
-    for a newer one (a newer raffinerie built it: update this one)."""
-    form = doc.get("format", 1) if isinstance(doc, dict) else 1
-    if isinstance(form, int) and not isinstance(form, bool) and form > RECORD_FORMAT:
-        raise RaffError(f"a build record of a newer raffinerie (format {form}; this one reads format "
-                        f"{RECORD_FORMAT} and older): update raffinerie", file=where)
-    return doc
+    """A build record read from `where`, once its format is one this raffinerie reads."""
+    return check_format(doc, where, "a build record", RECORD_FORMAT) if isinstance(doc, dict) else doc
 
 
 def board_record(identity: str) -> str:
@@ -69,13 +65,23 @@ class Records:
         if not (self.root / record_rel("boards", name)).is_file():
             self.record("boards", name, identity, {"identity": identity})
 
+    def build_records(self, kind: str) -> Iterator[tuple[Path, dict | None]]:
+        """Each build record of `kind` (`names/<kind>/*.json`) with its document, checked for its
+        format; None for one that cannot be read or is no JSON object (a damaged record)."""
+        for path in sorted((self.root / records_rel(kind)).glob("*.json")):
+            try:
+                doc = checked_record(json.loads(path.read_text()), path)
+            except (OSError, ValueError):
+                doc = None
+            yield path, doc if isinstance(doc, dict) else None
+
     def boards(self) -> list[str]:
         """The identities of the boards the cache has points of (as recorded; see `remember_board`)."""
         out = []
-        for path in sorted((self.root / records_rel("boards")).glob("*.json")):
+        for _, doc in self.build_records("boards"):
             try:
-                identity = checked_record(json.loads(path.read_text()), path)["inputs"]["identity"]
-            except (OSError, ValueError, KeyError, TypeError):
+                identity = doc["inputs"]["identity"]
+            except (KeyError, TypeError):
                 continue  # a damaged record: the boards of the build records still count (see gc)
             if isinstance(identity, str):
                 out.append(identity)

@@ -18,12 +18,11 @@ import numpy as np
 
 from raffinerie import __version__
 from raffinerie.store import dataset, manifest, pointfile
-from raffinerie.store.entries import DamagedEntry  # noqa: F401  (builder/*, analysis/runner.py import it from here)
 from raffinerie.store.entries import READ_ERRORS, Damage, Entries, one_line
 from raffinerie.store.files import EntryFormatError, json_default, write_json
 from raffinerie.store.layout import KINDS
 from raffinerie.store.locks import Locks
-from raffinerie.store.manifest import write as _write_manifest  # noqa: F401  (tests/test_hostile_damage.py)
+from raffinerie.records import check_format
 from raffinerie.store.records import Records
 
 # files of a measurement in the old folder layout checked on every read (small: the
@@ -98,7 +97,8 @@ class Store(Entries, Records, Locks):
     def meta(self, kind: str, key: bytes | str) -> dict:
         with self.reading(kind, key) as folder:
             if (folder / "meta.json").is_file():  # small: checked against the manifest on every read
-                return json.loads(self.read_checked(kind, folder.name, "meta.json"))
+                return check_format(json.loads(self.read_checked(kind, folder.name, "meta.json")),
+                                    folder / "meta.json")
             if (folder / pointfile.FILE).is_file():
                 return pointfile.read_attributes(folder / pointfile.FILE)
             return dict(_legacy_group(folder).attrs)
