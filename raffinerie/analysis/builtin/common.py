@@ -334,6 +334,22 @@ def channel_colors(n: int):
     return [cmap(i / max(n - 1, 1)) for i in range(n)]
 
 
+def distinct_colors(n: int):
+    """n line colours that can be told apart: tab10 up to 10 lines; beyond that turbo,
+    whose hue runs the whole spectrum (12 viridis shades are near-identical teals)."""
+    import matplotlib
+
+    if n <= 10:
+        return [matplotlib.colormaps["tab10"](i) for i in range(n)]
+    cmap = matplotlib.colormaps["turbo"]
+    return [cmap(x) for x in np.linspace(0.05, 0.95, n)]  # its ends are near black and dark red
+
+
+def legend_outside(ax, **kw) -> None:
+    """The legend below the panel, where it hides no data."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), borderaxespad=0.0, **kw)
+
+
 def linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(slope, intercept) by least squares; NaN with fewer than two distinct x."""
     x, y = np.asarray(x, float), np.asarray(y, float)

@@ -78,14 +78,14 @@ class Pedestal(Distillery):
             bad = rows[rows.flag.isin(["dead", "noisy"])]
             if len(bad):  # only a legend entry for something that is there
                 ax.plot(bad.channel, bad[column], "x", color="red", ms=9, mew=2, label="flagged (dead or noisy)")
+            if column == "noise":  # before the legend, so that it names the line
+                limit = self.parameters["noisy_threshold"]
+                ax.axhline(limit, color="red", lw=0.8, ls=":", label=f"noisy above {limit:g} ADC")
             ax.axvline(35.5, color="grey", lw=0.8, ls="--")
             ax.set_xlabel("channel (half 0 | half 1)")
             ax.set_xlim(-2, 74)
             ax.legend(fontsize=8, loc="best")
         panels[min(panels)].set_ylabel(label)
-        if column == "noise":
-            for ax in panels.values():
-                ax.axhline(self.parameters["noisy_threshold"], color="red", lw=0.8, ls=":")
         return fig
 
 

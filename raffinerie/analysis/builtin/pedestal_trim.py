@@ -54,17 +54,37 @@ class PedestalTrim(Distillery):
             calibration.setdefault(f"roc_s{r.chip}", {}).setdefault(block, {})[int(r.channel)] = \
                 {"trim_inv": int(r.trim_inv)}
         summary = s.drop(columns=["low", "high"])
-        figures = {"trim_scan": lambda: self._scan_plot(rows), "trimmed_pedestals": lambda: self._result(s)}
+        figures = {"trim_scan": lambda: self._scan_plot(rows, s), "trimmed_pedestals": lambda: self._result(s)}
         return summary, figures, calibration
 
-    def _scan_plot(self, rows):
-        fig, panels = chip_panels(rows.chip.unique(), "pedestal versus trim_inv")
+    def _scan_plot(self, rows, s):
+        """Measured pedestals (points) and each channel's straight-line fit, coloured by channel."""
+        import matplotlib
+        from matplotlib.lines import Line2D
+
+        fig, panels = chip_panels(rows.chip.unique(), "pedestal versus trim_inv: measured (points) "
+                                  "and each channel's straight-line fit (lines)")
+        cmap, norm = matplotlib.colormaps["viridis"], matplotlib.colors.Normalize(0, 71)
         for chip, ax in panels.items():
-            for _, g in rows[(rows.chip == chip) & (rows.channeltype == 0)].groupby("channel"):
-                g = g.sort_values("trim_inv")
-                ax.plot(g.trim_inv, g.adc_mean, "-", lw=0.7, alpha=0.6)
+            mine = rows[(rows.chip == chip) & (rows.channeltype == 0)]
+            points = mine.groupby(["channel", "trim_inv"], as_index=False).adc_mean.mean()
+            # one scatter for all channels, not a call per channel
+            ax.scatter(points.trim_inv, points.adc_mean, c=points.channel, cmap=cmap, norm=norm, s=12,
+                       edgecolors="black", linewidths=0.3, zorder=3)
+            fits = s[(s.chip == chip) & (s.channeltype == 0)].dropna(subset=["slope", "intercept"])
+            lo, hi = mine.trim_inv.min(), mine.trim_inv.max()
+            ends = np.array([lo, hi], float)
+            segments = np.stack([np.broadcast_to(ends, (len(fits), 2)),
+                                 fits.intercept.to_numpy()[:, None] + fits.slope.to_numpy()[:, None] * ends], axis=2)
+            ax.add_collection(matplotlib.collections.LineCollection(
+                segments, array=fits.channel.to_numpy(float), cmap=cmap, norm=norm, lw=0.8, alpha=0.7))
             ax.set_xlabel("trim_inv (DAC steps)")
         panels[min(panels)].set_ylabel("pedestal (ADC counts)")
+        panels[min(panels)].legend(handles=[
+            Line2D([], [], ls="none", marker="o", mfc="grey", mec="black", mew=0.3, ms=4, label="measured"),
+            Line2D([], [], color="grey", lw=0.8, label="straight-line fit")], fontsize=8, loc="upper right")
+        fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(panels.values()),
+                     label="channel", pad=0.01, aspect=30)
         return fig
 
     def _result(self, s):

@@ -29,8 +29,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from .common import CHANNEL, Distillery, Status, chip_panels, channel_colors, describe, mislabelled_points, \
-    no_data, scan_axes, slices
+from .common import CHANNEL, Distillery, Status, chip_panels, describe, distinct_colors, legend_outside, \
+    mislabelled_points, no_data, scan_axes, slices
 
 LOW, HIGH = 0.1, 0.9   # the transition: between 10 % and 90 % efficiency
 
@@ -145,7 +145,7 @@ class SCurve(Distillery):
             if mine.empty:
                 no_data(ax, f"no data: no channel reaches {HIGH:.0%} efficiency")
                 continue
-            for i, (color, (_, s)) in enumerate(zip(channel_colors(len(mine)), mine.iterrows())):
+            for i, (color, (_, s)) in enumerate(zip(distinct_colors(len(mine)), mine.iterrows())):
                 key = tuple(s[c] for c in CHANNEL + extra)
                 g = curves[np.logical_and.reduce([_same(curves[c], v) for c, v in zip(CHANNEL + extra, key)])]
                 name = f"{'ch' if s.channeltype == 0 else 'calib'} {s.channel}"
@@ -161,7 +161,8 @@ class SCurve(Distillery):
                     ax.plot([], [], "o", color=color, label=f"{name}: {s.status}")
             ax.set_xlabel(f"{x_col} (DAC steps)")
             ax.set_ylim(-0.05, 1.05)
-            ax.legend(fontsize=7, ncol=1 if (mine.status == str(Status.UNRESOLVED)).any() else 2, loc="center right")
+            # below the panel: inside, any corner can hide a curve or a bracket
+            legend_outside(ax, fontsize=7, ncol=1 if (mine.status == str(Status.UNRESOLVED)).any() else 2)
         panels[min(panels)].set_ylabel("efficiency")
         return fig
 
@@ -184,7 +185,11 @@ class SCurve(Distillery):
                 half = (rows.bracket_high - rows.bracket_low)[open_rows] / 2
                 ax.errorbar(x[open_rows], mid, yerr=half, fmt="none", capsize=4, lw=2, color="tab:orange",
                             label="unresolved: between")
-            ax.set_xlabel("channel (calibration channels at 100+)")
+            calib = rows.channeltype == 1
+            if calib.any():  # they share the axis with the channels, shifted past channel 71
+                ax.plot(x[calib], (rows.threshold.where(fit_rows, (rows.bracket_low + rows.bracket_high) / 2))[calib],
+                        "s", mfc="none", ms=9, color="tab:green", label="calibration channel (at 100 + its index)")
+            ax.set_xlabel("channel (calibration channels at 100 + index)" if calib.any() else "channel")
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
         panels[min(panels)].set_ylabel(f"threshold ({x_col} DAC steps)")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .common import CHANNEL, Distillery, channel_colors, chip_panels, describe, injected_rows, \
+from .common import CHANNEL, Distillery, chip_panels, describe, distinct_colors, injected_rows, \
     mislabelled_points, no_data, scan_axes
 
 WRAP = 1024
@@ -88,9 +88,9 @@ class Timewalk(Distillery):
         chips = self.chips if self.chips is not None else data.chip.unique()
         return summary, {
             "toa_vs_phase": lambda: self._by(cells, chips, "phase_strobe", "Calib", "toa_mean",
-                                             "TOA (LSB, 25 ns / 1024)", "phase_strobe (1.5625 ns steps)"),
+                                             TOA_LABEL, "phase_strobe (1.5625 ns steps)"),
             "toa_vs_charge": lambda: self._by(cells, chips, "Calib", "phase_strobe", "toa_mean",
-                                              "TOA (LSB, 25 ns / 1024)", "Calib (DAC steps)"),
+                                              TOA_LABEL, "Calib (DAC steps)"),
             "adc_vs_phase": lambda: self._by(adc, chips, "phase_strobe", "Calib", "adc_mean", "ADC (counts)",
                                              "phase_strobe (1.5625 ns steps)")}, None
 
@@ -127,31 +127,94 @@ class Timewalk(Distillery):
         shown = cells[series].nunique()
         which = f"one line per {series}" if shown <= MAX_LINES else \
             f"{MAX_LINES} of its {shown} values of {series}, evenly spaced"
+        from matplotlib.ticker import MaxNLocator
+
+        toa = y == "toa_mean"
         fig, panels = chip_panels(chips, f"{ylabel.split(' (')[0]} versus {x}, first injected "
                                   f"channel of each chip, {which}")
+        coincide = []
         for chip, ax in panels.items():
             rows = cells[(cells.chip == chip) & (cells.channeltype == 0)]
             if rows.empty:
-                no_data(ax, "no data" if y != "toa_mean" else "no TOA in this chip's data")
+                no_data(ax, "no data" if not toa else "no TOA in this chip's data")
                 continue
             channel = rows.channel.min()
             rows = rows[rows.channel == channel]
+            if toa:
+                rows = rows.assign(toa_mean=unwrapped_toa(rows))
             values = some(sorted(rows[series].unique()))
-            reference = None
-            for color, value in zip(channel_colors(len(values)), values):
-                g = rows[rows[series] == value].sort_values(x)
-                ys = g[y].to_numpy(float)
-                if y == "toa_mean":  # one reference for all lines: none sits 1024 below the others
-                    reference = ys[0] if reference is None else reference
-                    ys = unwrap_from(reference, ys)
-                ax.plot(g[x], ys, "o-", ms=3, lw=1, color=color, label=f"{series} {describe([series], (value,)).split(' ', 1)[1]}")
+            lines = [rows[rows[series] == value].sort_values(x) for value in values]
+            spread = _spread(lines, x, y)
+            same = len(lines) > 1 and spread < COINCIDE * max(np.ptp(rows[y].to_numpy(float)), 1.0)
+            if same:
+                coincide.append((chip, spread, min(g[y].max() for g in lines)))
+            for i, (color, value, g) in enumerate(zip(distinct_colors(len(values)), values, lines)):
+                # open markers, largest first, and distinct dashes: lines that coincide stay visible
+                size = np.linspace(10, 3, len(lines))[i] if same else 4
+                ax.plot(g[x], g[y], ls=LINE_STYLES[i % len(LINE_STYLES)], marker=MARKERS[i % len(MARKERS)],
+                        ms=size, mfc="none" if same else color, lw=1, color=color,
+                        label=f"{series} {describe([series], (value,)).split(' ', 1)[1]}")
+            if toa and rows[y].max() >= WRAP:
+                ax.axhline(WRAP, color="grey", lw=0.8, ls=":", label="raw TOA wraps to 0 here (1024 = 25 ns)")
             ax.set_xlabel(xlabel)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # DAC settings are whole numbers
             ax.set_title(f"chip {chip}, channel {channel}", fontsize=11)
+        if coincide:
+            fig.suptitle(fig.get_suptitle() + "\n" + _why_coincide(coincide, y, series), fontsize=11)
         panels[min(panels)].set_ylabel(ylabel)
         if any(ax.get_legend_handles_labels()[0] for ax in panels.values()):
             ax = next(a for a in reversed(list(panels.values())) if a.get_legend_handles_labels()[0])
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         return fig
+
+
+# The TOA TDC counts 1024 LSB per 25 ns bunch crossing (LSB 24.4 ps) and wraps modulo
+# 1024; phase_strobe moves the sampling 16 steps per bunch crossing, so the arrival time
+# moves 1024 / 16 = 64 LSB per step (64.3 measured, hgcroc-physics.md). The plots show
+# TOA unwrapped by one rule (`unwrapped_toa`), and say so.
+PHASE_STEPS = 16
+LSB_PER_PHASE = WRAP / PHASE_STEPS
+TOA_LABEL = "TOA (unwrapped, TDC counts; raw wraps at 1024)"
+COINCIDE = 0.01   # lines closer than 1 % of the panel's range look like one line
+SATURATED_ADC = 1000
+MARKERS = "osD^v<>ph*Xd"
+LINE_STYLES = ("-", "--", "-.", ":")
+
+
+def unwrapped_toa(rows: pd.DataFrame) -> np.ndarray:
+    """TOA of one channel's points, each raw value + 1024 k by the same rule.
+
+    k is the whole number of wraps that brings a point nearest to where the pulse is
+    expected at its phase: the earliest arrival (the largest charge at the lowest phase,
+    a raw value in 0-1023) plus 64 LSB per phase step after it. Every point, at every
+    phase and charge, follows this one rule (the timewalk, up to ~300 LSB later at
+    threshold, stays well inside the 512 either side), so a charge's line climbs
+    straight through the wrap and the phases' lines stack in phase order.
+    """
+    first = rows[rows.phase_strobe == rows.phase_strobe.min()]
+    reference = first.loc[first.Calib.idxmax()]
+    expected = reference.toa_mean + LSB_PER_PHASE * (rows.phase_strobe.to_numpy(float) - reference.phase_strobe)
+    raw = rows.toa_mean.to_numpy(float)
+    return raw + WRAP * np.round((expected - raw) / WRAP)
+
+
+def _spread(lines, x, y) -> float:
+    """The largest difference between the lines at an x they share (inf: no x in common)."""
+    if len(lines) < 2:
+        return np.inf
+    table = pd.concat([g.set_index(x)[y].rename(i) for i, g in enumerate(lines)], axis=1).dropna()
+    return float((table.max(axis=1) - table.min(axis=1)).max()) if len(table) else np.inf
+
+
+def _why_coincide(coincide, y, series) -> str:
+    worst = max(spread for _, spread, _ in coincide)
+    unit = " ADC" if y == "adc_mean" else ""
+    text = (f"the {series} lines coincide (within {worst:.1f}{unit}) in chip "
+            f"{', '.join(str(c) for c, _, _ in coincide)}")
+    if y == "adc_mean" and all(peak >= SATURATED_ADC for _, _, peak in coincide):
+        # a saturated pulse has one height and shape whatever the charge: its tail is the same
+        text += f": every {series} saturates (peak ADC >= {SATURATED_ADC}), one saturated pulse shape"
+    return text
 
 
 DISTILLERY = Timewalk
