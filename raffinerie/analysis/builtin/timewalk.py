@@ -12,6 +12,11 @@ left out and named in the notes: taken at face value, such a point would be
 `phase_strobe` is unknown (a run yaml without it) are left out too. Any other
 scan axis is analysed value by value (one summary row per channel and value).
 
+The plots show one injected channel per chip. TOA is drawn unwrapped by one
+rule for every point (`unwrapped_toa`), as the axis says; lines that coincide
+(e.g. ADC of charges that all saturate) are drawn as rings of decreasing size
+and named in the title.
+
 Summary columns: chip, channeltype, channel, [other scan axes],
 toa_per_phase_step, timewalk_lsb, calib_low, calib_high (the charges the
 timewalk compares), n_phases, n_charges, n_left_out (points left out as
@@ -19,6 +24,8 @@ mislabelled), flag (`ok`, `mislabelled points left out`, `no firing points`).
 """
 
 from __future__ import annotations
+
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
@@ -144,15 +151,16 @@ class Timewalk(Distillery):
                 rows = rows.assign(toa_mean=unwrapped_toa(rows))
             values = some(sorted(rows[series].unique()))
             lines = [rows[rows[series] == value].sort_values(x) for value in values]
-            spread = _spread(lines, x, y)
-            same = len(lines) > 1 and spread < COINCIDE * max(np.ptp(rows[y].to_numpy(float)), 1.0)
+            same = _coinciding(lines, x, y, COINCIDE * max(np.ptp(rows[y].to_numpy(float)), 1.0))
             if same:
-                coincide.append((chip, spread, min(g[y].max() for g in lines)))
+                coincide.append((chip, [values[i] for i in same], max(same.values()),
+                                 min(lines[i][y].max() for i in same)))
+            sizes = dict(zip(sorted(same), np.linspace(10, 3, len(same))))
             for i, (color, value, g) in enumerate(zip(distinct_colors(len(values)), values, lines)):
-                # open markers, largest first, and distinct dashes: lines that coincide stay visible
-                size = np.linspace(10, 3, len(lines))[i] if same else 4
+                # lines that coincide: open markers, largest first, and distinct dashes, so each stays
+                # visible as a ring round the next
                 ax.plot(g[x], g[y], ls=LINE_STYLES[i % len(LINE_STYLES)], marker=MARKERS[i % len(MARKERS)],
-                        ms=size, mfc="none" if same else color, lw=1, color=color,
+                        ms=sizes.get(i, 4), mfc="none" if i in sizes else color, lw=1, color=color,
                         label=f"{series} {describe([series], (value,)).split(' ', 1)[1]}")
             if toa and rows[y].max() >= WRAP:
                 ax.axhline(WRAP, color="grey", lw=0.8, ls=":", label="raw TOA wraps to 0 here (1024 = 25 ns)")
@@ -198,22 +206,31 @@ def unwrapped_toa(rows: pd.DataFrame) -> np.ndarray:
     return raw + WRAP * np.round((expected - raw) / WRAP)
 
 
-def _spread(lines, x, y) -> float:
-    """The largest difference between the lines at an x they share (inf: no x in common)."""
-    if len(lines) < 2:
-        return np.inf
-    table = pd.concat([g.set_index(x)[y].rename(i) for i, g in enumerate(lines)], axis=1).dropna()
-    return float((table.max(axis=1) - table.min(axis=1)).max()) if len(table) else np.inf
+def _coinciding(lines, x, y, tolerance: float) -> dict:
+    """{index: largest difference to a close partner} of the lines that lie on another line:
+    at every x the two share, closer than `tolerance`."""
+    tables = [g.set_index(x)[y] for g in lines]
+    close: dict = {}
+    for i, j in combinations(range(len(lines)), 2):
+        both = pd.concat([tables[i], tables[j]], axis=1, join="inner").dropna()
+        if len(both):
+            gap = float((both.iloc[:, 0] - both.iloc[:, 1]).abs().max())
+            if gap < tolerance:
+                close[i], close[j] = max(close.get(i, 0.0), gap), max(close.get(j, 0.0), gap)
+    return close
 
 
 def _why_coincide(coincide, y, series) -> str:
-    worst = max(spread for _, spread, _ in coincide)
+    worst = max(gap for _, _, gap, _ in coincide)
     unit = " ADC" if y == "adc_mean" else ""
-    text = (f"the {series} lines coincide (within {worst:.1f}{unit}) in chip "
-            f"{', '.join(str(c) for c, _, _ in coincide)}")
-    if y == "adc_mean" and all(peak >= SATURATED_ADC for _, _, peak in coincide):
-        # a saturated pulse has one height and shape whatever the charge: its tail is the same
-        text += f": every {series} saturates (peak ADC >= {SATURATED_ADC}), one saturated pulse shape"
+    shown = sorted({v for _, values, _, _ in coincide for v in values})
+    which = (", ".join(describe([series], (v,)).split(" ", 1)[1] for v in shown) if len(shown) <= 6 else
+             f"{describe([series], (shown[0],)).split(' ', 1)[1]} to {describe([series], (shown[-1],)).split(' ', 1)[1]}")
+    text = (f"{series} {which}: the lines coincide (within {worst:.1f}{unit}) in chip "
+            f"{', '.join(str(c) for c, *_ in coincide)}")
+    if y == "adc_mean" and all(peak >= SATURATED_ADC for *_, peak in coincide):
+        # a saturated pulse has one height and shape whatever the charge: its samples are the same
+        text += f"; each saturates (peak ADC >= {SATURATED_ADC}): one saturated pulse shape"
     return text
 
 
