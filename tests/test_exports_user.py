@@ -80,15 +80,6 @@ def test_root_export_is_a_ttree_with_every_column_and_the_board(built, tmp_path)
     assert re.search(rf"{data.n_rows:,} rows x {len(data.columns)} branches", said), said
 
 
-def test_csv_export_says_the_columns_it_wrote(built, tmp_path):
-    import pandas as pd
-
-    said = _export(built, "scan", tmp_path / "x.csv")
-    frame = pd.read_csv(tmp_path / "x.csv")
-    assert f"{len(frame):,} rows x {len(frame.columns)} columns" in said, said
-    assert "board" in frame.columns
-
-
 # -- item 2: Zarr ------------------------------------------------------------------------------
 
 def _open_zarr(path):

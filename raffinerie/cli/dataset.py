@@ -51,8 +51,11 @@ def show_command(args) -> int:
     with store.reading("datasets", key):  # a few points are read: any size shows at once
         data = store.open_dataset(key)
         lines = describe_dataset(data, args.name, args.rows, show_all=args.all, width=_width())
-    head = (f"dataset of {args.name}: {data.n_rows:,} rows x {len(data.columns)} columns "
-            f"from {data.n_points:,} points")
+    from raffinerie.records import DatasetLayout
+
+    head = f"dataset of {args.name}: {data.n_rows:,} rows x {len(data.columns)} columns"
+    if data.layout is DatasetLayout.GRID:  # stored by rows, a dataset knows its rows, not its points
+        head += f" from {_count(data.n_points, 'point')}"
     print("\n".join(_fold(head, _width()) + [f"cached at {store.dataset_folder(key)}"] + lines))
     return 0
 
@@ -82,13 +85,13 @@ def describe_dataset(data, name: str, rows: int, show_all: bool = False, width: 
     out += _axes(data, width)
     if grid:
         out.append(_slots(data))
-    measured = [c for c in data.columns if c in SUMMARY_COLUMNS + EVENT_COLUMNS and c not in SLOT_COLUMNS
-                and c not in data.constants]
     present = set(data.columns)
     scan = ([c for c in ("point", "repeat", "event", *data.axes) if c in present]
             + [c for c in data.columns if c.endswith(UNKNOWN_SUFFIX)])
+    labels = [c for c in SLOT_COLUMNS if c in present]
+    measured = [c for c in data.columns if c in SUMMARY_COLUMNS + EVENT_COLUMNS
+                and c not in scan + labels and c not in data.constants]
     constants = [c for c in data.columns if c in data.constants and c not in scan + ["board"]]
-    labels = [c for c in data.columns if c in SLOT_COLUMNS]
     rest = [c for c in data.columns if c not in set(measured + scan + constants + labels + ["board"])]
     out.append(f"measured ({len(measured)}, {_dims(data, measured)}):")
     for family in _families(measured):
@@ -97,12 +100,21 @@ def describe_dataset(data, name: str, rows: int, show_all: bool = False, width: 
     by_dims: dict[str, list[str]] = {}
     for column in rest:
         by_dims.setdefault(_dims(data, [column]), []).append(column)
+    more = f"`raff show {name} --all` lists them"
     for dims, columns in by_dims.items():
-        out += _wrap(columns, width, f"configuration varying {dims} ({len(columns)}): ")
+        out += _collapsed(columns, width, f"configuration {dims} ({len(columns)}): ", more, show_all)
     if constants:
-        out += _constants(data, constants, name, width, show_all)
+        head = f"constants ({len(constants)}, the same on every row): "
+        shown = [f"{c}={data.constants[c][0]}" for c in constants] if show_all else constants
+        out += _collapsed(shown, width, head, more + " with their values", show_all)
     title, table = _sample(data, grid, rows, scan + labels, measured, width)
     return [folded for line in out + title for folded in _fold(line, width)] + table
+
+
+def _count(n: int, what: str) -> str:
+    """`1 point`, `80 points`; the first word of `what` takes the plural."""
+    word, _, rest = what.partition(" ")
+    return f"{n:,} {word}{'s' * (n != 1)}" + (f" {rest}" if rest else "")
 
 
 def _fold(line: str, width: int) -> list[str]:
@@ -118,8 +130,8 @@ def _shape(data, grid: bool) -> str:
     if not grid:
         return f"shape: {data.n_rows:,} rows (stored by rows: events, or points whose readout differs)"
     arrays = " x ".join(f"{d} {n}" for d, n in zip(dims + ["slot"], list(shape) + [data.n_slots]))
-    kind = "an explicit list of points" if data.attributes.get("explicit") else "points"
-    return f"shape: {data.n_points:,} {kind} x {data.n_slots} readout slots; as arrays {arrays}"
+    kind = "point" + (" (an explicit list)" if data.attributes.get("explicit") else "")
+    return f"shape: {_count(data.n_points, kind)} x {data.n_slots} readout slots; as arrays {arrays}"
 
 
 def _axes(data, width: int) -> list[str]:
@@ -174,16 +186,13 @@ def _families(columns: list[str]) -> list[list[str]]:
     return [g for g in groups.values() if len(g) > 1] + ([singles] if singles else [])
 
 
-def _constants(data, constants: list[str], name: str, width: int, show_all: bool) -> list[str]:
-    head = f"constants ({len(constants)}, the same on every row): "
-    if show_all:
-        return _wrap([f"{c}={data.constants[c][0]}" for c in constants], width, head)
-    lines = _lines(constants, width, head)
-    if len(lines) <= 2:
-        return _wrap(constants, width, head)
+def _collapsed(items: list[str], width: int, head: str, more: str, show_all: bool) -> list[str]:
+    """`items` wrapped after `head`: all of them with `show_all`, else two lines and how many more."""
+    lines = _lines(items, width, head)
+    if show_all or len(lines) <= 2:
+        return _wrap(items, width, head)
     shown = lines[0] + lines[1]
-    more = f"    … and {len(constants) - len(shown)} more: `raff show {name} --all` lists them with their values"
-    return _wrap(shown, width, head) + [more]
+    return _wrap(shown, width, head) + [f"{INDENT}… and {len(items) - len(shown)} more: {more}"]
 
 
 def _lines(items: list[str], width: int, head: str) -> list[list[str]]:
@@ -230,7 +239,7 @@ def _sample(data, grid: bool, rows: int, index: list[str], measured: list[str],
         slot, why = _liveliest_slot(data, picks, key[0] if key else None)
         slots = [slot]
         labels = ", ".join(f"{c} {data.slot_values(c)[slot]}" for c in ("chip", "channel") if c in data.columns)
-        title = f"sample rows ({labels}{why}; {len(picks)} of {data.n_points:,} points):"
+        title = f"sample rows ({labels}{why}; {len(picks)} of {_count(data.n_points, 'point')}):"
     frame = pd.concat([pd.DataFrame(data.to_columns(first + key, points=(p, p + 1), slots=slots))
                        for p in picks], ignore_index=True)
     shown = first

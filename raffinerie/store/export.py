@@ -110,8 +110,12 @@ def _zarr(data: Dataset, path: Path) -> Written:
     ds.to_zarr(path, mode="w-", consolidated=True, zarr_format=3)
     sizes = " x ".join(f"{d} ({n})" for d, n in ds.sizes.items())
     return Written(data.n_rows, len(data.columns),
-                   f"columns, as {len(ds.data_vars)} variables and {len(ds.coords)} coordinates "
-                   f"over {sizes}")
+                   f"columns, as {_count(len(ds.data_vars), 'variable')} and "
+                   f"{_count(len(ds.coords), 'coordinate')} over {sizes}")
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' * (n != 1)}"
 
 
 def _chunks(data: Dataset, ds) -> dict:
