@@ -41,6 +41,7 @@ def _built_dataset(args) -> BuiltDataset:
 
 def show_command(args) -> int:
     from raffinerie.cli.uptodate import dataset_key
+    from raffinerie.records import DatasetLayout
     from raffinerie.store.layout import cache_root
     from raffinerie.store.store import Store
 
@@ -51,8 +52,6 @@ def show_command(args) -> int:
     with store.reading("datasets", key):  # a few points are read: any size shows at once
         data = store.open_dataset(key)
         lines = describe_dataset(data, args.name, args.rows, show_all=args.all, width=_width())
-    from raffinerie.records import DatasetLayout
-
     head = f"dataset of {args.name}: {data.n_rows:,} rows x {len(data.columns)} columns"
     if data.layout is DatasetLayout.GRID:  # stored by rows, a dataset knows its rows, not its points
         head += f" from {_count(data.n_points, 'point')}"
@@ -93,7 +92,8 @@ def describe_dataset(data, name: str, rows: int, show_all: bool = False, width: 
                 and c not in scan + labels and c not in data.constants]
     constants = [c for c in data.columns if c in data.constants and c not in scan + ["board"]]
     rest = [c for c in data.columns if c not in set(measured + scan + constants + labels + ["board"])]
-    out.append(f"measured ({len(measured)}, {_dims(data, measured)}):")
+    if measured:  # `data_columns` may keep none
+        out.append(f"measured ({len(measured)}, {_dims(data, measured)}):")
     for family in _families(measured):
         out += _wrap(family, width, INDENT)
     out += _wrap(scan + labels, width, f"scan and readout ({len(scan + labels)}): ")
