@@ -123,8 +123,8 @@ def test_exports_are_readable_by_zarr_and_uproot(raff, libdir, tmp_path):
     assert raff("build", "scan", "-c", main).code == 0
     assert raff("export", "scan", "-c", main, "-o", tmp_path / "d.zarr").code == 0
     group = zarr.open_group(tmp_path / "d.zarr", mode="r")
-    assert group["adc_mean"].shape == (2, 234)  # as stored: points x readout slots
-    assert group["adc_mean"].metadata.dimension_names == ("point", "slot")
+    assert group["adc_mean"].shape == (2, 234)  # the scan's axis x readout slots, as to_xarray() has it
+    assert group["adc_mean"].metadata.dimension_names == ("Calib", "slot")
     assert raff("export", "scan", "-c", main, "-o", tmp_path / "d.root").code == 0
     with uproot.open(tmp_path / "d.root") as f:
         assert f["dataset"].num_entries == 468

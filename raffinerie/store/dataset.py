@@ -251,12 +251,13 @@ class Dataset:
         """An xarray.Dataset: scan axes (and `repeat`) as dimensions, then `slot`.
 
         A Cartesian scan's `point` dimension is unfolded into its axes; an
-        explicit list of points keeps `point`, with the axis values as
-        coordinates. `lazy`: dask arrays instead of numpy (out of core).
+        explicit list of points (or a dataset stored by rows) keeps `point`
+        (`row`), with the axis values as coordinates on it. `lazy`: dask arrays
+        instead of numpy (out of core).
         """
         import xarray as xr
 
-        shape, dims = self._point_shape()
+        shape, dims = self.scan_shape()
         variables, coords = {}, {}
         for name in self.columns:
             if name in self.constants:
@@ -272,7 +273,9 @@ class Dataset:
             if self.layout is DatasetLayout.GRID and array_dims[:1] == [POINT]:
                 array = array.reshape(shape + tuple(array.shape[1:]))
                 array_dims = dims + array_dims[1:]
-            target = coords if name in SLOT_COLUMNS and array_dims == [SLOT] else variables
+            # chip, channel, ... label the slots; an axis not unfolded labels the points (rows)
+            on_axis = name in self.axes and len(array_dims) == 1 and array_dims[0] in (POINT, ROW)
+            target = coords if on_axis or (name in SLOT_COLUMNS and array_dims == [SLOT]) else variables
             target[name] = (tuple(array_dims), array)
         if self.layout is DatasetLayout.GRID:
             coords.update(self._axis_coords(dims))
@@ -339,7 +342,9 @@ class Dataset:
             out = {name: values[keep] for name, values in out.items()}
         return out
 
-    def _point_shape(self) -> tuple[tuple[int, ...], list[str]]:
+    def scan_shape(self) -> tuple[tuple[int, ...], list[str]]:
+        """The points as `to_xarray` lays them out: a grid scan's axis sizes (and repeats),
+        else (n_points,) along `point`."""
         sizes = self.attributes.get("axis_sizes")
         repeat = int(self.attributes.get("repeat", 1))
         if self.layout is not DatasetLayout.GRID or self.attributes.get("explicit") or not sizes:
