@@ -13,7 +13,7 @@ from pathlib import Path
 
 from raffinerie.config import schema
 from raffinerie.config.tree import norm_key, normalize
-from raffinerie.config.yamlio import MissingFile, line_of, load_yaml, real_path
+from raffinerie.config.yamlio import MissingFile, line_of, load_yaml, read_text, real_path
 from raffinerie.errors import ERROR, Diagnostic, RaffError, did_you_mean, format_where
 
 
@@ -273,9 +273,9 @@ _ENTRY = re.compile(r"^(procedures|workflows)?\[(\d+)\](.*)$")
 
 def _names_in(path: Path) -> set[str] | None:
     """The names a file that did not load seems to define (read as text), or None if unreadable."""
-    try:
-        return set(_NAME.findall(path.read_text(encoding="utf-8", errors="replace")))
-    except (OSError, ValueError):
+    try:  # read as any config file is: a FIFO or /dev/zero is refused, not read for ever
+        return set(_NAME.findall(read_text(path)))
+    except RaffError:
         return None
 
 
