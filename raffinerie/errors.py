@@ -6,11 +6,14 @@ editors and CI logs can jump to the place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterable
 
 ERROR = "error"
 WARNING = "warning"
+NOTE = "note"   # what could not be checked because of an error reported before it
 
 
 @dataclass(frozen=True)
@@ -21,19 +24,28 @@ class Diagnostic:
     message: str
     file: Path | None = None
     line: int | None = None
-    where: str = ""
+    where: str = ""          # the path in the document: `procedures[3].parameters[0].key`
+    owner: str = ""          # the procedure or workflow the path is in: `procedure 'pedestal_run'`
+    inner: str = ""          # the path inside the owner: `parameters[0].key`
 
     def format(self) -> str:
         head = []
         if self.file is not None:
             head.append(f"{self.file}:{self.line}" if self.line else str(self.file))
-        if self.where:
-            head.append(self.where)
-        prefix = "warning: " if self.severity == WARNING else ""
+        # a user knows procedures by name, not by their index in a list
+        head += [part for part in (self.owner, self.inner) if part] if self.owner else \
+            ([self.where] if self.where else [])
+        prefix = f"{self.severity}: " if self.severity != ERROR else ""
         return ": ".join(head + [prefix + self.message])
 
+    def with_severity(self, severity: str) -> "Diagnostic":
+        return replace(self, severity=severity)
+
     def as_error(self) -> "RaffError":
-        return RaffError(self.message, self.file, self.line, self.where)
+        error = RaffError(self.message, self.file, self.line, self.where)
+        error.diagnostic = self
+        error.args = (self.format(),)
+        return error
 
     def as_dict(self) -> dict:
         return {
@@ -41,6 +53,7 @@ class Diagnostic:
             "file": str(self.file) if self.file is not None else None,
             "line": self.line,
             "where": self.where,
+            "owner": self.owner or None,
             "message": self.message,
         }
 
@@ -73,3 +86,15 @@ def format_where(path) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out
+
+
+def nearest(name: str, candidates: Iterable[str], n: int = 1, cutoff: float = 0.6) -> list[str]:
+    """The names of `candidates` closest to a misspelt `name`, best first (the one helper
+    every "did you mean" uses, so that all of them suggest alike)."""
+    return difflib.get_close_matches(str(name), sorted({str(c) for c in candidates}), n=n, cutoff=cutoff)
+
+
+def did_you_mean(name: str, candidates: Iterable[str], cutoff: float = 0.6) -> str:
+    """` (did you mean 'x'?)`, or "" when no candidate is close to `name`."""
+    close = nearest(name, candidates, 1, cutoff)
+    return f" (did you mean '{close[0]}'?)" if close else ""

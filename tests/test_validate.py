@@ -47,30 +47,30 @@ def test_top_level_list_where_a_mapping_belongs(raff, libdir):
 
 def test_missing_required_field(raff, libdir):
     main = libdir.main("- name: scan\n  type: daq\n  daq_settings: {default: ./defaults/daq.yaml}\n")
-    assert_clean_error(validate(raff, main), "main.yaml:2: procedures[0]",
+    assert_clean_error(validate(raff, main), "main.yaml:2: procedure 'scan': "
                        "missing required field 'target_settings'")
 
 
 def test_unknown_field_suggests_the_right_one(raff, libdir):
     main = libdir.main(libdir.daq(extra="paramters: []\n"))
     assert_clean_error(validate(raff, main), "unknown field 'paramters' (did you mean 'parameters'?)",
-                       "procedures[0].paramters")
+                       "procedure 'scan': paramters")
 
 
 def test_value_of_the_wrong_type(raff, libdir):
     main = libdir.main(libdir.daq(extra="repeat: two\n"))
-    assert_clean_error(validate(raff, main), "procedures[0].repeat",
+    assert_clean_error(validate(raff, main), "procedure 'scan': repeat",
                        "expected an integer, got the string 'two'")
 
 
 def test_unknown_procedure_type(raff, libdir):
     main = libdir.main("- name: x\n  type: dqa\n")
-    assert_clean_error(validate(raff, main), "procedures[0].type", "must be one of daq, analysis")
+    assert_clean_error(validate(raff, main), "procedure 'x': type", "must be one of daq, analysis")
 
 
 def test_empty_key_list(raff, libdir):
     main = libdir.main(libdir.daq(parameters="- key: []\n  values: [1]\n"))
-    assert_clean_error(validate(raff, main), "procedures[0].parameters[0].key", "is an empty list")
+    assert_clean_error(validate(raff, main), "procedure 'scan': parameters[0].key", "is an empty list")
 
 
 def test_range_with_step_zero(raff, libdir):
@@ -125,19 +125,20 @@ def test_initial_config_values_are_checked_where_they_are_written(raff, libdir):
                        "Cf = 99 does not fit its 4-bit register")
 
 
-def test_unknown_key_path_is_a_warning_and_strict_makes_it_an_error(raff, libdir):
-    main = libdir.main(libdir.daq(parameters="- key: [[roc_s0, roc_s1], ReferenceVoltage, 0, Calibb]\n"
+def test_key_path_of_the_register_map_not_in_the_pod_is_a_warning_and_strict_makes_it_an_error(raff, libdir):
+    # chips 3 and 4 are an HD board's: registers the chips have, that this (LD) power-on default lacks
+    main = libdir.main(libdir.daq(parameters="- key: [[roc_s3, roc_s4], ReferenceVoltage, 0, Calib]\n"
                                              "  values: [1]\n"))
     result = validate(raff, main)
     assert result.code == 0
-    assert "warning: key path roc_s0.ReferenceVoltage.0.Calibb is not in the power-on default" in result.out
-    assert "roc_s1.ReferenceVoltage.0.Calibb" in result.out
-    assert_clean_error(validate(raff, main, "--strict"), "Calibb")
+    assert "warning: key path roc_s3.ReferenceVoltage.0.Calib is not in the power-on default" in result.out
+    assert "roc_s4.ReferenceVoltage.0.Calib" in result.out
+    assert_clean_error(validate(raff, main, "--strict"), "roc_s3")
 
 
 def test_missing_power_on_default_file(raff, libdir):
     main = libdir.main(libdir.daq().replace("./defaults/pod.yaml", "./defaults/nope.yaml"))
-    assert_clean_error(validate(raff, main), "main.yaml:5: procedures[0].target_settings.power_on_default",
+    assert_clean_error(validate(raff, main), "main.yaml:5: procedure 'scan': target_settings.power_on_default",
                        "power-on default not found", "nope.yaml")
 
 
@@ -164,7 +165,7 @@ def test_duplicate_names(raff, libdir):
 
 def test_analysis_of_an_unknown_daq_procedure(raff, libdir):
     main = libdir.main(libdir.daq("scan") + "- {name: ana, type: analysis, daq: scna}\n")
-    assert_clean_error(validate(raff, main), "procedures[1].daq",
+    assert_clean_error(validate(raff, main), "procedure 'ana': daq",
                        "analysis 'ana' reads unknown daq procedure 'scna' (did you mean 'scan'?)")
 
 
@@ -186,7 +187,7 @@ def test_unknown_calibration(raff, libdir):
 
 def test_workflow_naming_an_unknown_procedure(raff, libdir):
     main = libdir.main(libdir.daq("scan"), extra="workflows:\n  - {name: all, procedures: [scan, nope]}\n")
-    assert_clean_error(validate(raff, main), "workflows[0].procedures[1]",
+    assert_clean_error(validate(raff, main), "workflow 'all': procedures[1]",
                        "workflow 'all' names unknown procedure 'nope'")
 
 

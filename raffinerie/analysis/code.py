@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from raffinerie.errors import RaffError
+from raffinerie.errors import RaffError, nearest
 from raffinerie.inputs import record
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
@@ -42,14 +42,14 @@ def locate(module: str, analysis: str, analysis_path: Path | None, where) -> Sou
         name = module[len(BUILTIN_PREFIX):]
         file = BUILTIN_DIR / f"{name}.py"
         if not file.is_file() or name.startswith("_"):
-            known = ", ".join(sorted(BUILTIN_PREFIX + p.stem for p in BUILTIN_DIR.glob("[!_]*.py")
-                                     if p.stem != "common"))
-            raise RaffError(f"analysis '{analysis}': no built-in analysis '{module}' (built-ins: {known})",
+            raise RaffError(f"analysis '{analysis}': no built-in analysis '{module}'{_builtins(name)}",
                             file=where.file, line=where.line)
         return Source(file, BUILTIN_DIR, None, name, builtin=True)
-    if analysis_path is None:
-        raise RaffError(f"analysis '{analysis}' uses module '{module}', but no analysis path was given "
-                        "(raff build -a PATH, or $RAFF_ANALYSIS_PATH)", file=where.file, line=where.line)
+    if analysis_path is None:  # where user modules are looked for, as the README says
+        raise RaffError(f"analysis '{analysis}': module '{module}' not found{_given(module, analysis)}: "
+                        f"there is no analyses/ folder beside the main config to look for {module}.py in "
+                        f"(or give -a PATH, or $RAFF_ANALYSIS_PATH){_builtins(module)}",
+                        file=where.file, line=where.line)
     path = Path(analysis_path)
     if path.is_file() and path.suffix == ".py":
         return Source(path, path.parent, module, path.stem)
@@ -61,10 +61,29 @@ def locate(module: str, analysis: str, analysis_path: Path | None, where) -> Sou
             return Source(candidate, path, module, module)
         if (path / "__init__.py").is_file():
             return Source(path / "__init__.py", path.parent, module, path.name)
-        raise RaffError(f"analysis '{analysis}': module '{module}' not found: no {candidate.name} in "
-                        f"{path}", file=where.file, line=where.line)
+        raise RaffError(f"analysis '{analysis}': module '{module}' not found{_given(module, analysis)}: "
+                        f"no {candidate.name} in {path}{_builtins(module)}", file=where.file, line=where.line)
     raise RaffError(f"analysis path {path} is neither a .py file nor a folder", file=where.file,
                     line=where.line)
+
+
+def _given(module: str, analysis: str) -> str:
+    return " (no `module:`, so its name)" if module == analysis else ""
+
+
+def _builtins(name: str) -> str:
+    """`; built-ins: ...` and the nearest one, for a module that is not there."""
+    known = sorted(p.stem for p in BUILTIN_DIR.glob("[!_]*.py") if p.stem != "common")
+    close = nearest(name, known)
+    hint = f" (did you mean '{BUILTIN_PREFIX}{close[0]}'?)" if close else ""
+    return f"; built-ins: {', '.join(BUILTIN_PREFIX + k for k in known)}{hint}"
+
+
+def module_check(main: Path, given: Path | str | None):
+    """`check(analysis)` for `raff validate`: raises the RaffError a build would if the
+    analysis's code cannot be found (nothing is imported)."""
+    path = analysis_path_for(main, given)
+    return lambda proc: locate(proc.module, proc.name, path, proc.origin)
 
 
 def analysis_path_for(main: Path, given: Path | str | None) -> Path | None:

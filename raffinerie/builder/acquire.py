@@ -22,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 
 from raffinerie.builder.backend import Backend
-from raffinerie.config.resolve import resolve_point, server_setting
+from raffinerie.config.resolve import resolve_point, server_setting, written_at
 from raffinerie.config.tree import merge
 from raffinerie.daq.runs import characterisation_modes, decode_run
 from raffinerie.daq.session import BackendError, config_diff
@@ -200,11 +200,34 @@ def _acquire_one(points: PointSet, i: int, job: Acquisition, base_diff: dict, lo
         started = time.time()
         run = session.acquire(target, daq)
         job.timer.add("backend (configure, run, receive)", t)
+    except BackendError as exc:
+        lock.release()
+        raise _blamed(exc, points) from None
     except BaseException:
         lock.release()
         raise
     pipe.submit(_commit, Acquired(points, i, target, daq, patch, run.raw, started, time.time()),
                 job, base_diff, lock)
+
+
+def _blamed(exc: BackendError, points: PointSet) -> BackendError:
+    """A backend's refusal of a register, at the file and line where the procedure writes it.
+
+    The backend knows only the register's place; the user knows the key they wrote. A
+    refusal naming no register of the procedure's keys is placed at the procedure.
+    """
+    diag, proc = exc.diagnostic, points.procedure
+    if diag.file is not None:
+        return exc
+    found = written_at(proc, points.scan.axes, diag.message)
+    if found is not None:
+        register, origin = found
+        return BackendError(f"{diag.message} (procedure '{proc.name}' writes {register} here)",
+                            origin.file, origin.line)
+    if " refused '" in diag.message:  # a slow-control refusal, not a connection's
+        return BackendError(f"{diag.message} (while running procedure '{proc.name}')",
+                            proc.origin.file, proc.origin.line)
+    return exc
 
 
 def _commit(point: Acquired, job: Acquisition, base_diff: dict, lock) -> None:

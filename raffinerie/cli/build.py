@@ -81,9 +81,7 @@ def _check_names(lib, names: list[str]) -> None:
     """Every NAME is a procedure or workflow of the library (one message naming the unknown ones)."""
     unknown = [n for n in names if lib.get(n) is None]
     if unknown:
-        listed = ", ".join(repr(n) for n in unknown)
-        raise RaffError(f"unknown procedure{'s' * (len(unknown) > 1)} {listed}; known: "
-                        f"{', '.join(lib.names()) or 'none'}", file=lib.main)
+        raise RaffError(lib.unknown(unknown), file=lib.main)
 
 
 def _builder(args, lib, files, store, board, label: str | None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from raffinerie.cli.options import add_config
+from raffinerie.cli.options import add_analysis_path, add_config
 
 
 def validate_command(args) -> int:
@@ -14,8 +14,11 @@ def validate_command(args) -> int:
     from raffinerie.config.library import load_library
     from raffinerie.errors import ERROR, WARNING
 
+    from raffinerie.analysis.code import module_check
+
     lib = load_library(main_path(args))
-    diags = validate(lib, strict=args.strict, max_points=args.max_points)
+    diags = validate(lib, strict=args.strict, max_points=args.max_points,
+                     module=module_check(lib.main, args.analysis_path))
     errors = sum(d.severity == ERROR for d in diags)
     warnings = sum(d.severity == WARNING for d in diags)
     if args.json:
@@ -49,6 +52,8 @@ def add_validate_parser(sub) -> None:
     add_config(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON (for CI)")
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    add_analysis_path(p, "where user analyses are (as for build; default: $RAFF_ANALYSIS_PATH or "
+                         "analyses/ beside MAIN)")
     p.add_argument("--cache", metavar="DIR",
                    help="cache directory, as for the other commands (validate does not need it; "
                         "it is accepted so that one set of options serves every command)")

@@ -29,7 +29,13 @@ def load_valid(args):
 
     lib = load_library(main_path(args))
     files = ConfigFiles()
-    errors = [d for d in validate(lib, files=files, max_points=args.max_points) if d.severity == ERROR]
+    module = None
+    if hasattr(args, "analysis_path"):  # a command that runs or plans analyses: their code must be there
+        from raffinerie.analysis.code import module_check
+
+        module = module_check(lib.main, args.analysis_path)
+    errors = [d for d in validate(lib, files=files, max_points=args.max_points, module=module)
+              if d.severity == ERROR]
     if errors:
         raise ConfigErrors(errors)
     return lib, files

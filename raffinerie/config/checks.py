@@ -6,16 +6,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from raffinerie.config.daqconfig import (RUN_SETTINGS, run_problems, server_override, server_section,
                                          setting_problem)
 from raffinerie.config.expand import expand, overlaps
 from raffinerie.config.library import AnalysisProcedure, DaqProcedure, Library, Origin
 from raffinerie.config.parameters import ParameterTable, load_table
-from raffinerie.config.resolve import ConfigFiles
+from raffinerie.config.resolve import ConfigFiles, leaf_paths
 from raffinerie.config.tree import has_path, merge, normalize, set_path
 from raffinerie.config.yamlio import real_path
-from raffinerie.errors import ERROR, WARNING, Diagnostic
+from raffinerie.errors import ERROR, NOTE, WARNING, Diagnostic, RaffError, did_you_mean
 
 
 DEFAULT_MAX_POINTS = 10_000_000   # a plan of 10 M points takes about a minute
@@ -23,33 +24,34 @@ __all__ = ["DEFAULT_MAX_POINTS", "RUN_SETTINGS", "validate"]
 
 
 def validate(lib: Library, strict: bool = False, files: ConfigFiles | None = None,
-             max_points: int = DEFAULT_MAX_POINTS) -> list[Diagnostic]:
+             max_points: int = DEFAULT_MAX_POINTS,
+             module: Callable[[AnalysisProcedure], None] | None = None) -> list[Diagnostic]:
+    """Every problem of `lib`. `module(analysis)` raises RaffError when the analysis's code cannot
+    be found (the analysis layer knows where code is; this one only reports it)."""
     files = files or ConfigFiles()
     checker = _Checker(lib, files, load_table(), max_points)
     for proc in lib.procedures.values():
         if isinstance(proc, DaqProcedure):
             checker.daq(proc)
         else:
-            checker.analysis(proc)
+            checker.analysis(proc, module)
     for flow in lib.workflows.values():
         for name, origin in zip(flow.procedures, flow.members):
             if lib.get(name) is None:
-                checker.error(origin,
-                              f"workflow '{flow.name}' names unknown procedure '{name}'"
-                              + _known(lib, name))
+                checker.unknown(origin, flow.name, name, f"workflow '{flow.name}' names unknown "
+                                f"procedure '{name}'", lib.names())
     checker.cycles()
     diags = lib.diagnostics + checker.out + files.diagnostics
     if strict:
-        diags = [Diagnostic(ERROR, d.message, d.file, d.line, d.where) for d in diags]
-    unique = list(dict.fromkeys(diags))
-    return sorted(unique, key=lambda d: (str(d.file), d.line or 0, d.where))
+        diags = [d.with_severity(ERROR) if d.severity == WARNING else d for d in diags]
+    unique = [d for d in dict.fromkeys(diags) if d not in lib.causes]
+    # the files that could not be read come first: what is said after them may follow from them
+    place = sorted(unique, key=lambda d: (str(d.file), d.line or 0, d.where))
+    return list(dict.fromkeys(lib.causes)) + checker.notes() + place
 
 
-def _known(lib: Library, name: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, lib.names(), n=1, cutoff=0.75)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+def _kinds(lib: Library, kind: type) -> list[str]:
+    return [n for n, p in lib.procedures.items() if isinstance(p, kind)]
 
 
 class _Checker:
@@ -59,25 +61,53 @@ class _Checker:
         self.lib, self.files, self.table = lib, files, table
         self.out: list[Diagnostic] = []
         self.checked_files: set[Path] = set()
+        self.unchecked: dict[Path, list[str]] = {}   # broken file -> who refers to a name in it
 
     def error(self, origin: Origin, message: str, severity: str = ERROR) -> None:
         self.out.append(origin.error(message, severity))
 
-    def analysis(self, proc: AnalysisProcedure) -> None:
+    def unknown(self, origin: Origin, who: str, name: str, message: str, candidates: list[str]) -> None:
+        """A reference to `name`, which is not in the library: an error, unless a file (or entry)
+        that seems to define it could not be loaded; then the reference is left unchecked."""
+        source = self.lib.broken_source(name)
+        if source is not None:
+            self.unchecked.setdefault(source, []).append(who)
+        else:
+            self.error(origin, message + did_you_mean(name, candidates, cutoff=0.75))
+
+    def notes(self) -> list[Diagnostic]:
+        """One line per file that could not be loaded: what was not checked because of it."""
+        out = []
+        for path, who in self.unchecked.items():
+            who = list(dict.fromkeys(who))
+            shown = ", ".join(f"'{w}'" for w in who[:4]) + (f" and {len(who) - 4} more" if len(who) > 4 else "")
+            many = len(who) > 1
+            out.append(Diagnostic(NOTE, f"{len(who)} procedure{'s' * many} that read{'s' * (not many)} "
+                                        f"what {path.name} defines {'are' if many else 'is'} not "
+                                        f"checked ({shown}); fix the errors of {path.name} first", path))
+        return out
+
+    def analysis(self, proc: AnalysisProcedure, module=None) -> None:
         target = self.lib.procedures.get(proc.daq)
         if target is None:
-            self.error(proc.origin.at("daq"), f"analysis '{proc.name}' reads unknown daq procedure "
-                       f"'{proc.daq}'" + _known(self.lib, proc.daq))
+            self.unknown(proc.origin.at("daq"), proc.name, proc.daq, f"analysis '{proc.name}' reads "
+                         f"unknown daq procedure '{proc.daq}'", _kinds(self.lib, DaqProcedure))
         elif not isinstance(target, DaqProcedure):
             self.error(proc.origin.at("daq"), f"'{proc.daq}' is an analysis, not a daq procedure")
+        if module is not None:
+            try:
+                module(proc)
+            except RaffError as exc:  # said of the procedure, which the line names already
+                message = exc.diagnostic.message.removeprefix(f"analysis '{proc.name}': ")
+                self.error(proc.origin.at("module") if proc.module_given else proc.origin, message)
 
     def daq(self, proc: DaqProcedure) -> None:
         if proc.calibration:
             calib = self.lib.procedures.get(proc.calibration)
             if calib is None:
-                self.error(proc.origin.at("calibration"), f"'{proc.name}' takes its calibration from "
-                           f"'{proc.calibration}', which is not a procedure of this library"
-                           + _known(self.lib, proc.calibration))
+                self.unknown(proc.origin.at("calibration"), proc.name, proc.calibration,
+                             f"'{proc.name}' takes its calibration from '{proc.calibration}', which is "
+                             "not a procedure of this library", _kinds(self.lib, AnalysisProcedure))
             elif not isinstance(calib, AnalysisProcedure):
                 self.error(proc.origin.at("calibration"),
                            f"calibration '{proc.calibration}' is a daq procedure, not an analysis")
@@ -87,18 +117,23 @@ class _Checker:
                        f"than the limit of {self.max_points:,} (raise it with --max-points N)")
         for axis, place, problem in overlaps(scan):
             self.error(axis.origin.at("key"), f"place {'.'.join(map(str, place[1:]))} {problem}")
-        self._target_files(proc)
         pod = self.files.target(proc.power_on_default,
                                 proc.origin.at("target_settings", "power_on_default"),
                                 "power-on default")
+        self._target_files(proc, pod)
         daq = self.files.mapping(proc.daq_default, proc.origin.at("daq_settings", "default"),
                                  "daq default config")
         resolved = self._run_settings(proc, daq) if daq is not None else None
         for param, axis in zip(proc.parameters, scan.axes):
+            unknown: dict[str, list[tuple]] = {}   # what is wrong -> the places it is wrong at
             for place in axis.places:
                 tree, path, what = ((daq, place[1:], "daq default config") if place[0] == "daq"
                                     else (pod, place[1:], "power-on default"))
                 if tree is not None and not has_path(tree, path):
+                    problem = _unregistered(self.table, tree, path) if place[0] == "target" else None
+                    if problem is not None:  # the chips would refuse it: an error, said once
+                        unknown.setdefault(problem, []).append(path)
+                        continue
                     self.error(param.origin.at("key"),
                                f"key path {'.'.join(map(str, path))} is not in the {what}",
                                WARNING)
@@ -106,6 +141,10 @@ class _Checker:
                     self._values(param.origin, path, axis.values)
             if resolved is not None:
                 self._scanned_run_settings(param.origin, axis, resolved)
+            for problem, paths in unknown.items():
+                more = f" (and {len(paths) - 1} more place{'s' * (len(paths) > 2)})" if len(paths) > 1 else ""
+                self.error(param.origin.at("key"), f"key path {'.'.join(map(str, paths[0]))}{more} is in "
+                           f"neither the power-on default nor the HGCROCv3 register map: {problem}")
 
     def _run_settings(self, proc: DaqProcedure, daq: dict) -> dict:
         """The run settings of the resolved daq config are sane; the resolved daq config (server part)."""
@@ -150,21 +189,29 @@ class _Checker:
                 if isinstance(values, range):
                     return
 
-    def _target_files(self, proc: DaqProcedure) -> None:
-        """Values in the initial config and the inline overrides fit their registers."""
+    def _target_files(self, proc: DaqProcedure, pod: dict | None) -> None:
+        """Values in the initial config and the inline overrides fit their registers, and their
+        keys are registers (of the power-on default or the register map)."""
         if proc.initial_config is not None and real_path(proc.initial_config) not in self.checked_files:
             self.checked_files.add(real_path(proc.initial_config))
             init = self.files.target(proc.initial_config,
                                      proc.origin.at("target_settings", "initial_config"),
                                      "initial config")
             if init is not None:
-                self._tree_values(init, Origin(proc.initial_config))
+                self._tree_values(init, Origin(proc.initial_config), pod)
         if proc.overrides:
-            self._tree_values(proc.overrides, proc.origin.at("target_settings", "overrides"))
+            self._tree_values(proc.overrides, proc.origin.at("target_settings", "overrides"), pod)
 
-    def _tree_values(self, tree: dict, origin: Origin) -> None:
+    def _tree_values(self, tree: dict, origin: Origin, pod: dict | None) -> None:
         for path, problem in self.table.problems(tree):
             self.error(origin.at(*path), problem)
+        if pod is None:
+            return
+        for path in leaf_paths(tree):
+            problem = None if has_path(pod, path) else _unregistered(self.table, pod, path)
+            if problem is not None:
+                self.error(origin.at(*path), f"{'.'.join(map(str, path))} is in neither the power-on "
+                           f"default nor the HGCROCv3 register map: {problem}")
 
     def cycles(self) -> None:
         state: dict[str, int] = {}  # 1 = on the stack, 2 = done
@@ -188,6 +235,26 @@ class _Checker:
 
         for name in self.lib.names():
             visit(name, [])
+
+
+_LEVELS = ("chip", "block", "instance", "parameter")
+
+
+def _unregistered(table: ParameterTable, pod: dict, path: tuple) -> str | None:
+    """What is wrong with a target key path that the power-on default lacks, if the register
+    map lacks it too (the chips refuse it); None if the map has it."""
+    found = table.unknown_part(path)
+    if found is None:
+        return None
+    level, names = found
+    if level >= len(_LEVELS):
+        return f"a register is {len(_LEVELS)} parts ({', '.join(_LEVELS)}), this path has {len(path)}"
+    node = pod
+    for part in path[:level]:  # the names the power-on default has at that level count too
+        node = node.get(part) if isinstance(node, dict) else None
+    names = [str(n) for n in names] + [str(n) for n in (node if isinstance(node, dict) else {})]
+    inside = f"block {path[1]} has no" if level > 1 else "no"
+    return f"{inside} {_LEVELS[level]} {path[level]!r}" + did_you_mean(str(path[level]), names)
 
 
 def _samples(values, origin: Origin):

@@ -7,13 +7,14 @@ can report all of them at once. Paths resolve against the file naming them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from raffinerie.config import schema
 from raffinerie.config.tree import norm_key, normalize
-from raffinerie.config.yamlio import line_of, load_yaml, real_path
-from raffinerie.errors import ERROR, Diagnostic, RaffError, format_where
+from raffinerie.config.yamlio import MissingFile, line_of, load_yaml, read_text, real_path
+from raffinerie.errors import ERROR, Diagnostic, RaffError, did_you_mean, format_where
 
 
 @dataclass(frozen=True)
@@ -22,16 +23,23 @@ class Origin:
 
     file: Path
     path: tuple = ()
+    owner: str = ""   # `procedure 'NAME'` when the path is inside one: messages name it so
+    depth: int = 0    # how much of `path` leads to the owner (`procedures`, 3)
 
     @property
     def line(self) -> int | None:
         return line_of(self.file, self.path)
 
     def at(self, *more) -> "Origin":
-        return Origin(self.file, self.path + more)
+        return Origin(self.file, self.path + more, self.owner, self.depth)
+
+    def of(self, kind: str, name) -> "Origin":
+        """This place as the entry of the `kind` (procedure, workflow) named `name`."""
+        return Origin(self.file, self.path, f"{kind} '{name}'", len(self.path))
 
     def error(self, message: str, severity: str = ERROR) -> Diagnostic:
-        return Diagnostic(severity, message, self.file, self.line, format_where(self.path))
+        return Diagnostic(severity, message, self.file, self.line, format_where(self.path),
+                          self.owner, format_where(self.path[self.depth:]) if self.owner else "")
 
 
 @dataclass
@@ -82,6 +90,7 @@ class AnalysisProcedure:
     daq: str
     module: str
     parameters: dict = field(default_factory=dict)
+    module_given: bool = True   # False: `module:` left out, so the module is the name
     kind = "analysis"
 
     def dependencies(self) -> list[str]:
@@ -112,6 +121,10 @@ class Library:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     formats: dict[Path, str] = field(default_factory=dict)   # the format each file was recognised as
     remote: str | None = None   # `remote:` of the main config: a shared cache to look in first
+    # files (or entries) that could not be loaded, and the names they seem to define (None: any
+    # name, the file was not read): a reference to one of those is a consequence, not an error
+    broken: dict[Path, set[str] | None] = field(default_factory=dict)
+    causes: list[Diagnostic] = field(default_factory=list)   # why whole files were not loaded
 
     @property
     def format(self) -> str:
@@ -125,6 +138,19 @@ class Library:
 
     def names(self) -> list[str]:
         return sorted(self.procedures) + sorted(self.workflows)
+
+    def unknown(self, names: list[str]) -> str:
+        """The message for NAMEs that are not procedures or workflows of this library."""
+        listed = ", ".join(repr(n) + did_you_mean(n, self.names()) for n in names)
+        return (f"unknown procedure{'s' * (len(names) > 1)} {listed}; known: "
+                f"{', '.join(self.names()) or 'none'}")
+
+    def broken_source(self, name: str) -> Path | None:
+        """The file that may define `name` but could not be loaded, if any."""
+        for path, names in self.broken.items():
+            if names is None or name in names:
+                return path
+        return None
 
 
 def load_library(main: Path) -> Library:
@@ -143,6 +169,12 @@ class _Loader:
     def report(self, diag: Diagnostic) -> None:
         self.lib.diagnostics.append(diag)
 
+    def unloaded(self, path: Path, diag: Diagnostic) -> None:
+        """`path` could not be loaded, for the reason `diag`: a cause, reported first."""
+        self.lib.causes.append(diag)
+        self.report(diag)
+        self.lib.broken[path] = _names_in(path)
+
     def load(self, path: Path, kind: str, stack: tuple, origin: Origin | None = None) -> None:
         real = real_path(path)
         if real in stack:
@@ -158,8 +190,8 @@ class _Loader:
         except RaffError as exc:
             diag = exc.diagnostic
             if origin is not None and diag.line is None:
-                diag = origin.error(f"{diag.message}: {path}")
-            self.report(diag)
+                diag = origin.error(missing_message(exc, path))
+            self.unloaded(path, diag)
             return
         self.lib.files.append(path)
         if doc is None:
@@ -169,15 +201,17 @@ class _Loader:
 
         if dr10.detect(doc) is not None:  # one line that says what it is, not a schema error per entry
             self.lib.formats[path] = dr10.FORMAT_10
-            self.report(Diagnostic(ERROR, dr10.explain(self.lib.main), path, 1))
+            self.unloaded(path, Diagnostic(ERROR, dr10.explain(self.lib.main), path, 1))
             return
         self.lib.formats[path] = dr10.FORMAT_012
         problems = schema.check(doc, kind, path)
-        for diag in problems:
-            self.report(diag)
         bad = {d.where for d in problems}
-        if "" in bad:
-            return  # the document as a whole has the wrong shape
+        if "" in bad:  # the document as a whole has the wrong shape
+            for diag in problems:
+                self.unloaded(path, diag)
+            return
+        for diag in problems:
+            self.report(_named(diag, doc))
         if isinstance(doc, list):
             self._procedures(doc, Origin(path), bad)
         elif isinstance(doc, dict):
@@ -202,16 +236,21 @@ class _Loader:
             here = origin.at(i)
             prefix = format_where(here.path)
             if any(w == prefix or w.startswith(prefix + ".") or w.startswith(prefix + "[")
-                   for w in bad):
-                continue  # already reported by the schema check
-            proc = _build(entry, here, self.report)
+                   for w in bad):  # already reported by the schema check
+                if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                    self.lib.broken.setdefault(origin.file, set()).add(entry["name"])
+                continue
+            proc = _build(entry, here.of("procedure", entry["name"]), self.report)
             self._add(proc, self.lib.procedures)
 
     def _workflows(self, entries: list, origin: Origin, bad: set[str]) -> None:
         for i, entry in enumerate(entries):
             here = origin.at(i)
             if any(w.startswith(format_where(here.path)) for w in bad):
+                if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                    self.lib.broken.setdefault(origin.file, set()).add(entry["name"])
                 continue
+            here = here.of("workflow", entry["name"])
             names, members = [], []
             for key in ("procedures", "analyses"):
                 for j, name in enumerate(entry.get(key) or []):
@@ -228,13 +267,47 @@ class _Loader:
         table[item.name] = item
 
 
+_NAME = re.compile(r"""(?:^|[\s{,-])name:\s*['"]?([^\s'",}\]#]+)""", re.MULTILINE)
+_ENTRY = re.compile(r"^(procedures|workflows)?\[(\d+)\](.*)$")
+
+
+def _names_in(path: Path) -> set[str] | None:
+    """The names a file that did not load seems to define (read as text), or None if unreadable."""
+    try:  # read as any config file is: a FIFO or /dev/zero is refused, not read for ever
+        return set(_NAME.findall(read_text(path)))
+    except RaffError:
+        return None
+
+
+def _named(diag: Diagnostic, doc) -> Diagnostic:
+    """A schema diagnostic inside a procedure or workflow, naming it rather than its index."""
+    found = _ENTRY.match(diag.where)
+    if found is None or found.group(3).startswith(".name"):
+        return diag  # not in an entry, or its name is what is wrong
+    key, index, rest = found.groups()
+    entries = doc.get(key) if key and isinstance(doc, dict) else doc
+    entry = entries[int(index)] if isinstance(entries, list) and int(index) < len(entries) else None
+    name = entry.get("name") if isinstance(entry, dict) else None
+    if not isinstance(name, str) or not name:
+        return diag
+    kind = "workflow" if key == "workflows" else "procedure"
+    return replace(diag, owner=f"{kind} '{name}'", inner=rest.lstrip("."))
+
+
+def missing_message(exc: RaffError, path: Path) -> str:
+    """The message of a file named somewhere that could not be read, naming `path`."""
+    if isinstance(exc, MissingFile):
+        return f"{exc.text}: {path}{exc.hint}"
+    return f"{exc.diagnostic.message}: {path}"
+
+
 def _build(entry: dict, origin: Origin, report) -> Procedure:
     base = origin.file.parent
     if entry["type"] == "analysis":
         return AnalysisProcedure(
             name=entry["name"], origin=origin, daq=entry["daq"],
             module=entry.get("module") or entry["name"],
-            parameters=dict(entry.get("parameters") or {}))
+            parameters=dict(entry.get("parameters") or {}), module_given=bool(entry.get("module")))
     target, daq = entry["target_settings"], entry["daq_settings"]
     init = target.get("initial_config")
     proc = DaqProcedure(

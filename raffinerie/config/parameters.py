@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from raffinerie.hgcroc import CHIPS_PER_BOARD, chip_names
+from raffinerie.hgcroc import CHIPS_PER_BOARD, MAX_CHIPS, chip_names
 
 TABLE_FILE = Path(__file__).with_name("hgcroc3_parameters.csv")
 LD_CHIPS = tuple(chip_names(CHIPS_PER_BOARD["LD"]))
@@ -45,6 +45,20 @@ class ParameterTable:
         if len(path) != 4:
             return None
         return self.parameters.get((path[1], path[3]))
+
+    def unknown_part(self, path: tuple) -> tuple[int, list] | None:
+        """None if `path` is a register (chip, block, index, name) of the map, or a start of one;
+        else the level of its first part the map lacks and the names the map has there."""
+        levels: list[list] = [chip_names(MAX_CHIPS), sorted(self.instances)]
+        if len(path) > 1 and path[1] in self.instances:
+            levels.append(list(range(self.instances[path[1]])))
+            levels.append(sorted(n for b, n in self.parameters if b == path[1]))
+        for level, part in enumerate(path):
+            if level >= len(levels):
+                return level, []
+            if part not in levels[level] or isinstance(part, bool):
+                return level, levels[level]
+        return None
 
     def check(self, path: tuple, value) -> str | None:
         """Why `value` cannot be written at `path`, or None if it can."""

@@ -9,11 +9,12 @@ menu has (and the server section has not) goes into the active menu.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from raffinerie.config.daqconfig import int_setting, server_override, server_section
-from raffinerie.config.library import DaqProcedure, Origin
+from raffinerie.config.library import DaqProcedure, Origin, missing_message
 from raffinerie.config.tree import merge, normalize, set_path, strip_network
 from raffinerie.config.yamlio import load_yaml, real_path
 from raffinerie.errors import Diagnostic, RaffError
@@ -42,7 +43,7 @@ class ConfigFiles:
         except RaffError as exc:
             diag = exc.diagnostic
             if diag.line is None:  # not found / unreadable: say where it is named
-                diag = origin.error(f"{diag.message}: {path}")
+                diag = origin.error(missing_message(exc, path))
             self._failed[key] = diag
             self.diagnostics.append(diag)
             return None
@@ -104,3 +105,30 @@ def resolve_point(base: dict, patch: list[tuple[tuple, Any]]) -> dict:
     for place, value in patch:
         base = set_path(base, place, normalize(value))
     return base
+
+
+def written_at(proc: DaqProcedure, axes, message: str) -> tuple[str, Origin] | None:
+    """(register, where `proc` writes it) for a register that a backend's `message` names.
+
+    A backend refuses a register by its dotted place (`roc_s0.Top.0.phase_strob`), with no
+    idea of the file it came from; the scan keys and the overrides of the procedure are
+    looked for in the message, longest first, as whole places.
+    """
+    written = [(place[1:], axis.origin.at("key")) for axis in axes for place in axis.places
+               if place[0] == "target"]
+    written += [(path, proc.origin.at("target_settings", "overrides", *path))
+                for path in leaf_paths(proc.overrides)]
+    for path, origin in sorted(written, key=lambda w: -len(".".join(map(str, w[0])))):
+        dotted = ".".join(map(str, path))
+        if dotted and re.search(rf"(?<![\w.]){re.escape(dotted)}(?!\w)", message):
+            return dotted, origin
+    return None
+
+
+def leaf_paths(tree: dict, prefix: tuple = ()):
+    """The path of every leaf (a value that is not a mapping) of `tree`."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from leaf_paths(value, prefix + (key,))
+        else:
+            yield prefix + (key,)

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from raffinerie.errors import RaffError, format_where
+from raffinerie.errors import RaffError, format_where, nearest
 from raffinerie.inputs import record
 
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -34,6 +34,28 @@ MAX_NODES = 10_000_000
 
 class DuplicateKey(yaml.MarkedYAMLError):
     pass
+
+
+class MissingFile(RaffError):
+    """A file that is not there; `hint` names files of its folder with a close name."""
+
+    def __init__(self, text: str, path: Path):
+        self.text, self.hint = text, _close_files(path)
+        super().__init__(text + self.hint, file=path)
+
+
+def _close_files(path: Path) -> str:
+    """` (did you mean 'x'?)` for a file beside `path` whose name is close to its own."""
+    try:
+        siblings = [p.name for p in path.parent.iterdir() if p.is_file()]
+    except FileNotFoundError:
+        return f" (there is no folder {path.parent})"
+    except (OSError, ValueError):
+        return ""
+    close = nearest(path.name, siblings, n=3)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(f"'{name}'" for name in close) + "?)"
 
 
 class _Loader(_Base):
@@ -84,7 +106,7 @@ def read_text(path: Path, what: str = "file") -> str:
                             f"limited to {MAX_FILE_BYTES // 2**20} MiB", file=path)
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise RaffError(f"{what} not found", file=path) from None
+        raise MissingFile(f"{what} not found", path) from None
     except IsADirectoryError:
         raise RaffError(f"{what} is a directory, not a file", file=path) from None
     except UnicodeDecodeError as exc:

@@ -112,8 +112,7 @@ def make_plan(lib: Library, target: str | Sequence[str], identity: str, cache: C
     for name in names:
         node = lib.get(name)
         if node is None:
-            raise RaffError(f"unknown procedure '{name}'; known: {', '.join(lib.names()) or 'none'}",
-                            file=lib.main)
+            raise RaffError(lib.unknown([name]), file=lib.main)
         kinds.append(node.kind)
     plan = Plan(", ".join(names), ", ".join(dict.fromkeys(kinds)), identity,
                 targets=tuple(names), kinds=tuple(kinds))
