@@ -13,11 +13,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SHARED = Path(os.environ.get("RAFF_SHARED_DATA", ROOT.parent / "shared" / "data"))
 DR012 = SHARED / "reference" / "datenraffinerie-0.1.2"
+
+
+# Hypothesis: no deadline and no too-slow check for any test. The suite runs on
+# parallel workers beside real emulators; a draw that takes 1 s on a busy
+# machine is not a failure of the code under test.
+settings.register_profile("raffinerie", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("raffinerie")
+
+# The longest files first (measured with --durations): `--dist loadfile` hands
+# files to the workers in collection order, so a long file collected last would
+# run alone at the end while the other workers sit idle.
+LONGEST_FIRST = ("test_scale.py", "test_build.py", "test_analysis_synthetic.py",
+                 "test_hostile_damage.py", "test_analysis_real.py", "test_damage.py",
+                 "test_hexactrl.py", "test_build_controls.py", "test_uptodate.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file keeps its order
 
 
 def shared(*parts: str) -> Path:
