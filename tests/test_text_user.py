@@ -222,6 +222,12 @@ def test_another_board_writes_its_own_folder_with_its_provenance(libdir):
         assert again.code == 0 and "nothing it reads has changed" in again.out, (board, again.out)
     gc = run_raff("cache", "gc", "-c", main)
     assert gc.code == 0 and "output folder" not in gc.out, gc.out
+    # and its report does not take the default board's page
+    assert run_raff("report", "ped", "-c", main, "--seed", "6").code == 0
+    assert run_raff("report", "ped", "-c", main).code == 0
+    pages = {p: p.read_text() for p in (libdir.root / "raff-out").glob("ped*.html")}
+    assert sorted(p.name for p in pages) == ["ped.emulator-seed-6.html", "ped.html"]
+    assert "emulator/model-4/seed-6" in pages[libdir.root / "raff-out" / "ped.emulator-seed-6.html"]
 
 
 def test_the_default_board_rebuilt_keeps_the_other_boards_folders(libdir):

@@ -60,12 +60,16 @@ def write_report(args, folder: str | None, name: str | None = None) -> Path:
     from raffinerie.analysis.code import code_provider
     from raffinerie.cli.workspace import load_valid, one_identity, open_store
 
+    from raffinerie.builder.outputs import board_folder
+    from raffinerie.config.network import boards
+
     lib, files = load_valid(args)
     store = open_store(args, lib)
     plan = make_plan(lib, name, one_identity(args), store.index(), files,
                      code_provider(lib.main, getattr(args, "analysis_path", None)))
     out = Path(folder) if folder else lib.main.resolve().parent / "raff-out"
-    path = out / f"{name}.html"
+    board = board_folder(boards(getattr(args, "network", None), getattr(args, "seed", None))[0])
+    path = out / (f"{name}.html" if board is None else f"{name}.{board}.html")  # boards' pages apart
     page = render_report(plan, store, lib)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
