@@ -4,7 +4,6 @@ where each board's outputs go, and the README and emulator texts. All through th
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import signal
@@ -50,7 +49,7 @@ def _interrupt_after(proc: subprocess.Popen, cache: Path, n: int) -> tuple[str, 
 # -- item 8: Ctrl-C is not an error, and says the user's whole command ----------------------------
 
 def test_ctrl_c_says_interrupted_and_the_whole_command_to_paste(libdir):
-    main = libdir.main(libdir.daq("slow", parameters=SCAN % 4000, server_override="{NEvents: 600}"))
+    libdir.main(libdir.daq("slow", parameters=SCAN % 4000, server_override="{NEvents: 600}"))  # main.yaml
     cache = libdir.root / "my cache"  # a space: the command must be quoted as a shell reads it
     given = ["build", "slow", "-c", "main.yaml", "--cache", str(cache), "--seed", "6", "-o", "outs"]  # in --help's order
     proc = _start(given, libdir.root)
