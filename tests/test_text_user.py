@@ -307,3 +307,26 @@ def test_readme_says_the_tests_take_minutes_and_lists_every_example_procedure():
     assert not missing, f"the README's example library does not name {missing}"
     emulator_row = next(l for l in readme.splitlines() if l.startswith("| `raff emulator"))
     assert "at `configure` by the 2021 one" in emulator_row and "at `initialize` by the menu" in emulator_row
+
+
+def test_a_network_board_alone_writes_its_own_folder(libdir, tmp_path):
+    import yaml
+
+    from raffinerie.config.daqconfig import Generation
+    from raffinerie.emulator.process import EmulatorProcess
+
+    main = libdir.main(libdir.daq(parameters=SCAN % 200) + ANALYSIS)
+    out = libdir.root / "raff-out" / "ped"
+    with EmulatorProcess(seed=3, generation=Generation.Y2021) as emu:
+        p = emu.ports
+        net = tmp_path / "stand.yaml"
+        net.write_text(yaml.safe_dump({
+            "server": {"hostname": "127.0.0.1", "port": p["server"]},
+            "target": {"hostname": "127.0.0.1", "port": p["target"]},
+            "data": {"hostname": "127.0.0.1", "port": p["data"]}, "board": "LD-7", "timeout": 2}))
+        build = run_raff("build", "ped", "-c", main, "--network", net)
+        assert build.code == 0, build.err
+    assert not (out / "summary.csv").exists()
+    assert (out / "LD-7" / "summary.csv").is_file()
+    assert _provenance(out / "LD-7")["board"] == json.loads(
+        run_raff("plan", "ped", "-c", main, "--network", net, "--json").out)["identity"]
