@@ -61,6 +61,9 @@ class Submitted:
     started: float      # time.monotonic() at submission
 
 
+PROVENANCE = "raff-out.json"  # in each output folder: whose outputs they are (raffinerie.builder.outputs)
+
+
 class AnalysisRunner:
     def __init__(self, lib: Library, store, output_dir, analysis_path: Path | None, workers: int = 1,
                  say=None):
@@ -205,6 +208,7 @@ class AnalysisRunner:
             shutil.rmtree(tmp, ignore_errors=True)
             for skipped in _copy_entry(source, tmp):
                 self.say(f"warning: {source / skipped}: not a regular file; not copied to {target}")
+            _keep_boards(target, tmp)
             _replace(tmp, target)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -270,6 +274,16 @@ def _replace(new: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.unlink(old)
+
+
+def _keep_boards(target: Path, new: Path) -> None:
+    """Other boards' outputs live in `target/<board>/` (their PROVENANCE file says so): moved into
+    the new folder, so that replacing the default board's outputs keeps theirs."""
+    if target.is_dir() and not target.is_symlink():
+        for sub in target.iterdir():
+            if sub.is_dir() and not sub.is_symlink() and (sub / PROVENANCE).is_file() \
+                    and not os.path.lexists(new / sub.name):
+                os.rename(sub, new / sub.name)
 
 
 def _remove_stale(target: Path) -> None:

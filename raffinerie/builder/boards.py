@@ -17,7 +17,8 @@ import threading
 from dataclasses import dataclass, field
 
 from raffinerie.builder.acquire import Stop
-from raffinerie.builder.executor import Abort, BuildReport, Builder, Interrupted, aborted
+from raffinerie.builder.executor import BuildReport, Builder
+from raffinerie.builder.interrupt import Abort, Interrupted, aborted
 from raffinerie.config.network import Board
 from raffinerie.errors import RaffError
 
@@ -69,9 +70,8 @@ def build_boards(name: str | list[str], found: list[Board], make_builder) -> Mul
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if any(r.interrupted for r in report.results) and not report.failed:
-        raise Interrupted(f"interrupted: the points acquired on {len(found)} boards are kept; run "
-                          f"`raff build {name if isinstance(name, str) else ' '.join(name)}` again to "
-                          "continue", stop.signal)
+        raise Interrupted("interrupted", f"the points acquired on {len(found)} boards are kept",
+                          [name] if isinstance(name, str) else name, stop.signal)
     return report
 
 

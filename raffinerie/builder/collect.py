@@ -134,7 +134,9 @@ def _collect_measurements(store: Store, needed: set[str], out: Collection) -> No
 
 def stale_outputs(lib: Library) -> list[Path]:
     """The folders in raff-out/ beside MAIN that no analysis of the library writes (renamed or
-    removed analyses); files there, such as reports, and hidden folders are left alone."""
+    removed analyses); files there, such as reports, and hidden folders are left alone. The
+    outputs of boards other than the default one are inside their analysis's folder
+    (raff-out/<analysis>/<board>/, `raffinerie.builder.outputs`), so they go with it, or stay."""
     root = lib.main.resolve().parent / "raff-out"
     if not root.is_dir():
         return []

@@ -28,13 +28,14 @@ import signal
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from raffinerie.builder.acquire import DEFAULT_MAX_CORRUPT, Acquisition, Stop, Timer, acquire_points
 from raffinerie.builder.backend import Backend
 from raffinerie.builder.cluster import assemble as assemble_on_cluster
 from raffinerie.builder.datasets import BOARD, dataset_meta, write_dataset
+from raffinerie.builder.interrupt import Abort, Interrupted, aborted, kept_points
+from raffinerie.builder.outputs import provenance, write_provenance
 from raffinerie.config.library import Library
 from raffinerie.config.network import DEFAULT_SEED, Network, identity
 from raffinerie.config.resolve import ConfigFiles
@@ -45,35 +46,12 @@ from raffinerie.graph.nodes import CACHED, Node, NodeKind, is_calibration
 from raffinerie.graph.plan import Plan, force, make_plan, replan
 from raffinerie.store.entries import DamagedEntry
 from raffinerie.store.store import Store
+from raffinerie.words import count
+
+__all__ = ["Abort", "BuildOptions", "BuildReport", "Builder", "Interrupted", "aborted", "cores_bound"]
 
 if TYPE_CHECKING:  # the runner lives in raffinerie.analysis, loaded when a library has analyses
     from raffinerie.analysis.runner import Submitted
-
-
-class Interrupted(RaffError):
-    """Ctrl-C or SIGTERM: what was in flight was finished and kept. Exit 128 + the signal."""
-
-    def __init__(self, message: str, signum: int = signal.SIGINT):
-        super().__init__(message)
-        self.exit_code = 128 + int(signum)
-
-
-class Abort(KeyboardInterrupt):
-    """A second Ctrl-C or SIGTERM: stop what is in flight too. It carries the signal, so that raff
-    exits 130 for SIGINT and 143 for SIGTERM, whichever the user sent that time."""
-
-    def __init__(self, signum: int = signal.SIGINT):
-        super().__init__(signum)
-        self.signum = int(signum)
-
-
-def aborted(names: list[str], acquired: int | None, exc: KeyboardInterrupt) -> Interrupted:
-    """The error of a build stopped by a second signal (`exc`), with its exit code."""
-    kept = f"{acquired} points acquired in this build are kept" if acquired is not None \
-        else "the points acquired are kept"
-    return Interrupted(f"aborted: what was in flight was stopped; {kept}; run "
-                       f"`raff build {' '.join(names)}` again to continue",
-                       getattr(exc, "signum", signal.SIGINT))
 
 
 @dataclass(frozen=True)
@@ -171,6 +149,7 @@ class Builder:
                          NodeKind.DATASET: Handler(self._dataset, False, _never, True),
                          NodeKind.ANALYSIS: Handler(self._submit, True, _calibrates, True)}
         self.running: dict[str, Submitted] = {}   # analyses in their workers, by node id
+        self.said: dict = {}  # node id -> the Reason the build's first plan gave for building it
 
     @property
     def _code(self):
@@ -207,9 +186,11 @@ class Builder:
                 plan = self._loop(names)
             self.final_plan = plan
             if plan is not None and self.runner is not None:
-                for node in plan.nodes.values():  # the latest outputs, in one place
+                for node in plan.nodes.values():  # the latest outputs, in one place, saying whose
                     if node.kind is NodeKind.ANALYSIS and node.status == CACHED:
-                        self.runner.materialise(node)
+                        built = self.store.meta("analyses", node.key).get("time")
+                        write_provenance(self.runner.materialise(node),
+                                         provenance(plan, node, self.identity, built), built)
         except KeyboardInterrupt as exc:  # a second Ctrl-C: stop the analyses in flight too
             if self.runner is not None:
                 self.runner.kill()
@@ -224,8 +205,7 @@ class Builder:
                 self.runner.close()
             self.report.seconds = time.monotonic() - t0
         if self.stop:
-            raise Interrupted(f"interrupted: {self.report.acquired} points acquired in this build are "
-                              f"kept; run `raff build {' '.join(names)}` again to continue", self.stop.signal)
+            raise Interrupted("interrupted", kept_points(self.report.acquired), names, self.stop.signal)
         return self.report
 
     def _start(self, names: list[str]) -> None:
@@ -247,7 +227,7 @@ class Builder:
                               {"procedure": proc.name, "identity": points.identity, "take": points.take})
             self.store.journal(event="take", procedure=proc.name, identity=points.identity, take=points.take)
             self.report.retakes[proc.name] = points.take
-            self.progress.info(f"{proc.name}: acquiring its {points.total} point{'s' * (points.total != 1)} "
+            self.progress.info(f"{proc.name}: acquiring its {count(points.total, 'point')} "
                                f"again as take {points.take}; the earlier takes stay in the cache")
 
     def _waiting_for_gc(self) -> None:
@@ -256,6 +236,9 @@ class Builder:
     def _loop(self, names: list[str]) -> Plan | None:
         """Plan once, build what is ready; analyses run in worker processes, -w at a time."""
         plan = self.plan(names)
+        # why each node is built, as this plan (the one `raff plan` shows) says it: a replan after the
+        # points were acquired would say `not built yet` of a dataset whose points were new
+        self.said = {n.id: n.why for n in plan.nodes.values() if n.status != CACHED}
         countdown = Countdown(plan.nodes)
         while not self.stop:
             blocked = _blocked(plan, self.failures)
@@ -366,6 +349,7 @@ class Builder:
             self._failed(node, exc)
             return Outcome.FAILED
         self.forced.discard(node.id)
+        self._built(node)
         self.report.analyses += 1
         self.progress.info(f"{node.name}: analysis finished in {time.monotonic() - job.started:.1f} s")
         return Outcome.BUILT
@@ -381,7 +365,8 @@ class Builder:
         points = plan.points[node.name]
         proc = points.procedure
         if proc.imported is not None:
-            raise RaffError(f"{points.to_acquire} points of '{node.name}' are missing from the cache, "
+            raise RaffError(f"{count(points.to_acquire, 'point')} of '{node.name}' "
+                            f"{'is' if points.to_acquire == 1 else 'are'} missing from the cache, "
                             "and imported points cannot be acquired again; run `raff import` again "
                             f"from {proc.imported.get('source')}", file=proc.origin.file)
         pod = self.files.target(proc.power_on_default, proc.origin, "power-on default") or {}
@@ -413,10 +398,16 @@ class Builder:
         calibration = next((plan.nodes[d].key for d in plan.nodes[node.depends_on[0]].depends_on), None)
         self.store.record(node.kind.store_kind, node.name, node.key,
                           {"calibration": calibration, **build_record(points, node)})
+        self._built(node)
         self.report.datasets += 1
         self.progress.info(f"{node.name}: dataset of {shape['rows']} rows x {len(shape['columns'])} columns "
                            f"({time.perf_counter() - t0:.2f} s)")
 
+    def _built(self, node: Node) -> None:
+        """Journal why this node was built, as the plan said it (`raff report` shows it, by key)."""
+        why = self.said.get(node.id) or node.why
+        self.store.journal(event="built", kind=str(node.kind), name=node.name, key=node.key,
+                           identity=self.identity, reason=why.as_dict())
 
     def _drop(self, kind: str, key: str) -> None:
         """Take a cached entry out, so that the one this build makes replaces it."""
@@ -439,7 +430,3 @@ def cores_bound(ms_per_point: float) -> tuple[int, float]:
     """(cores this process may run on, the points/s they allow at most at this CPU per point)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return cores, cores * 1e3 / max(ms_per_point, 1e-3)  # a coarse CPU clock may read 0 for a short build
-
-
-def output_dir(main: Path, override: str | None, procedure: str) -> Path:
-    return Path(override) / procedure if override else main.resolve().parent / "raff-out" / procedure

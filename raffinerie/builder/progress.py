@@ -6,6 +6,10 @@ import sys
 import time
 
 
+MEASURED = 3  # steps timed after the first before an ETA is given
+_SINGULAR = {"points": "point", "entries": "entry", "runs": "run"}
+
+
 class Progress:
     def __init__(self, stream=None, quiet: bool = False, prefix: str = ""):
         self.stream = stream or sys.stderr
@@ -14,6 +18,7 @@ class Progress:
         self.quiet, self.prefix = quiet, prefix
         self.name, self.total, self.t0, self.last = "", 0, 0.0, 0.0
         self.unit = "points"
+        self.first: tuple[int, float] | None = None
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -23,6 +28,7 @@ class Progress:
     def start(self, name: str, total: int, unit: str = "points") -> None:
         self.name, self.total, self.t0, self.last = name, total, time.monotonic(), 0.0
         self.unit = unit
+        self.first = None  # (done, time) at the first step: the session's setup ends there
 
     def step(self, done: int) -> None:
         if self.quiet:
@@ -33,14 +39,29 @@ class Progress:
             return
         self.last = now
         elapsed = max(now - self.t0, 1e-9)
-        rate = done / elapsed
-        eta = (self.total - done) / rate if rate > 0 else float("inf")
-        text = (f"{self.prefix}{self.name}: {done}/{self.total} {self.unit}, {rate:.1f} {self.unit}/s"
-                + (f", ETA {_duration(eta)}" if done < self.total else f", {_duration(elapsed)}"))
+        unit = _SINGULAR.get(self.unit, self.unit) if self.total == 1 else self.unit  # 1/1 point
+        if done >= self.total:
+            text = f"{self.name}: {done}/{self.total} {unit}, {done / elapsed:.1f} {self.unit}/s, {_duration(elapsed)}"
+        else:
+            text = f"{self.name}: {done}/{self.total} {unit}" + self._pace(done, now)
+        text = self.prefix + text
         if self.tty:
             print("\r" + text.ljust(78), end="" if done < self.total else "\n", file=self.stream, flush=True)
         else:
             print(text, file=self.stream, flush=True)
+
+    def _pace(self, done: int, now: float) -> str:
+        """`, 9.5 points/s, ETA 8 s` from the steps since the first one: the first step carries the
+        session's setup (a first point can take a second where the others take 20 ms), so an ETA
+        from it would be far off. No ETA until MEASURED steps have been timed."""
+        if self.first is None or done <= self.first[0]:
+            self.first = self.first or (done, now)
+            return ""
+        measured, seconds = done - self.first[0], now - self.first[1]
+        if measured < MEASURED or seconds <= 0:
+            return ""
+        rate = measured / seconds
+        return f", {rate:.1f} {self.unit}/s, ETA {_duration((self.total - done) / rate)}"
 
     def _clear(self) -> None:
         if self.tty and self.last:

@@ -14,6 +14,48 @@ from raffinerie.errors import RaffError
 
 
 def build_command(args) -> int:
+    from raffinerie.builder.executor import Interrupted
+
+    try:
+        return _build_command(args)
+    except Interrupted as exc:  # asked for, not an error: what was kept, and the command to resume
+        print(f"raff: {exc.text(again_command(args))}", file=sys.stderr)
+        return exc.exit_code
+
+
+# Left out of the command to resume: another --force-acquire would start yet another take, where
+# a plain build finishes the interrupted one (the take was recorded before anything was acquired).
+_NOT_AGAIN = {"force_acquire", "func", "parser"}
+
+
+def again_command(args) -> str:
+    """The user's `raff build` command line, as shlex quotes it: every option they gave (-c, --seed,
+    --network, --cache, -o, ...), rebuilt from the parsed options, so it holds however raff was
+    called (also `main(argv)`)."""
+    import argparse
+    import shlex
+
+    words = ["raff", "build", *args.names]
+    for action in getattr(args, "parser", argparse.ArgumentParser())._actions:
+        if not action.option_strings or action.dest in _NOT_AGAIN or isinstance(action, argparse._HelpAction):
+            continue
+        value, default = getattr(args, action.dest, None), action.default
+        if isinstance(default, str) and action.type is not None:
+            default = action.type(default)  # argparse parses a string default (--max-points) by its type
+        if value is None or value == default:
+            continue
+        flag = action.option_strings[0]  # the spelling the help lists first: -c, -o, --seed
+        if action.nargs == 0:
+            words.append(flag)
+        elif isinstance(action, argparse._AppendAction):
+            for item in value:
+                words += [flag, str(item)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def _build_command(args) -> int:
     from raffinerie.cli.uptodate import is_fresh
 
     names = list(dict.fromkeys(args.names))
@@ -85,12 +127,15 @@ def _check_names(lib, names: list[str]) -> None:
 
 
 def _builder(args, lib, files, store, board, label: str | None):
-    """A Builder for one board; with `label`, its progress and outputs are the board's own."""
+    """A Builder for one board; with `label` (several boards), its progress lines are the board's.
+    Its outputs are the board's own unless it is the default board (`board_folder`)."""
     from raffinerie.builder.executor import BuildOptions, Builder
     from raffinerie.builder.progress import Progress
 
+    from raffinerie.builder.outputs import board_folder
+
     progress = Progress(quiet=args.quiet, prefix=f"{label}: " if label else "")
-    runner = _runner(args, lib, store, label)
+    runner = _runner(args, lib, store, label or board_folder(board))  # several boards: each in its folder
     options = BuildOptions(force=args.force, force_acquire=args.force_acquire, keep_going=args.keep_going)
     return Builder(lib, files, store, progress, board.network, board.seed, runner,
                    readback=args.readback, max_corrupt=args.max_corrupt / 100, options=options)
@@ -165,11 +210,10 @@ def _cpu_per_point(report) -> str:
 
 
 def _runner(args, lib, store, board_label: str | None = None):
-    from raffinerie.builder.executor import output_dir
-
     from raffinerie.analysis.runner import AnalysisRunner
+    from raffinerie.builder.outputs import output_dir
 
-    def where(name: str) -> Path:  # several boards: raff-out/<analysis>/<board>/
+    def where(name: str) -> Path:  # a board but the default one: raff-out/<analysis>/<board>/
         folder = output_dir(lib.main, args.output, name)
         return folder / board_label if board_label else folder
 
@@ -219,4 +263,4 @@ def add_parser(sub) -> None:
     p.add_argument("-k", "--keep-going", action="store_true",
                    help="a dataset or analysis that fails stops only what depends on it; the others "
                         "are built, the failures are listed at the end, and the exit code is 1")
-    p.set_defaults(func=build_command)
+    p.set_defaults(func=build_command, parser=p)  # the parser: `again_command` rebuilds the command line

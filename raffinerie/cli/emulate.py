@@ -46,7 +46,10 @@ def emulator_command(args) -> int:
         print(announce_line(emulator), flush=True)
     else:
         a = emulator.announcement()
-        data = f"tcp://{a['host']}:{a['data']}" if a["data"] else "bound at initialize"
+        # as the real servers do: the menus daq server binds it at `initialize`, the 2021 one (which
+        # has no initialize) at `configure` (raffinerie.emulator.daqserver)
+        when = "configure" if a["generation"] == "2021" else "initialize"
+        data = f"tcp://{a['host']}:{a['data']}" if a["data"] else f"bound at {when} on the daq config's zmqPushPull_port"
         print(f"raff emulator (seed {args.seed}, {a['generation']} generation, {a['slow_control']} "
               f"slow control): daq server tcp://{a['host']}:{a['server']}, slow control "
               f"tcp://{a['host']}:{a['target']}, daq-client tcp://{a['host']}:{a['client']}, "

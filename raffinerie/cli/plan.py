@@ -75,13 +75,15 @@ def _print_json(plans, remote: list[dict | None]) -> None:
 
 
 def _print_text(args, lib, cache, plans, remote: list[dict | None]) -> None:
-    from raffinerie.cli.render import render_plan
+    from raffinerie.cli.render import count, render_plan
 
     texts = [render_plan(plan, cache.root, list_points=args.points) for plan in plans]
     for i, found in enumerate(remote):
         for name, n in (found or {}).items():
-            texts[i] += (f"\n{name}: {n} of its {plans[i].points[name].to_acquire} points to acquire are "
-                         f"in remote cache {args.remote or lib.remote}; `raff build` pulls them")
+            todo = plans[i].points[name].to_acquire
+            texts[i] += (f"\n{name}: {n} of its {count(todo, 'point')} to acquire {'is' if n == 1 else 'are'} "
+                         f"in remote cache {args.remote or lib.remote}; `raff build` pulls "
+                         f"{'it' if n == 1 else 'them'}")
     print("\n\n".join(texts))
 
 

@@ -34,17 +34,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from raffinerie.config.expand import Axis
-from raffinerie.graph.nodes import BUILD, CACHED, WAITING
+from raffinerie.graph.nodes import BUILD, CACHED, WAITING, Node
 from raffinerie.graph.plan import Plan
 from raffinerie.graph.points import KEY_SIZE, PointSet
 from raffinerie.graph.reasons import ReasonKind
+from raffinerie.words import count, int_runs
+
+__all__ = ["count", "compact_places", "human_bytes", "plan_dot", "plan_json", "render_plan"]
 
 _MARK = {CACHED: "cached", BUILD: "BUILD", WAITING: "waiting"}
-
-
-def count(n: int, singular: str, plural: str | None = None) -> str:
-    """`1 dataset`, `2 datasets`, `1 analysis`, `3 analyses`."""
-    return f"{n} {singular if n == 1 else (plural or singular + 's')}"
 
 
 def human_bytes(n: float) -> str:
@@ -64,8 +62,8 @@ def compact_places(places: tuple[tuple, ...]) -> str:
         for col in columns:
             size *= len(col)
         if size == len(paths):
-            return ".".join(str(c[0]) if len(c) == 1 else "{" + ",".join(map(str, c)) + "}"
-                            for c in columns)
+            return ".".join(str(c[0]) if len(c) == 1 else "{" + (int_runs(c) or ",".join(map(str, c))) + "}"
+                            for c in columns)  # 72 channels are {0–71}, not 72 numbers
     shown = ", ".join(".".join(map(str, p)) for p in paths[:4])
     return shown + (", ..." if len(paths) > 4 else "")
 
@@ -73,7 +71,7 @@ def compact_places(places: tuple[tuple, ...]) -> str:
 def _axis_lines(axis: Axis) -> list[str]:
     n = len(axis.places)
     return [f"    axis {axis.name}: {axis.describe_values()}",
-            f"      sets {compact_places(axis.places)} ({n} place{'s' * (n != 1)})"]
+            f"      sets {compact_places(axis.places)} ({count(n, 'place')})"]
 
 
 def _points_lines(points: PointSet) -> list[str]:
@@ -89,7 +87,7 @@ def _points_lines(points: PointSet) -> list[str]:
     events = points.events_per_point()
     lines.append(f"    mode {proc.mode}, repeat {proc.repeat}, {events} events per point")
     if points.base is None:
-        lines.append(f"    points: {points.total}, waiting for calibration {points.waiting_for}")
+        lines.append(f"    points: {points.total} total, waiting for calibration {points.waiting_for}")
         return lines
     take = f"; take {points.take} (--force-acquire)" if points.take else ""
     lines.append(f"    points: {points.total} total, {points.n_cached} cached, "
@@ -113,7 +111,7 @@ def _tree(plan: Plan) -> list[str]:
         node = nodes[node_id]
         branch = "" if top else ("└── " if last else "├── ")
         again = node_id in shown
-        tail = "(see above)" if again else f"{_MARK[node.status]:8} {node.reason}"
+        tail = "(see above)" if again else _status_text(node)
         rows.append((f"  {prefix}{branch}{node.kind} {node.name}", tail))
         if again:
             return
@@ -129,15 +127,26 @@ def _tree(plan: Plan) -> list[str]:
     return [f"{left:<{width}}  {tail}" for left, tail in rows]
 
 
+def _status_text(node: Node) -> str:
+    """`BUILD    new points`; a reason that only repeats the status is not said twice (`cached`)."""
+    mark = _MARK[node.status]
+    return mark if node.reason in ("", str(node.status), mark) else f"{mark:8} {node.reason}"
+
+
 def _point_listing(points: PointSet) -> list[str]:
-    names = [a.name for a in points.scan.axes]
+    """One aligned row per point: index, key, each axis's value, the repeat, then the status
+    (the one column of varying width, last). Widths come from the axes' values, not the rows."""
+    axes = points.scan.axes
+    widths = [max(len(f"{a.name}={v}") for v in a.values) if len(a.values) else 0 for a in axes]
+    index_width = max(len(str(points.total - 1)), 5)
+    repeats = points.scan.repeat > 1
     lines = [f"  points of {points.procedure.name}:"]
     for i in range(points.total):
         coordinate, repeat = points.coordinate(i)
-        coords = ", ".join(f"{n}={v}" for n, v in zip(names, coordinate)) or "-"
+        coords = "  ".join(f"{f'{a.name}={v}':<{w}}" for a, v, w in zip(axes, coordinate, widths)) or "-"
         status, key = _point_status(points, i)
-        rep = f" repeat {repeat}" if points.scan.repeat > 1 else ""
-        lines.append(f"    {i:>6}  {coords}{rep}  {status}  {key[:12] if key else ''}")
+        rep = f"  repeat {repeat:<{len(str(points.scan.repeat - 1))}}" if repeats else ""
+        lines.append(f"    {i:>{index_width}}  {(key or '')[:12]:12}  {coords}{rep}  {status}")
     return lines
 
 
@@ -173,7 +182,7 @@ def render_plan(plan: Plan, cache_dir: Path, list_points: bool = False) -> str:
     verdict = "up to date" if not plan.todo else f"{count(s['nodes_to_build'], 'node')} to build"
     waiting = f", {s['waiting']} waiting for a calibration" if s["waiting"] else ""
     shared = f" ({s['shared']} of them in several procedures, acquired once)" if s.get("shared") else ""
-    lines.append(f"{s['total']} points{shared}: {s['cached']} cached, {s['to_acquire']} to acquire"
+    lines.append(f"{count(s['total'], 'point')}{shared}: {s['cached']} cached, {s['to_acquire']} to acquire"
                  f"{waiting}; {verdict}")
     return "\n".join(lines)
 
@@ -225,10 +234,10 @@ def plan_dot(plan: Plan) -> str:
     asked = {n.id for n in (plan.final_node(t) for t in plan.targets) if n is not None} \
         if len(plan.targets) > 1 else set()
     for node in plan.nodes.values():
-        label = f"{node.kind} {node.name}\\n{node.status}: {_dot_text(node.reason)}"
+        said = node.reason in ("", str(node.status))  # `cached`, not `cached: cached`
+        label = f"{node.kind} {node.name}\\n{node.status}" + ("" if said else f": {_dot_text(node.reason)}")
         if node.kind == "points" and node.name in plan.points:
-            ps = plan.points[node.name]
-            label += f"\\n{ps.total} point{'s' * (ps.total != 1)}"
+            label += f"\\n{count(plan.points[node.name].total, 'point')}"
         outline = ", penwidth=2.5" if node.id in asked else ""  # several NAMEs: what was asked for
         lines.append(f'  "{_dot_text(node.id, 200)}" [label="{label}", fillcolor="{_DOT_COLOURS[node.status]}", '
                      f'tooltip="{_dot_text(node.key or node.id, 80)}"{outline}];')

@@ -33,6 +33,7 @@ from raffinerie.graph.nodes import BUILD, CACHED, Node
 from raffinerie.graph.plan import Plan, changed, make_plan
 from raffinerie.graph.reasons import Reason
 from raffinerie.graph.reasons import describe_values
+from raffinerie.words import count
 
 MAX_ROWS = 5000
 REPORT_DESCRIPTION = ("One HTML page per procedure or workflow, with everything inlined (no network access): "
@@ -59,12 +60,16 @@ def write_report(args, folder: str | None, name: str | None = None) -> Path:
     from raffinerie.analysis.code import code_provider
     from raffinerie.cli.workspace import load_valid, one_identity, open_store
 
+    from raffinerie.builder.outputs import board_folder
+    from raffinerie.config.network import boards
+
     lib, files = load_valid(args)
     store = open_store(args, lib)
     plan = make_plan(lib, name, one_identity(args), store.index(), files,
                      code_provider(lib.main, getattr(args, "analysis_path", None)))
     out = Path(folder) if folder else lib.main.resolve().parent / "raff-out"
-    path = out / f"{name}.html"
+    board = board_folder(boards(getattr(args, "network", None), getattr(args, "seed", None))[0])
+    path = out / (f"{name}.html" if board is None else f"{name}.{board}.html")  # boards' pages apart
     page = render_report(plan, store, lib)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -99,21 +104,22 @@ def render_report(plan: Plan, store, lib, warn=None) -> str:
     files = EntryFiles(warn or (lambda line: print(f"warning: {line}", file=sys.stderr, flush=True)))
     e = html.escape
     s = plan.summary()
-    verdict = "up to date" if not plan.todo else f"{s['nodes_to_build']} node(s) to build"
+    verdict = "up to date" if not plan.todo else f"{count(s['nodes_to_build'], 'node')} to build"
+    said = _built_reasons(store)
     parts = [_HEAD.replace("{title}", e(f"raff report: {plan.target}")),
              f"<h1>{e(plan.target)} <small>({e(plan.kind)})</small></h1>",
              f"<p class=meta>Written {e(time.strftime('%Y-%m-%d %H:%M:%S'))} by raffinerie {e(__version__)}; "
              f"backend {e(plan.identity)}; cache <code>{e(str(store.root))}</code>.<br>"
-             f"{s['total']} points: {s['cached']} cached, {s['to_acquire']} to acquire"
+             f"{count(s['total'], 'point')}: {s['cached']} cached, {s['to_acquire']} to acquire"
              f"{', %d waiting for a calibration' % s['waiting'] if s['waiting'] else ''}; <b>{e(verdict)}</b>.</p>"]
     analyses = [n for n in plan.nodes.values() if n.kind == "analysis"]
     datasets = [n for n in plan.nodes.values() if n.kind == "dataset"]
     parts.append("<nav><b>Contents</b>: " + " · ".join(
         f'<a href="#{e(n.id)}">{e(n.kind)} {e(n.name)}</a>' for n in analyses + datasets) + "</nav>")
     for node in analyses:
-        parts.append(_analysis(plan, node, store, lib, files))
+        parts.append(_analysis(plan, node, store, lib, files, said))
     for node in datasets:
-        parts.append(_dataset(plan, node, store, files))
+        parts.append(_dataset(plan, node, store, files, said))
     parts.append(_SCRIPT + "</body></html>\n")
     return "\n".join(parts)
 
@@ -151,7 +157,7 @@ def _is_key(key) -> bool:
     return isinstance(key, str) and len(key) == 64 and all(c in "0123456789abcdef" for c in key)
 
 
-def _analysis(plan: Plan, node: Node, store, lib, files: EntryFiles) -> str:
+def _analysis(plan: Plan, node: Node, store, lib, files: EntryFiles, said: dict) -> str:
     e = html.escape
     out = [f'<section id="{e(node.id)}"><h2>analysis {e(node.name)}</h2><p>{_status(node)}</p>']
     key = _shown_entry(node, store, "analyses", out, "Not built yet: nothing to show.")
@@ -185,7 +191,8 @@ def _analysis(plan: Plan, node: Node, store, lib, files: EntryFiles) -> str:
                    f"<pre>{e(shown)}</pre></details>")
     inputs = meta.get("inputs") or {}
     proc = lib.procedures.get(node.name)
-    rows = [("key", key), ("reason of its last build", _analysis_reason(store, node.name, key, meta, files)),
+    reason = said[key] if key in said else _analysis_reason(store, node.name, key, meta, files)
+    rows = [("key", key), ("reason of its last build", reason),
             ("built", _when(meta.get("time"))), ("took", f"{meta.get('seconds', '?')} s"),
             ("module", inputs.get("module") or (proc.module if proc else "?")),
             ("parameters", json.dumps(inputs.get("parameter_values", "?"))),
@@ -212,27 +219,30 @@ def _analysis_reason(store, name: str, key: str, meta: dict, files: EntryFiles) 
     return str(changed({"inputs": previous.get("inputs") or {}}, meta.get("inputs") or {}))
 
 
-def _dataset(plan: Plan, node: Node, store, files: EntryFiles) -> str:
+def _dataset(plan: Plan, node: Node, store, files: EntryFiles, said: dict) -> str:
     e = html.escape
     out = [f'<section id="{e(node.id)}"><h2>dataset {e(node.name)}</h2><p>{_status(node)}</p>']
     points = plan.points.get(node.name)
     if points is not None:
         axes = "".join(f"<li><b>{e(a.name)}</b>: {e(describe_values(a.values))}, {len(a.values)} values</li>"
                        for a in points.scan.axes) or "<li>no scan parameters: a single point</li>"
-        out.append(f"<p>{points.total} points ({points.n_cached} cached), mode {e(points.procedure.mode)}, "
+        out.append(f"<p>{count(points.total, 'point')} ({points.n_cached} cached), mode {e(points.procedure.mode)}, "
                    f"repeat {points.procedure.repeat}</p><ul>{axes}</ul>")
     key = _shown_entry(node, store, "datasets", out, "Not built yet.")
     if key is None:
         return "\n".join(out)
     meta = files.json(store.path("datasets", key), "meta.json")
     out.append(f"<p>Shape: <b>{meta.get('rows', '?')} rows × {len(meta.get('columns') or [])} columns</b> "
-               f"from {meta.get('points', '?')} points.</p>")
+               f"from {_points_of(meta.get('points'))}.</p>")
     out.append("<details><summary>columns</summary><p class=cols>"
                + e(", ".join(meta.get("columns") or [])) + "</p></details>")
     record = store.index().last_build("datasets", node.name) or {}
     why = Reason.from_dict((record.get("inputs") or {}).get("reason")) if record.get("key") == key else None
     acquired = _acquisition(store, meta.get("point_keys") or [])
-    reason = "-" if why is None else ("first build" if why.kind == "not_built" else str(why))
+    if key in said:
+        reason = said[key]
+    else:  # a cache of a raffinerie before the journal said why (or pulled): the build record's
+        reason = "-" if why is None else ("first build" if why.kind == "not_built" else str(why))
     rows = [("key", key), ("reason of its last build", reason),
             ("built", _when(record.get("time")) if record.get("key") == key else "-"),
             ("acquired on", acquired.get("identity", "?")),
@@ -242,6 +252,32 @@ def _dataset(plan: Plan, node: Node, store, files: EntryFiles) -> str:
     out.append(_provenance(rows))
     out.append("</section>")
     return "\n".join(out)
+
+
+def _built_reasons(store) -> dict[str, str]:
+    """Entry key -> why it was built, as the plan of that build said it (the journal's `built`
+    events; the last one of a key wins). Lines are filtered as bytes first: the journal holds one
+    line per acquired point, and only these few are parsed."""
+    out: dict[str, str] = {}
+    try:
+        with open(Path(store.root) / "journal.jsonl", "rb") as f:
+            for line in f:
+                if b'"event": "built"' not in line:
+                    continue
+                try:
+                    doc = json.loads(line)
+                    why = Reason.from_dict(doc["reason"])
+                    if why is not None:
+                        out[str(doc["key"])] = str(why)
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    continue  # a line cut short or not of this form: its entry falls back below
+    except OSError:
+        pass
+    return out
+
+
+def _points_of(n) -> str:
+    return count(n, "point") if isinstance(n, int) else f"{n if n is not None else '?'} points"
 
 
 def _acquisition(store, keys: list[str]) -> dict:

@@ -51,8 +51,7 @@ def remember(args, command: str, names: list[str], plan, output_dirs: list[Path]
                if n.kind.keyed and n.key]
     nodes = {n.id: n.key for n in plan.nodes.values() if n.key}
     # the materialised outputs too: one deleted or edited in raff-out/ is restored by a full build
-    outputs = [os.path.join(where, name) for top in output_dirs
-               for where, _, names in os.walk(top) for name in names]
+    outputs = [path for top in output_dirs for path in _output_files(top)]
     stamp.write(root, request, recorded() + outputs, present + [str(p) for p in output_dirs], nodes)
 
 
@@ -65,3 +64,16 @@ def dataset_key(args, name: str) -> str | None:
         if held is not None and held.get("nodes", {}).get(f"dataset:{name}"):
             return held["nodes"][f"dataset:{name}"]
     return None
+
+
+def _output_files(top) -> list[str]:
+    """The files of an output folder, without the folders of other boards nested in it
+    (raff-out/<analysis>/<board>/, with their own raff-out.json): a build of another board must
+    not make this one's stamp stale."""
+    from raffinerie.analysis.runner import PROVENANCE
+
+    out = []
+    for where, dirs, names in os.walk(top):
+        dirs[:] = [d for d in dirs if not os.path.isfile(os.path.join(where, d, PROVENANCE))]
+        out += [os.path.join(where, name) for name in names]
+    return out
