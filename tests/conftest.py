@@ -27,12 +27,15 @@ DR012 = SHARED / "reference" / "datenraffinerie-0.1.2"
 settings.register_profile("raffinerie", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("raffinerie")
 
-# The longest files first (measured with --durations): `--dist loadfile` hands
-# files to the workers in collection order, so a long file collected last would
-# run alone at the end while the other workers sit idle.
-LONGEST_FIRST = ("test_scale.py", "test_build.py", "test_analysis_synthetic.py",
-                 "test_hostile_damage.py", "test_analysis_real.py", "test_damage.py",
-                 "test_hexactrl.py", "test_build_controls.py", "test_uptodate.py")
+# The longest files first (measured with --durations=0): with `--dist loadfile
+# --no-loadscope-reorder` xdist hands files to the workers in collection order
+# (by default it would sort them by their number of tests, and the one-test
+# scale file would start last and run alone at the end).
+LONGEST_FIRST = ("test_scale.py", "test_analysis_synthetic.py", "test_build.py", "test_text_user.py",
+                 "test_analysis_real.py", "test_hostile_damage.py", "test_damage.py",
+                 "test_analyses.py", "test_hexactrl.py", "test_build_controls.py",
+                 "test_hostile_rawimport.py", "test_uptodate.py", "test_hostile_runner.py",
+                 "test_hostile_config.py", "test_hostile_remote.py")
 
 
 def pytest_collection_modifyitems(config, items):
