@@ -143,7 +143,7 @@ def parse_yaml(text: str, path: Path | None = None) -> Any:
                             line=mark.line + 1 if mark is not None else None) from None
         if mark is None:
             raise RaffError(f"YAML syntax error: {problem}", file=path) from None
-        raise RaffError(f"YAML syntax error at column {mark.column + 1}: {problem}",
+        raise RaffError(f"YAML syntax error at column {mark.column + 1}: {problem}{_begun(exc, mark)}",
                         file=path, line=mark.line + 1) from None
     except yaml.YAMLError as exc:
         raise RaffError(f"YAML error: {exc}", file=path) from None
@@ -241,3 +241,12 @@ def line_of(path: Path, doc_path: tuple = ()) -> int | None:
         else:
             break
     return line + 1
+
+
+def _begun(exc: yaml.MarkedYAMLError, mark) -> str:
+    """Where the construct that is left open began: an unclosed `{` is found lines later, at
+    the next line that cannot belong to it, so the line of the `{` itself is what to look at."""
+    begun = exc.context_mark
+    if not exc.context or begun is None or begun.line == mark.line:
+        return ""
+    return f" ({exc.context.removeprefix('while ')} begun at line {begun.line + 1}, column {begun.column + 1})"
