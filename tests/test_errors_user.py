@@ -36,6 +36,7 @@ def test_a_yaml_syntax_error_comes_first_and_its_consequences_are_one_line(raff,
     assert_clean_error(result, "not checked")
     lines = error_lines(result)
     assert "daq_procedures.yaml:23: YAML syntax error at column" in lines[0], lines
+    assert "(parsing a flow mapping begun at line 22, column 22)" in lines[0], lines  # the `{` left open
     assert len(lines) == 2, lines  # the cause, and one line for what it keeps from being checked
     assert "note: 6 procedures that read what daq_procedures.yaml defines are not checked" in lines[1]
     text = result.out + result.err
