@@ -43,6 +43,24 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file keeps its order
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on (now)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(port: int, timeout: float = 0.2) -> bool:
+    """Whether something accepts connections on loopback `port`."""
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(timeout)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def shared(*parts: str) -> Path:
     """A path under ../shared/data; skips the test when it is absent."""
     path = SHARED.joinpath(*parts)

@@ -7,7 +7,6 @@ import json
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_raff
+from conftest import ROOT, free_port, listening, run_raff
 
 SCAN = """\
 - key: [[roc_s0, roc_s1, roc_s2], ReferenceVoltage, [0, 1], Calib]
@@ -243,18 +242,6 @@ def test_the_default_board_rebuilt_keeps_the_other_boards_folders(libdir):
 
 # -- item 13: the emulator's start line and --help agree with what it does; the README ----------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.mark.parametrize("generation,when", [("2021", "configure"), ("menus", "initialize")])
 def test_emulator_start_line_says_when_the_data_port_is_bound(generation, when):
     import zmq
@@ -267,14 +254,14 @@ def test_emulator_start_line_says_when_the_data_port_is_bound(generation, when):
         line = proc.stdout.readline()
         assert f"data bound at {when} on the daq config's zmqPushPull_port" in line, line
         server = re.search(r"daq server (tcp://[\d.]+:\d+)", line).group(1)
-        port = _free_port()
+        port = free_port()
         ctx = zmq.Context.instance()
         req = ctx.socket(zmq.REQ)
         req.setsockopt(zmq.RCVTIMEO, 10000)
         req.setsockopt(zmq.LINGER, 0)
         req.connect(server)
         doc = yaml.safe_dump({"daq": {"zmqPushPull_port": port, "NChips": 3}})
-        assert not _listening(port)
+        assert not listening(port, 1)
         if generation == "2021":  # the READY handshake; this server has no initialize
             req.send_string("configure")
             assert "ready" in req.recv_string().lower()
@@ -282,7 +269,7 @@ def test_emulator_start_line_says_when_the_data_port_is_bound(generation, when):
         else:
             req.send_multipart([b"initialize", doc.encode()])
         assert req.recv_string().strip().lower() in ("configured", "initialized")
-        assert _listening(port), f"the data port is not bound after {when}"
+        assert listening(port, 1), f"the data port is not bound after {when}"
         req.close()
     finally:
         proc.terminate()

@@ -19,7 +19,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from conftest import free_port, listening
 
 CONFIG = """\
 all.export /
@@ -79,18 +80,6 @@ def missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 @contextlib.contextmanager
 def running_server(timeout: float = 30.0):
     """Start xrootd on a free loopback port; stop it and remove its folder afterwards."""
@@ -108,7 +97,7 @@ def running_server(timeout: float = 30.0):
     proc = None
     try:
         for attempt in range(3):
-            port = _free_port()
+            port = free_port()
             config = base / "xrootd.cfg"
             config.write_text(CONFIG.format(data=data, admin=admin, port=port))
             command = ["xrootd", "-c", str(config), "-I", "v4", "-l", str(admin / "xrootd.log")]
@@ -117,9 +106,9 @@ def running_server(timeout: float = 30.0):
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL, start_new_session=True)
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and proc.poll() is None and not _listening(port):
+            while time.monotonic() < deadline and proc.poll() is None and not listening(port):
                 time.sleep(0.05)
-            if proc.poll() is None and _listening(port):
+            if proc.poll() is None and listening(port):
                 break
             _stop(proc)
             proc = None
