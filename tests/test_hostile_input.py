@@ -60,7 +60,7 @@ def test_absurd_chip_count_is_refused(libdir, raff):
 
 
 @pytest.mark.parametrize("value,needle", [(".inf", "must be <= 3600"), (".nan", "nan is not a number"),
-                                          ("0", "must be > 0"), ("'1e300'", "expected a number")])
+                                          ("0", "must be > 0"), ("'1e300'", "must be <= 3600")])
 def test_absurd_network_timeouts_are_refused(libdir, raff, value, needle):
     main = libdir.main(libdir.daq("scan"))
     net = libdir.write("net.yaml", "server: {hostname: h, port: 6000}\ntarget: {hostname: h, port: 5555}\n"

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from raffinerie.config.daqconfig import (RUN_SETTINGS, run_problems, server_override, server_section,
-                                         setting_problem)
+from raffinerie.config.daqconfig import (RUN_SETTINGS, run_problems, run_settings_as_meant, server_override,
+                                         server_section, setting_problem)
 from raffinerie.config.expand import expand, overlaps
 from raffinerie.config.library import AnalysisProcedure, DaqProcedure, Library, Origin
 from raffinerie.config.parameters import ParameterTable, load_table
@@ -150,7 +150,7 @@ class _Checker:
         """The run settings of the resolved daq config are sane; the resolved daq config (server part)."""
         server = server_section(daq)
         override = proc.server_override or {}
-        resolved = {**daq, "server": merge(server, server_override(server, override))}
+        resolved = run_settings_as_meant({**daq, "server": merge(server, server_override(server, override))})
         for name, problem in run_problems(resolved).items():
             in_menu = ("menus", server.get("active_menu")) if name in RUN_SETTINGS and name not in server else ()
             where = (proc.origin.at("daq_settings", "server_override", name) if name in override

@@ -102,6 +102,27 @@ def run_problems(daq: dict | None) -> dict[str, str]:
     return out
 
 
+def run_settings_as_meant(daq: dict) -> dict:
+    """`daq` with run settings written as strings of digits (`NEvents: "1000"`, as 0.1.2 configs
+    write their ports) read as the whole numbers they are, as a real daq server reads them:
+    in the server section and in every menu. Other values stay as written."""
+    def mended(settings: dict) -> dict:
+        return {k: int(v) if k in RUN_SETTINGS and _is_digits(v) else v for k, v in settings.items()}
+
+    server = server_section(daq)
+    if not server:
+        return daq
+    server = mended(server)
+    if is_menus(daq):
+        server["menus"] = {name: mended(menu) if isinstance(menu, dict) else menu
+                           for name, menu in server["menus"].items()}
+    return {**daq, "server": server}
+
+
+def _is_digits(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().isascii() and value.strip().isdigit()
+
+
 def int_setting(daq: dict | None, name: str, default: int) -> int:
     try:
         return int(daq_setting(daq, name, default))

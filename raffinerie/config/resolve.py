@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from raffinerie.config.daqconfig import int_setting, server_override, server_section
+from raffinerie.config.daqconfig import int_setting, run_settings_as_meant, server_override, server_section
 from raffinerie.config.library import DaqProcedure, Origin, missing_message
 from raffinerie.config.tree import merge, normalize, set_path, strip_network
 from raffinerie.config.yamlio import load_yaml, real_path
@@ -78,7 +78,7 @@ def base_config(proc: DaqProcedure, files: ConfigFiles, calibration: dict | None
     _check_calibration(proc, calibration)
     target = merge(merge(merge(pod, init), proc.overrides), calibration)
     server = server_override(server_section(daq), proc.server_override)
-    daq = merge(daq, {"server": server, "client": proc.client_override})
+    daq = run_settings_as_meant(merge(daq, {"server": server, "client": proc.client_override}))
     return {"target": target, "daq": daq}
 
 

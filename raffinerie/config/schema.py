@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -41,13 +42,66 @@ def _validator(name: str):
 
 
 def check(document: Any, schema: str, file: Path, prefix: tuple = ()) -> list[Diagnostic]:
-    """Diagnostics for every place where `document` breaks `schema`."""
+    """Diagnostics for every place where `document` breaks `schema`, once the scalars whose
+    meaning is clear are taken as meant (changed in `document`)."""
+    validator = _validator(schema)
+    errors = list(_leaf_errors(validator.iter_errors(document)))
+    if _take_as_meant(document, errors):
+        errors = list(_leaf_errors(validator.iter_errors(document)))
     out = []
-    for error in _leaf_errors(_validator(schema).iter_errors(document)):
+    for error in errors:
         path = prefix + tuple(error.absolute_path)
         message, path = _explain(error, path)
         out.append(Diagnostic(ERROR, message, file, line_of(file, path), format_where(path)))
     return sorted(out, key=lambda d: (d.line or 0, d.where, d.message))
+
+
+# YAML reads `generation: 2021` as a number and `port: "6000"` as written, a string; where the
+# schema allows one reading of such a scalar, it is taken as meant (issue 23). Only a plain
+# `type` or `enum` error is mended: under `anyOf`/`oneOf` the reading is not clear. A string
+# field given a number is not mended: YAML has already changed `0042` into 34.
+_TRUTH = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+_NO_READING = object()
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _take_as_meant(document: Any, errors: list) -> bool:
+    """Set each scalar of `errors` that has one reading to it; whether any was."""
+    mended = False
+    for error in errors:
+        value = _reading(error)
+        if value is not _NO_READING and error.absolute_path:  # a scalar, so other paths stay valid
+            _set(document, tuple(error.absolute_path), value)
+            mended = True
+    return mended
+
+
+def _reading(error) -> Any:
+    """The one value `error.instance` means where the schema says what it must be."""
+    kind, arg, inst = error.validator, error.validator_value, error.instance
+    if kind == "enum" and isinstance(inst, (int, float)) and not isinstance(inst, bool):
+        text = str(inst)
+        return text if all(isinstance(o, str) for o in arg) and text in arg else _NO_READING
+    if kind != "type" or not isinstance(inst, str) or not isinstance(arg, str):
+        return _NO_READING
+    text = inst.strip()
+    if arg == "integer" and _INTEGER.fullmatch(text):
+        return int(text)
+    if arg == "number":
+        try:
+            number = float(text)
+        except ValueError:
+            return _NO_READING
+        return number if number == number and abs(number) != float("inf") else _NO_READING
+    if arg == "boolean":
+        return _TRUTH.get(text.lower(), _NO_READING)
+    return _NO_READING
+
+
+def _set(document: Any, path: tuple, value: Any) -> None:
+    for part in path[:-1]:
+        document = document[part]
+    document[path[-1]] = value
 
 
 def _leaf_errors(errors) -> Iterator:
