@@ -27,6 +27,7 @@ class Diagnostic:
     where: str = ""          # the path in the document: `procedures[3].parameters[0].key`
     owner: str = ""          # the procedure or workflow the path is in: `procedure 'pedestal_run'`
     inner: str = ""          # the path inside the owner: `parameters[0].key`
+    entry: str = ""          # the name of that procedure or workflow: `pedestal_run`
 
     def format(self) -> str:
         head = []

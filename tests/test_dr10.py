@@ -275,3 +275,10 @@ def test_the_real_10_library_is_recognised_and_migrated(raff, tmp_path):
     assert [line for line in check.lines if ": " in line and "invalid" not in line] == [
         line for line in check.lines if "phase_strobe = 16 does not fit its 4-bit register" in line]
     assert os.path.getsize(out / "procedures.yaml") > 0
+    # who asks for test_1 gets test_1 (issue 23); full_toa_scan's own plan names its mistake
+    migrated = out / "main_config.yaml"
+    planned = raff("plan", "test_1", "-c", migrated)
+    assert planned.code == 0 and "5 points: 0 cached, 5 to acquire" in planned.out, planned.err
+    assert planned.err.splitlines() == ["warning: 1 other procedure has errors (full_toa_scan); "
+                                        "raff validate lists them"]
+    assert_clean_error(raff("plan", "full_toa_scan", "-c", migrated), "phase_strobe = 16 does not fit")

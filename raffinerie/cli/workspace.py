@@ -6,10 +6,12 @@ the functions that use them.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from raffinerie.cli.options import DEFAULT_MAIN
 from raffinerie.errors import RaffError
+from raffinerie.words import count
 
 
 def main_path(args) -> Path:
@@ -21,8 +23,10 @@ def main_path(args) -> Path:
 
 
 def load_valid(args):
-    """(library, config files) of `-c MAIN`, or ConfigErrors with every error in it."""
-    from raffinerie.config.checks import validate
+    """(library, config files) of `-c MAIN`, or ConfigErrors with every error in it that
+    stops the command: for a command on NAMEs, only those of what they need (the other
+    procedures with errors are one warning line)."""
+    from raffinerie.config.checks import blocking, validate
     from raffinerie.config.library import load_library
     from raffinerie.config.resolve import ConfigFiles
     from raffinerie.errors import ERROR, ConfigErrors
@@ -34,11 +38,26 @@ def load_valid(args):
         from raffinerie.analysis.code import module_check
 
         module = module_check(lib.main, args.analysis_path)
-    errors = [d for d in validate(lib, files=files, max_points=args.max_points, module=module)
-              if d.severity == ERROR]
+    diags = validate(lib, files=files, max_points=args.max_points, module=module)
+    names = _names(args)
+    if names is None:
+        errors, others = [d for d in diags if d.severity == ERROR], []
+    else:
+        errors, others = blocking(diags, lib, names)
     if errors:
         raise ConfigErrors(errors)
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        print(f"warning: {count(len(others), 'other procedure')} {'has' if len(others) == 1 else 'have'} "
+              f"errors ({shown}); raff validate lists them", file=sys.stderr)
     return lib, files
+
+
+def _names(args) -> list[str] | None:
+    """The procedures a command works on (None: the whole library)."""
+    if getattr(args, "names", None):
+        return list(args.names)
+    return [args.name] if isinstance(getattr(args, "name", None), str) else None
 
 
 def open_store(args, lib):

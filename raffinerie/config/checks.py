@@ -50,6 +50,20 @@ def validate(lib: Library, strict: bool = False, files: ConfigFiles | None = Non
     return list(dict.fromkeys(lib.causes)) + checker.notes() + place
 
 
+def blocking(diags: list[Diagnostic], lib: Library, names: list[str]) -> tuple[list[Diagnostic], list[str]]:
+    """The errors that stop a plan or build of `names`, and the other entries that have errors.
+
+    An error stops it when it is of a procedure or workflow that `names` need, or of none
+    (a file that did not load, a daq config: it may be one they read); an error of another
+    entry does not (issue 23: who asks for `test_1` gets `test_1`).
+    """
+    needed = lib.needs(names)
+    errors = [d for d in diags if d.severity == ERROR]
+    stop = [d for d in errors if not d.entry or d.entry in needed]
+    others = sorted({d.entry for d in errors if d.entry and d.entry not in needed})
+    return stop, others
+
+
 def _kinds(lib: Library, kind: type) -> list[str]:
     return [n for n, p in lib.procedures.items() if isinstance(p, kind)]
 

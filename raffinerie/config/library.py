@@ -25,21 +25,22 @@ class Origin:
     path: tuple = ()
     owner: str = ""   # `procedure 'NAME'` when the path is inside one: messages name it so
     depth: int = 0    # how much of `path` leads to the owner (`procedures`, 3)
+    entry: str = ""   # the owner's name alone (which procedure a problem is of)
 
     @property
     def line(self) -> int | None:
         return line_of(self.file, self.path)
 
     def at(self, *more) -> "Origin":
-        return Origin(self.file, self.path + more, self.owner, self.depth)
+        return Origin(self.file, self.path + more, self.owner, self.depth, self.entry)
 
     def of(self, kind: str, name) -> "Origin":
         """This place as the entry of the `kind` (procedure, workflow) named `name`."""
-        return Origin(self.file, self.path, f"{kind} '{name}'", len(self.path))
+        return Origin(self.file, self.path, f"{kind} '{name}'", len(self.path), str(name))
 
     def error(self, message: str, severity: str = ERROR) -> Diagnostic:
         return Diagnostic(severity, message, self.file, self.line, format_where(self.path),
-                          self.owner, format_where(self.path[self.depth:]) if self.owner else "")
+                          self.owner, format_where(self.path[self.depth:]) if self.owner else "", self.entry)
 
 
 @dataclass
@@ -138,6 +139,17 @@ class Library:
 
     def names(self) -> list[str]:
         return sorted(self.procedures) + sorted(self.workflows)
+
+    def needs(self, names: list[str]) -> set[str]:
+        """`names` and every procedure they depend on, however deep (names not defined included)."""
+        found, todo = set(), list(names)
+        while todo:
+            name = todo.pop()
+            if name not in found:
+                found.add(name)
+                entry = self.get(name)
+                todo += entry.dependencies() if entry is not None else []
+        return found
 
     def unknown(self, names: list[str]) -> str:
         """The message for NAMEs that are not procedures or workflows of this library."""
@@ -291,7 +303,7 @@ def _named(diag: Diagnostic, doc) -> Diagnostic:
     if not isinstance(name, str) or not name:
         return diag
     kind = "workflow" if key == "workflows" else "procedure"
-    return replace(diag, owner=f"{kind} '{name}'", inner=rest.lstrip("."))
+    return replace(diag, owner=f"{kind} '{name}'", inner=rest.lstrip("."), entry=name)
 
 
 def missing_message(exc: RaffError, path: Path) -> str:
