@@ -76,3 +76,10 @@ def test_a_library_file_that_does_not_load_stops_everything(raff, libdir):
     libdir.write("more.yaml", "- name: broken\n  type: [daq\n")
     main = libdir.main(libdir.daq("scan", SCAN.format(values="1")), "libraries: [more.yaml]\n")
     assert_clean_error(raff("plan", "scan", "-c", main), "more.yaml:3", "YAML syntax error")
+
+
+def test_a_procedure_with_a_schema_error_stops_its_own_plan(raff, libdir):
+    # an entry that did not load is still known by its name: its plan names its problem
+    result = raff("plan", "bad2", "-c", library(libdir))
+    assert_clean_error(result, "procedure 'bad2': repeat: expected an integer, got the string 'two'")
+    assert "phase_strobe" not in result.err
