@@ -11,7 +11,7 @@ from pathlib import Path
 
 from raffinerie.cli.options import DEFAULT_MAIN
 from raffinerie.errors import RaffError
-from raffinerie.words import count
+from raffinerie.words import count, word
 
 
 def main_path(args) -> Path:
@@ -48,7 +48,7 @@ def load_valid(args):
         raise ConfigErrors(errors)
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
-        print(f"warning: {count(len(others), 'other procedure')} {'has' if len(others) == 1 else 'have'} "
+        print(f"warning: {count(len(others), 'other procedure')} {word(len(others), 'has', 'have')} "
               f"errors ({shown}); raff validate lists them", file=sys.stderr)
     return lib, files
 
