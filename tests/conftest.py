@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # raffinerie from source again. Bytecode goes to a folder outside the tree instead:
 # the suite took 822 s with 1,592 s of CPU, 750 s with 1,416 s this way (2 cores).
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-os.environ.setdefault("PYTHONPYCACHEPREFIX", os.path.join(tempfile.gettempdir(), f"raff-test-pycache-{os.getuid()}"))
+os.environ.setdefault("PYTHONPYCACHEPREFIX",
+                      os.path.join(tempfile.gettempdir(), f"raff-test-pycache-{os.getuid()}"))
+
 EXAMPLES = ROOT / "examples"
 SHARED = Path(os.environ.get("RAFF_SHARED_DATA", ROOT.parent / "shared" / "data"))
 DR012 = SHARED / "reference" / "datenraffinerie-0.1.2"
