@@ -16,6 +16,10 @@ from functools import lru_cache
 import numpy as np
 
 POLY = 0x04C11DB7
+# Up to this many rows, one 2-D gather of all slices beats the loop over the
+# 80 slice positions (measured: 24 against 300 us for the 12 halves of a
+# 2-event, 3-chip run; 165 against 340 us for 120; slower from about 1,000 on).
+ONE_GATHER_ROWS = 256
 
 
 def crc32_bytes(data: bytes, crc: int = 0) -> int:
@@ -50,6 +54,12 @@ def slice_tables(n_words: int) -> np.ndarray:
                      for p in range(2 * n_words)])
 
 
+@lru_cache(maxsize=None)
+def _positions(n_words: int) -> np.ndarray:
+    """The table row of each 16-bit slice in memory order (low half first), as a column."""
+    return (np.arange(2 * n_words) ^ 1)[:, None]
+
+
 def crc_of_words(words: np.ndarray, k: int | None = None) -> np.ndarray:
     """CRC of the first k words (default: all) of each row of `words` (uint32, shape (n, m)), vectorised.
 
@@ -62,6 +72,8 @@ def crc_of_words(words: np.ndarray, k: int | None = None) -> np.ndarray:
     k = m if k is None else k
     tables = slice_tables(k)
     slices = np.ascontiguousarray(words.view(np.uint16).reshape(n, 2 * m)[:, :2 * k].T)  # little endian: low, high
+    if n <= ONE_GATHER_ROWS:  # a short run: one gather instead of 80 calls of per-call overhead
+        return np.bitwise_xor.reduce(tables[_positions(k), slices], axis=0)
     out = np.zeros(n, dtype=np.uint32)
     # a slice that is 0 in every row adds nothing (the CRC of zeros is 0): in
     # characterisation mode, the low half of every channel word that never fired
