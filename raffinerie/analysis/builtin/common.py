@@ -296,7 +296,10 @@ def save(draw, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig = draw()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    # The figure is laid out by constrained layout (`chip_panels`), which
+    # already keeps every label and outside legend inside it; bbox_inches="tight"
+    # on top would draw the whole figure a second time (~0.2 s a plot).
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
