@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 os.environ.setdefault("PYTHONPYCACHEPREFIX",
                       os.path.join(tempfile.gettempdir(), f"raff-test-pycache-{os.getuid()}"))
+# The memo of large YAML (raffinerie/memo.py) likewise goes beside it, not into the
+# user's ~/.cache; tests/test_memo.py sets its own folders.
+os.environ.setdefault("RAFF_MEMO_DIR", os.path.join(tempfile.gettempdir(), f"raff-test-memo-{os.getuid()}"))
 
 EXAMPLES = ROOT / "examples"
 SHARED = Path(os.environ.get("RAFF_SHARED_DATA", ROOT.parent / "shared" / "data"))

@@ -14,6 +14,7 @@ import time
 
 import yaml
 
+from raffinerie import memo
 from raffinerie.config.daqconfig import Generation
 from raffinerie.daq.transport import BackendError, Endpoint
 
@@ -24,7 +25,8 @@ MENU_STATES = {"initialized", "configured", "running", "error", "destroyed", "id
 
 
 def dump(doc: dict) -> str:
-    return yaml.dump(doc, Dumper=_Dumper, default_flow_style=False)
+    """The YAML a server is sent; a board's whole configuration (initialize) from the memo."""
+    return memo.dumped("request", doc, lambda: yaml.dump(doc, Dumper=_Dumper, default_flow_style=False))
 
 
 class MenusControl:

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from raffinerie import memo
+
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -52,8 +54,8 @@ class EventLog:
 
 
 def load_yaml(frame: bytes) -> Any:
-    """A YAML frame (raises yaml.YAMLError on bad YAML)."""
-    return yaml.load(frame, Loader=_Loader)
+    """A YAML frame (raises yaml.YAMLError on bad YAML); a board's whole configuration from the memo."""
+    return memo.parsed("wire", frame, lambda: yaml.load(frame, Loader=_Loader))
 
 
 def dump_yaml(value: Any, **options) -> str:

@@ -1,0 +1,158 @@
+"""Large YAML documents parsed and written once, kept by content between raff processes
+(a leaf: imports nothing of raffinerie).
+
+A hexaboard's power-on default is 170 kB of YAML. Every `raff` command that
+reads the library parses it (0.14 s), a build writes it again for the slow
+control (0.12 s) and the embedded emulator parses what it receives (0.14 s):
+about a fifth of a one-point build's CPU. Here the result of each such step
+is kept in a file named by the SHA-256 of its input and of the step, so an
+unchanged file costs a hash and a `marshal` read (2 ms) instead.
+
+The memo can only ever be bypassed, never serve something else: its key
+covers the whole input, the step, the YAML library's version and this
+format's; each file carries a BLAKE2 digest of its content, checked on every
+read (a damaged or truncated file is removed and the step is done again); it
+is written to a temporary name and renamed in one step. Documents marshal
+cannot hold (YAML timestamps) are simply not kept, and errors are never kept:
+a file that fails to parse is parsed again, and reported, every time.
+
+Where: `$RAFF_MEMO_DIR`, else `$XDG_CACHE_HOME/raffinerie/memo`, else
+`~/.cache/raffinerie/memo`. `RAFF_MEMO_DIR=off` turns it off; a folder that
+cannot be written only costs the time it would have saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+FORMAT = "raff-memo-1"
+MIN_CHARS = 16_384       # smaller documents parse faster than a file is found and read
+MAX_FILES = 512          # ~70 MB at most: the oldest used files go beyond this (a full
+KEEP_FILES = 384         # configuration of each board and calibration a stand has used lately)
+_DIGEST = 32             # BLAKE2b-256 of the content, in front of it
+_MISSING = object()
+
+
+def _folder() -> Path | None:
+    given = os.environ.get("RAFF_MEMO_DIR")
+    if given is not None:
+        return None if given.strip().lower() in ("", "off", "0", "no") else Path(given)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "raffinerie" / "memo"
+
+
+def _key(step: str, data: bytes) -> str:
+    import yaml  # the YAML library's version changes what a step gives
+
+    head = f"{FORMAT}\0{step}\0{yaml.__version__}\0".encode()
+    return hashlib.sha256(head + data).hexdigest()
+
+
+def _read(key: str) -> Any:
+    folder = _folder()
+    if folder is None:
+        return _MISSING
+    path = folder / key[:2] / key
+    try:
+        blob = path.read_bytes()
+    except OSError:
+        return _MISSING
+    body = blob[_DIGEST:]
+    if len(blob) <= _DIGEST or hashlib.blake2b(body, digest_size=_DIGEST).digest() != blob[:_DIGEST]:
+        _forget(path)  # damaged or cut short: done again, and kept again below
+        return _MISSING
+    try:
+        value = marshal.loads(body)
+    except (EOFError, ValueError, TypeError):
+        _forget(path)
+        return _MISSING
+    try:
+        os.utime(path)  # used: the last to go when the folder is trimmed
+    except OSError:
+        pass
+    return value
+
+
+def _write(key: str, value: Any) -> None:
+    folder = _folder()
+    if folder is None:
+        return
+    try:
+        body = marshal.dumps(value)
+    except ValueError:  # a type marshal cannot hold (a YAML timestamp): not kept
+        return
+    blob = hashlib.blake2b(body, digest_size=_DIGEST).digest() + body
+    target = folder / key[:2] / key
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+            os.replace(tmp, target)
+        except BaseException:
+            _forget(Path(tmp))
+            raise
+        _trim(folder)
+    except OSError:
+        pass  # a read-only or full cache folder: the memo is only a saving
+
+
+def _trim(folder: Path) -> None:
+    """Beyond MAX_FILES, remove the least recently used files down to KEEP_FILES (after a write)."""
+    files = [p for p in folder.glob("??/*") if not p.name.startswith(".tmp-")]
+    if len(files) <= MAX_FILES:
+        return
+    used = []
+    for path in files:
+        try:
+            used.append((path.stat().st_mtime, path))
+        except OSError:
+            continue  # removed by another process meanwhile
+    for _, path in sorted(used)[:len(used) - KEEP_FILES]:
+        _forget(path)
+
+
+def _forget(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def parsed(step: str, text: str | bytes, parse: Callable[[], Any]) -> Any:
+    """`parse()`, the document of `text`; from the memo when `step` has parsed this text before.
+
+    `step` names the parser (its loader and checks). The document returned is
+    always a fresh object: callers may change it.
+    """
+    if len(text) < MIN_CHARS:
+        return parse()
+    key = _key("parse:" + step, text.encode() if isinstance(text, str) else text)
+    doc = _read(key)
+    if doc is _MISSING:
+        doc = parse()
+        _write(key, doc)
+    return doc
+
+
+def dumped(step: str, doc: Any, dump: Callable[[], str]) -> str:
+    """`dump()`, the text of `doc`; from the memo when `step` has written an equal document before.
+
+    Documents are compared by `repr`, which tells 1 from 1.0, True and "1",
+    and keeps the order of mapping keys.
+    """
+    shown = repr(doc)
+    if len(shown) < MIN_CHARS:
+        return dump()
+    key = _key("dump:" + step, shown.encode())
+    text = _read(key)
+    if not isinstance(text, str):
+        text = dump()
+        _write(key, text)
+    return text

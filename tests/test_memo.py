@@ -1,0 +1,135 @@
+"""The memo of large YAML documents: the same documents as without it, never a damaged one."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from conftest import EXAMPLES
+from raffinerie import memo
+from raffinerie.config.yamlio import parse_yaml
+from raffinerie.errors import RaffError
+
+POD = EXAMPLES / "defaults" / "V3LDHexaboard-poweron-default.yaml"
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAFF_MEMO_DIR", str(tmp_path / "memo"))
+    return tmp_path / "memo"
+
+
+def kept(folder):
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+class Counting:
+    def __init__(self, value):
+        self.value, self.calls = value, 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.value() if callable(self.value) else self.value
+
+
+BIG = "x" * memo.MIN_CHARS
+
+
+def test_a_parsed_document_is_kept_and_given_back_fresh(folder):
+    parse = Counting(lambda: {"a": [1, 1.0, True, "1"], "big": BIG})
+    first = memo.parsed("t", BIG, parse)
+    first["a"].append("changed by the caller")
+    again = memo.parsed("t", BIG, parse)
+    assert parse.calls == 1 and again == {"a": [1, 1.0, True, "1"], "big": BIG}
+    assert [type(v) for v in again["a"]] == [int, float, bool, str]
+    assert len(kept(folder)) == 1
+    assert memo.parsed("other step", BIG, parse) and parse.calls == 2   # the step is part of the key
+
+
+def test_small_documents_are_parsed_each_time_and_not_kept(folder):
+    parse = Counting({"a": 1})
+    memo.parsed("t", "a: 1", parse)
+    memo.parsed("t", "a: 1", parse)
+    assert parse.calls == 2 and not kept(folder)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
+def test_a_damaged_memo_file_is_never_used(folder, damage):
+    parse = Counting(lambda: {"value": 1, "big": BIG})
+    memo.parsed("t", BIG, parse)
+    (file,) = kept(folder)
+    blob = bytearray(file.read_bytes())
+    if damage == "flip":
+        blob[-3] ^= 0x10
+    file.write_bytes(bytes(blob[:len(blob) // 2] if damage == "truncate" else b"" if damage == "empty" else blob))
+    assert memo.parsed("t", BIG, parse) == {"value": 1, "big": BIG} and parse.calls == 2
+    assert memo.parsed("t", BIG, parse) == {"value": 1, "big": BIG} and parse.calls == 2  # sound again
+
+
+def test_off_and_unwritable_folders_only_cost_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAFF_MEMO_DIR", "off")
+    parse = Counting({"a": BIG})
+    assert memo.parsed("t", BIG, parse) == memo.parsed("t", BIG, parse) and parse.calls == 2
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    monkeypatch.setenv("RAFF_MEMO_DIR", str(blocker / "memo"))
+    assert memo.parsed("t", BIG, parse) == {"a": BIG} and parse.calls == 3
+
+
+def test_documents_marshal_cannot_hold_are_not_kept(folder):
+    parse = Counting(lambda: {"when": datetime.date(2026, 12, 3), "big": BIG})
+    assert memo.parsed("t", BIG, parse)["when"] == datetime.date(2026, 12, 3)
+    assert memo.parsed("t", BIG, parse) and parse.calls == 2 and not kept(folder)
+
+
+def test_the_power_on_default_is_the_same_document_with_and_without_the_memo(folder, monkeypatch):
+    text = POD.read_text()
+    kept_doc = parse_yaml(text, POD)
+    from_memo = parse_yaml(text, POD)
+    monkeypatch.setenv("RAFF_MEMO_DIR", "off")
+    plain = parse_yaml(text, POD)
+    assert repr(from_memo) == repr(kept_doc) == repr(plain)
+    assert len(kept(folder)) == 1
+
+
+def test_errors_are_never_kept(folder, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"# {BIG}\na: 1\na: 2\n")
+    for _ in range(2):
+        with pytest.raises(RaffError, match="given twice"):
+            parse_yaml(bad.read_text(), bad)
+    assert not kept(folder)
+
+
+def test_a_dumped_document_is_the_text_of_the_plain_dump(folder, monkeypatch):
+    from raffinerie.daq.daqcontrol import dump
+
+    doc = {"roc_s0": {"ch": {i: {"trim_inv": i % 64, "big": BIG[:300]} for i in range(72)}}}
+    plain = dump(doc)
+    assert dump(doc) == plain and len(kept(folder)) == 1
+    other = {"roc_s0": {"ch": {i: {"trim_inv": float(i % 64), "big": BIG[:300]} for i in range(72)}}}
+    assert dump(other) != plain          # 1 and 1.0 are different documents
+    monkeypatch.setenv("RAFF_MEMO_DIR", "off")
+    assert dump(doc) == plain
+
+
+def test_the_folder_is_trimmed_to_the_files_used_last(folder, monkeypatch):
+    import os
+
+    monkeypatch.setattr(memo, "MAX_FILES", 6)
+    monkeypatch.setattr(memo, "KEEP_FILES", 4)
+    texts = [f"{i}{BIG}" for i in range(6)]
+    for age, text in enumerate(texts):   # six files, text 0 the least recently used
+        memo.parsed("t", text, lambda: text)
+        key = memo._key("parse:t", text.encode())
+        os.utime(folder / key[:2] / key, (1000 + age, 1000 + age))
+    parse = Counting(lambda: texts[0])
+    memo.parsed("t", texts[0], parse)            # used again: now the most recent
+    assert parse.calls == 0 and len(kept(folder)) == 6
+    memo.parsed("t", "new" + BIG, lambda: "new")  # a seventh: trimmed to four
+    assert len(kept(folder)) == 4
+    for text, calls in ((texts[0], 0), ("new" + BIG, 0), (texts[5], 0), (texts[1], 1)):
+        parse = Counting(lambda: text)
+        memo.parsed("t", text, parse)
+        assert parse.calls == calls, text[:2]
