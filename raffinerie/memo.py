@@ -1,11 +1,13 @@
-"""Large YAML documents parsed and written once, kept by content between raff processes
-(a leaf: imports nothing of raffinerie).
+"""Large YAML documents, and analysis code, parsed and written once, kept by content
+between raff processes (a leaf: imports nothing of raffinerie).
 
 A hexaboard's power-on default is 170 kB of YAML. Every `raff` command that
 reads the library parses it (0.14 s), a build writes it again for the slow
 control (0.12 s) and the embedded emulator parses what it receives (0.14 s):
-about a fifth of a one-point build's CPU. Here the result of each such step
-is kept in a file named by the SHA-256 of its input and of the step, so an
+about a fifth of a one-point build's CPU. The digest of an analysis's code
+comes from its syntax tree (analysis/code.py), 10-50 ms a module. Here the result of each such step
+is kept in a file named by the SHA-256 of its input and of the step (with
+the digest of the step's source file), so an
 unchanged file costs a hash and a `marshal` read (2 ms) instead.
 
 The memo can only ever be bypassed, never serve something else: its key
@@ -26,7 +28,9 @@ from __future__ import annotations
 import hashlib
 import marshal
 import os
+import sys
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,10 +50,20 @@ def _folder() -> Path | None:
     return Path(base) / "raffinerie" / "memo"
 
 
+@lru_cache(maxsize=None)
+def code_of(module_file: str) -> str:
+    """A digest of the source file that does a step, for its name: a step whose code
+    changed (a new check in the YAML loader, say) is never answered by the old one's memo."""
+    try:
+        return hashlib.sha256(Path(module_file).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return f"unreadable-{os.getpid()}-{id(module_file)}"  # no memo shared with anyone
+
+
 def _key(step: str, data: bytes) -> str:
     import yaml  # the YAML library's version changes what a step gives
 
-    head = f"{FORMAT}\0{step}\0{yaml.__version__}\0".encode()
+    head = f"{FORMAT}\0{step}\0{yaml.__version__}\0{sys.version_info[:2]}\0".encode()
     return hashlib.sha256(head + data).hexdigest()
 
 
@@ -125,13 +139,14 @@ def _forget(path: Path) -> None:
         pass
 
 
-def parsed(step: str, text: str | bytes, parse: Callable[[], Any]) -> Any:
+def parsed(step: str, text: str | bytes, parse: Callable[[], Any], min_chars: int = MIN_CHARS) -> Any:
     """`parse()`, the document of `text`; from the memo when `step` has parsed this text before.
 
     `step` names the parser (its loader and checks). The document returned is
-    always a fresh object: callers may change it.
+    always a fresh object: callers may change it. `min_chars`: below it, `text`
+    is parsed each time (a YAML parser beats the memo file's read there).
     """
-    if len(text) < MIN_CHARS:
+    if len(text) < min_chars:
         return parse()
     key = _key("parse:" + step, text.encode() if isinstance(text, str) else text)
     doc = _read(key)

@@ -25,8 +25,9 @@ def test_local_imports_are_followed_and_each_file_is_parsed_once(tmp_path, monke
     (tmp_path / "pkg" / "__init__.py").write_text("")
     (tmp_path / "pkg" / "tools.py").write_text("def f():\n    return 1\n")
     calls = []
-    original = code_module.normalised
-    monkeypatch.setattr(code_module, "normalised", lambda text: calls.append(1) or original(text))
+    original = code_module._digest_and_imports
+    monkeypatch.setattr(code_module, "_digest_and_imports", lambda text: calls.append(1) or original(text))
+    monkeypatch.setenv("RAFF_MEMO_DIR", "off")
     index = CodeIndex(tmp_path)
     source = locate("ana", "ana", tmp_path, WHERE)
     digests = index.digests(source)
@@ -35,6 +36,13 @@ def test_local_imports_are_followed_and_each_file_is_parsed_once(tmp_path, monke
     for _ in range(5):  # many analysis nodes sharing the tree: no new parsing
         assert index.digests(source) == digests
     assert len(calls) == parsed == 4
+    # with the memo, the next build parses nothing; a changed file is parsed again, and only it
+    monkeypatch.setenv("RAFF_MEMO_DIR", str(tmp_path / "memo"))
+    assert CodeIndex(tmp_path).digests(source) == digests and len(calls) == 8
+    assert CodeIndex(tmp_path).digests(source) == digests and len(calls) == 8
+    (tmp_path / "helper.py").write_text("from pkg.tools import f\nx = 2\n")
+    changed = CodeIndex(tmp_path).digests(source)
+    assert len(calls) == 9 and {k for k in digests if changed[k] != digests[k]} == {"helper.py"}
 
 
 def test_builtin_analyses_include_their_shared_module():

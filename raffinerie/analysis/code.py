@@ -5,7 +5,8 @@ module it imports, transitively. Each file is normalised through its syntax
 tree (comments, blank lines, formatting and docstrings drop out), written out
 the same way by every Python version, so only a change of behaviour changes
 the key. Digests are computed once per file per
-`CodeIndex`, i.e. once per build, however many nodes share them.
+`CodeIndex`, i.e. once per build, however many nodes share them, and kept
+by the file's text between builds (raffinerie/memo.py: 10-50 ms a module).
 
 Light on purpose: `raff plan` uses it.
 """
@@ -18,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from raffinerie import memo
 from raffinerie.errors import RaffError, nearest
 from raffinerie.inputs import record
 
@@ -112,7 +114,11 @@ def normalised(source: str) -> str:
     upgrade would rerun every analysis. Here every node is its class name and
     its non-empty fields in name order, which is the same in 3.11, 3.12, 3.13.
     """
-    tree = ast.parse(source)
+    return _normalised_tree(ast.parse(source))
+
+
+def _normalised_tree(tree: ast.AST) -> str:
+    """`normalised` of a parsed module (its docstrings are taken out of `tree`)."""
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
@@ -174,15 +180,28 @@ class CodeIndex:
             record(file)
             try:
                 text = file.read_text(encoding="utf-8")
-                tree_text = normalised(text)
-                imports = _local_imports(ast.parse(text), file, root)
+                digest, specs = memo.parsed("analysis-code:" + memo.code_of(__file__), text,
+                                            lambda: _digest_and_imports(text), min_chars=0)
+                imports = _local_imports(specs, file, root)
             except SyntaxError as exc:
                 raise RaffError(f"syntax error in analysis code: {exc.msg}", file=file,
                                 line=exc.lineno) from None
             except OSError as exc:
                 raise RaffError(f"cannot read analysis code: {exc.strerror}", file=file) from None
-            self._files[file] = (hashlib.sha256(tree_text.encode()).hexdigest()[:16], imports)
+            self._files[file] = (digest, imports)
         return self._files[file]
+
+
+def _digest_and_imports(text: str) -> tuple[str, list]:
+    """The digest of the module's normalised tree, and its imports as (level, module, names)."""
+    tree = ast.parse(text)
+    specs = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            specs.append((0, None, [alias.name for alias in node.names]))
+        elif isinstance(node, ast.ImportFrom):
+            specs.append((node.level, node.module, [alias.name for alias in node.names]))
+    return hashlib.sha256(_normalised_tree(tree).encode()).hexdigest()[:16], specs
 
 
 def _relative(file: Path, root: Path) -> str:
@@ -192,24 +211,23 @@ def _relative(file: Path, root: Path) -> str:
         return file.name
 
 
-def _local_imports(tree: ast.AST, file: Path, root: Path) -> list[Path]:
-    """Files under `root` that `tree` imports (absolute or relative imports)."""
+def _local_imports(specs: list, file: Path, root: Path) -> list[Path]:
+    """Files under `root` that the module imports: `specs` are its imports as (level, module, names),
+    `import a.b` as (0, None, ['a.b'])."""
     found = []
-    for node in ast.walk(tree):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = file.parent
-                for _ in range(node.level - 1):
-                    base = base.parent
-                parts = (node.module or "").split(".") if node.module else []
-                target = base.joinpath(*parts) if parts else base
-                found += _module_files(target) + [f for a in node.names
-                                                  for f in _module_files(target / a.name)]
-                continue
-            names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+    for level, module, aliases in specs:
+        if module is None and not level:
+            names = list(aliases)
+        elif level:
+            base = file.parent
+            for _ in range(level - 1):
+                base = base.parent
+            parts = module.split(".") if module else []
+            target = base.joinpath(*parts) if parts else base
+            found += _module_files(target) + [f for a in aliases for f in _module_files(target / a)]
+            continue
+        else:
+            names = [module] + [f"{module}.{a}" for a in aliases]
         for name in names:
             found += _module_files(root.joinpath(*name.split(".")))
     return [f for f in found if f != file]

@@ -129,7 +129,7 @@ def parse_yaml(text: str, path: Path | None = None) -> Any:
     if len(text) > MAX_FILE_BYTES:  # text made otherwise than read from a file (a template's)
         raise RaffError(f"YAML of {len(text) / 2**20:.0f} MiB; configuration is limited to "
                         f"{MAX_FILE_BYTES // 2**20} MiB", file=path)
-    return memo.parsed("config", text, lambda: _parse(text, path))
+    return memo.parsed("config:" + memo.code_of(__file__), text, lambda: _parse(text, path))
 
 
 def _parse(text: str, path: Path | None) -> Any:

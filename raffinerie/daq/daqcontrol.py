@@ -26,7 +26,7 @@ MENU_STATES = {"initialized", "configured", "running", "error", "destroyed", "id
 
 def dump(doc: dict) -> str:
     """The YAML a server is sent; a board's whole configuration (initialize) from the memo."""
-    return memo.dumped("request", doc, lambda: yaml.dump(doc, Dumper=_Dumper, default_flow_style=False))
+    return memo.dumped("request:" + memo.code_of(__file__), doc, lambda: yaml.dump(doc, Dumper=_Dumper, default_flow_style=False))
 
 
 class MenusControl:

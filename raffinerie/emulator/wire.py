@@ -55,7 +55,7 @@ class EventLog:
 
 def load_yaml(frame: bytes) -> Any:
     """A YAML frame (raises yaml.YAMLError on bad YAML); a board's whole configuration from the memo."""
-    return memo.parsed("wire", frame, lambda: yaml.load(frame, Loader=_Loader))
+    return memo.parsed("wire:" + memo.code_of(__file__), frame, lambda: yaml.load(frame, Loader=_Loader))
 
 
 def dump_yaml(value: Any, **options) -> str:
