@@ -7,9 +7,9 @@ editors and CI logs can jump to the place.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 ERROR = "error"
 WARNING = "warning"
@@ -23,11 +23,22 @@ class Diagnostic:
     severity: str
     message: str
     file: Path | None = None
-    line: int | None = None
+    at_line: int | None = None   # the line, where it is known at once
     where: str = ""          # the path in the document: `procedures[3].parameters[0].key`
     owner: str = ""          # the procedure or workflow the path is in: `procedure 'pedestal_run'`
     inner: str = ""          # the path inside the owner: `parameters[0].key`
     entry: str = ""          # the name of that procedure or workflow: `pedestal_run`
+    # else how to find it: finding a line composes the file again (6 s for a 3.7 MB library),
+    # so it is done only for a diagnostic that is shown, not for those a command only counts
+    locate: Callable[[], int | None] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def line(self) -> int | None:
+        if self.at_line is not None or self.locate is None:
+            return self.at_line
+        if "_located" not in self.__dict__:
+            object.__setattr__(self, "_located", self.locate())
+        return self.__dict__["_located"]
 
     def format(self) -> str:
         head = []

@@ -1,26 +1,31 @@
-"""Large YAML documents, and analysis code, parsed and written once, kept by content
-between raff processes (a leaf: imports nothing of raffinerie).
+"""Work on configuration done once and kept by content between raff processes: large YAML
+parsed and written, analysis code digested, documents found valid (a leaf: imports
+nothing of raffinerie).
 
 A hexaboard's power-on default is 170 kB of YAML. Every `raff` command that
 reads the library parses it (0.14 s), a build writes it again for the slow
 control (0.12 s) and the embedded emulator parses what it receives (0.14 s):
-about a fifth of a one-point build's CPU. The digest of an analysis's code
-comes from its syntax tree (analysis/code.py), 10-50 ms a module. Here the result of each such step
-is kept in a file named by the SHA-256 of its input and of the step (with
-the digest of the step's source file), so an
-unchanged file costs a hash and a `marshal` read (2 ms) instead.
+about a fifth of a one-point build's CPU. An analysis's code digest comes
+from its syntax tree (analysis/code.py, 10-50 ms a module), and a schema
+check imports jsonschema (0.1 s) and takes 0.5 s for a 3.7 MB library
+(config/schema.py). Here the result of each such step is kept in a file
+named by the SHA-256 of its whole input and of the step (with the digest of
+the step's own source file), so unchanged input costs a hash and a
+`marshal` read instead.
 
 The memo can only ever be bypassed, never serve something else: its key
-covers the whole input, the step, the YAML library's version and this
-format's; each file carries a BLAKE2 digest of its content, checked on every
-read (a damaged or truncated file is removed and the step is done again); it
-is written to a temporary name and renamed in one step. Documents marshal
-cannot hold (YAML timestamps) are simply not kept, and errors are never kept:
-a file that fails to parse is parsed again, and reported, every time.
+covers the whole input, the step, the YAML library's and Python's versions
+and this format's; each file carries a BLAKE2 digest of its content, checked
+on every read (a damaged or truncated file is removed and the step is done
+again); it is written to a temporary name and renamed in one step. Documents
+marshal cannot hold (YAML timestamps) are simply not kept, and errors are
+never kept: a file that fails to parse or to validate is checked again, and
+reported, every time.
 
 Where: `$RAFF_MEMO_DIR`, else `$XDG_CACHE_HOME/raffinerie/memo`, else
-`~/.cache/raffinerie/memo`. `RAFF_MEMO_DIR=off` turns it off; a folder that
-cannot be written only costs the time it would have saved.
+`~/.cache/raffinerie/memo`; at most MAX_FILES files, the least recently used
+removed first. `RAFF_MEMO_DIR=off` turns it off; a folder that cannot be
+written only costs the time it would have saved.
 """
 
 from __future__ import annotations
@@ -171,3 +176,19 @@ def dumped(step: str, doc: Any, dump: Callable[[], str]) -> str:
         text = dump()
         _write(key, text)
     return text
+
+
+def document_key(step: str, doc: Any) -> str:
+    """The key of what `step` finds of a document, by its `repr` (which tells 1 from 1.0, True
+    and "1", and keeps the order of mapping keys; 60 ms for a 3.7 MB library). Any size is
+    worth it: a schema check imports jsonschema (0.1 s), unless every document is known."""
+    return _key("document:" + step, repr(doc).encode())
+
+
+def known_valid(key: str) -> bool:
+    """Whether the document of `key` (from `document_key`) was found valid before."""
+    return _read(key) is True
+
+
+def remember_valid(key: str) -> None:
+    _write(key, True)

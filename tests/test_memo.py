@@ -133,3 +133,29 @@ def test_the_folder_is_trimmed_to_the_files_used_last(folder, monkeypatch):
         parse = Counting(lambda: text)
         memo.parsed("t", text, parse)
         assert parse.calls == calls, text[:2]
+
+
+def test_a_schema_check_is_remembered_only_for_a_document_valid_as_it_is(folder, tmp_path, monkeypatch):
+    from raffinerie.config import schema
+
+    calls = []
+    original = schema._validator
+    monkeypatch.setattr(schema, "_validator", lambda name: calls.append(name) or original(name))
+    file = tmp_path / "network.yaml"
+    good = {"server": {"hostname": "localhost", "port": 6000}, "target": {"hostname": "localhost", "port": 5555},
+            "board": "LD-0042"}
+    assert schema.check(dict(good), "network", file) == [] and len(calls) == 1
+    assert schema.check(dict(good), "network", file) == [] and len(calls) == 1     # remembered
+    # "6000" is taken as meant (an integer) and so changes the document: checked every time
+    meant = {**good, "server": {"hostname": "localhost", "port": "6000"}}
+    for n in (2, 3):
+        doc = {**meant, "server": dict(meant["server"])}
+        assert schema.check(doc, "network", file) == [] and doc["server"]["port"] == 6000
+        assert len(calls) == n
+    # an invalid document is reported every time, never remembered
+    bad = {**good, "server": {"hostname": "localhost", "port": "six thousand"}}
+    for n in (4, 5):
+        assert schema.check({**bad}, "network", file) and len(calls) == n
+    # another schema digest (a schema or this code changed): checked again
+    monkeypatch.setattr(schema, "_schemas_digest", lambda: "changed")
+    assert schema.check(dict(good), "network", file) == [] and len(calls) == 6

@@ -38,8 +38,8 @@ def load_valid(args):
         from raffinerie.analysis.code import module_check
 
         module = module_check(lib.main, args.analysis_path)
-    diags = validate(lib, files=files, max_points=args.max_points, module=module)
     names = _names(args)
+    diags = validate(lib, files=files, max_points=args.max_points, module=module, names=names)
     if names is None:
         errors, others = [d for d in diags if d.severity == ERROR], []
     else:

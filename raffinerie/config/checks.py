@@ -25,9 +25,12 @@ __all__ = ["DEFAULT_MAX_POINTS", "RUN_SETTINGS", "validate"]
 
 def validate(lib: Library, strict: bool = False, files: ConfigFiles | None = None,
              max_points: int = DEFAULT_MAX_POINTS,
-             module: Callable[[AnalysisProcedure], None] | None = None) -> list[Diagnostic]:
+             module: Callable[[AnalysisProcedure], None] | None = None,
+             names: list[str] | None = None) -> list[Diagnostic]:
     """Every problem of `lib`. `module(analysis)` raises RaffError when the analysis's code cannot
-    be found (the analysis layer knows where code is; this one only reports it)."""
+    be found (the analysis layer knows where code is; this one only reports it). With `names`,
+    the problems of entries they do not need come last, unsorted: they are only counted
+    (`blocking`), so their lines are never looked up."""
     files = files or ConfigFiles()
     checker = _Checker(lib, files, load_table(), max_points)
     for proc in lib.procedures.values():
@@ -46,7 +49,10 @@ def validate(lib: Library, strict: bool = False, files: ConfigFiles | None = Non
         diags = [d.with_severity(ERROR) if d.severity == WARNING else d for d in diags]
     unique = [d for d in dict.fromkeys(diags) if d not in lib.causes]
     # the files that could not be read come first: what is said after them may follow from them
-    place = sorted(unique, key=lambda d: (str(d.file), d.line or 0, d.where))
+    needed = lib.needs(names) if names is not None else None
+    shown = [d for d in unique if needed is None or not d.entry or d.entry in needed]
+    counted = [d for d in unique if needed is not None and d.entry and d.entry not in needed]
+    place = sorted(shown, key=lambda d: (str(d.file), d.line or 0, d.where)) + counted
     return list(dict.fromkeys(lib.causes)) + checker.notes() + place
 
 

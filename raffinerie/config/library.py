@@ -39,8 +39,9 @@ class Origin:
         return Origin(self.file, self.path, f"{kind} '{name}'", len(self.path), str(name))
 
     def error(self, message: str, severity: str = ERROR) -> Diagnostic:
-        return Diagnostic(severity, message, self.file, self.line, format_where(self.path),
-                          self.owner, format_where(self.path[self.depth:]) if self.owner else "", self.entry)
+        return Diagnostic(severity, message, self.file, None, format_where(self.path),
+                          self.owner, format_where(self.path[self.depth:]) if self.owner else "", self.entry,
+                          locate=lambda: self.line)
 
 
 @dataclass
