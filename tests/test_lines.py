@@ -89,3 +89,16 @@ def test_a_procedure_of_a_large_library_is_placed_without_composing_the_file(tmp
     (error,) = [d for d in diags if d.severity == "error"]
     assert error.entry == "broken" and "_located" not in error.__dict__ and not composed_files
     assert error.format().startswith(f"{main}:19: procedure 'broken': parameters[0].values[0]") and not composed_files
+
+
+def test_a_diagnostic_with_its_line_still_to_find_can_be_pickled(tmp_path):
+    """Errors cross process boundaries (analysis workers, Dask): the look-up must travel too."""
+    import pickle
+
+    from raffinerie.config.library import Origin
+
+    path = tmp_path / "lib.yaml"
+    path.write_text("- name: a\n  type: daq\n  parameters:\n    - {key: x, values: [1]}\n")
+    diag = Origin(path, (0, "parameters", 0, "key")).error("no such register")
+    again = pickle.loads(pickle.dumps(diag.as_error())).diagnostic
+    assert again == diag and again.line == diag.line == 4

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from raffinerie.config import schema
@@ -41,7 +42,7 @@ class Origin:
     def error(self, message: str, severity: str = ERROR) -> Diagnostic:
         return Diagnostic(severity, message, self.file, None, format_where(self.path),
                           self.owner, format_where(self.path[self.depth:]) if self.owner else "", self.entry,
-                          locate=lambda: self.line)
+                          locate=partial(line_of, self.file, self.path))  # picklable, unlike a lambda
 
 
 @dataclass
