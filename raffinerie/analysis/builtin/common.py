@@ -290,29 +290,24 @@ def injected_rows(data: pd.DataFrame, channels=None) -> pd.Series:
 # --- plots -----------------------------------------------------------------------
 
 def save(draw, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig = draw()
     # The figure is laid out by constrained layout (`chip_panels`), which
     # already keeps every label and outside legend inside it; bbox_inches="tight"
-    # on top would draw the whole figure a second time (~0.2 s a plot).
+    # on top would lay it out and draw it once more.
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def chip_panels(chips, title: str, sharey: bool = True):
-    """One panel per chip, side by side: (figure, {chip: axes})."""
-    import matplotlib
+    """One panel per chip, side by side: (figure, {chip: axes}).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    A bare `Figure`, as matplotlib advises for files written without a GUI:
+    no pyplot (its import and figure manager), nothing to close, and no
+    backend chosen for the user's own code in the same process."""
+    from matplotlib.figure import Figure
 
     chips = sorted(int(c) for c in chips) or [0]
-    fig, axes = plt.subplots(1, len(chips), figsize=(4.6 * len(chips), 4.0), sharey=sharey,
-                             squeeze=False, layout="constrained")
+    fig = Figure(figsize=(4.6 * len(chips), 4.0), layout="constrained")
+    axes = fig.subplots(1, len(chips), sharey=sharey, squeeze=False)
     fig.suptitle(title, fontsize=13)
     panels = {}
     for ax, chip in zip(axes[0], chips):

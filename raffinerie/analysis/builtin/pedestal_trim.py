@@ -60,6 +60,9 @@ class PedestalTrim(Distillery):
     def _scan_plot(self, rows, s):
         """Measured pedestals (points) and each channel's straight-line fit, coloured by channel."""
         import matplotlib
+        import matplotlib.cm
+        import matplotlib.collections
+        import matplotlib.colors
         from matplotlib.lines import Line2D
 
         fig, panels = chip_panels(rows.chip.unique(), "pedestal versus trim_inv: measured (points) "
