@@ -303,10 +303,12 @@ def chip_panels(chips, title: str, sharey: bool = True):
     A bare `Figure`, as matplotlib advises for files written without a GUI:
     no pyplot (its import and figure manager), nothing to close, and no
     backend chosen for the user's own code in the same process."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     chips = sorted(int(c) for c in chips) or [0]
     fig = Figure(figsize=(4.6 * len(chips), 4.0), layout="constrained")
+    FigureCanvasAgg(fig)  # drawn by Agg, as pyplot's "Agg" backend drew it
     axes = fig.subplots(1, len(chips), sharey=sharey, squeeze=False)
     fig.suptitle(title, fontsize=13)
     panels = {}
