@@ -23,8 +23,8 @@ never kept: a file that fails to parse or to validate is checked again, and
 reported, every time.
 
 Where: `$RAFF_MEMO_DIR`, else `$XDG_CACHE_HOME/raffinerie/memo`, else
-`~/.cache/raffinerie/memo`; at most MAX_FILES files, the least recently used
-removed first. `RAFF_MEMO_DIR=off` turns it off; a folder that cannot be
+`~/.cache/raffinerie/memo`; about MAX_FILES files at most, the least recently
+used removed first. `RAFF_MEMO_DIR=off` turns it off; a folder that cannot be
 written only costs the time it would have saved.
 """
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import marshal
 import os
+import random
 import sys
 import tempfile
 from functools import lru_cache
@@ -43,6 +44,7 @@ FORMAT = "raff-memo-1"
 MIN_CHARS = 16_384       # smaller documents parse faster than a file is found and read
 MAX_FILES = 512          # ~70 MB at most: the oldest used files go beyond this (a full
 KEEP_FILES = 384         # configuration of each board and calibration a stand has used lately)
+TRIM_CHANCE = 1 / 16     # a write looks at the folder's size this often: listing it costs a few ms
 _DIGEST = 32             # BLAKE2b-256 of the content, in front of it
 _MISSING = object()
 
@@ -117,7 +119,8 @@ def _write(key: str, value: Any) -> None:
         except BaseException:
             _forget(Path(tmp))
             raise
-        _trim(folder)
+        if random.random() < TRIM_CHANCE:
+            _trim(folder)
     except OSError:
         pass  # a read-only or full cache folder: the memo is only a saving
 

@@ -119,6 +119,7 @@ def test_the_folder_is_trimmed_to_the_files_used_last(folder, monkeypatch):
 
     monkeypatch.setattr(memo, "MAX_FILES", 6)
     monkeypatch.setattr(memo, "KEEP_FILES", 4)
+    monkeypatch.setattr(memo, "TRIM_CHANCE", 1.0)
     texts = [f"{i}{BIG}" for i in range(6)]
     for age, text in enumerate(texts):   # six files, text 0 the least recently used
         memo.parsed("t", text, lambda: text)
