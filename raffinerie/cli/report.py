@@ -24,16 +24,19 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raffinerie import __version__
 from raffinerie.cli.entryfiles import EntryFiles
 from raffinerie.cli.options import add_analysis_path, add_config_and_backend
 from raffinerie.errors import RaffError
 from raffinerie.graph.nodes import BUILD, CACHED, Node
-from raffinerie.graph.plan import Plan, changed, make_plan
 from raffinerie.graph.reasons import Reason
 from raffinerie.graph.reasons import describe_values
 from raffinerie.words import count
+
+if TYPE_CHECKING:  # the planner (and the config stack under it) only when a report is made:
+    from raffinerie.graph.plan import Plan  # `raff emulator` and `raff raw` start without it
 
 MAX_ROWS = 5000
 REPORT_DESCRIPTION = ("One HTML page per procedure or workflow, with everything inlined (no network access): "
@@ -65,6 +68,8 @@ def write_report(args, folder: str | None, name: str | None = None) -> Path:
 
     lib, files = load_valid(args)
     store = open_store(args, lib)
+    from raffinerie.graph.plan import make_plan
+
     plan = make_plan(lib, name, one_identity(args), store.index(), files,
                      code_provider(lib.main, getattr(args, "analysis_path", None)))
     out = Path(folder) if folder else lib.main.resolve().parent / "raff-out"
@@ -216,6 +221,8 @@ def _analysis_reason(store, name: str, key: str, meta: dict, files: EntryFiles) 
     if not earlier:
         return "first build"
     previous = max(earlier, key=lambda d: d.get("time") or 0)
+    from raffinerie.graph.plan import changed
+
     return str(changed({"inputs": previous.get("inputs") or {}}, meta.get("inputs") or {}))
 
 
