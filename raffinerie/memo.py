@@ -36,6 +36,7 @@ import os
 import random
 import sys
 import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -127,7 +128,16 @@ def _write(key: str, value: Any) -> None:
 
 def _trim(folder: Path) -> None:
     """Beyond MAX_FILES, remove the least recently used files down to KEEP_FILES (after a write)."""
-    files = [p for p in folder.glob("??/*") if not p.name.startswith(".tmp-")]
+    files = []
+    for path in folder.glob("??/*"):
+        if not path.name.startswith(".tmp-"):
+            files.append(path)
+            continue
+        try:  # a write whose process was killed before its rename
+            if path.stat().st_mtime < time.time() - 3600:
+                _forget(path)
+        except OSError:
+            pass
     if len(files) <= MAX_FILES:
         return
     used = []

@@ -128,8 +128,14 @@ def test_the_folder_is_trimmed_to_the_files_used_last(folder, monkeypatch):
     parse = Counting(lambda: texts[0])
     memo.parsed("t", texts[0], parse)            # used again: now the most recent
     assert parse.calls == 0 and len(kept(folder)) == 6
+    stale, fresh = folder / "00" / ".tmp-killed", folder / "00" / ".tmp-writing"
+    for tmp in (stale, fresh):
+        tmp.parent.mkdir(exist_ok=True)
+        tmp.write_bytes(b"half a write")
+    os.utime(stale, (1000, 1000))
     memo.parsed("t", "new" + BIG, lambda: "new")  # a seventh: trimmed to four
-    assert len(kept(folder)) == 4
+    assert not stale.exists() and fresh.exists()   # a killed write's file goes, one being written stays
+    assert len([p for p in kept(folder) if not p.name.startswith(".tmp-")]) == 4
     for text, calls in ((texts[0], 0), ("new" + BIG, 0), (texts[5], 0), (texts[1], 1)):
         parse = Counting(lambda: text)
         memo.parsed("t", text, parse)
