@@ -22,6 +22,10 @@ marshal cannot hold (YAML timestamps) are simply not kept, and errors are
 never kept: a file that fails to parse or to validate is checked again, and
 reported, every time.
 
+Anyone who can write to the memo's folder can make it answer what they like,
+as with any cache of parsed files (Python's own `__pycache__`): it must be
+writable by its user alone, as `~/.cache` is.
+
 Where: `$RAFF_MEMO_DIR`, else `$XDG_CACHE_HOME/raffinerie/memo`, else
 `~/.cache/raffinerie/memo`; about MAX_FILES files at most, the least recently
 used removed first. `RAFF_MEMO_DIR=off` turns it off; a folder that cannot be
@@ -34,6 +38,7 @@ import hashlib
 import marshal
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -47,6 +52,10 @@ MAX_FILES = 512          # ~70 MB at most: the oldest used files go beyond this 
 KEEP_FILES = 384         # configuration of each board and calibration a stand has used lately)
 TRIM_CHANCE = 1 / 16     # a write looks at the folder's size this often: listing it costs a few ms
 _DIGEST = 32             # BLAKE2b-256 of the content, in front of it
+_KEY = re.compile(r"[0-9a-f]{64}")   # a memo file's name; trimming touches nothing else
+_HEX2 = re.compile(r"[0-9a-f]{2}")
+_TMP_PREFIX = ".tmp-raff-memo-"
+_RANDOM = random.Random()  # not the global one, which user code may have seeded
 _MISSING = object()
 
 
@@ -71,7 +80,7 @@ def code_of(module_file: str) -> str:
 def _key(step: str, data: bytes) -> str:
     import yaml  # the YAML library's version changes what a step gives
 
-    head = f"{FORMAT}\0{step}\0{yaml.__version__}\0{sys.version_info[:2]}\0".encode()
+    head = f"{FORMAT}\0{step}\0{yaml.__version__}\0{yaml.__with_libyaml__}\0{sys.version_info[:2]}\0".encode()
     return hashlib.sha256(head + data).hexdigest()
 
 
@@ -112,7 +121,7 @@ def _write(key: str, value: Any) -> None:
     target = folder / key[:2] / key
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_TMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(blob)
@@ -120,7 +129,7 @@ def _write(key: str, value: Any) -> None:
         except BaseException:
             _forget(Path(tmp))
             raise
-        if random.random() < TRIM_CHANCE:
+        if _RANDOM.random() < TRIM_CHANCE:
             _trim(folder)
     except OSError:
         pass  # a read-only or full cache folder: the memo is only a saving
@@ -130,14 +139,16 @@ def _trim(folder: Path) -> None:
     """Beyond MAX_FILES, remove the least recently used files down to KEEP_FILES (after a write)."""
     files = []
     for path in folder.glob("??/*"):
-        if not path.name.startswith(".tmp-"):
+        if not _HEX2.fullmatch(path.parent.name):
+            continue  # not a folder of the memo's: RAFF_MEMO_DIR may be a shared one
+        if _KEY.fullmatch(path.name) and path.name[:2] == path.parent.name:
             files.append(path)
-            continue
-        try:  # a write whose process was killed before its rename
-            if path.stat().st_mtime < time.time() - 3600:
-                _forget(path)
-        except OSError:
-            pass
+        elif path.name.startswith(_TMP_PREFIX):
+            try:  # a write whose process was killed before its rename
+                if path.stat().st_mtime < time.time() - 3600:
+                    _forget(path)
+            except OSError:
+                pass
     if len(files) <= MAX_FILES:
         return
     used = []
@@ -177,13 +188,12 @@ def parsed(step: str, text: str | bytes, parse: Callable[[], Any], min_chars: in
 def dumped(step: str, doc: Any, dump: Callable[[], str]) -> str:
     """`dump()`, the text of `doc`; from the memo when `step` has written an equal document before.
 
-    Documents are compared by `repr`, which tells 1 from 1.0, True and "1",
-    and keeps the order of mapping keys.
+    Documents are compared by `_exact`.
     """
-    shown = repr(doc)
-    if len(shown) < MIN_CHARS:
+    shown = _exact(doc)
+    if shown is None or len(shown) < MIN_CHARS:
         return dump()
-    key = _key("dump:" + step, shown.encode())
+    key = _key("dump:" + step, shown)
     text = _read(key)
     if not isinstance(text, str):
         text = dump()
@@ -191,17 +201,50 @@ def dumped(step: str, doc: Any, dump: Callable[[], str]) -> str:
     return text
 
 
-def document_key(step: str, doc: Any) -> str:
-    """The key of what `step` finds of a document, by its `repr` (which tells 1 from 1.0, True
-    and "1", and keeps the order of mapping keys; 60 ms for a 3.7 MB library). Any size is
-    worth it: a schema check imports jsonschema (0.1 s), unless every document is known."""
-    return _key("document:" + step, repr(doc).encode())
+def _exact(doc: Any) -> bytes | None:
+    """`repr(doc)`, when it tells this document from every other: it tells 1 from 1.0, True
+    and "1", and keeps the order of mapping keys, but not types of other libraries (numpy
+    scalars print as plain numbers) nor shared objects (a dumper writes anchors for them).
+    None for such a document, and for one repr refuses (an int of more than 4,300 digits)."""
+    seen: set[int] = set()
+    stack = [doc]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind in _SCALARS:
+            continue
+        if kind not in (dict, list) or id(value) in seen:
+            return None
+        seen.add(id(value))
+        stack.extend(value) if kind is list else stack.extend(value.values())
+        if kind is dict and any(type(k) not in _SCALARS for k in value):
+            return None
+    try:
+        return repr(doc).encode()
+    except ValueError:
+        return None
 
 
-def known_valid(key: str) -> bool:
+_SCALARS = {str, int, float, bool, type(None)}
+
+
+def document_key(step: str, doc: Any) -> str | None:
+    """The key of what `step` (a schema check) finds of a document loaded from YAML, by its
+    `repr` (60 ms for a 3.7 MB library); None where repr refuses (a huge int). Such documents
+    hold no foreign types, and sharing does not change what a schema says of values, so
+    `_exact`'s walk (0.3 s there) is not needed. Any size is worth it: a schema check
+    imports jsonschema (0.1 s), unless every document is known."""
+    try:
+        return _key("document:" + step, repr(doc).encode())
+    except ValueError:
+        return None
+
+
+def known_valid(key: str | None) -> bool:
     """Whether the document of `key` (from `document_key`) was found valid before."""
-    return _read(key) is True
+    return key is not None and _read(key) is True
 
 
-def remember_valid(key: str) -> None:
-    _write(key, True)
+def remember_valid(key: str | None) -> None:
+    if key is not None:
+        _write(key, True)

@@ -21,6 +21,7 @@ procedures:
   - {name: two, nested: {deep: [[1, 2], [3, {k: v}]]}}
   - name: three
     via: *base
+items: [*base, *base]
 """
 
 
@@ -65,6 +66,8 @@ def test_every_place_has_the_line_composing_gives(name, tmp_path, monkeypatch):
         assert yamlio.line_of(path, ("procedures", 2, "via", "b")) == 1
         assert yamlio.line_of(path, ("procedures", 0, "parameters", 0, "values", 2)) == 8
         assert yamlio.line_of(path, ("procedures", 1, "nested", "deep", 1, 1, "k")) == 9
+        assert yamlio.line_of(path, ("items", 1)) == 1      # an alias item: its anchor's line
+        assert yamlio.line_of(path, ("items", -1)) == 1     # counted from the end, as composing does
 
 
 def test_a_procedure_of_a_large_library_is_placed_without_composing_the_file(tmp_path, monkeypatch):
@@ -78,7 +81,8 @@ def test_a_procedure_of_a_large_library_is_placed_without_composing_the_file(tmp
     result = run_raff("plan", "wanted", "-c", main)
     assert result.code == 0, result.err
     assert f"wanted: daq procedure at {main}:2" in result.out, result.out
-    assert result.err.splitlines() == ["warning: 1 other procedure has errors (broken); raff validate lists them"]
+    assert result.err.splitlines() == [
+        "warning: 1 other procedure has errors (broken); raff validate lists them"]
     # in-process: no file composed, and the broken procedure's line not looked up until it is shown
     from raffinerie.config.checks import validate
     from raffinerie.config.library import load_library
@@ -88,7 +92,8 @@ def test_a_procedure_of_a_large_library_is_placed_without_composing_the_file(tmp
     diags = validate(load_library(main), names=["wanted"])
     (error,) = [d for d in diags if d.severity == "error"]
     assert error.entry == "broken" and "_located" not in error.__dict__ and not composed_files
-    assert error.format().startswith(f"{main}:19: procedure 'broken': parameters[0].values[0]") and not composed_files
+    assert error.format().startswith(f"{main}:19: procedure 'broken': parameters[0].values[0]")
+    assert not composed_files
 
 
 def test_a_diagnostic_with_its_line_still_to_find_can_be_pickled(tmp_path):

@@ -62,7 +62,8 @@ def test_a_damaged_memo_file_is_never_used(folder, damage):
     blob = bytearray(file.read_bytes())
     if damage == "flip":
         blob[-3] ^= 0x10
-    file.write_bytes(bytes(blob[:len(blob) // 2] if damage == "truncate" else b"" if damage == "empty" else blob))
+    damaged = {"truncate": blob[:len(blob) // 2], "empty": b"", "flip": blob}[damage]
+    file.write_bytes(bytes(damaged))
     assert memo.parsed("t", BIG, parse) == {"value": 1, "big": BIG} and parse.calls == 2
     assert memo.parsed("t", BIG, parse) == {"value": 1, "big": BIG} and parse.calls == 2  # sound again
 
@@ -128,14 +129,14 @@ def test_the_folder_is_trimmed_to_the_files_used_last(folder, monkeypatch):
     parse = Counting(lambda: texts[0])
     memo.parsed("t", texts[0], parse)            # used again: now the most recent
     assert parse.calls == 0 and len(kept(folder)) == 6
-    stale, fresh = folder / "00" / ".tmp-killed", folder / "00" / ".tmp-writing"
+    stale, fresh = folder / "00" / ".tmp-raff-memo-killed", folder / "00" / ".tmp-raff-memo-writing"
     for tmp in (stale, fresh):
         tmp.parent.mkdir(exist_ok=True)
         tmp.write_bytes(b"half a write")
     os.utime(stale, (1000, 1000))
     memo.parsed("t", "new" + BIG, lambda: "new")  # a seventh: trimmed to four
     assert not stale.exists() and fresh.exists()   # a killed write's file goes, one being written stays
-    assert len([p for p in kept(folder) if not p.name.startswith(".tmp-")]) == 4
+    assert len([p for p in kept(folder) if not p.name.startswith(".tmp-raff-memo-")]) == 4
     for text, calls in ((texts[0], 0), ("new" + BIG, 0), (texts[5], 0), (texts[1], 1)):
         parse = Counting(lambda: text)
         memo.parsed("t", text, parse)
@@ -149,8 +150,8 @@ def test_a_schema_check_is_remembered_only_for_a_document_valid_as_it_is(folder,
     original = schema._validator
     monkeypatch.setattr(schema, "_validator", lambda name: calls.append(name) or original(name))
     file = tmp_path / "network.yaml"
-    good = {"server": {"hostname": "localhost", "port": 6000}, "target": {"hostname": "localhost", "port": 5555},
-            "board": "LD-0042"}
+    good = {"server": {"hostname": "localhost", "port": 6000},
+            "target": {"hostname": "localhost", "port": 5555}, "board": "LD-0042"}
     assert schema.check(dict(good), "network", file) == [] and len(calls) == 1
     assert schema.check(dict(good), "network", file) == [] and len(calls) == 1     # remembered
     # "6000" is taken as meant (an integer) and so changes the document: checked every time
@@ -166,3 +167,50 @@ def test_a_schema_check_is_remembered_only_for_a_document_valid_as_it_is(folder,
     # another schema digest (a schema or this code changed): checked again
     monkeypatch.setattr(schema, "_schemas_digest", lambda: "changed")
     assert schema.check(dict(good), "network", file) == [] and len(calls) == 6
+
+
+def test_trimming_touches_nothing_but_memo_files(folder, monkeypatch):
+    """RAFF_MEMO_DIR may be a folder with other things in it: they stay, whatever their names."""
+    import os
+
+    monkeypatch.setattr(memo, "MAX_FILES", 2)
+    monkeypatch.setattr(memo, "KEEP_FILES", 1)
+    monkeypatch.setattr(memo, "TRIM_CHANCE", 1.0)
+    theirs = [folder / "db" / f"notes{i}.txt" for i in range(5)] + [folder / "ab" / ".tmp-theirs"]
+    theirs.append(folder / "ab" / ("0" * 64))   # a memo-like name in a folder it does not belong to
+    for path in theirs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
+        os.utime(path, (1000, 1000))
+    for i in range(4):
+        memo.parsed("t", f"{i}{BIG}", lambda: i)
+    assert all(path.exists() for path in theirs)
+    assert len([p for p in kept(folder) if p not in theirs]) <= 2
+
+
+def test_documents_a_dump_could_tell_apart_are_never_confused(folder):
+    """Shared objects (YAML anchors), foreign scalar types and ints repr refuses: not kept."""
+    import numpy as np
+
+    from raffinerie.daq.daqcontrol import dump
+
+    block = {f"reg{i}": i for i in range(2000)}
+    shared = {"roc_s0": block, "roc_s1": block}
+    plain = {"roc_s0": dict(block), "roc_s1": dict(block)}
+    assert "&id" in dump(shared) and not kept(folder)          # shared objects: not kept
+    assert "&id" not in dump(plain) and len(kept(folder)) == 1
+    assert "&id" in dump(shared) and "&id" not in dump(plain)   # the kept plain text never answers it
+    with_numpy = {"roc_s0": {**block, "reg0": np.int64(0)}}
+    with pytest.raises(Exception):
+        dump(with_numpy)   # what the plain dumper says of a numpy scalar, memo or not
+    huge = {"roc_s0": {**block, "reg0": int("f" * 4000, 16)}}
+    for _ in range(2):   # not kept: the dumper refuses it each time, as without the memo
+        with pytest.raises(ValueError, match="4300 digits"):
+            dump(huge)
+
+
+def test_a_huge_integer_in_a_library_is_checked_not_a_crash(folder, tmp_path):
+    from raffinerie.config import schema
+
+    doc = [{"name": "a", "type": "daq", "daq_settings": {"server_override": {"big": int("f" * 4000, 16)}}}]
+    assert isinstance(schema.check(doc, "library", tmp_path / "lib.yaml"), list)

@@ -23,6 +23,8 @@ from raffinerie import memo
 from raffinerie.errors import RaffError, nearest
 from raffinerie.inputs import record
 
+_MEMO_STEP = "analysis-code:" + memo.code_of(__file__)  # at import: the code that runs is the code named
+
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 BUILTIN_PREFIX = "builtin."
 
@@ -180,7 +182,7 @@ class CodeIndex:
             record(file)
             try:
                 text = file.read_text(encoding="utf-8")
-                digest, specs = memo.parsed("analysis-code:" + memo.code_of(__file__), text,
+                digest, specs = memo.parsed(_MEMO_STEP, text,
                                             lambda: _digest_and_imports(text), min_chars=0)
                 imports = _local_imports(specs, file, root)
             except SyntaxError as exc:

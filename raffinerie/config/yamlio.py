@@ -31,6 +31,7 @@ _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_DEPTH = 200
 MAX_NODES = 10_000_000
+_MEMO_STEP = "config:" + memo.code_of(__file__)  # at import: the code that runs is the code named
 
 
 class DuplicateKey(yaml.MarkedYAMLError):
@@ -129,7 +130,7 @@ def parse_yaml(text: str, path: Path | None = None) -> Any:
     if len(text) > MAX_FILE_BYTES:  # text made otherwise than read from a file (a template's)
         raise RaffError(f"YAML of {len(text) / 2**20:.0f} MiB; configuration is limited to "
                         f"{MAX_FILE_BYTES // 2**20} MiB", file=path)
-    return memo.parsed("config:" + memo.code_of(__file__), text, lambda: _parse(text, path))
+    return memo.parsed(_MEMO_STEP, text, lambda: _parse(text, path))
 
 
 def _parse(text: str, path: Path | None) -> Any:
@@ -217,7 +218,8 @@ _LOOKUPS: dict[tuple[Path, int], int] = {}
 
 
 class _ThroughAlias(Exception):
-    """The path goes through an alias: composing follows it to its anchor."""
+    """The path goes through an alias, which composing follows to its anchor (or counts
+    from a sequence's end): left to composing."""
 
 
 def _line_from_events(path: Path, doc_path: tuple) -> int:
@@ -249,9 +251,13 @@ def _child(events, node, part) -> tuple[int, object] | None:
             _skip(events, key)
             _skip(events, next(events))
     elif isinstance(node, yaml.SequenceStartEvent) and isinstance(part, int):
+        if part < 0:
+            raise _ThroughAlias  # composing counts from the end
         index = 0
         while not isinstance(item := next(events), yaml.SequenceEndEvent):
             if index == part:
+                if isinstance(item, yaml.AliasEvent):
+                    raise _ThroughAlias  # composing gives its anchor's line
                 return item.start_mark.line, item
             _skip(events, item)
             index += 1

@@ -19,6 +19,7 @@ from raffinerie.config.daqconfig import Generation
 from raffinerie.daq.transport import BackendError, Endpoint
 
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_MEMO_STEP = "request:" + memo.code_of(__file__)  # at import: the code that runs is the code named
 MAX_START_TRIES = 50      # DR 1.0 tries `start` 50 times while the links align
 START_RETRY_SECONDS = 0.01
 MENU_STATES = {"initialized", "configured", "running", "error", "destroyed", "idle", "stopped"}
@@ -26,7 +27,7 @@ MENU_STATES = {"initialized", "configured", "running", "error", "destroyed", "id
 
 def dump(doc: dict) -> str:
     """The YAML a server is sent; a board's whole configuration (initialize) from the memo."""
-    return memo.dumped("request:" + memo.code_of(__file__), doc, lambda: yaml.dump(doc, Dumper=_Dumper, default_flow_style=False))
+    return memo.dumped(_MEMO_STEP, doc, lambda: yaml.dump(doc, Dumper=_Dumper, default_flow_style=False))
 
 
 class MenusControl:

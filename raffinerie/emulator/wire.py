@@ -20,6 +20,7 @@ from raffinerie import memo
 
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_MEMO_STEP = "wire:" + memo.code_of(__file__)  # at import: the code that runs is the code named
 
 
 class Died(Exception):
@@ -55,7 +56,7 @@ class EventLog:
 
 def load_yaml(frame: bytes) -> Any:
     """A YAML frame (raises yaml.YAMLError on bad YAML); a board's whole configuration from the memo."""
-    return memo.parsed("wire:" + memo.code_of(__file__), frame, lambda: yaml.load(frame, Loader=_Loader))
+    return memo.parsed(_MEMO_STEP, frame, lambda: yaml.load(frame, Loader=_Loader))
 
 
 def dump_yaml(value: Any, **options) -> str:

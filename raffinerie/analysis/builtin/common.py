@@ -290,11 +290,19 @@ def injected_rows(data: pd.DataFrame, channels=None) -> pd.Series:
 # --- plots -----------------------------------------------------------------------
 
 def save(draw, path: str) -> None:
+    import sys
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # for a distillery's own pyplot figures; `chip_panels` needs no backend
     fig = draw()
-    # The figure is laid out by constrained layout (`chip_panels`), which
-    # already keeps every label and outside legend inside it; bbox_inches="tight"
-    # on top would lay it out and draw it once more.
-    fig.savefig(path, dpi=110)
+    # Constrained layout (`chip_panels`) already keeps every label and outside legend
+    # inside the figure; bbox_inches="tight" on top would lay it out and draw it once more.
+    # A figure of another distillery without a layout engine still gets it.
+    fig.savefig(path, dpi=110, bbox_inches=None if fig.get_layout_engine() is not None else "tight")
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close(fig)  # a figure pyplot made keeps its memory until closed; others: nothing
 
 
 def chip_panels(chips, title: str, sharey: bool = True):
