@@ -216,9 +216,12 @@ def _exact(doc: Any) -> bytes | None:
         if kind not in (dict, list) or id(value) in seen:
             return None
         seen.add(id(value))
-        stack.extend(value) if kind is list else stack.extend(value.values())
-        if kind is dict and any(type(k) not in _SCALARS for k in value):
+        if kind is list:
+            stack.extend(value)
+        elif any(type(k) not in _SCALARS for k in value):
             return None
+        else:
+            stack.extend(value.values())
     try:
         return repr(doc).encode()
     except ValueError:

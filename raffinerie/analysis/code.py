@@ -218,18 +218,14 @@ def _local_imports(specs: list, file: Path, root: Path) -> list[Path]:
     `import a.b` as (0, None, ['a.b'])."""
     found = []
     for level, module, aliases in specs:
-        if module is None and not level:
-            names = list(aliases)
-        elif level:
+        if level:  # from . import x, from ..pkg import y
             base = file.parent
             for _ in range(level - 1):
                 base = base.parent
-            parts = module.split(".") if module else []
-            target = base.joinpath(*parts) if parts else base
+            target = base.joinpath(*module.split(".")) if module else base
             found += _module_files(target) + [f for a in aliases for f in _module_files(target / a)]
             continue
-        else:
-            names = [module] + [f"{module}.{a}" for a in aliases]
+        names = list(aliases) if module is None else [module] + [f"{module}.{a}" for a in aliases]
         for name in names:
             found += _module_files(root.joinpath(*name.split(".")))
     return [f for f in found if f != file]

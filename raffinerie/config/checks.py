@@ -50,9 +50,12 @@ def validate(lib: Library, strict: bool = False, files: ConfigFiles | None = Non
     unique = [d for d in dict.fromkeys(diags) if d not in lib.causes]
     # the files that could not be read come first: what is said after them may follow from them
     needed = lib.needs(names) if names is not None else None
-    shown = [d for d in unique if needed is None or not d.entry or d.entry in needed]
-    counted = [d for d in unique if needed is not None and d.entry and d.entry not in needed]
-    place = sorted(shown, key=lambda d: (str(d.file), d.line or 0, d.where)) + counted
+
+    def shown(d: Diagnostic) -> bool:
+        return needed is None or not d.entry or d.entry in needed
+
+    place = sorted((d for d in unique if shown(d)), key=lambda d: (str(d.file), d.line or 0, d.where)) \
+        + [d for d in unique if not shown(d)]
     return list(dict.fromkeys(lib.causes)) + checker.notes() + place
 
 

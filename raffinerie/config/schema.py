@@ -35,17 +35,19 @@ def schema_files() -> dict[str, dict]:
 
 @lru_cache(maxsize=1)
 def _schemas_digest() -> str:
-    """What a check's answer depends on besides the document: the schemas, this module, jsonschema."""
-    from importlib.metadata import PackageNotFoundError, version
+    """What a check's answer depends on besides the document: the schemas, this module, and the
+    code of jsonschema and referencing (found, not imported: importing them, or importlib.metadata
+    for their versions, 40 ms, would cost what the memo saves)."""
+    from importlib.util import find_spec
 
     digest = hashlib.sha256(_OWN_CODE.encode())
     for path in sorted(SCHEMA_DIR.glob("*.schema.json")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     for package in ("jsonschema", "referencing"):
-        try:
-            digest.update(version(package).encode())
-        except PackageNotFoundError:
-            digest.update(b"?")
+        spec = find_spec(package)
+        folders = list(spec.submodule_search_locations or []) if spec is not None else []
+        files = sorted(p for folder in folders for p in Path(folder).glob("*.py"))
+        digest.update(package.encode() + b"".join(memo.code_of(str(p)).encode() for p in files) + b"\0")
     return digest.hexdigest()[:16]
 
 

@@ -293,8 +293,8 @@ def line_of(path: Path, doc_path: tuple = ()) -> int | None:
         stamp = path.stat().st_mtime_ns
     except (OSError, ValueError):
         return None
-    _LOOKUPS[(path, stamp)] = _LOOKUPS.get((path, stamp), 0) + 1
-    if _LOOKUPS[(path, stamp)] <= EVENT_LOOKUPS:
+    _LOOKUPS[path, stamp] = looked = _LOOKUPS.get((path, stamp), 0) + 1
+    if looked <= EVENT_LOOKUPS:
         try:
             return _line_from_events(path, doc_path)
         except _ThroughAlias:
