@@ -15,7 +15,7 @@ import os
 import sys
 
 from raffinerie import __version__
-from raffinerie.cli import build, cache, dataset, emulate, importing, library, plan, raw, report
+from raffinerie.cli import build, cache, dataset, emulate, importing, library, plan, qc, raw, report
 from raffinerie.errors import ConfigErrors, RaffError
 
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"raff {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (library.add_validate_parser, plan.add_parser, raw.add_parser, report.add_parser,
+    for add in (library.add_validate_parser, plan.add_parser, raw.add_parser, qc.add_parser, report.add_parser,
                 library.add_migrate_parser, importing.add_parser, build.add_parser, dataset.add_parsers,
                 cache.add_parser, emulate.add_parser):  # in the order `raff --help` lists them
         add(sub)

@@ -28,7 +28,7 @@ from raffinerie.config.yamlio import load_yaml
 from raffinerie.daq.rawformat import Frames, Halves, check_halves, read_frames
 from raffinerie.daq.summary import event_table, summarize
 from raffinerie.errors import RaffError
-from raffinerie.hgcroc import DEFAULT_CHIPS, HALVES, MAX_CHIPS, chip_name
+from raffinerie.hgcroc import CHANNELS_PER_HALF, DEFAULT_CHIPS, HALVES, MAX_CHIPS, chip_name
 
 MODES = ("characterisation", "normal")
 
@@ -167,6 +167,35 @@ def _mode(target, path: tuple, source) -> bool:
     raise RaffError(f"{'.'.join(map(str, path))}: {node!r} is not 0 or 1", file=source)
 
 
+def injecting_channels(target: dict, n_chips: int) -> list[tuple[int, int]]:
+    """(chip, channel) of the normal channels a run injects charge into: HighRange or LowRange set
+    in a half whose ReferenceVoltage has Calib > 0 and IntCtest on (absent: on), the rule of the
+    pedestal analysis (analysis/builtin/common.injected_charge). Their ADC is a pulse, not a
+    pedestal: QC leaves them undecided."""
+    out = []
+    for chip in range(n_chips):
+        roc = target.get(chip_name(chip))
+        if not isinstance(roc, dict):
+            continue
+        halves = roc.get("ReferenceVoltage") if isinstance(roc.get("ReferenceVoltage"), dict) else {}
+        channels = roc.get("ch") if isinstance(roc.get("ch"), dict) else {}
+        for channel, regs in channels.items():
+            if not isinstance(channel, int) or not 0 <= channel < HALVES * CHANNELS_PER_HALF:
+                continue
+            half = halves.get(channel // CHANNELS_PER_HALF)
+            half = half if isinstance(half, dict) else {}
+            charged = _number(half.get("Calib", 0)) > 0 and _number(half.get("IntCtest", 1)) > 0
+            connected = isinstance(regs, dict) and (_number(regs.get("HighRange", 0)) > 0
+                                                    or _number(regs.get("LowRange", 0)) > 0)
+            if charged and connected:
+                out.append((chip, channel))
+    return out
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
 # --- decoding ---------------------------------------------------------------------------------
 
 @dataclass
@@ -176,6 +205,7 @@ class DecodedRun:
     halves: Halves
     characterisation: np.ndarray
     n_chips: int
+    target: dict | None = None     # the run configuration's target, where one was read
 
     def summary(self) -> dict[str, np.ndarray]:
         return summarize(self.frames, self.characterisation, self.halves, self.n_chips)
@@ -241,4 +271,6 @@ def open_raw(path: Path, config: Path | None = None, mode: str | None = None) ->
     data = read_raw(path)
     if mode is not None:
         return decode_run(data, path, mode == "characterisation")
-    return decode_run(data, path, modes, n_chips)
+    run = decode_run(data, path, modes, n_chips)
+    run.target = target
+    return run

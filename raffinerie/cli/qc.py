@@ -1,0 +1,154 @@
+"""`raff qc FILE.root|RUN.raw`: the QC verdict and hexmaps of a pedestal run taken without raffinerie."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields, replace
+from pathlib import Path
+
+from raffinerie.errors import RaffError
+
+FAILED = 3       # the exit code of a board that fails: scripts and CI can tell it from an error
+HEXMAPS = (("adc_mean", "pedestal: adc_mean"), ("adc_stdd", "noise: adc_stdd"))
+
+
+def _table(args):
+    """(per-channel table, chips, {chip: corrupt fraction or None}, injected (chip, channel)) of FILE."""
+    path = Path(args.file)
+    if path.suffix == ".root":
+        from raffinerie.daq import rootio
+
+        table = rootio.read_root_summary(path)
+        chips = int(table["chip"].max()) + 1 if len(table["chip"]) else 0
+        return table, chips, {c: None for c in range(chips)}, []   # a ROOT summary keeps neither
+    if path.suffix != ".raw":
+        raise RaffError("not a run file: give a hexactrl .root summary or a .raw file", file=path)
+    from raffinerie.daq.runs import injecting_channels, open_raw
+
+    run = open_raw(path, Path(args.config) if args.config else None, args.mode)
+    bad, chip = ~run.halves.good, run.frames.chip
+    corrupt = {c: float(bad[chip == c].sum() / max(2 * int((chip == c).sum()), 1))
+               for c in range(run.n_chips)}
+    injected = injecting_channels(run.target, run.n_chips) if run.target else []
+    return run.summary(), run.n_chips, corrupt, injected
+
+
+def _geometry(args, chips: int):
+    from raffinerie import geometry
+
+    g = geometry.load(args.geometry) if args.geometry else geometry.for_chips(chips)
+    if chips > g.n_chips:
+        raise RaffError(f"the run has {chips} chips, the {g.name} geometry {g.n_chips}; give --geometry",
+                        file=args.file)
+    return g
+
+
+def _rows(geometry, channels: list[tuple[int, int]]):
+    """A boolean per geometry row: the normal channels (chip, channel) listed."""
+    import numpy as np
+
+    mask = np.zeros(len(geometry.pad), dtype=bool)
+    if channels:
+        chip, channel = np.array(channels).T
+        at = geometry.index_of(chip, np.zeros_like(chip), channel)
+        mask[at[at >= 0]] = True
+    return mask
+
+
+def _limits(args):
+    from raffinerie.qc import BoardKind, QcLimits
+
+    limits = QcLimits(kind=BoardKind(args.kind))
+    known = {f.name for f in fields(QcLimits)} - {"kind"}
+    for text in args.limit or []:
+        name, _, value = text.partition("=")
+        if name not in known:
+            raise RaffError(f"--limit {text}: no limit {name!r}; the limits are {', '.join(sorted(known))}")
+        try:
+            limits = replace(limits, **{name: float(value)})
+        except ValueError:
+            raise RaffError(f"--limit {text}: {value!r} is not a number") from None
+    return limits
+
+
+def qc_command(args) -> int:
+    from raffinerie import qc
+
+    table, chips, corrupt, injected = _table(args)
+    geometry = _geometry(args, chips)
+    verdict = qc.judge(table, geometry, _limits(args), corrupt, injected=_rows(geometry, injected))
+    written = _hexmaps(args, table, geometry, verdict) if args.output else []
+    if args.json:
+        doc = verdict.document() | {"file": str(args.file), "hexmaps": [str(p) for p in written]}
+        print(json.dumps(doc, indent=2))
+    else:
+        for line in summary_lines(args.file, verdict):
+            print(line)
+        for path in written:
+            print(f"hexmap: {path}")
+    return 0 if verdict.passed else FAILED
+
+
+def _hexmaps(args, table, geometry, verdict) -> list[Path]:
+    from raffinerie.analysis.builtin.common import save
+    from raffinerie.analysis.hexmap import hexmap
+
+    out = Path(args.output)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RaffError(f"cannot make the output folder: {exc.strerror}", file=out) from None
+    paths = []
+    for column, label in HEXMAPS:
+        path = out / f"{Path(args.file).stem}_{column}_hexmap.png"
+        title = f"{Path(args.file).name}: {label} ({geometry.name}, {verdict.limits.kind.value})"
+        save(lambda: hexmap(table, geometry, quantity=column, unit="ADC", title=title, flags=verdict.flags),
+             str(path))
+        paths.append(path)
+    return paths
+
+
+def summary_lines(file, verdict) -> list[str]:
+    """What a tester reads: the verdict and its reasons, then each list of pads."""
+    doc = verdict.document()
+    median = doc["median_noise"]
+    judged = "median noise " + (f"{median:.2f} ADC" if median is not None else "unknown")
+    lines = [f"{file}: {doc['geometry']}, {doc['kind']}; {judged}",
+             f"verdict: {doc['verdict'].upper()}, readout grade {doc['grade']} "
+             f"({100 * doc['bad_fraction']:.1f} % of cells bad)"]
+    lines += [f"  fails: {reason}" for reason in doc["reasons"]]
+    for key, name in (("dead_pads", "dead pads"), ("noisy_pads", "noisy pads"),
+                      ("untunable_pads", "untunable pads"),
+                      ("no_noise_pads", "undecided pads, no noise in the file"),
+                      ("injected_pads", "undecided pads, charge injected (not a pedestal)"),
+                      ("no_data_pads", "pads without data")):
+        if doc[key] or key in ("dead_pads", "noisy_pads"):
+            lines.append(f"  {name}: {', '.join(map(str, doc[key])) or 'none'}")
+    known = {c: v for c, v in doc["corrupt_fraction"].items() if v is not None}
+    lines.append("  corrupt halves: " + (", ".join(f"{c} {100 * v:.2f} %" for c, v in known.items()) if known
+                                         else "not known (a ROOT summary does not count them)"))
+    return lines
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("qc", help="QC verdict and hexmaps of a hexactrl pedestal run (.root or .raw)",
+                       description="Judge a pedestal run taken with hexactrl: dead and noisy cells (as pad "
+                                   "numbers), corrupt halves, the readout grade and a pass/fail verdict, "
+                                   f"with hexmaps. Exit code 0: pass, {FAILED}: the board fails.")
+    p.add_argument("file", metavar="FILE",
+                   help="a hexactrl runsummary .root file, or a .raw file with its .yaml")
+    p.add_argument("--geometry", metavar="G", help="board geometry: LD-full or HD-full "
+                   "(default: from the number of chips in FILE, 3: LD-full, 6: HD-full)")
+    p.add_argument("--kind", choices=("module", "hexaboard"), default="module",
+                   help="module (a sensor attached: noisy above the median + 2 ADC) or bare hexaboard "
+                        "(noisy above 2 ADC); default module")
+    p.add_argument("--limit", action="append", metavar="NAME=VALUE",
+                   help="change a limit (repeatable): noisy_above_median, noisy_above, grade_a_below, "
+                        "grade_b_below, max_corrupt_fraction")
+    p.add_argument("-o", "--output", metavar="DIR", help="write the hexmaps (PNG) into DIR")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    p.add_argument("--config", metavar="RUN.yaml",
+                   help="a .raw file's run configuration (default: FILE.yaml)")
+    p.add_argument("--mode", choices=("characterisation", "normal"),
+                   help="a .raw file's channel-word layout, instead of a run configuration")
+    p.set_defaults(func=qc_command)

@@ -1,0 +1,274 @@
+"""Board geometries, QC verdicts and hexmaps (issue 22, items 1, 2, 3 and 5).
+
+The verdicts on the real module runs are checked against the public rule
+computed here from the public channel map, independently of raffinerie's
+geometry files.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, assert_clean_error, shared
+from raffinerie import geometry, qc
+from raffinerie.geometry import Role
+
+MAPS = ("reference", "hexaboard-maps")
+RUNS = {"E02_pedestal_run0.root": "ld", "test_pedestal_run0.root": "ld", "hd_pedestal_run0.root": "hd"}
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("geo_tool", ROOT / "tools" / "geometry_from_public_maps.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["LD-full", "HD-full"])
+def test_shipped_geometries_are_what_the_public_maps_give(name):
+    folder = shared(*MAPS)
+    assert (ROOT / "raffinerie" / "geometry" / f"{name}.csv").read_text() == _tool().text(folder, name)
+
+
+@pytest.mark.parametrize("name, chips, cells, calib, nc",
+                         [("LD-full", 3, 192, 6, 24), ("HD-full", 6, 432, 12, 0)])
+def test_geometry_roles_and_places(name, chips, cells, calib, nc):
+    g = geometry.load(name)
+    assert g.n_chips == chips and len(g.pad) == chips * 78
+    counts = {r: int(g.mask(r).sum()) for r in Role}
+    assert counts == {Role.CELL: cells, Role.CALIB: calib, Role.CM0: 2 * chips, Role.CM1: 2 * chips,
+                      Role.NC: nc}
+    assert len(set(g.pad)) == len(g.pad)                       # one pad per channel
+    assert (g.pad[g.mask(Role.CELL) | g.mask(Role.CALIB)] > 0).all()
+    assert (g.pad[g.mask(Role.NC) | g.mask(Role.CM0) | g.mask(Role.CM1)] < 0).all()
+    # every calibration cell sits inside a normal cell; cells never overlap
+    cells_xy = g.xy(g.mask(Role.CELL))
+    for x, y in g.xy(g.mask(Role.CALIB)):
+        assert np.hypot(*(cells_xy - (x, y)).T).min() < 0.05
+    assert g.pitch > 0.5 if name == "LD-full" else g.pitch > 0.4
+
+
+def test_index_of_finds_each_channel_and_nothing_else():
+    g = geometry.load("LD-full")
+    rows = g.index_of(g.chip, g.channeltype, g.channel)
+    assert (rows == np.arange(len(g.pad))).all()
+    assert list(g.index_of(np.array([3, 0, 0]), np.array([0, 1, 100]), np.array([0, 2, 4]))) == [-1, -1, -1]
+
+
+@pytest.mark.parametrize("name", ["LD-full", "HD-full"])
+def test_chip_boundaries_lie_on_cell_edges_between_chips(name):
+    g = geometry.load(name)
+    segments = g.chip_boundaries()
+    assert len(segments) > 10
+    radius = g.pitch / np.sqrt(3)
+    cells, chip = g.xy(g.mask(Role.CELL)), g.chip[g.mask(Role.CELL)]
+    for end in segments.reshape(-1, 2)[::7]:            # an edge's ends are corners of its two cells
+        d = np.hypot(*(cells - end).T)
+        near = chip[d < radius * 1.25]
+        assert len(set(near)) >= 2, (end, near)
+    assert np.allclose(np.hypot(*(segments[:, 1] - segments[:, 0]).T), radius, rtol=0.3)
+
+
+def test_unknown_geometry_and_chip_count_are_errors():
+    with pytest.raises(Exception, match="unknown board geometry 'XX'"):
+        geometry.load("XX")
+    with pytest.raises(Exception, match="no board geometry has 4 chips"):
+        geometry.for_chips(4)
+
+
+# --- the public rule, computed from the public files -----------------------------------
+
+def _public_rule(root_file, mapping_csv, kind="module"):
+    import uproot
+
+    tree = uproot.open(root_file)["runsummary/summary"].arrays(library="np")
+    pads = {}
+    with open(mapping_csv, newline="") as f:
+        for r in csv.DictReader(f):
+            pads[(int(r["ASIC"]), int(r["Channeltype"]), int(r["Channel"]))] = int(r["PAD"])
+    pad = np.array([pads[k] for k in zip(tree["chip"].astype(int), tree["channeltype"].astype(int),
+                                         tree["channel"].astype(int))])
+    noise, kind_ = tree["adc_stdd"].astype(float), tree["channeltype"]
+    normal, calib = (kind_ == 0) & (pad > 0), kind_ == 1
+    median = np.median(noise[normal][np.isfinite(noise[normal])])
+    high = (noise - median > 2) if kind == "module" else (noise > 2)
+    dead = sorted(pad[(noise == 0) & (pad > 0)].tolist())
+    noisy = sorted(pad[high & (pad > 0) & ~calib].tolist())
+    return dead, noisy
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_qc_of_real_module_runs_follows_the_public_rule(raff, run, tmp_path):
+    path = shared(*MAPS, "real-pedestal-runs", run)
+    dead, noisy = _public_rule(path, shared(*MAPS, f"{RUNS[run]}_pad_to_channel_mapping.csv"))
+    result = raff("qc", path, "--json")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    assert (doc["dead_pads"], doc["noisy_pads"]) == (dead, noisy)
+    assert doc["geometry"] == ("HD-full" if RUNS[run] == "hd" else "LD-full")
+    assert doc["verdict"] == "pass" and doc["reasons"] == []
+    assert set(doc["corrupt_fraction"]) == {f"roc_s{c}" for c in range(6 if RUNS[run] == "hd" else 3)}
+    assert noisy, "each real run has a noisy cell: the rule is exercised"
+
+
+def test_bare_hexaboard_rule_and_grade_c_fail(raff):
+    path = shared(*MAPS, "real-pedestal-runs", "hd_pedestal_run0.root")
+    dead, noisy = _public_rule(path, shared(*MAPS, "hd_pad_to_channel_mapping.csv"), kind="hexaboard")
+    result = raff("qc", path, "--json", "--kind", "hexaboard")
+    assert result.code == 3
+    doc = json.loads(result.out)
+    assert doc["noisy_pads"] == noisy and len(noisy) > 100
+    assert doc["verdict"] == "fail" and doc["grade"] == "C" and "readout grade C" in doc["reasons"][0]
+    raised = json.loads(raff("qc", path, "--json", "--kind", "hexaboard", "--limit", "noisy_above=4").out)
+    assert raised["noisy_pads"] == _public_rule_above(path, 4)
+
+
+def _public_rule_above(path, limit):
+    g = geometry.load("HD-full")
+    from raffinerie.daq import rootio
+
+    t = rootio.read_root_summary(path)
+    v = qc.on_geometry(t, g, "adc_stdd")
+    return sorted(g.pad[(g.pad > 0) & ~g.mask(Role.CALIB) & (v > limit)].tolist())
+
+
+def test_undecided_cells_are_listed_not_judged(raff):
+    """hexactrl writes NaN noise for some live channels: neither dead nor noisy, listed."""
+    path = shared(*MAPS, "real-pedestal-runs", "test_pedestal_run0.root")
+    doc = json.loads(raff("qc", path, "--json").out)
+    assert len(doc["no_noise_pads"]) == 22
+    assert not set(doc["no_noise_pads"]) & set(doc["dead_pads"] + doc["noisy_pads"])
+
+
+def _synthetic(g, noise=2.5):
+    n = len(g.pad)
+    return {"chip": g.chip, "channeltype": g.channeltype, "channel": g.channel,
+            "adc_mean": np.full(n, 250.0), "adc_stdd": np.full(n, noise)}
+
+
+def test_dead_noisy_untunable_flagged_exactly():
+    g = geometry.load("LD-full")
+    table = _synthetic(g)
+    cell_rows = np.flatnonzero(g.mask(Role.CELL))
+    dead, noisy, cm = cell_rows[[3, 50]], cell_rows[[7, 120, 150]], np.flatnonzero(g.mask(Role.CM0))[0]
+    table["adc_stdd"][dead] = 0.0
+    table["adc_stdd"][noisy] = 4.6                       # median 2.5 + 2.1
+    table["adc_stdd"][cm] = 0.0                          # a CM word is not a cell: never judged
+    table["adc_stdd"][np.flatnonzero(g.mask(Role.CALIB))[0]] = 9.0   # calibration cells: never noisy
+    untunable = np.zeros(len(g.pad), bool)
+    untunable[cell_rows[9]] = True
+    v = qc.judge(table, g, untunable=untunable)
+    assert v.pads["dead"] == sorted(g.pad[dead].tolist())
+    assert v.pads["noisy"] == sorted(g.pad[noisy].tolist())
+    assert v.pads["untunable"] == [int(g.pad[cell_rows[9]])]
+    assert v.grade == "B" and v.passed                    # 6 of 198 bad: 3.0 %
+    assert (v.flags[dead] & qc.CellFlag.DEAD).all() and not v.flags[cm]
+
+
+def test_missing_chip_and_corrupt_halves_fail_the_board():
+    g = geometry.load("LD-full")
+    table = {k: v[g.chip < 2] for k, v in _synthetic(g).items()}
+    v = qc.judge(table, g, corrupt_fraction={0: 0.0, 1: 0.01, 2: None})
+    assert not v.passed
+    assert any("roc_s1: 1.00 % of its halves corrupt" in r for r in v.reasons)
+    assert any("cells have no data" in r for r in v.reasons)
+    assert len(v.pads["no_data"]) == int(((g.chip == 2) & (g.pad > 0)).sum())
+
+
+def test_qc_of_a_raw_run_counts_corrupt_halves_and_leaves_injected_channels_undecided(raff, tmp_path):
+    path = shared("hexactrl-timewalk", "test_run_71.raw")
+    result = raff("qc", path, "--json", "-o", tmp_path / "maps")
+    assert result.code == 3, result.err
+    doc = json.loads(result.out)
+    assert doc["corrupt_fraction"]["roc_s1"] == pytest.approx(24 / (2 * 301), abs=1e-3) or \
+        doc["corrupt_fraction"]["roc_s1"] > 0.01
+    assert doc["corrupt_fraction"]["roc_s0"] == 0.0
+    assert any(r.startswith("roc_s1:") for r in doc["reasons"])
+    g = geometry.load("LD-full")
+    injected = sorted(int(g.pad[(g.channeltype == 0) & (g.channel == ch) & (g.chip == chip)][0])
+                      for chip, ch in [(0, 10), (0, 50), (1, 10), (1, 20), (1, 40), (1, 50), (2, 20), (2, 50)]
+                      if g.pad[(g.channeltype == 0) & (g.channel == ch) & (g.chip == chip)][0] > 0)
+    assert set(injected) <= set(doc["injected_pads"])
+    assert doc["dead_pads"] == []                        # the saturated injected channels are not "dead"
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == [
+        "test_run_71_adc_mean_hexmap.png", "test_run_71_adc_stdd_hexmap.png"]
+
+
+def test_qc_errors_are_one_line(raff, tmp_path):
+    hd = shared(*MAPS, "real-pedestal-runs", "hd_pedestal_run0.root")
+    assert_clean_error(raff("qc", hd, "--geometry", "LD-full"), "the run has 6 chips, the LD-full geometry 3")
+    assert_clean_error(raff("qc", hd, "--geometry", "XX"), "unknown board geometry 'XX'")
+    assert_clean_error(raff("qc", hd, "--limit", "foo=1"), "no limit 'foo'")
+    assert_clean_error(raff("qc", hd, "--limit", "noisy_above=x"), "'x' is not a number")
+    (tmp_path / "notes.txt").write_text("x")
+    assert_clean_error(raff("qc", tmp_path / "notes.txt"), "notes.txt: not a run file")
+    assert_clean_error(raff("qc", tmp_path / "none.root"), "none.root: ROOT file not found")
+    (tmp_path / "bad.root").write_bytes(b"root" * 100)
+    assert_clean_error(raff("qc", tmp_path / "bad.root"), "bad.root: not a readable ROOT file")
+    (tmp_path / "file").write_text("")
+    assert_clean_error(raff("qc", hd, "-o", tmp_path / "file" / "sub"), "cannot make the output folder")
+
+
+# --- hexmaps ---------------------------------------------------------------------------
+
+def _collections(fig):
+    return {c.get_gid(): c for c in fig.axes[0].collections}
+
+
+@pytest.mark.parametrize("run, name", [("E02_pedestal_run0.root", "LD-full"),
+                                       ("hd_pedestal_run0.root", "HD-full")])
+def test_hexmap_of_a_real_run(run, name, tmp_path):
+    from raffinerie.analysis.builtin.common import save
+    from raffinerie.analysis.hexmap import colour_range, hexmap
+    from raffinerie.daq import rootio
+
+    table = rootio.read_root_summary(shared(*MAPS, "real-pedestal-runs", run))
+    g = geometry.load(name)
+    verdict = qc.judge(table, g)
+    fig = hexmap(table, g, quantity="adc_stdd", unit="ADC", flags=verdict.flags)
+    parts = _collections(fig)
+    values = qc.on_geometry(table, g, "adc_stdd")
+    cells = g.mask(Role.CELL)
+    known, unknown = cells & np.isfinite(values), cells & ~np.isfinite(values)
+    # one polygon per connected cell, at its place, coloured by its value
+    polygons = parts["cell"].get_paths()
+    assert len(polygons) == known.sum()
+    centres = np.array([p.vertices[:-1].mean(axis=0) if len(p.vertices) > 6 else p.vertices.mean(axis=0)
+                        for p in polygons])
+    assert np.allclose(centres, g.xy(known), atol=0.02)
+    assert np.allclose(parts["cell"].get_array(), values[known])
+    # NaN cells are their own grey collection, never a colour of the scale
+    assert len(parts.get("cell-no-value", _Empty()).get_paths()) == unknown.sum()
+    # the colour bar's range is the cells' data range
+    sensor = (cells | g.mask(Role.CALIB)) & np.isfinite(values)
+    norm = parts["cell"].norm
+    assert (norm.vmin, norm.vmax) == pytest.approx((values[sensor].min(), values[sensor].max()))
+    assert colour_range(values, g) == pytest.approx((norm.vmin, norm.vmax))
+    assert len(parts["outline-noisy"].get_paths()) == len(verdict.pads["noisy"])
+    assert len(parts["calib"].get_paths()) == int(g.mask(Role.CALIB).sum())
+    assert "chip-boundaries" in parts
+    save(lambda: fig, str(tmp_path / "map.png"))
+    assert (tmp_path / "map.png").stat().st_size > 20_000
+
+
+class _Empty:
+    def get_paths(self):
+        return []
+
+
+def test_hexmap_takes_an_array_of_the_geometry_and_refuses_a_wrong_length():
+    from raffinerie.analysis.hexmap import hexmap
+
+    g = geometry.load("LD-full")
+    values = np.arange(len(g.pad), dtype=float)
+    values[g.mask(Role.CELL)] = np.nan
+    parts = _collections(hexmap(values, g, quantity="nothing"))
+    assert "cell" in parts and len(parts["cell"].get_paths()) == 0
+    assert len(parts["cell-no-value"].get_paths()) == int(g.mask(Role.CELL).sum())
+    with pytest.raises(ValueError, match="10 values for the 234 channels of LD-full"):
+        hexmap(np.zeros(10), g, quantity="x")
