@@ -272,3 +272,44 @@ def test_hexmap_takes_an_array_of_the_geometry_and_refuses_a_wrong_length():
     assert len(parts["cell-no-value"].get_paths()) == int(g.mask(Role.CELL).sum())
     with pytest.raises(ValueError, match="10 values for the 234 channels of LD-full"):
         hexmap(np.zeros(10), g, quantity="x")
+
+
+# --- the built-in `qc` analysis, on the embedded emulator --------------------------------
+
+def test_qc_analysis_of_an_emulated_board_matches_its_truth_and_shows_first_in_the_report(raff, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from conftest import EXAMPLES
+    from raffinerie.emulator.model import Board
+
+    lib = tmp_path / "lib"
+    shutil.copytree(EXAMPLES, lib, ignore=shutil.ignore_patterns(".raffinerie-cache", "raff-out"))
+    built = raff("build", "qc", "-c", lib / "main_config.yaml", "--report")
+    assert built.code == 0, built.err
+    out = lib / "raff-out" / "qc"
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["verdict"] == "pass" and verdict["dead_pads"] == verdict["noisy_pads"] == []
+    truth = Board(0).noise[:, :, :36]                        # the seeded board's noise (ADC), per channel
+    assert verdict["median_noise"] == pytest.approx(float(np.median(truth)), abs=0.06)
+    summary = pd.read_csv(out / "summary.csv")
+    g = geometry.load("LD-full")
+    assert len(summary) == len(g.pad) and (summary.pad.to_numpy() == g.pad).all()
+    assert set(summary.qc_flags) == {"ok"}
+    assert {p.name for p in out.glob("*_hexmap.png")} == {"pedestal_hexmap.png", "noise_hexmap.png"}
+    page = next((lib / "raff-out").glob("report*.html"), None) or next((lib / "raff-out").rglob("*.html"))
+    html = page.read_text()
+    assert "QC verdict: PASS" in html
+    assert html.index("QC verdict") < html.index("pedestal_hexmap")
+
+
+def test_qc_analysis_code_covers_the_raffinerie_modules_it_draws_with():
+    from raffinerie.analysis.code import CodeIndex, locate
+
+    class Where:
+        file = line = None
+
+    digests = CodeIndex().digests(locate("builtin.qc", "qc", None, Where()))
+    assert {"qc.py", "pedestal.py", "common.py", "raffinerie/qc.py", "raffinerie/analysis/hexmap.py",
+            "raffinerie/geometry/__init__.py"} <= set(digests)

@@ -26,6 +26,9 @@ from raffinerie.inputs import record
 _MEMO_STEP = "analysis-code:" + memo.code_of(__file__)  # at import: the code that runs is the code named
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+# raffinerie's own modules an analysis imports (`from raffinerie.analysis.hexmap import hexmap`)
+# are part of its code: a new hexmap redraws its plots. Named from the package's parent.
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 BUILTIN_PREFIX = "builtin."
 
 
@@ -207,10 +210,12 @@ def _digest_and_imports(text: str) -> tuple[str, list]:
 
 
 def _relative(file: Path, root: Path) -> str:
-    try:
-        return str(file.relative_to(root))
-    except ValueError:
-        return file.name
+    for base in (root, PACKAGE_PARENT):
+        try:
+            return file.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return file.name
 
 
 def _local_imports(specs: list, file: Path, root: Path) -> list[Path]:
@@ -227,7 +232,8 @@ def _local_imports(specs: list, file: Path, root: Path) -> list[Path]:
             continue
         names = list(aliases) if module is None else [module] + [f"{module}.{a}" for a in aliases]
         for name in names:
-            found += _module_files(root.joinpath(*name.split(".")))
+            base = PACKAGE_PARENT if name.split(".")[0] == "raffinerie" else root
+            found += _module_files(base.joinpath(*name.split(".")))
     return [f for f in found if f != file]
 
 

@@ -174,5 +174,5 @@ def _legend(ax, v, geometry, flags):
             count = int(((np.asarray(flags) & flag) != 0).sum())
             if count:
                 handles.append(Patch(facecolor="none", edgecolor=color, lw=2.6, label=f"{name} ({count})"))
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=4, fontsize=9,
-              frameon=False)
+    # a figure legend "outside": constrained layout makes room for it below the map
+    ax.figure.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=9, frameon=False)

@@ -171,6 +171,9 @@ def _analysis(plan: Plan, node: Node, store, lib, files: EntryFiles, said: dict)
     folder = store.path("analyses", key)
     meta = files.json(folder, "meta.json")
     outputs = meta.get("outputs") if isinstance(meta.get("outputs"), dict) else {}
+    verdict = files.json(folder, "verdict.json", quiet=True)
+    if verdict.get("verdict") in ("pass", "fail"):
+        out.append(_verdict(verdict))
     notes = files.file(folder, "notes.txt")
     text = files.text(notes) if notes else ""
     if text.strip():
@@ -207,6 +210,22 @@ def _analysis(plan: Plan, node: Node, store, lib, files: EntryFiles, said: dict)
     out.append(_provenance(rows))
     out.append("</section>")
     return "\n".join(out)
+
+
+def _verdict(doc: dict) -> str:
+    """A QC verdict (the `qc` analysis's verdict.json) as the first thing of its section."""
+    e = html.escape
+    passed = doc["verdict"] == "pass"
+    lines = [f'<p class="verdict {"ok" if passed else "bad"}">QC verdict: {"PASS" if passed else "FAIL"}'
+             f' <small>readout grade {e(str(doc.get("grade", "?")))}, {e(str(doc.get("geometry", "")))}, '
+             f'{e(str(doc.get("kind", "")))}</small></p><ul class=verdict>']
+    lines += [f"<li>fails: {e(str(r))}</li>" for r in doc.get("reasons") or []]
+    for key, name in (("dead_pads", "dead pads"), ("noisy_pads", "noisy pads"),
+                      ("untunable_pads", "untunable pads"), ("no_noise_pads", "undecided pads (no noise)")):
+        pads = doc.get(key) or []
+        if pads or key in ("dead_pads", "noisy_pads"):
+            lines.append(f"<li>{name}: {e(', '.join(map(str, pads))) or 'none'}</li>")
+    return "".join(lines) + "</ul>"
 
 
 def _analysis_reason(store, name: str, key: str, meta: dict, files: EntryFiles) -> str:
@@ -393,6 +412,9 @@ table.summary th:hover{background:#dde6ef}th.asc:after{content:" ▲"}th.desc:af
 tr.flagged td{background:#fde2e1;color:#8b1a1a;font-weight:600}.flagcount{color:#8b1a1a;font-weight:600}
 table.prov th{text-align:left;color:#4b5563;font-weight:600;vertical-align:top;white-space:nowrap}
 table.prov td{text-align:left;font-family:ui-monospace,Menlo,Consolas,monospace;word-break:break-all}
+.verdict{font-size:1.25em;font-weight:700;padding:.3em .6em;border-radius:6px;display:inline-block}
+.verdict.ok{background:#b8e0a8}.verdict.bad{background:#f8b4b0}ul.verdict{font-size:1em;font-weight:normal;
+display:block;background:none}
 pre{background:#f4f6f8;padding:.6em;overflow:auto;max-height:20em}.cols{font-size:12px;color:#4b5563}
 </style></head><body>"""
 
