@@ -38,7 +38,7 @@ def test_a_yaml_syntax_error_comes_first_and_its_consequences_are_one_line(raff,
     assert "daq_procedures.yaml:23: YAML syntax error at column" in lines[0], lines
     assert "(parsing a flow mapping begun at line 22, column 22)" in lines[0], lines  # the `{` left open
     assert len(lines) == 2, lines  # the cause, and one line for what it keeps from being checked
-    assert "note: 6 procedures that read what daq_procedures.yaml defines are not checked" in lines[1]
+    assert "note: 7 procedures that read what daq_procedures.yaml defines are not checked" in lines[1]
     text = result.out + result.err
     assert "reads unknown daq procedure" not in text and "did you mean" not in text
     plan = raff("plan", "characterisation", "-c", main)
@@ -138,7 +138,7 @@ def test_an_analysis_without_module_fails_validate_naming_the_analyses_folder(ra
         f.write("\n- name: gainfit\n  type: analysis\n  daq: injection_scan\n")
     main = example / "main_config.yaml"
     result = raff("validate", "-c", main)
-    assert_clean_error(result, "analysis_procedures.yaml:41: procedure 'gainfit': module 'gainfit' not found "
+    assert_clean_error(result, "analysis_procedures.yaml:49: procedure 'gainfit': module 'gainfit' not found "
                        "(no `module:`, so its name): there is no analyses/ folder beside the main "
                        "config to look for gainfit.py in", "built-ins: builtin.injection")
     # the places the README names: analyses/ beside MAIN, or -a PATH

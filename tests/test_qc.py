@@ -313,3 +313,36 @@ def test_qc_analysis_code_covers_the_raffinerie_modules_it_draws_with():
     digests = CodeIndex().digests(locate("builtin.qc", "qc", None, Where()))
     assert {"qc.py", "pedestal.py", "common.py", "raffinerie/qc.py", "raffinerie/analysis/hexmap.py",
             "raffinerie/geometry/__init__.py"} <= set(digests)
+
+
+def test_an_emulated_board_with_seeded_dead_and_noisy_channels_gets_exactly_those_flagged(raff, tmp_path):
+    """The defects given to `raff emulator` are the truth; the qc analysis must find them, no more."""
+    import shutil
+
+    import yaml
+
+    from conftest import EXAMPLES
+    from raffinerie.config.daqconfig import Generation
+    from raffinerie.emulator.process import EmulatorProcess
+
+    dead, noisy = [(0, 5), (2, 61)], [(1, 40), (2, 3), (0, 70)]
+    args = [a for c in dead for a in ("--dead-channel", f"{c[0]}:{c[1]}")]
+    args += [a for c in noisy for a in ("--noisy-channel", f"{c[0]}:{c[1]}")]
+    lib = tmp_path / "lib"
+    shutil.copytree(EXAMPLES, lib, ignore=shutil.ignore_patterns(".raffinerie-cache", "raff-out"))
+    with EmulatorProcess(seed=4, generation=Generation.Y2021, extra_args=args) as emu:
+        p = emu.ports
+        net = tmp_path / "defective.yaml"
+        net.write_text(yaml.safe_dump({
+            "server": {"hostname": "127.0.0.1", "port": p["server"]},
+            "target": {"hostname": "127.0.0.1", "port": p["target"]},
+            "data": {"hostname": "127.0.0.1", "port": p["data"]},
+            "board": "defective-board-4", "timeout": 5}))
+        result = raff("build", "qc", "-c", lib / "main_config.yaml", "--network", net)
+    assert result.code == 0, result.err
+    g = geometry.load("LD-full")
+    pad = {(int(c), int(ch)): int(p) for c, t, ch, p in zip(g.chip, g.channeltype, g.channel, g.pad) if t == 0}
+    verdict = json.loads(next((lib / "raff-out" / "qc").rglob("verdict.json")).read_text())
+    assert verdict["dead_pads"] == sorted(pad[c] for c in dead if pad[c] > 0)
+    assert verdict["noisy_pads"] == sorted(pad[c] for c in noisy if pad[c] > 0)
+    assert verdict["verdict"] == "pass" and verdict["grade"] == "B"      # 5 of 198 cells: 2.5 %

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 
-from raffinerie.cli.numbers import COUNT, FRACTION, PORT, SEED, TRIGGER_RATE
+from raffinerie.cli.numbers import COUNT, FRACTION, PORT, SEED, TRIGGER_RATE, board_channel
 from raffinerie.errors import RaffError
 
 GENERATIONS = ("menus", "2021")
@@ -29,7 +29,8 @@ def emulator_command(args) -> int:
     options = Options(host=args.host, server_port=args.server_port, target_port=args.target_port,
                       client_port=args.client_port, data_port=args.data_port,
                       generation=Generation(args.generation), slow_control=args.slow_control,
-                      seed=args.seed, rate=args.trigger_rate, log=args.log, faults=faults)
+                      seed=args.seed, rate=args.trigger_rate, log=args.log, faults=faults,
+                      dead=tuple(args.dead_channel or ()), noisy=tuple(args.noisy_channel or ()))
     if args.trigger_rate is not None and args.trigger_rate <= 0:
         raise RaffError(f"--trigger-rate must be positive, got {args.trigger_rate}")
     try:
@@ -99,4 +100,8 @@ def add_parser(sub) -> None:
     faults.add_argument("--error-on", action="append", metavar="COMMAND",
                         help="COMMAND fails the way its server fails (repeatable)")
     faults.add_argument("--silent-after", type=COUNT, metavar="N", help="stop answering after N requests")
+    faults.add_argument("--dead-channel", type=board_channel, action="append", metavar="CHIP:CHANNEL",
+                        help="that channel of the board is dead: stuck at its pedestal (repeatable)")
+    faults.add_argument("--noisy-channel", type=board_channel, action="append", metavar="CHIP:CHANNEL",
+                        help="that channel of the board is noisy: 5 ADC of noise (repeatable)")
     p.set_defaults(func=lambda args: emulator_command(args))

@@ -58,3 +58,11 @@ WORKERS = whole(1, 1024)
 # an L1A rate: above 0, at most the LHC bunch-crossing rate of 40 MHz (no trigger is faster)
 TRIGGER_RATE = real(0.0, 40e6, low_open=True)
 SEED = whole(0, 2**63 - 1)          # numpy's generators take non-negative seeds
+
+
+def board_channel(text: str) -> tuple[int, int]:
+    """`CHIP:CHANNEL` of a normal channel of an LD board (chips 0-2, channels 0-71)."""
+    chip, sep, channel = text.partition(":")
+    if not (sep and chip.isdigit() and channel.isdigit() and int(chip) < 3 and int(channel) < 72):
+        raise argparse.ArgumentTypeError(f"{text!r} is not CHIP:CHANNEL with CHIP 0-2 and CHANNEL 0-71")
+    return int(chip), int(channel)

@@ -65,6 +65,9 @@ TIMEWALK_POWER = 2.67         #   (250 fC at Q_thr 25 fC: 57 LSB)
 TDC_INL_HARMONICS = 8         # smooth TDC non-linearity: Fourier terms of the code range
 TDC_INL_SLOPE = 0.012         # r.m.s. code-density deviation per term and quadrature
 BX_COUNTER = 44
+# a noisy cell of a defective board (--noisy-channel): the noisy cells of the real E02 module
+# (../shared/data/reference/hexaboard-maps, pads 18, 28, 80, 126, 189) have 4.9-5.7 ADC
+NOISY_ADC = 5.0
 COMMON_MODE_NOISE = 0.35      # ADC, shared by the channels of a half in each event
 EVENTS_PER_MESSAGE = 32
 TOA_RANGE = 1024
@@ -111,7 +114,9 @@ def compress_tot(tot: np.ndarray) -> np.ndarray:
 class Board:
     """One emulated board: its mismatches, drawn from the seed."""
 
-    def __init__(self, seed: int, n_chips: int = DEFAULT_CHIPS):
+    def __init__(self, seed: int, n_chips: int = DEFAULT_CHIPS, dead=(), noisy=()):
+        """`dead`, `noisy`: (chip, channel) of normal channels made defective (`raff emulator
+        --dead-channel`, `--noisy-channel`), for tests of QC: the seed's board, with those defects."""
         self.seed, self.n_chips = seed, n_chips
         rng = np.random.default_rng([seed, 0x4843524F43])
         # per analogue front end (36 channels + calibration channel); the two common-mode
@@ -136,6 +141,9 @@ class Board:
         k = np.arange(1, TDC_INL_HARMONICS + 1, dtype=np.float64)
         self.inl_sin = rng.normal(0.0, TDC_INL_SLOPE, (n_chips, HALVES, 1, k.size)) / (k * 2 * np.pi / TOA_RANGE)
         self.inl_cos = rng.normal(0.0, TDC_INL_SLOPE, (n_chips, HALVES, 1, k.size)) / (k * 2 * np.pi / TOA_RANGE)
+        # after every draw, so a board with defects has the mismatches of its seed
+        self.dead = _channel_mask(dead, n_chips)
+        self.noise[_channel_mask(noisy, n_chips)] = NOISY_ADC
 
     # -- configuration -> per-slot physics -----------------------------------
 
@@ -169,7 +177,7 @@ class Board:
         return {
             "pedestal": pedestal, "charge": charge, "gain": 1024.0 / fsc * self.gain,
             "toa_threshold": np.maximum(toa_thr, 2.0), "tot_threshold": tot_thr,
-            "phase": phase, "off": slot("Channel_off") > 0,
+            "phase": phase, "off": slot("Channel_off") > 0, "silent": (slot("Channel_off") > 0) | self.dead,
             "characterisation": regs.get("DigitalHalf", "CalibrationSC") > 0,
         }
 
@@ -220,6 +228,8 @@ class Board:
         adc += common
         adc = np.clip(np.rint(adc), 0, 1023).astype(np.uint32)
         adc[:, s["off"]] = 0
+        if self.dead.any():   # stuck at its pedestal: noise exactly 0, as a dead cell reads
+            adc[:, self.dead] = np.rint(s["pedestal"][self.dead]).astype(np.uint32)
         q = s["charge"]
         calib_units = q / HIGH_RANGE_FC
         tot_slot = TOT_SLOPE * self.tot_slope * (calib_units - TOT_INTERCEPT) \
@@ -228,7 +238,7 @@ class Board:
         z_tot = (calib_units - s["tot_threshold"]) / TOT_NOISE_CALIB
         p_tot = 0.5 * (1.0 + erf(z_tot / np.sqrt(2.0)))
         # a cut in sigmas, not on p: erf here is good to 1.5e-7, which would let every slot "fire"
-        may = (z_tot > -FIRE_SIGMAS) & ~s["off"]
+        may = (z_tot > -FIRE_SIGMAS) & ~s["silent"]
         if may.any():
             k = int(may.sum())
             values = np.clip(np.rint(np.maximum(tot_slot[may], 1.0) + rng.normal(0.0, TOT_JITTER, (n, k))), 1, 4095)
@@ -237,7 +247,7 @@ class Board:
         toa = np.zeros(shape, dtype=np.uint32)
         z_toa = q - s["toa_threshold"]   # in units of the 1 fC TOA noise
         p_fire = 0.5 * (1.0 + erf(z_toa / np.sqrt(2.0)))
-        can_fire = (z_toa > -FIRE_SIGMAS) & ~s["off"]
+        can_fire = (z_toa > -FIRE_SIGMAS) & ~s["silent"]
         if can_fire.any():
             over = np.maximum(q / s["toa_threshold"] - 1.0, 0.0)
             walk = TIMEWALK_AT_THRESHOLD * self.timewalk * (1.0 + TIMEWALK_SCALE * over) ** -TIMEWALK_POWER
@@ -339,6 +349,14 @@ def config_digest(regs: RegisterFile, identity: str) -> bytes:
     h = hashlib.sha256(regs.image)
     h.update(identity.encode())
     return h.digest()
+
+
+def _channel_mask(channels, n_chips: int) -> np.ndarray:
+    """(chips, halves, analogue slots) booleans: the normal channels (chip, channel) listed."""
+    mask = np.zeros((n_chips, HALVES, ANALOG_SLOTS_PER_HALF), dtype=bool)
+    for chip, channel in channels:
+        mask[chip, channel // CHANNELS_PER_HALF, channel % CHANNELS_PER_HALF] = True
+    return mask
 
 
 def _config_seed(regs: RegisterFile, identity: str) -> int:

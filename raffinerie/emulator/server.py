@@ -42,6 +42,8 @@ class Options:
     rate: float | None = None
     log: str | None = None
     faults: Faults = field(default_factory=Faults)
+    dead: tuple = ()                   # (chip, channel) of defective channels of the board
+    noisy: tuple = ()
 
     @property
     def slow_control_kind(self) -> str:
@@ -66,7 +68,7 @@ class Emulator:
             raise
 
     def _build(self, o: Options) -> None:
-        board = Board(o.seed)
+        board = Board(o.seed, dead=o.dead, noisy=o.noisy)
         target = Target(board.n_chips)
         push = DataPush(self.ctx, o.host, o.data_port)
         bench = Bench(board, target, push, o.faults, self.log, o.rate)
