@@ -346,3 +346,22 @@ def test_an_emulated_board_with_seeded_dead_and_noisy_channels_gets_exactly_thos
     assert verdict["dead_pads"] == sorted(pad[c] for c in dead if pad[c] > 0)
     assert verdict["noisy_pads"] == sorted(pad[c] for c in noisy if pad[c] > 0)
     assert verdict["verdict"] == "pass" and verdict["grade"] == "B"      # 5 of 198 cells: 2.5 %
+
+
+def test_qc_of_many_runs_names_their_maps_by_folder_and_goes_on_past_a_bad_file(raff, tmp_path):
+    """hexactrl names every pedestal summary pedestal_run0.root, each in its run's folder."""
+    import shutil
+
+    runs = []
+    for folder, run in (("run_a", "E02_pedestal_run0.root"), ("run_b", "test_pedestal_run0.root")):
+        (tmp_path / folder).mkdir()
+        runs.append(tmp_path / folder / "pedestal_run0.root")
+        shutil.copy(shared(*MAPS, "real-pedestal-runs", run), runs[-1])
+    result = raff("qc", *runs, tmp_path / "missing.root", "--json", "-o", tmp_path / "maps")
+    assert result.code == 1 and "missing.root: ROOT file not found" in result.err
+    docs = json.loads(result.out)
+    assert [d["file"] for d in docs] == [str(r) for r in runs]
+    assert [d["noisy_pads"] for d in docs] == [[18, 28, 80, 126, 189], [67]]
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == [
+        f"{f}_pedestal_run0_{c}_hexmap.png" for f in ("run_a", "run_b") for c in ("adc_mean", "adc_stdd")]
+    assert raff("qc", *runs).code == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -12,9 +13,8 @@ FAILED = 3       # the exit code of a board that fails: scripts and CI can tell 
 HEXMAPS = (("adc_mean", "pedestal: adc_mean"), ("adc_stdd", "noise: adc_stdd"))
 
 
-def _table(args):
+def _table(path: Path, args):
     """(per-channel table, chips, {chip: corrupt fraction or None}, injected (chip, channel)) of FILE."""
-    path = Path(args.file)
     if path.suffix == ".root":
         from raffinerie.daq import rootio
 
@@ -33,13 +33,13 @@ def _table(args):
     return run.summary(), run.n_chips, corrupt, injected
 
 
-def _geometry(args, chips: int):
+def _geometry(args, chips: int, path: Path):
     from raffinerie import geometry
 
     g = geometry.load(args.geometry) if args.geometry else geometry.for_chips(chips)
     if chips > g.n_chips:
         raise RaffError(f"the run has {chips} chips, the {g.name} geometry {g.n_chips}; give --geometry",
-                        file=args.file)
+                        file=path)
     return g
 
 
@@ -72,36 +72,63 @@ def _limits(args):
 
 
 def qc_command(args) -> int:
+    """Each FILE judged in turn; one that cannot be read is said and skipped. Exit code: 1 if a
+    file could not be judged, else 3 if a board fails, else 0."""
+    limits = _limits(args)
+    paths = [Path(f) for f in args.files]
+    labels = _labels(paths)
+    if args.output:
+        _output_folder(Path(args.output))
+    docs, codes = [], []
+    for path in paths:
+        try:
+            doc, lines = _one(path, labels[path], limits, args)
+        except RaffError as exc:
+            print(f"raff: error: {exc}", file=sys.stderr)
+            codes.append(1)
+            continue
+        codes.append(0 if doc["verdict"] == "pass" else FAILED)
+        docs.append(doc)
+        if not args.json:
+            print("\n".join(lines + ([""] if len(paths) > 1 else [])))
+    if args.json and docs:
+        print(json.dumps(docs[0] if len(paths) == 1 else docs, indent=2))
+    return 1 if 1 in codes else max(codes, default=0)
+
+
+def _one(path: Path, label: str, limits, args) -> tuple[dict, list[str]]:
     from raffinerie import qc
 
-    table, chips, corrupt, injected = _table(args)
-    geometry = _geometry(args, chips)
-    verdict = qc.judge(table, geometry, _limits(args), corrupt, injected=_rows(geometry, injected))
-    written = _hexmaps(args, table, geometry, verdict) if args.output else []
-    if args.json:
-        doc = verdict.document() | {"file": str(args.file), "hexmaps": [str(p) for p in written]}
-        print(json.dumps(doc, indent=2))
-    else:
-        for line in summary_lines(args.file, verdict):
-            print(line)
-        for path in written:
-            print(f"hexmap: {path}")
-    return 0 if verdict.passed else FAILED
+    table, chips, corrupt, injected = _table(path, args)
+    geometry = _geometry(args, chips, path)
+    verdict = qc.judge(table, geometry, limits, corrupt, injected=_rows(geometry, injected))
+    written = _hexmaps(Path(args.output), path, label, table, geometry, verdict) if args.output else []
+    doc = verdict.document() | {"file": str(path), "hexmaps": [str(p) for p in written]}
+    return doc, summary_lines(path, verdict) + [f"hexmap: {p}" for p in written]
 
 
-def _hexmaps(args, table, geometry, verdict) -> list[Path]:
-    from raffinerie.analysis.builtin.common import save
-    from raffinerie.analysis.hexmap import hexmap
+def _labels(paths: list[Path]) -> dict[Path, str]:
+    """The name of each file's hexmaps: its stem, or folder_stem where stems repeat (hexactrl names
+    every pedestal summary pedestal_run0.root, each in its run's folder)."""
+    stems = [p.stem for p in paths]
+    return {p: (f"{p.resolve().parent.name}_{p.stem}" if stems.count(p.stem) > 1 else p.stem) for p in paths}
 
-    out = Path(args.output)
+
+def _output_folder(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RaffError(f"cannot make the output folder: {exc.strerror}", file=out) from None
+
+
+def _hexmaps(out: Path, file: Path, name: str, table, geometry, verdict) -> list[Path]:
+    from raffinerie.analysis.builtin.common import save
+    from raffinerie.analysis.hexmap import hexmap
+
     paths = []
     for column, label in HEXMAPS:
-        path = out / f"{Path(args.file).stem}_{column}_hexmap.png"
-        title = f"{Path(args.file).name}: {label} ({geometry.name}, {verdict.limits.kind.value})"
+        path = out / f"{name}_{column}_hexmap.png"
+        title = f"{file.name}: {label} ({geometry.name}, {verdict.limits.kind.value})"
         save(lambda: hexmap(table, geometry, quantity=column, unit="ADC", title=title, flags=verdict.flags),
              str(path))
         paths.append(path)
@@ -134,9 +161,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser("qc", help="QC verdict and hexmaps of a hexactrl pedestal run (.root or .raw)",
                        description="Judge a pedestal run taken with hexactrl: dead and noisy cells (as pad "
                                    "numbers), corrupt halves, the readout grade and a pass/fail verdict, "
-                                   f"with hexmaps. Exit code 0: pass, {FAILED}: the board fails.")
-    p.add_argument("file", metavar="FILE",
-                   help="a hexactrl runsummary .root file, or a .raw file with its .yaml")
+                                   "with hexmaps. Several FILEs are judged in turn (--json: a list). "
+                                   f"Exit code 0: every board passes, {FAILED}: a board fails, 1: a file "
+                                   "could not be judged.")
+    p.add_argument("files", metavar="FILE", nargs="+",
+                   help="hexactrl runsummary .root files, or .raw files with their .yaml")
     p.add_argument("--geometry", metavar="G", help="board geometry: LD-full or HD-full "
                    "(default: from the number of chips in FILE, 3: LD-full, 6: HD-full)")
     p.add_argument("--kind", choices=("module", "hexaboard"), default="module",
