@@ -302,6 +302,11 @@ def test_qc_analysis_of_an_emulated_board_matches_its_truth_and_shows_first_in_t
     html = page.read_text()
     assert "QC verdict: PASS" in html
     assert html.index("QC verdict") < html.index("pedestal_hexmap")
+    # the workflow's page: the verdict before every other analysis, built or not
+    assert raff("report", "characterisation", "-c", lib / "main_config.yaml").code == 0
+    page = (lib / "raff-out" / "characterisation.html").read_text()
+    sections = [page.index(f"<h2>analysis {n}") for n in ("qc", "pedestal", "injection", "timewalk")]
+    assert sections == sorted(sections) and page.index("QC verdict: PASS") < sections[1]
 
 
 def test_qc_analysis_code_covers_the_raffinerie_modules_it_draws_with():

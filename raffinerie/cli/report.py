@@ -103,6 +103,9 @@ def add_parser(sub) -> None:
 
 # -- the page ---------------------------------------------------------------------------
 
+QC_MODULE = "builtin.qc"
+
+
 def render_report(plan: Plan, store, lib, warn=None) -> str:
     """The page. `warn(line)` hears of every file a cache record names that the page leaves out
     (default: a warning on stderr)."""
@@ -117,7 +120,9 @@ def render_report(plan: Plan, store, lib, warn=None) -> str:
              f"backend {e(plan.identity)}; cache <code>{e(str(store.root))}</code>.<br>"
              f"{count(s['total'], 'point')}: {s['cached']} cached, {s['to_acquire']} to acquire"
              f"{', %d waiting for a calibration' % s['waiting'] if s['waiting'] else ''}; <b>{e(verdict)}</b>.</p>"]
-    analyses = [n for n in plan.nodes.values() if n.kind == "analysis"]
+    # the board's verdict and its hexmaps are what a test stand reads first
+    analyses = sorted((n for n in plan.nodes.values() if n.kind == "analysis"),
+                      key=lambda n: getattr(lib.procedures.get(n.name), "module", None) != QC_MODULE)
     datasets = [n for n in plan.nodes.values() if n.kind == "dataset"]
     parts.append("<nav><b>Contents</b>: " + " · ".join(
         f'<a href="#{e(n.id)}">{e(n.kind)} {e(n.name)}</a>' for n in analyses + datasets) + "</nav>")
