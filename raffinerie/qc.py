@@ -134,7 +134,7 @@ def judge(table: dict, geometry: Geometry, limits: QcLimits = QcLimits(),
         flags |= np.where(sensor & untunable, CellFlag.UNTUNABLE, 0)
     flags |= np.where(sensor & pulsed, CellFlag.INJECTED, 0)
     flags |= np.where(sensor & present & ~pulsed & ~np.isfinite(noise), CellFlag.NO_NOISE, 0)
-    flags |= np.where(sensor & ~present, CellFlag.NO_DATA, 0)
+    flags |= np.where(sensor & ~present & ~pulsed, CellFlag.NO_DATA, 0)
     flags |= np.where(mean == 0, CellFlag.ZERO_MEAN, 0)
     pads = {name: sorted(int(p) for p in geometry.pad[(flags & flag) != 0])
             for name, flag in (("dead", CellFlag.DEAD), ("noisy", CellFlag.NOISY),

@@ -204,7 +204,7 @@ def test_qc_errors_are_one_line(raff, tmp_path):
     assert_clean_error(raff("qc", hd, "--geometry", "LD-full"), "the run has 6 chips, the LD-full geometry 3")
     assert_clean_error(raff("qc", hd, "--geometry", "XX"), "unknown board geometry 'XX'")
     assert_clean_error(raff("qc", hd, "--limit", "foo=1"), "no limit 'foo'")
-    assert_clean_error(raff("qc", hd, "--limit", "noisy_above=x"), "'x' is not a number")
+    assert_clean_error(raff("qc", hd, "--limit", "noisy_above=x"), "'x' is not a number of 0 or more")
     (tmp_path / "notes.txt").write_text("x")
     assert_clean_error(raff("qc", tmp_path / "notes.txt"), "notes.txt: not a run file")
     assert_clean_error(raff("qc", tmp_path / "none.root"), "none.root: ROOT file not found")
@@ -370,3 +370,42 @@ def test_qc_of_many_runs_names_their_maps_by_folder_and_goes_on_past_a_bad_file(
     assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == [
         f"{f}_pedestal_run0_{c}_hexmap.png" for f in ("run_a", "run_b") for c in ("adc_mean", "adc_stdd")]
     assert raff("qc", *runs).code == 0
+
+
+def test_qc_analysis_leaves_channels_measured_only_under_injection_undecided(tmp_path):
+    """A point that injects into a half measures a pulse there: its channels are undecided, not
+    "no data", and the board is judged on the rest."""
+    import pandas as pd
+
+    from raffinerie.analysis.builtin.qc import Qc
+
+    g = geometry.load("LD-full")
+    n = len(g.pad)
+    frame = pd.DataFrame({"point": 0, "chip": g.chip, "channeltype": g.channeltype, "channel": g.channel,
+                          "half": np.where(g.channeltype == 0, g.channel // 36,
+                                           np.where(g.channeltype == 1, g.channel, g.channel // 2)),
+                          "adc_mean": 250.0, "adc_stdd": 1.0, "adc_median": 250.0, "toa_efficiency": 0.0,
+                          "tot_efficiency": 0.0, "Calib": np.where(g.chip == 0, 500, 0), "IntCtest": 1,
+                          "HighRange": ((g.chip == 0) & (g.channeltype == 0) & (g.channel == 10)).astype(int)})
+    frame.loc[(frame.chip == 0) & (frame.channel == 10) & (frame.channeltype == 0), "adc_mean"] = 800.0
+    analysis = Qc({})
+    analysis.run(frame, tmp_path)
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert verdict["verdict"] == "pass" and verdict["no_data_pads"] == []
+    pad10 = int(g.pad[(g.chip == 0) & (g.channeltype == 0) & (g.channel == 10)][0])
+    assert pad10 in verdict["injected_pads"]
+    assert "no point without injection" in (tmp_path / "notes.txt").read_text()
+    assert n == 234
+
+
+def test_a_summary_without_the_noise_branch_and_a_file_given_twice(raff, tmp_path):
+    import uproot
+
+    path = tmp_path / "odd.root"
+    with uproot.recreate(path) as f:
+        f["runsummary/summary"] = {"chip": np.zeros(3, np.uint32), "channel": np.arange(3, dtype=np.uint16),
+                                   "channeltype": np.zeros(3, np.uint16), "adc_mean": np.ones(3, np.float32)}
+    assert_clean_error(raff("qc", path), "odd.root: the runsummary/summary tree has no adc_stdd branch")
+    run = shared(*MAPS, "real-pedestal-runs", "E02_pedestal_run0.root")
+    assert raff("qc", run, run, "-o", tmp_path / "maps").code == 0
+    assert len(list((tmp_path / "maps").iterdir())) == 4            # numbered: none overwritten

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
@@ -19,6 +20,9 @@ def _table(path: Path, args):
         from raffinerie.daq import rootio
 
         table = rootio.read_root_summary(path)
+        missing = [c for c in ("chip", "channel", "channeltype", "adc_mean", "adc_stdd") if c not in table]
+        if missing:
+            raise RaffError(f"the runsummary/summary tree has no {', '.join(missing)} branch", file=path)
         chips = int(table["chip"].max()) + 1 if len(table["chip"]) else 0
         return table, chips, {c: None for c in range(chips)}, []   # a ROOT summary keeps neither
     if path.suffix != ".raw":
@@ -65,9 +69,12 @@ def _limits(args):
         if name not in known:
             raise RaffError(f"--limit {text}: no limit {name!r}; the limits are {', '.join(sorted(known))}")
         try:
-            limits = replace(limits, **{name: float(value)})
+            number = float(value)
         except ValueError:
-            raise RaffError(f"--limit {text}: {value!r} is not a number") from None
+            number = math.nan
+        if not math.isfinite(number) or number < 0:
+            raise RaffError(f"--limit {text}: {value!r} is not a number of 0 or more")
+        limits = replace(limits, **{name: number})
     return limits
 
 
@@ -80,9 +87,9 @@ def qc_command(args) -> int:
     if args.output:
         _output_folder(Path(args.output))
     docs, codes = [], []
-    for path in paths:
+    for path, label in zip(paths, labels):
         try:
-            doc, lines = _one(path, labels[path], limits, args)
+            doc, lines = _one(path, label, limits, args)
         except RaffError as exc:
             print(f"raff: error: {exc}", file=sys.stderr)
             codes.append(1)
@@ -107,11 +114,13 @@ def _one(path: Path, label: str, limits, args) -> tuple[dict, list[str]]:
     return doc, summary_lines(path, verdict) + [f"hexmap: {p}" for p in written]
 
 
-def _labels(paths: list[Path]) -> dict[Path, str]:
+def _labels(paths: list[Path]) -> list[str]:
     """The name of each file's hexmaps: its stem, or folder_stem where stems repeat (hexactrl names
     every pedestal summary pedestal_run0.root, each in its run's folder)."""
     stems = [p.stem for p in paths]
-    return {p: (f"{p.resolve().parent.name}_{p.stem}" if stems.count(p.stem) > 1 else p.stem) for p in paths}
+    named = [f"{p.resolve().parent.name}_{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+    # still the same (a/run1/x.root and b/run1/x.root, x.root and x.raw): numbered, never overwritten
+    return [f"{n}_{i + 1}" if named.count(n) > 1 else n for i, n in enumerate(named)]
 
 
 def _output_folder(out: Path) -> None:

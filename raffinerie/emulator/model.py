@@ -228,8 +228,9 @@ class Board:
         adc += common
         adc = np.clip(np.rint(adc), 0, 1023).astype(np.uint32)
         adc[:, s["off"]] = 0
-        if self.dead.any():   # stuck at its pedestal: noise exactly 0, as a dead cell reads
-            adc[:, self.dead] = np.rint(s["pedestal"][self.dead]).astype(np.uint32)
+        stuck = self.dead & ~s["off"]
+        if stuck.any():   # stuck at its pedestal: noise exactly 0, as a dead cell reads
+            adc[:, stuck] = np.clip(np.rint(s["pedestal"][stuck]), 0, 1023).astype(np.uint32)
         q = s["charge"]
         calib_units = q / HIGH_RANGE_FC
         tot_slot = TOT_SLOPE * self.tot_slope * (calib_units - TOT_INTERCEPT) \

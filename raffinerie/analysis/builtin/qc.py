@@ -39,12 +39,13 @@ class Qc(Distillery):
     def analyse(self, data):
         p = self.parameters
         geometry = self._geometry(data)
-        quiet = mislabelled_points(data, self.notes).drop(data)
-        quiet = quiet[quiet_rows(quiet)]
+        clean = mislabelled_points(data, self.notes).drop(data)
+        quiet = clean[quiet_rows(clean)]
         table = quiet.groupby(CHANNEL, as_index=False).agg(adc_mean=("adc_mean", "mean"),
                                                            adc_stdd=("adc_stdd", "mean"))
         limits = qc.QcLimits(kind=qc.BoardKind(p["kind"]), **{k: float(p[k]) for k in LIMITS})
-        self.verdict = qc.judge(_columns(table), geometry, limits)
+        pulsed = self._pulsed(geometry, clean, quiet)
+        self.verdict = qc.judge(_columns(table), geometry, limits, injected=pulsed)
         summary = self._summary(geometry, table)
         title = f"{{}} ({geometry.name}, {limits.kind.value}): verdict {self.verdict.document()['verdict']}"
         flags = self.verdict.flags
@@ -53,6 +54,23 @@ class Qc(Distillery):
                                               unit="ADC", title=title.format("pedestal"), flags=flags),
             "noise_hexmap": lambda: hexmap(table, geometry, quantity="noise", column="adc_stdd", unit="ADC",
                                            title=title.format("noise"), flags=flags)}, None
+
+    def _pulsed(self, geometry, clean, quiet):
+        """Channels measured only in points whose half injects charge: undecided, as `raff qc`
+        leaves injected channels, never "no data" (which would fail the board)."""
+        import numpy as np
+
+        def rows(frame):
+            return set(geometry.index_of(frame.chip.to_numpy(), frame.channeltype.to_numpy(),
+                                         frame.channel.to_numpy()).tolist()) - {-1}
+
+        only_pulsed = sorted(rows(clean) - rows(quiet))
+        if only_pulsed:
+            self.notes.append(f"{len(only_pulsed)} channels have no point without injection in their half: "
+                              "undecided, not judged")
+        mask = np.zeros(len(geometry.pad), dtype=bool)
+        mask[only_pulsed] = True
+        return mask
 
     def _geometry(self, data) -> geometries.Geometry:
         name = self.parameters["geometry"]
