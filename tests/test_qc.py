@@ -346,7 +346,8 @@ def test_an_emulated_board_with_seeded_dead_and_noisy_channels_gets_exactly_thos
         result = raff("build", "qc", "-c", lib / "main_config.yaml", "--network", net)
     assert result.code == 0, result.err
     g = geometry.load("LD-full")
-    pad = {(int(c), int(ch)): int(p) for c, t, ch, p in zip(g.chip, g.channeltype, g.channel, g.pad) if t == 0}
+    pad = {(int(c), int(ch)): int(p)
+           for c, t, ch, p in zip(g.chip, g.channeltype, g.channel, g.pad) if t == 0}
     verdict = json.loads(next((lib / "raff-out" / "qc").rglob("verdict.json")).read_text())
     assert verdict["dead_pads"] == sorted(pad[c] for c in dead if pad[c] > 0)
     assert verdict["noisy_pads"] == sorted(pad[c] for c in noisy if pad[c] > 0)
@@ -386,7 +387,8 @@ def test_qc_analysis_leaves_channels_measured_only_under_injection_undecided(tmp
                                            np.where(g.channeltype == 1, g.channel, g.channel // 2)),
                           "adc_mean": 250.0, "adc_stdd": 1.0, "adc_median": 250.0, "toa_efficiency": 0.0,
                           "tot_efficiency": 0.0, "Calib": np.where(g.chip == 0, 500, 0), "IntCtest": 1,
-                          "HighRange": ((g.chip == 0) & (g.channeltype == 0) & (g.channel == 10)).astype(int)})
+                          "HighRange": ((g.chip == 0) & (g.channeltype == 0)
+                                        & (g.channel == 10)).astype(int)})
     frame.loc[(frame.chip == 0) & (frame.channel == 10) & (frame.channeltype == 0), "adc_mean"] = 800.0
     analysis = Qc({})
     analysis.run(frame, tmp_path)
