@@ -49,6 +49,11 @@ class CellFlag(enum.IntFlag):
     INJECTED = 64      # the run injects charge into it: its ADC is a pulse, not a pedestal (undecided)
 
 
+# the flags whose pads a verdict lists, by the key of the list (`dead` -> `dead_pads`)
+LISTED = (("dead", CellFlag.DEAD), ("noisy", CellFlag.NOISY), ("untunable", CellFlag.UNTUNABLE),
+          ("no_noise", CellFlag.NO_NOISE), ("injected", CellFlag.INJECTED), ("no_data", CellFlag.NO_DATA))
+
+
 @dataclass(frozen=True)
 class QcLimits:
     kind: BoardKind = BoardKind.MODULE
@@ -84,10 +89,7 @@ class Verdict:
                 "grade": self.grade, "bad_fraction": round(self.bad_fraction, 6),
                 "geometry": self.geometry, "kind": self.limits.kind.value,
                 "median_noise": _rounded(self.median_noise),
-                "dead_pads": self.pads["dead"], "noisy_pads": self.pads["noisy"],
-                "untunable_pads": self.pads["untunable"], "no_noise_pads": self.pads["no_noise"],
-                "injected_pads": self.pads["injected"],
-                "no_data_pads": self.pads["no_data"],
+                **{f"{name}_pads": self.pads[name] for name, _ in LISTED},
                 "corrupt_fraction": {f"roc_s{c}": v for c, v in self.corrupt_fraction.items()},
                 "limits": {k: (v.value if isinstance(v, enum.Enum) else v)
                            for k, v in self.limits.__dict__.items()}}
@@ -136,11 +138,7 @@ def judge(table: dict, geometry: Geometry, limits: QcLimits = QcLimits(),
     flags |= np.where(sensor & present & ~pulsed & ~np.isfinite(noise), CellFlag.NO_NOISE, 0)
     flags |= np.where(sensor & ~present & ~pulsed, CellFlag.NO_DATA, 0)
     flags |= np.where(mean == 0, CellFlag.ZERO_MEAN, 0)
-    pads = {name: sorted(int(p) for p in geometry.pad[(flags & flag) != 0])
-            for name, flag in (("dead", CellFlag.DEAD), ("noisy", CellFlag.NOISY),
-                               ("untunable", CellFlag.UNTUNABLE), ("no_noise", CellFlag.NO_NOISE),
-                               ("injected", CellFlag.INJECTED),
-                               ("no_data", CellFlag.NO_DATA))}
+    pads = {name: sorted(int(p) for p in geometry.pad[(flags & flag) != 0]) for name, flag in LISTED}
     judged = normal | calib
     bad = (flags & (CellFlag.DEAD | CellFlag.NOISY | CellFlag.UNTUNABLE)) != 0
     bad_fraction = float(bad[judged].sum() / max(int(judged.sum()), 1))

@@ -30,11 +30,8 @@ def _table(path: Path, args):
     from raffinerie.daq.runs import injecting_channels, open_raw
 
     run = open_raw(path, Path(args.config) if args.config else None, args.mode)
-    bad, chip = ~run.halves.good, run.frames.chip
-    corrupt = {c: float(bad[chip == c].sum() / max(2 * int((chip == c).sum()), 1))
-               for c in range(run.n_chips)}
     injected = injecting_channels(run.target, run.n_chips) if run.target else []
-    return run.summary(), run.n_chips, corrupt, injected
+    return run.summary(), run.n_chips, run.corrupt_fractions(), injected
 
 
 def _geometry(args, chips: int, path: Path):
@@ -51,12 +48,8 @@ def _rows(geometry, channels: list[tuple[int, int]]):
     """A boolean per geometry row: the normal channels (chip, channel) listed."""
     import numpy as np
 
-    mask = np.zeros(len(geometry.pad), dtype=bool)
-    if channels:
-        chip, channel = np.array(channels).T
-        at = geometry.index_of(chip, np.zeros_like(chip), channel)
-        mask[at[at >= 0]] = True
-    return mask
+    chip, channel = np.array(channels, dtype=np.int64).reshape(-1, 2).T
+    return geometry.rows(chip, np.zeros_like(chip), channel)
 
 
 def _limits(args):

@@ -221,6 +221,15 @@ class DecodedRun:
     def corrupt_halves(self) -> int:
         return int((~self.halves.good).sum())
 
+    def corrupt_fractions(self) -> dict[int, float]:
+        """Per chip, the fraction of its halves that are corrupt (bad header or CRC)."""
+        bad = ~self.halves.good
+        fractions = {}
+        for chip in range(self.n_chips):
+            mine = self.frames.chip == chip
+            fractions[chip] = float(bad[mine].sum() / max(2 * int(mine.sum()), 1))
+        return fractions
+
     def corruption_report(self) -> list[str]:
         """One line per chip with corrupt halves: how many, in which events."""
         lines = []

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,7 @@ class Geometry:
     def xy(self, mask: np.ndarray) -> np.ndarray:
         return np.column_stack([self.x[mask], self.y[mask]])
 
+    @cached_property
     def _cell_distances(self) -> np.ndarray:
         xy = self.xy(self.mask(Role.CELL))
         d = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
@@ -77,14 +78,14 @@ class Geometry:
     @property
     def pitch(self) -> float:
         """The distance between neighbouring sensor cells (cm): the smallest between any two."""
-        return float(self._cell_distances().min())
+        return float(self._cell_distances.min())
 
     def chip_boundaries(self) -> np.ndarray:
         """Segments (n, 2, 2) along the cell edges that part two chips: the edge two neighbouring
         cells of different chips share is the perpendicular bisector of their centres."""
         cells = self.mask(Role.CELL)
         xy, chip = self.xy(cells), self.chip[cells]
-        dist = self._cell_distances()
+        dist = self._cell_distances
         pitch = float(dist.min())
         delta = xy[None, :, :] - xy[:, None, :]
         i, j = np.nonzero(np.triu((dist < 1.2 * pitch) & (chip[:, None] != chip[None, :])))
@@ -93,14 +94,25 @@ class Geometry:
         perp = np.column_stack([-along[:, 1], along[:, 0]]) * (pitch / np.sqrt(3) / 2)
         return np.stack([mid - perp, mid + perp], axis=1)
 
-    def index_of(self, chip, channeltype, channel) -> np.ndarray:
-        """The geometry row of each (chip, channeltype, channel); -1 where the board has none."""
+    @cached_property
+    def _sorted_keys(self) -> tuple[np.ndarray, np.ndarray]:
         keys = _keys(self.chip, self.channeltype, self.channel)
         order = np.argsort(keys)
+        return keys[order], order
+
+    def index_of(self, chip, channeltype, channel) -> np.ndarray:
+        """The geometry row of each (chip, channeltype, channel); -1 where the board has none."""
+        keys, order = self._sorted_keys
         wanted = _keys(np.asarray(chip), np.asarray(channeltype), np.asarray(channel))
-        at = np.clip(np.searchsorted(keys[order], wanted), 0, len(keys) - 1)
-        found = keys[order][at] == wanted
-        return np.where(found, order[at], -1)
+        at = np.clip(np.searchsorted(keys, wanted), 0, len(keys) - 1)
+        return np.where(keys[at] == wanted, order[at], -1)
+
+    def rows(self, chip, channeltype, channel) -> np.ndarray:
+        """A boolean per geometry row: whether the channels given include it."""
+        at = self.index_of(chip, channeltype, channel)
+        mask = np.zeros(len(self.pad), dtype=bool)
+        mask[at[at >= 0]] = True
+        return mask
 
 
 def _keys(chip, channeltype, channel) -> np.ndarray:

@@ -58,18 +58,11 @@ class Qc(Distillery):
     def _pulsed(self, geometry, clean, quiet):
         """Channels measured only in points whose half injects charge: undecided, as `raff qc`
         leaves injected channels, never "no data" (which would fail the board)."""
-        import numpy as np
-
-        def rows(frame):
-            return set(geometry.index_of(frame.chip.to_numpy(), frame.channeltype.to_numpy(),
-                                         frame.channel.to_numpy()).tolist()) - {-1}
-
-        only_pulsed = sorted(rows(clean) - rows(quiet))
-        if only_pulsed:
-            self.notes.append(f"{len(only_pulsed)} channels have no point without injection in their half: "
+        mask = geometry.rows(clean.chip, clean.channeltype, clean.channel) \
+            & ~geometry.rows(quiet.chip, quiet.channeltype, quiet.channel)
+        if mask.any():
+            self.notes.append(f"{int(mask.sum())} channels have no point without injection in their half: "
                               "undecided, not judged")
-        mask = np.zeros(len(geometry.pad), dtype=bool)
-        mask[only_pulsed] = True
         return mask
 
     def _geometry(self, data) -> geometries.Geometry:
