@@ -16,6 +16,7 @@ class BuiltDataset:
 
     store: object  # a raffinerie.store.store.Store (imported in the commands only)
     key: str
+    points: object = None  # its raffinerie.graph.points.PointSet, when a plan found it
 
 
 def _built_dataset(args) -> BuiltDataset:
@@ -36,7 +37,7 @@ def _built_dataset(args) -> BuiltDataset:
     if node.status != CACHED:
         raise RaffError(f"the dataset of '{args.name}' is not built ({node.reason}); "
                         f"run `raff build {args.name}`", file=lib.main)
-    return BuiltDataset(store, node.key)
+    return BuiltDataset(store, node.key, plan.points.get(args.name))
 
 
 def show_command(args) -> int:
@@ -275,6 +276,10 @@ def _table(frame) -> str:
 def export_command(args) -> int:
     from raffinerie.store.export import FORMATS, export
 
+    if args.format == "hgcdb":
+        from raffinerie.cli.hgcdb import export_hgcdb
+
+        return export_hgcdb(args, _built_dataset(args))
     out = Path(args.output)
     if out.suffix.lower() not in FORMATS:
         raise RaffError("export format must be .csv, .zarr or .root", file=out)
@@ -304,8 +309,18 @@ def add_parsers(sub) -> None:
     p.add_argument("--all", action="store_true", help="list the constants with their values")
     p.set_defaults(func=show_command)
 
-    p = sub.add_parser("export", help="write the dataset of a daq procedure to .csv, .zarr or .root")
+    p = sub.add_parser("export", help="write the dataset of a daq procedure to .csv, .zarr or .root, "
+                                      "or a pedestal run's construction-database upload",
+                       description="Write the built dataset of daq procedure NAME to FILE.csv, FILE.zarr or "
+                                   "FILE.root; with --format hgcdb, the pedestal-test upload of the board "
+                                   "(XML for the HGCAL construction database's loader) into DIR.")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.csv, FILE.zarr or FILE.root")
+    p.add_argument("-o", "--output", required=True, metavar="FILE|DIR",
+                   help="FILE.csv, FILE.zarr or FILE.root; with --format hgcdb, a folder")
+    p.add_argument("--format", choices=("file", "hgcdb"), default="file",
+                   help="file: by FILE's suffix (default); hgcdb: the construction-database upload")
     add_config_and_backend(p)
+    from raffinerie.cli.hgcdb import add_options
+
+    add_options(p)
     p.set_defaults(func=export_command)

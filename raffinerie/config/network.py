@@ -71,6 +71,8 @@ class Network:
     slow_control: SlowControl | None = None   # None: from the generation
     readout: Readout = Readout.PULL
     client_output: Path | None = None         # where the daq-client writes, as raffinerie sees it
+    geometry: str | None = None               # the board's geometry (LD-full, HD-full); None: by chip count
+    database: dict | None = None              # what its construction-database uploads say (raffinerie.hgcdb)
 
     def protocols(self, daq: dict | None) -> Protocols:
         """The protocols to speak for a build whose daq config is `daq`."""
@@ -130,7 +132,7 @@ def _protocol_settings(network: Network, doc: dict, path: Path) -> Network:
                             "writes into, as this machine sees it", file=path)
     return replace(network, generation=enum(Generation, "generation"),
                    slow_control=enum(SlowControl, "slow_control"), readout=readout,
-                   client_output=output)
+                   client_output=output, geometry=doc.get("geometry"), database=doc.get("database"))
 
 
 def identity(network: Network | None, seed: int = DEFAULT_SEED) -> str:
