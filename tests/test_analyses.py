@@ -11,8 +11,9 @@ import pytest
 
 from conftest import EXAMPLES, assert_clean_error, shared
 
-PLOTS = {"pedestal": {"pedestal.png", "noise.png"}, "trimmed_pedestal": {"pedestal.png", "noise.png"},
-         "pedestal_trim": {"trim_scan.png", "trimmed_pedestals.png"},
+PEDESTAL_PLOTS = {"pedestal_hexmap.png", "noise_hexmap.png", "pedestal.png", "noise.png"}
+PLOTS = {"pedestal": PEDESTAL_PLOTS, "trimmed_pedestal": PEDESTAL_PLOTS,
+         "pedestal_trim": {"trim_hexmap.png", "trim_scan.png", "trimmed_pedestals.png"},
          "injection": {"adc_vs_charge.png", "tot_vs_charge.png"},
          "toa_scurve": {"scurves.png", "thresholds.png"},
          "timewalk": {"toa_vs_phase.png", "toa_vs_charge.png", "adc_vs_phase.png"}}

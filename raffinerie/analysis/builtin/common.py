@@ -328,6 +328,35 @@ def chip_panels(chips, title: str, sharey: bool = True):
     return fig, panels
 
 
+def board_hexmap(summary: pd.DataFrame, column: str, quantity: str, unit: str = "", chips=None,
+                 bad: dict | None = None, title: str | None = None):
+    """A draw function: `column` of the per-channel `summary` on the board's hexmap, the geometry
+    following the chip count (3: LD-full, 6: HD-full), cells whose `flag` is a key of `bad`
+    outlined with that CellFlag. A board of no known geometry gets a figure that says so (its
+    declared plot is still written)."""
+    from raffinerie import geometry as geometries
+    from raffinerie.analysis.hexmap import hexmap
+
+    def draw():
+        n = int(max(summary.chip if chips is None else chips, default=-1)) + 1
+        if n not in geometries.CHIPS_GEOMETRY:
+            fig, panels = chip_panels(range(n), f"{quantity}: no hexmap")
+            for ax in panels.values():
+                no_data(ax, f"no board geometry has {n} chips")
+            return fig
+        g = geometries.for_chips(n)
+        flags = None
+        if bad and "flag" in summary:
+            flags = np.zeros(len(g.pad), dtype=np.int64)
+            rows = g.index_of(summary.chip, summary.channeltype, summary.channel)
+            for word, flag in bad.items():
+                at = rows[(summary.flag == word).to_numpy() & (rows >= 0)]
+                flags[at] |= int(flag)
+        return hexmap(summary, g, quantity=quantity, unit=unit, column=column, flags=flags,
+                      title=title or f"{quantity} ({g.name})")
+    return draw
+
+
 def no_data(ax, text: str = "no data") -> None:
     """Say so in a panel that has nothing to show, instead of leaving it empty."""
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=12, color="grey")

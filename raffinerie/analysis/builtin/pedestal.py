@@ -20,7 +20,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .common import CHANNEL, Distillery, chip_panels, injected_charge, injected_rows, mislabelled_points, no_data
+from raffinerie.qc import CellFlag
+
+from .common import (CHANNEL, Distillery, board_hexmap, chip_panels, injected_charge, injected_rows,
+                     mislabelled_points, no_data)
 
 
 def quiet_rows(data: pd.DataFrame) -> pd.Series:
@@ -34,7 +37,7 @@ def quiet_rows(data: pd.DataFrame) -> pd.Series:
 
 class Pedestal(Distillery):
     defaults = {"noisy_threshold": 2.5, "cm_noisy_threshold": 4.0, "dead_threshold": 0.2}
-    plots = ("pedestal", "noise")
+    plots = ("pedestal_hexmap", "noise_hexmap", "pedestal", "noise")   # the maps first, as in the report
 
     def analyse(self, data):
         p = self.parameters
@@ -59,7 +62,10 @@ class Pedestal(Distillery):
         missing = summary[summary.n_points == 0]
         if len(missing):
             self.notes.append(f"{len(missing)} channels have no point without injection: no pedestal for them")
-        return summary, {"pedestal": lambda: self._plot(summary, "pedestal", "pedestal (ADC counts)"),
+        bad = {"dead": CellFlag.DEAD, "noisy": CellFlag.NOISY}
+        return summary, {"pedestal_hexmap": board_hexmap(summary, "pedestal", "pedestal", "ADC", bad=bad),
+                         "noise_hexmap": board_hexmap(summary, "noise", "noise", "ADC", bad=bad),
+                         "pedestal": lambda: self._plot(summary, "pedestal", "pedestal (ADC counts)"),
                          "noise": lambda: self._plot(summary, "noise", "noise: event-to-event std (ADC counts)")}, None
 
     def _plot(self, s, column, label):

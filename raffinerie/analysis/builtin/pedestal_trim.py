@@ -16,12 +16,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .common import Distillery, chip_panels, linear_fit
+from .common import Distillery, board_hexmap, chip_panels, linear_fit
 
 
 class PedestalTrim(Distillery):
     defaults = {"max_trim": 63}
-    plots = ("trim_scan", "trimmed_pedestals")
+    plots = ("trim_hexmap", "trim_scan", "trimmed_pedestals")   # the map first, as the report shows it
     calibrates = True
 
     def analyse(self, data):
@@ -54,7 +54,9 @@ class PedestalTrim(Distillery):
             calibration.setdefault(f"roc_s{r.chip}", {}).setdefault(block, {})[int(r.channel)] = \
                 {"trim_inv": int(r.trim_inv)}
         summary = s.drop(columns=["low", "high"])
-        figures = {"trim_scan": lambda: self._scan_plot(rows, s), "trimmed_pedestals": lambda: self._result(s)}
+        figures = {"trim_hexmap": board_hexmap(s, "trim_inv", "chosen trim_inv", "DAC", chips=data.chip.unique()),
+                   "trim_scan": lambda: self._scan_plot(rows, s),
+                   "trimmed_pedestals": lambda: self._result(s)}
         return summary, figures, calibration
 
     def _scan_plot(self, rows, s):
