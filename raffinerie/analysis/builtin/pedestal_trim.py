@@ -54,7 +54,8 @@ class PedestalTrim(Distillery):
             calibration.setdefault(f"roc_s{r.chip}", {}).setdefault(block, {})[int(r.channel)] = \
                 {"trim_inv": int(r.trim_inv)}
         summary = s.drop(columns=["low", "high"])
-        figures = {"trim_hexmap": board_hexmap(s, "trim_inv", "chosen trim_inv", "DAC", chips=data.chip.unique()),
+        chips = data.chip.unique()
+        figures = {"trim_hexmap": board_hexmap(s, "trim_inv", "chosen trim_inv", "DAC", chips=chips),
                    "trim_scan": lambda: self._scan_plot(rows, s),
                    "trimmed_pedestals": lambda: self._result(s)}
         return summary, figures, calibration
