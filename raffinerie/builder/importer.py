@@ -1,6 +1,7 @@
 """`raff import DIR --name NAME`: bring existing hexactrl runs into the cache.
 
-Each run (`X.raw` with its `X.yaml`) becomes a measurement keyed by its
+Each run (`X.raw` with its `X.yaml`; where no raw file is left, the hexactrl
+`runsummary` ROOT file `X.root` with its `X.yaml`) becomes a measurement keyed by its
 configuration, resolved over the power-on default as raffinerie resolves its
 own points. The scan axes are what differs between the runs' configurations;
 a library file records a procedure NAME with those axes and one explicit
@@ -35,12 +36,13 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from raffinerie.builder.runfiles import decoded_run, summary_run
 from raffinerie.builder.staging import plan_include, staged
 from raffinerie.config.expand import axis_names
 from raffinerie.config.keys import point_key
@@ -50,7 +52,7 @@ from raffinerie.config.resolve import ConfigFiles
 from raffinerie.config.tree import merge, strip_network
 from raffinerie.config.yamlio import load_yaml
 from raffinerie.daq.rawformat import RawFormatError
-from raffinerie.daq.runs import characterisation_modes, decode_run, read_raw, run_chips, run_parts
+from raffinerie.daq.runs import characterisation_modes, run_chips, run_parts
 from raffinerie.errors import RaffError
 from raffinerie.graph.plan import make_plan
 from raffinerie.hgcroc import DEFAULT_CHIPS, HALVES
@@ -68,11 +70,15 @@ PROCEDURE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 @dataclass
 class Run:
     name: str
-    raw: Path
+    raw: Path             # the run's file: X.raw, or X.root when only its summary is left
     config: dict          # {"target": resolved target, "daq": daq}
     given: frozenset = frozenset()   # target leaf paths the run's own yaml sets
     chips: int = DEFAULT_CHIPS       # NChips of its yaml (an LD board when it says nothing)
     modes: np.ndarray = field(default_factory=lambda: np.zeros((DEFAULT_CHIPS, HALVES), bool))  # CalibrationSC per half
+
+    @property
+    def summary_only(self) -> bool:
+        return self.raw.suffix == ".root"
 
     @property
     def number(self) -> int | None:
@@ -127,13 +133,16 @@ def find_runs(folder: Path, pod: dict) -> tuple[list[Run], list[str]]:
     if not folder.is_dir():
         raise RaffError("not a folder of runs", file=folder)
     runs, skipped = [], []
-    for raw in sorted(folder.glob("*.raw"), key=natural):
+    raws = {p.stem for p in folder.glob("*.raw")}
+    files = list(folder.glob("*.raw")) + [p for p in folder.glob("*.root") if p.stem not in raws]
+    for raw in sorted(files, key=natural):  # a run's raw file holds more than its summary: it wins
         config_file = raw.with_suffix(".yaml")
         if not config_file.is_file():
             skipped.append(f"{raw.name}: no {config_file.name} beside it")
             continue
         try:  # a yaml of the wrong shape would decode the run in a guessed mode: the run is left out
             own, daq = run_parts(load_yaml(config_file, "run configuration"), config_file)
+            daq = merge(daq or {}, {"server": {}, "client": {}})  # both sections, as a library's resolve
             own = strip_network(own)
             target = merge(pod, own)
             chips = run_chips(daq, config_file) or DEFAULT_CHIPS
@@ -144,7 +153,7 @@ def find_runs(folder: Path, pod: dict) -> tuple[list[Run], list[str]]:
         given = frozenset(("target",) + path for path, _ in _leaves(own))
         runs.append(Run(raw.stem, raw, {"target": target, "daq": daq}, given, chips, modes))
     if not runs:
-        raise RaffError("no runs to import (pairs of X.raw and X.yaml)", file=folder)
+        raise RaffError("no runs to import (X.raw or X.root with X.yaml)", file=folder)
     return runs, skipped
 
 
@@ -276,8 +285,8 @@ def import_runs(folder: Path, name: str, main: Path, store_root: Path, board: st
     decoded, good = {}, []
     for run in runs:  # decode first: damaged runs are left out of the axes too
         try:
-            data = read_raw(run.raw)
-            decoded[run.name] = (data, decode_run(data, run.raw, run.modes, run.chips))
+            decoded[run.name] = (summary_run(run.raw, run.config["daq"], run.chips) if run.summary_only
+                                 else decoded_run(run.raw, run.modes, run.chips))
             good.append(run)
         except RawFormatError as exc:
             skipped.append(f"{run.raw.name}: damaged, not imported: {exc}")
@@ -289,11 +298,11 @@ def import_runs(folder: Path, name: str, main: Path, store_root: Path, board: st
     missing, assumed = settle_missing(good, axes, _axis_names(axes, main), list(assumptions), runs_spec)
     axes = infer_axes(good)  # again: assumed values and unknown markers change them
     axes.sort(key=lambda axis: axis[0][0][:2] == ("daq", LABELS))  # the markers last
-    corrupt = [Corrupt(run.name, d.corrupt_halves, d.corruption_report())
-               for run in good for d in [decoded[run.name][1]] if (~d.halves.good).any()]
+    corrupt = [Corrupt(run.name, d.corrupt_halves, d.corruption)
+               for run in good for d in [decoded[run.name]] if d.corrupt_halves]
     provenance = {"missing": missing or None,
                   "assumed": {a: {"value": v, "runs": r} for a, (v, r) in assumed.items()} or None}
-    identity = board or content_identity(decoded[run.name][0] for run in good)
+    identity = board or content_identity(decoded[run.name].data for run in good)
     text, side_files = _library_files(Path(folder), name, main, good, axes, board, identity, provenance)
     with staged(main, library, entry, text, side_files) as staging:
         lib = staging.load()
@@ -333,16 +342,17 @@ def _commit(store: Store, name: str, i: int, run: Run, points, decoded, main: Pa
         raise RaffError(f"{run.raw.name}: its key cannot be rebuilt from the library entry")
     if store.has("measurements", key):
         return False
-    data, run_decoded = decoded
     coordinate, repeat = points.coordinate(i)
     record = MeasurementRecord(
         procedure=name, index=i, identity=points.identity, mode="summary", repeat=repeat,
         coordinates={a.name: _plain(v) for a, v in zip(points.scan.axes, coordinate)},
-        daq=run.config["daq"], start=run.raw.stat().st_mtime, end=time.time(), raw_bytes=len(data),
+        daq=run.config["daq"], start=run.raw.stat().st_mtime, end=time.time(), raw_bytes=len(decoded.raw),
         imported_from=str(run.raw),
-    ).with_run(run_decoded.n_events, run_decoded.corrupt_halves, run_decoded.corruption_report())
+    )
+    record = replace(record, events=decoded.n_events, corrupt_halves=decoded.corrupt_halves,
+                     corruption=decoded.corruption)
     try:
-        if not store.put_measurement(key, run_decoded.summary(), data, record.meta()):
+        if not store.put_measurement(key, decoded.summary, decoded.raw, record.meta()):
             return False  # another process committed the same content first: its import, not ours
         store.journal(event="imported", procedure=name, key=key.hex(), run=str(run.raw))
     except OSError as exc:

@@ -1,4 +1,4 @@
-"""`raff import FOLDER --name NAME`: existing hexactrl runs (.raw + .yaml) into the cache."""
+"""`raff import FOLDER --name NAME`: existing hexactrl runs (.raw or .root + .yaml) into the cache."""
 
 from __future__ import annotations
 
@@ -47,8 +47,9 @@ def _runs(names: list[str]) -> str:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("import", help="bring existing hexactrl runs (.raw + .yaml) into the cache",
-                       description="Import pairs X.raw + X.yaml from FOLDER as measurements keyed by "
+    p = sub.add_parser("import", help="bring existing hexactrl runs (.raw or .root + .yaml) into the cache",
+                       description="Import pairs X.raw + X.yaml (or, where no raw file is left, the runsummary "
+                                   "X.root + X.yaml) from FOLDER as measurements keyed by "
                                    "their configurations, and record a procedure NAME (axes inferred from "
                                    "what differs between the runs) in a library the main config includes.")
     p.add_argument("folder", metavar="FOLDER")

@@ -81,3 +81,28 @@ def read_root_summary(path: Path) -> dict[str, np.ndarray]:
 def read_root_events(path: Path) -> dict[str, np.ndarray]:
     """The `unpacker_data/hgcroc` event tree, when the file has one."""
     return _read_tree(path, EVENT_TREE)
+
+
+def summary_as_decoded(table: dict[str, np.ndarray], n_events: int, path: Path) -> dict[str, np.ndarray]:
+    """A `runsummary` table in the shape the decoder writes a point's summary: its columns and
+    dtypes (hgcroc.SUMMARY_DTYPES), its rows by chip, half and readout slot. What the tree
+    does not hold is not invented: `n_events` is the run's (its yaml's NEvents, given by the
+    caller) and `tot_overflow`, which no summary counts, is -1 (unknown)."""
+    from raffinerie.hgcroc import CALIB_SLOT, CHANNELTYPE_CM, SUMMARY_DTYPES
+
+    missing = [c for c, _ in SUMMARY_DTYPES if c not in table and c not in ("n_events", "tot_overflow")]
+    if missing:
+        raise RaffError(f"the {SUMMARY_TREE} tree has no {', '.join(missing)} branch", file=path)
+    channel = table["channel"].astype(np.int64)
+    kind = table["channeltype"].astype(np.int64)
+    half = table["half"].astype(np.int64)
+    slot = np.where(kind == CHANNELTYPE_CHANNEL, channel - CHANNELS_PER_HALF * half,
+                    np.where(kind == CHANNELTYPE_CALIB, CALIB_SLOT, CM_SLOTS[0] + channel % len(CM_SLOTS)))
+    known = (kind == CHANNELTYPE_CHANNEL) | (kind == CHANNELTYPE_CALIB) | (kind == CHANNELTYPE_CM)
+    if not known.all():
+        raise RaffError(f"channeltype {int(kind[~known][0])} in the {SUMMARY_TREE} tree is none of "
+                        "0, 1, 100", file=path)
+    order = np.lexsort((slot, half, table["chip"].astype(np.int64)))
+    rows = len(order)
+    full = {**table, "n_events": np.full(rows, n_events), "tot_overflow": np.full(rows, -1)}
+    return {c: np.asarray(full[c])[order].astype(dtype) for c, dtype in SUMMARY_DTYPES}
