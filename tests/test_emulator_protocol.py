@@ -213,7 +213,7 @@ def start_menus_run(daq: Req, config: dict) -> None:
 def test_announce_line_names_every_port_and_the_protocols(tmp_path):
     with running_emulator(tmp_path) as emu:
         a = emu.ports
-        assert set(a) == {"host", "server", "target", "data", "client", "generation", "slow_control", "pid"}
+        assert set(a) == {"host", "server", "target", "data", "client", "generation", "slow_control", "board", "pid"}
         assert a["data"] is None and a["generation"] == "menus" and a["slow_control"] == "hcc"
         assert a["pid"] == emu.proc.pid and len({a["server"], a["target"], a["client"]}) == 3
     with running_emulator(tmp_path, "--generation", "2021", "--data-port", "0") as emu:

@@ -38,7 +38,7 @@ def test_a_yaml_syntax_error_comes_first_and_its_consequences_are_one_line(raff,
     assert "daq_procedures.yaml:23: YAML syntax error at column" in lines[0], lines
     assert "(parsing a flow mapping begun at line 22, column 22)" in lines[0], lines  # the `{` left open
     assert len(lines) == 2, lines  # the cause, and one line for what it keeps from being checked
-    assert "note: 7 procedures that read what daq_procedures.yaml defines are not checked" in lines[1]
+    assert "note: 9 procedures that read what daq_procedures.yaml defines are not checked" in lines[1]
     text = result.out + result.err
     assert "reads unknown daq procedure" not in text and "did you mean" not in text
     plan = raff("plan", "characterisation", "-c", main)
@@ -138,7 +138,7 @@ def test_an_analysis_without_module_fails_validate_naming_the_analyses_folder(ra
         f.write("\n- name: gainfit\n  type: analysis\n  daq: injection_scan\n")
     main = example / "main_config.yaml"
     result = raff("validate", "-c", main)
-    assert_clean_error(result, "analysis_procedures.yaml:49: procedure 'gainfit': module 'gainfit' not found "
+    assert_clean_error(result, "analysis_procedures.yaml:62: procedure 'gainfit': module 'gainfit' not found "
                        "(no `module:`, so its name): there is no analyses/ folder beside the main "
                        "config to look for gainfit.py in", "built-ins: builtin.injection")
     # the places the README names: analyses/ beside MAIN, or -a PATH
@@ -172,7 +172,7 @@ def test_a_missing_power_on_default_names_the_procedure_and_the_nearest_file(raf
     result = raff("validate", "-c", example / "main_config.yaml")
     assert_clean_error(result, "daq_procedures.yaml:8: procedure 'pedestal_run': target_settings.power_on_default: "
                        "power-on default not found: ", "V3LDHexaboard-poweron-defaults.yaml (did you mean "
-                       "'V3LDHexaboard-poweron-default.yaml'?)")
+                       "'V3LDHexaboard-poweron-default.yaml' or 'V3HDHexaboard-poweron-default.yaml'?)")
     assert "[0]." not in result.out
 
 

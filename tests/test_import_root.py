@@ -31,9 +31,9 @@ def _runs(tmp_path, name, source, yaml_text):
     return folder
 
 
-# The HD file (hd_pedestal_run0.root, 6 chips) joins when raff import resolves an HD run over
-# a 6-chip power-on default (branch `hd`); over the LD default its chips 3-5 have no configuration.
-@pytest.mark.parametrize("file, chips, geometry", [("E02_pedestal_run0.root", 3, "LD-full")])
+# an HD run (6 chips) resolves over the HD board's power-on default, its points have 6 chips
+@pytest.mark.parametrize("file, chips, geometry", [("E02_pedestal_run0.root", 3, "LD-full"),
+                                                   ("hd_pedestal_run0.root", 6, "HD-full")])
 def test_an_imported_summary_is_a_point_the_qc_analysis_judges_as_raff_qc_does(tmp_path, file, chips,
                                                                                geometry):
     source = shared(*RUNS, file)

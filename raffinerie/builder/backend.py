@@ -6,7 +6,9 @@ import hashlib
 import os
 import re
 
-from raffinerie.config.daqconfig import generation_of, server_section
+from raffinerie.config.daqconfig import Generation, generation_of, server_section
+from raffinerie.config.resolve import server_setting
+from raffinerie.hgcroc import CHIPS_PER_BOARD, DEFAULT_CHIPS
 from raffinerie.config.network import Host, Network
 from raffinerie.daq.session import DaqSession
 from raffinerie.daq.transport import no_watch
@@ -20,13 +22,14 @@ class Backend:
         self.network, self.seed, self.store, self.progress = network, seed, store, progress
         self.readback = readback
         self.emulator = None
+        self._playing: tuple[Generation, str] | None = None
         self.session: DaqSession | None = None
         self._lock = None
 
     def open(self, daq_config: dict) -> DaqSession:
         if self.session is not None:
-            if self.network is None and generation_of(daq_config) is not self.session.protocols.generation:
-                self.close()  # the embedded emulator plays the generation the daq config is for
+            if self.network is None and self._emulated(daq_config) != self._playing:
+                self.close()  # the embedded emulator plays the generation and board the daq config is for
             else:
                 return self.session
         watch = no_watch  # a remote backend: only its silence tells
@@ -46,15 +49,24 @@ class Backend:
         self.session = DaqSession(network, data, protocols, self.readback, watch)
         return self.session
 
+    @staticmethod
+    def _emulated(daq_config: dict) -> tuple[Generation, str]:
+        """The generation and the board the embedded emulator plays for a daq config: an HD
+        hexaboard where NChips asks for more ROCs than an LD one has."""
+        chips = server_setting(daq_config, "NChips", DEFAULT_CHIPS)
+        board = "HD" if isinstance(chips, int) and chips > CHIPS_PER_BOARD["LD"] else "LD"
+        return generation_of(daq_config), board
+
     def _start_emulator(self, daq_config: dict):
         from raffinerie.emulator.process import EmulatorProcess
 
-        generation = generation_of(daq_config)
+        generation, board = self._playing = self._emulated(daq_config)
         rate = os.environ.get("RAFF_EMULATOR_TRIGGER_RATE")  # pace it like hardware (benchmarks)
         extra = ["--trigger-rate", rate] if rate else []
-        self.emulator = EmulatorProcess(seed=self.seed, generation=generation, extra_args=extra).start()
+        self.emulator = EmulatorProcess(seed=self.seed, generation=generation, extra_args=extra,
+                                        board=board).start()
         network = self.emulator.network
-        self.progress.info(f"backend: embedded emulator (seed {self.seed}, generation "
+        self.progress.info(f"backend: embedded emulator ({board} hexaboard, seed {self.seed}, generation "
                            f"{generation.value}) on {network.server.hostname}")
         return network, network.data
 

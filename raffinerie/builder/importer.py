@@ -52,7 +52,7 @@ from raffinerie.config.resolve import ConfigFiles
 from raffinerie.config.tree import merge, strip_network
 from raffinerie.config.yamlio import load_yaml
 from raffinerie.daq.rawformat import RawFormatError
-from raffinerie.daq.runs import characterisation_modes, run_chips, run_parts
+from raffinerie.daq.runs import characterisation_modes, run_chips, run_parts, target_chips
 from raffinerie.errors import RaffError
 from raffinerie.graph.plan import make_plan
 from raffinerie.hgcroc import DEFAULT_CHIPS, HALVES
@@ -129,7 +129,7 @@ def natural(path: Path):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
-def find_runs(folder: Path, pod: dict) -> tuple[list[Run], list[str]]:
+def find_runs(folder: Path) -> tuple[list[Run], list[str]]:
     if not folder.is_dir():
         raise RaffError("not a folder of runs", file=folder)
     runs, skipped = [], []
@@ -144,8 +144,8 @@ def find_runs(folder: Path, pod: dict) -> tuple[list[Run], list[str]]:
             own, daq = run_parts(load_yaml(config_file, "run configuration"), config_file)
             daq = merge(daq or {}, {"server": {}, "client": {}})  # both sections, as a library's resolve
             own = strip_network(own)
-            target = merge(pod, own)
-            chips = run_chips(daq, config_file) or DEFAULT_CHIPS
+            chips = run_chips(daq, config_file) or target_chips(own) or DEFAULT_CHIPS
+            target = merge(load_table().board_default(chips), own)  # over its own board's default
             modes = characterisation_modes(target, chips, config_file)
         except RaffError as exc:
             skipped.append(f"{raw.name}: not imported: {exc}")
@@ -280,8 +280,7 @@ def import_runs(folder: Path, name: str, main: Path, store_root: Path, board: st
     library = main.parent / "imported" / f"{name}.yaml"
     entry = f"./imported/{name}.yaml"
     plan_include(main, library, entry)  # a MAIN that cannot take the library: refused before anything is written
-    pod = load_table().power_on_default()
-    runs, skipped = find_runs(Path(folder), pod)
+    runs, skipped = find_runs(Path(folder))
     decoded, good = {}, []
     for run in runs:  # decode first: damaged runs are left out of the axes too
         try:

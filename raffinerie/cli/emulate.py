@@ -9,6 +9,7 @@ from raffinerie.cli.numbers import COUNT, FRACTION, PORT, SEED, TRIGGER_RATE, bo
 from raffinerie.errors import RaffError
 
 GENERATIONS = ("menus", "2021")
+BOARDS = ("LD", "HD")
 SLOW_CONTROLS = ("hcc", "zmq-i2c")
 
 
@@ -29,10 +30,11 @@ def emulator_command(args) -> int:
     options = Options(host=args.host, server_port=args.server_port, target_port=args.target_port,
                       client_port=args.client_port, data_port=args.data_port,
                       generation=Generation(args.generation), slow_control=args.slow_control,
-                      seed=args.seed, rate=args.trigger_rate, log=args.log, faults=faults,
+                      seed=args.seed, board=args.board, rate=args.trigger_rate, log=args.log, faults=faults,
                       dead=tuple(args.dead_channel or ()), noisy=tuple(args.noisy_channel or ()))
     if args.trigger_rate is not None and args.trigger_rate <= 0:
         raise RaffError(f"--trigger-rate must be positive, got {args.trigger_rate}")
+    _check_channels(options)
     try:
         emulator = Emulator(options)
     except zmq.ZMQError as exc:
@@ -51,7 +53,7 @@ def emulator_command(args) -> int:
         # has no initialize) at `configure` (raffinerie.emulator.daqserver)
         when = "configure" if a["generation"] == "2021" else "initialize"
         data = f"tcp://{a['host']}:{a['data']}" if a["data"] else f"bound at {when} on the daq config's zmqPushPull_port"
-        print(f"raff emulator (seed {args.seed}, {a['generation']} generation, {a['slow_control']} "
+        print(f"raff emulator ({args.board} hexaboard, seed {args.seed}, {a['generation']} generation, {a['slow_control']} "
               f"slow control): daq server tcp://{a['host']}:{a['server']}, slow control "
               f"tcp://{a['host']}:{a['target']}, daq-client tcp://{a['host']}:{a['client']}, "
               f"data {data}; Ctrl-C stops", flush=True)
@@ -63,9 +65,21 @@ def emulator_command(args) -> int:
     return 0
 
 
+def _check_channels(options) -> None:
+    """A defect seeded on a chip the board does not have is an error, not an ignored flag."""
+    from raffinerie.hgcroc import CHIPS_PER_BOARD
+
+    chips = CHIPS_PER_BOARD[options.board]
+    for flag, channels in (("--dead-channel", options.dead), ("--noisy-channel", options.noisy)):
+        for chip, channel in channels:
+            if chip >= chips:
+                raise RaffError(f"{flag} {chip}:{channel}: an {options.board} hexaboard has chips 0 to "
+                                f"{chips - 1} (--board HD has 6)")
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("emulator", help="run the HGCROCv3 hexaboard emulator (daq, slow control, daq-client)",
-                       description="Serve the hexactrl-sw protocols of an emulated LD hexaboard, as the "
+                       description="Serve the hexactrl-sw protocols of an emulated LD or HD hexaboard, as the "
                                    "real programs do: a daq server (REQ/REP) with its data PUSH socket, a "
                                    "slow-control server (REQ/REP) and a daq-client (REQ/REP) that pulls "
                                    "the data stream and writes .raw files. It can stand in for a "
@@ -85,10 +99,13 @@ def add_parser(sub) -> None:
                         "zmqPushPull_port (8888)")
     p.add_argument("--trigger-rate", type=TRIGGER_RATE, metavar="HZ",
                    help="L1A rate: a run of NEvents lasts NEvents/HZ seconds (default: as fast as possible)")
+    p.add_argument("--board", choices=BOARDS, default="LD",
+                   help="the hexaboard: LD (3 ROCs, the default) or HD (6 ROCs); a daq config's NChips "
+                        "may be fewer (the first ROCs are read), never more")
     p.add_argument("--seed", type=SEED, default=0, help="board seed: one seed is one board (0)")
     p.add_argument("--announce", action="store_true",
                    help="print one JSON line first: host, server, target, data (null until bound), "
-                        "client, generation, slow_control, pid")
+                        "client, generation, slow_control, board, pid")
     p.add_argument("--log", metavar="FILE", help="append one JSON line per request and per run to FILE")
     faults = p.add_argument_group("fault injection (for tests)")
     faults.add_argument("--drop-after", type=COUNT, metavar="N",

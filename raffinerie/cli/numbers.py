@@ -61,8 +61,9 @@ SEED = whole(0, 2**63 - 1)          # numpy's generators take non-negative seeds
 
 
 def board_channel(text: str) -> tuple[int, int]:
-    """`CHIP:CHANNEL` of a normal channel of an LD board (chips 0-2, channels 0-71)."""
+    """`CHIP:CHANNEL` of a normal channel of a hexaboard (chips 0-5, channels 0-71; the chip is
+    checked against the emulated board's ROCs once the board is known)."""
     chip, sep, channel = text.partition(":")
-    if not (sep and chip.isdigit() and channel.isdigit() and int(chip) < 3 and int(channel) < 72):
-        raise argparse.ArgumentTypeError(f"{text!r} is not CHIP:CHANNEL with CHIP 0-2 and CHANNEL 0-71")
+    if not (sep and chip.isdigit() and channel.isdigit() and int(chip) < 6 and int(channel) < 72):
+        raise argparse.ArgumentTypeError(f"{text!r} is not CHIP:CHANNEL with CHIP 0-5 and CHANNEL 0-71")
     return int(chip), int(channel)

@@ -96,6 +96,12 @@ class ParameterTable:
     def power_on_default(self, chips=LD_CHIPS) -> dict:
         return {name: self.chip_default() for name in chips}
 
+    def board_default(self, n_chips: int) -> dict:
+        """The power-on default of the hexaboard that reads `n_chips` ROCs: an LD board's (3) up to
+        3, an HD board's (6) above (as tools/power_on_defaults.py writes the example files)."""
+        board = "LD" if n_chips <= CHIPS_PER_BOARD["LD"] else "HD"
+        return self.power_on_default(tuple(chip_names(CHIPS_PER_BOARD[board])))
+
 
 @lru_cache(maxsize=1)
 def load_table(path: Path = TABLE_FILE) -> ParameterTable:

@@ -28,7 +28,7 @@ from raffinerie.config.yamlio import load_yaml
 from raffinerie.daq.rawformat import Frames, Halves, check_halves, read_frames
 from raffinerie.daq.summary import event_table, summarize
 from raffinerie.errors import RaffError
-from raffinerie.hgcroc import CHANNELS_PER_HALF, DEFAULT_CHIPS, HALVES, MAX_CHIPS, chip_name
+from raffinerie.hgcroc import CHANNELS_PER_HALF, DEFAULT_CHIPS, HALVES, MAX_CHIPS, chip_index, chip_name
 
 MODES = ("characterisation", "normal")
 
@@ -131,6 +131,18 @@ def run_chips(daq: dict, source: Path) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CHIPS:
         raise RaffError(f"NChips: {value!r} is not a whole number from 1 to {MAX_CHIPS}", file=source)
     return value
+
+
+def target_chips(target: dict) -> int | None:
+    """The ROCs a run's target configures (highest roc_sN + 1), for a yaml without NChips;
+    None when it names none."""
+    found = [c for c in map(chip_index, target or {}) if c is not None]
+    if not found:
+        return None
+    if max(found) >= MAX_CHIPS:
+        raise RaffError(f"its target configures {chip_name(max(found))}; a hexaboard has "
+                        f"{chip_name(0)} to {chip_name(MAX_CHIPS - 1)}")
+    return max(found) + 1
 
 
 def _kind(value) -> str:

@@ -12,6 +12,7 @@ server stops and is `configured` again.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -64,9 +65,24 @@ class Acquisition:
         self.occurrences[key] = occurrence + 1
         tdc_ok = b.target.tdc_ok.copy()
         event, chip, words = b.board.run(regs, settings, occurrence, b.faults.bitslip, tdc_ok)
+        read = settings.n_chips or b.board.n_chips
+        if read < b.board.n_chips:  # the link capture reads the first NChips ROCs only
+            kept = chip < read
+            event, chip, words = event[kept], chip[kept], words[kept]
         b.log.write({"server": "daq", "event": "run", "tdc_ok": tdc_ok.tolist(),
-                     "events": settings.n_events, "injecting": settings.injecting})
-        return plan_run(event, chip, words, b.board.n_chips, now, b.rate, b.faults.drop_after)
+                     "events": settings.n_events, "injecting": settings.injecting, "chips": read})
+        return plan_run(event, chip, words, read, now, b.rate, b.faults.drop_after)
+
+
+def read_chips(settings: dict, board: Board) -> int | None:
+    """The ROCs a run reads: the config's NChips (all of the board's when absent); None when the
+    board has fewer, or NChips is no count: the link capture would wait for links that are not there."""
+    value = settings.get("NChips", board.n_chips)
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        return None
+    return n if 1 <= n <= board.n_chips else None
 
 
 def _events(settings: dict) -> int:
@@ -124,6 +140,7 @@ class MenusDaqServer(RunningDaq, FsmServed):
     def __init__(self, bench: Bench):
         super().__init__(bench)
         self.menus: dict = {}
+        self.top: dict = {}       # the daq section's own run settings (NChips)
         self.active: str | None = None
         self.actions = {"initialize": self._initialize, "configure": self._configure,
                         "start": self._start, "stop": self._stop, "destroy": self._destroy,
@@ -136,6 +153,7 @@ class MenusDaqServer(RunningDaq, FsmServed):
         self.fsm.fire("initialize")
         self.bench.push.bind_from_config(daq.get("zmqPushPull_port", DEFAULT_DATA_PORT))
         self.menus = {str(k): dict(as_mapping(v)) for k, v in as_mapping(daq.get("menus")).items()}
+        self.top = {k: daq[k] for k in ("NChips",) if k in daq}
         self.active = None  # the menus are built anew; none is chosen yet
 
     def _configure(self, daq: dict) -> None:
@@ -161,8 +179,18 @@ class MenusDaqServer(RunningDaq, FsmServed):
         if self.fsm.state is not State.CONFIGURED or not self.acq.links_align():
             return  # state unchanged: the client retries
         settings = self.menus[self.active]
+        chips = read_chips({**self.top, **settings}, self.bench.board)
+        if chips is None:
+            self._too_many_chips({**self.top, **settings})
+            return
         self._begin(RunSettings(_events(settings), self.active in INJECTING_MENUS,
-                                settings_identity(settings, self.active)))
+                                settings_identity(settings, self.active), chips))
+
+    def _too_many_chips(self, settings: dict) -> None:
+        """The menus server says only `error`; its log (stderr here) says why."""
+        print(f"raff emulator: daq server: NChips {settings.get('NChips')!r}, but this hexaboard has "
+              f"{self.bench.board.n_chips} ROCs: error state", file=sys.stderr, flush=True)
+        self._error()
 
     def _stop(self, daq) -> None:
         if self.fsm.fire("stop"):
@@ -220,7 +248,11 @@ class Daq2021Server(RunningDaq, HandshakeServed):
     def _start(self) -> str:
         if self.fsm.state is State.CONFIGURED and self.acq.links_align():
             s = self.settings
-            self._begin(RunSettings(_events(s), injecting_2021(s), settings_identity(s)))
+            chips = read_chips(s, self.bench.board)
+            if chips is None:
+                return self._error(f"NChips {s.get('NChips')!r}: this hexaboard has "
+                                   f"{self.bench.board.n_chips} ROCs")
+            self._begin(RunSettings(_events(s), injecting_2021(s), settings_identity(s), chips))
         return self.fsm.reply
 
     def _run_done(self) -> str:

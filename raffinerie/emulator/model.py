@@ -80,6 +80,7 @@ class RunSettings:
     n_events: int
     injecting: bool      # calibration pulses sent before each L1A
     identity: str = ""   # the settings that chose this run, for the noise seed
+    n_chips: int | None = None  # the ROCs read (NChips), the first of the board; None: all
 FIRE_SIGMAS = 6.0             # slots further below a threshold never fire (p < 1e-9)
 
 

@@ -31,8 +31,8 @@ class EmulatorProcess:
 
     def __init__(self, seed: int = DEFAULT_SEED, host: str = "127.0.0.1",
                  extra_args: list[str] | None = None, generation: Generation = Generation.MENUS,
-                 slow_control: SlowControl | None = None):
-        self.seed, self.host = seed, host
+                 slow_control: SlowControl | None = None, board: str = "LD"):
+        self.seed, self.host, self.board = seed, host, board
         self.generation, self.slow_control = generation, slow_control
         self.extra_args = list(extra_args or [])
         self.proc: subprocess.Popen | None = None
@@ -41,7 +41,8 @@ class EmulatorProcess:
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "raffinerie", "emulator", "--host", self.host, "--seed",
                str(self.seed), "--server-port", "0", "--target-port", "0", "--data-port", "0",
-               "--client-port", "0", "--generation", self.generation.value, "--announce"]
+               "--client-port", "0", "--generation", self.generation.value, "--board", self.board,
+               "--announce"]
         if self.slow_control is not None:
             cmd += ["--slow-control", self.slow_control.value]
         return cmd + self.extra_args

@@ -25,6 +25,7 @@ from raffinerie.emulator.slowcontrol import HccServer, I2cServer2021
 from raffinerie.emulator.stream import DataPush
 from raffinerie.emulator.target import Target
 from raffinerie.emulator.wire import Died, EventLog, Faults, Served
+from raffinerie.hgcroc import CHIPS_PER_BOARD, DEFAULT_BOARD
 
 MAX_WAIT = 0.05  # seconds between checks of the stop flag and the parent
 
@@ -39,6 +40,7 @@ class Options:
     generation: Generation = Generation.MENUS
     slow_control: str | None = None    # "hcc" | "zmq-i2c"; default follows the generation
     seed: int = 0
+    board: str = DEFAULT_BOARD         # "LD" (3 ROCs) or "HD" (6 ROCs)
     rate: float | None = None
     log: str | None = None
     faults: Faults = field(default_factory=Faults)
@@ -68,7 +70,7 @@ class Emulator:
             raise
 
     def _build(self, o: Options) -> None:
-        board = Board(o.seed, dead=o.dead, noisy=o.noisy)
+        board = Board(o.seed, CHIPS_PER_BOARD[o.board], dead=o.dead, noisy=o.noisy)
         target = Target(board.n_chips)
         push = DataPush(self.ctx, o.host, o.data_port)
         bench = Bench(board, target, push, o.faults, self.log, o.rate)
@@ -102,7 +104,7 @@ class Emulator:
         return {"host": o.host, "server": _port(self.sockets["daq"]),
                 "target": _port(self.sockets["slow_control"]), "data": self.push.port,
                 "client": _port(self.sockets["client"]), "generation": o.generation.value,
-                "slow_control": o.slow_control_kind, "pid": os.getpid()}
+                "slow_control": o.slow_control_kind, "board": o.board, "pid": os.getpid()}
 
     # -- the loop ---------------------------------------------------------------------
 

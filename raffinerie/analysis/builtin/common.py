@@ -305,8 +305,11 @@ def save(draw, path: str) -> None:
         pyplot.close(fig)  # a figure pyplot made keeps its memory until closed; others: nothing
 
 
+PANELS_PER_ROW = 3  # an LD board's chips side by side; an HD board's 6 in two rows, not one strip
+
+
 def chip_panels(chips, title: str, sharey: bool = True):
-    """One panel per chip, side by side: (figure, {chip: axes}).
+    """One panel per chip, up to three side by side: (figure, {chip: axes}).
 
     A bare `Figure`, as matplotlib advises for files written without a GUI:
     no pyplot (its import and figure manager), nothing to close, and no
@@ -315,12 +318,16 @@ def chip_panels(chips, title: str, sharey: bool = True):
     from matplotlib.figure import Figure
 
     chips = sorted(int(c) for c in chips) or [0]
-    fig = Figure(figsize=(4.6 * len(chips), 4.0), layout="constrained")
+    columns = min(len(chips), PANELS_PER_ROW)
+    rows = -(-len(chips) // columns)
+    fig = Figure(figsize=(4.6 * columns, 4.0 * rows), layout="constrained")
     FigureCanvasAgg(fig)  # drawn by Agg, as pyplot's "Agg" backend drew it
-    axes = fig.subplots(1, len(chips), sharey=sharey, squeeze=False)
+    axes = fig.subplots(rows, columns, sharey=sharey, squeeze=False).ravel()
+    for ax in axes[len(chips):]:
+        ax.set_visible(False)  # a last row with fewer chips
     fig.suptitle(title, fontsize=13)
     panels = {}
-    for ax, chip in zip(axes[0], chips):
+    for ax, chip in zip(axes, chips):
         ax.set_title(f"chip {chip} (roc_s{chip})", fontsize=11)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=9)
