@@ -39,6 +39,11 @@ DEFAULT_BOARD = "LD"
 DEFAULT_CHIPS = CHIPS_PER_BOARD[DEFAULT_BOARD]
 MAX_CHIPS = max(CHIPS_PER_BOARD.values())               # m_chip of a raw record is below this
 
+
+def board_for_chips(n_chips: int) -> str:
+    """The board type that reads `n_chips` ROCs: LD up to its 3, HD above."""
+    return DEFAULT_BOARD if n_chips <= CHIPS_PER_BOARD[DEFAULT_BOARD] else "HD"
+
 _CHIP_NAME = re.compile(r"roc_s([0-9]+)")
 
 

@@ -8,7 +8,7 @@ import re
 
 from raffinerie.config.daqconfig import Generation, generation_of, server_section
 from raffinerie.config.resolve import server_setting
-from raffinerie.hgcroc import CHIPS_PER_BOARD, DEFAULT_CHIPS
+from raffinerie.hgcroc import DEFAULT_CHIPS, board_for_chips
 from raffinerie.config.network import Host, Network
 from raffinerie.daq.session import DaqSession
 from raffinerie.daq.transport import no_watch
@@ -54,8 +54,7 @@ class Backend:
         """The generation and the board the embedded emulator plays for a daq config: an HD
         hexaboard where NChips asks for more ROCs than an LD one has."""
         chips = server_setting(daq_config, "NChips", DEFAULT_CHIPS)
-        board = "HD" if isinstance(chips, int) and chips > CHIPS_PER_BOARD["LD"] else "LD"
-        return generation_of(daq_config), board
+        return generation_of(daq_config), board_for_chips(chips)
 
     def _start_emulator(self, daq_config: dict):
         from raffinerie.emulator.process import EmulatorProcess

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from raffinerie.hgcroc import CHIPS_PER_BOARD, MAX_CHIPS, chip_names
+from raffinerie.hgcroc import CHIPS_PER_BOARD, MAX_CHIPS, board_for_chips, chip_names
 
 TABLE_FILE = Path(__file__).with_name("hgcroc3_parameters.csv")
 LD_CHIPS = tuple(chip_names(CHIPS_PER_BOARD["LD"]))
@@ -99,8 +99,7 @@ class ParameterTable:
     def board_default(self, n_chips: int) -> dict:
         """The power-on default of the hexaboard that reads `n_chips` ROCs: an LD board's (3) up to
         3, an HD board's (6) above (as tools/power_on_defaults.py writes the example files)."""
-        board = "LD" if n_chips <= CHIPS_PER_BOARD["LD"] else "HD"
-        return self.power_on_default(tuple(chip_names(CHIPS_PER_BOARD[board])))
+        return self.power_on_default(tuple(chip_names(CHIPS_PER_BOARD[board_for_chips(n_chips)])))
 
 
 @lru_cache(maxsize=1)

@@ -181,14 +181,14 @@ class MenusDaqServer(RunningDaq, FsmServed):
         settings = self.menus[self.active]
         chips = read_chips({**self.top, **settings}, self.bench.board)
         if chips is None:
-            self._too_many_chips({**self.top, **settings})
+            self._too_many_chips(settings.get("NChips", self.top.get("NChips")))
             return
         self._begin(RunSettings(_events(settings), self.active in INJECTING_MENUS,
                                 settings_identity(settings, self.active), chips))
 
-    def _too_many_chips(self, settings: dict) -> None:
+    def _too_many_chips(self, asked) -> None:
         """The menus server says only `error`; its log (stderr here) says why."""
-        print(f"raff emulator: daq server: NChips {settings.get('NChips')!r}, but this hexaboard has "
+        print(f"raff emulator: daq server: NChips {asked!r}, but this hexaboard has "
               f"{self.bench.board.n_chips} ROCs: error state", file=sys.stderr, flush=True)
         self._error()
 
