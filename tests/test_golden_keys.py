@@ -53,6 +53,8 @@ procedures:
 
 
 POINT = "ea5584d75a9254334cf2b7ec6d062aa17c4189f09d25787b7359279b12fbc5fc"
-SCAN_POINTS = ["b56d76d3dd0a7d3377115ba71505ab4f6b2d9998c9128f9a31635574536bacbc",
-               "865886040b76598d63c2486442582a9bf0352415e818ff8db69956174aca4654"]
-DATASET = "3b96b7419b6e77d4bb740802988e6089d55db891ccdb3aed8878278a548ee06e"  # v3: data.zarr layout
+# emulated points: their board is emulator/model-5/seed-0 (model 5: per-half reference-DAC and
+# per-channel trim-DAC mismatches, for the tuning chain)
+SCAN_POINTS = ["eabbcfa01178e29d9c8ab185aca07fdbaeebaad4fbbc38e85cade2e819582409",
+               "4914656f2569270a5ee21f7a6c4b7cdb49b743e96934a807f5de2d4d592703aa"]
+DATASET = "381494afaf1d5fb82c7cad5390d8a6e7aa633701718b3cedd313a4a73cf33c30"  # v3: data.zarr layout

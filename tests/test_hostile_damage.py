@@ -249,7 +249,7 @@ def test_gc_never_collects_the_points_of_a_board_it_was_not_given(raff, libdir):
     assert len(before["measurements"]) == 6 and len(before["datasets"]) == 2
     r = raff("cache", "gc", "-c", main, "--yes", "--include-measurements")  # names board seed 0 only
     assert r.code == 0, r.err
-    assert "emulator/model-4/seed-1" in r.out  # it says what it considers live
+    assert "emulator/model-5/seed-1" in r.out  # it says what it considers live
     after = {kind: sorted(p.name for p in (cache / kind).glob("*/*")) for kind in ("measurements", "datasets")}
     assert after == before
     # the library changes: seed 1's old points are no longer needed, but this gc does not name seed 1
@@ -258,7 +258,7 @@ def test_gc_never_collects_the_points_of_a_board_it_was_not_given(raff, libdir):
     assert r.code == 0, r.err
     seed1 = [p for p in (cache / "measurements").glob("*/*") if "seed-1" in json.dumps(_attributes(p))]
     assert len(seed1) == 3, r.out
-    assert "kept 1 unneeded measurement of board emulator/model-4/seed-1" in r.out, r.out
+    assert "kept 1 unneeded measurement of board emulator/model-5/seed-1" in r.out, r.out
     r = raff("cache", "gc", "-c", main, "--yes", "--include-measurements", "--seed", "1")
     assert r.code == 0, r.err
     assert len(list((cache / "measurements").glob("*/*"))) == 4  # 2 needed on each board

@@ -209,7 +209,7 @@ def test_another_board_writes_its_own_folder_with_its_provenance(libdir):
     assert run_raff("build", "ped", "-c", main).code == 0
     zero = _provenance(out)
     assert (out / "summary.csv").is_file() and (out / "emulator-seed-6" / "summary.csv").is_file()
-    assert six["board"] == "emulator/model-4/seed-6" and zero["board"] == "emulator/model-4/seed-0"
+    assert six["board"] == "emulator/model-5/seed-6" and zero["board"] == "emulator/model-5/seed-0"
     for doc, seed in ((six, "6"), (zero, "0")):
         data = json.loads(run_raff("plan", "ped", "-c", main, "--json", "--seed", seed).out)
         keys = {n["id"]: n["key"] for n in data["nodes"]}
@@ -227,7 +227,7 @@ def test_another_board_writes_its_own_folder_with_its_provenance(libdir):
     assert run_raff("report", "ped", "-c", main).code == 0
     pages = {p: p.read_text() for p in (libdir.root / "raff-out").glob("ped*.html")}
     assert sorted(p.name for p in pages) == ["ped.emulator-seed-6.html", "ped.html"]
-    assert "emulator/model-4/seed-6" in pages[libdir.root / "raff-out" / "ped.emulator-seed-6.html"]
+    assert "emulator/model-5/seed-6" in pages[libdir.root / "raff-out" / "ped.emulator-seed-6.html"]
 
 
 def test_the_default_board_rebuilt_keeps_the_other_boards_folders(libdir):

@@ -20,7 +20,7 @@ from raffinerie.config.daqconfig import Generation, generation_of
 from raffinerie.config.yamlio import line_of, load_yaml
 from raffinerie.errors import ConfigErrors, RaffError
 
-EMULATOR_MODEL_VERSION = 4  # part of emulated keys: a new response model is a new board
+EMULATOR_MODEL_VERSION = 5  # part of emulated keys: a new response model is a new board
 DEFAULT_SEED = 0
 DEFAULT_TIMEOUT = 10.0
 MAX_TIMEOUT = 3600.0

@@ -58,7 +58,17 @@ TOT_NOISE_CALIB = 12.0        # TOT comparator noise referred to the input (Cali
 TOT_JITTER = 0.6              # TOT counts, event to event, once it fires
 TOT_SLOPE = 0.79              # TOT counts per Calib step above threshold
 TOT_INTERCEPT = 80.0          # where the straight line crosses 0
-TOA_THRESHOLD_FC = 25.0       # at Toa_vref 400: above the Calib 0 residual pulse
+TOA_THRESHOLD_FC = 25.0       # at Toa_vref 400: above the Calib 0 residual pulse; 0.1 fC per Toa_vref
+                              # step, so below Toa_vref ~150 the TOA fires on the noise alone
+                              # (p = Phi(-threshold / 1 fC)), as a threshold at the pedestal does
+# The DAC steps below are the model's choices, not measurements (no real scan of them is in
+# ../shared/data): each lets its 6-bit trim (or 10-bit reference) cover the spread it corrects.
+TOA_TRIM_FC = 0.3             # TOA threshold per trim_toa step: the 1.5 fC channel spread in 5 steps
+TOT_TRIM_CALIB = 2.0          # TOT threshold per trim_tot step (Calib units): the 8-step spread in 4
+INV_VREF_ADC = 0.9            # half baseline per Inv_vref step; Noinv_vref moves it the other way
+NOINV_VREF_ADC = 0.6
+VREF_GAIN_SPREAD = 0.05       # per-half mismatch of those slopes, and per channel of the trim steps:
+TRIM_STEP_SPREAD = 0.05       #   a few per cent, as DAC mismatches go
 TIMEWALK_AT_THRESHOLD = 300.0  # TOA delay (LSB) of a pulse just at threshold relative to a huge one
 TIMEWALK_SCALE = 0.096        # walk = T (1 + s (Q/Q_thr - 1))^-p, fitted to the real runs
 TIMEWALK_POWER = 2.67         #   (250 fC at Q_thr 25 fC: 57 LSB)
@@ -142,6 +152,14 @@ class Board:
         k = np.arange(1, TDC_INL_HARMONICS + 1, dtype=np.float64)
         self.inl_sin = rng.normal(0.0, TDC_INL_SLOPE, (n_chips, HALVES, 1, k.size)) / (k * 2 * np.pi / TOA_RANGE)
         self.inl_cos = rng.normal(0.0, TDC_INL_SLOPE, (n_chips, HALVES, 1, k.size)) / (k * 2 * np.pi / TOA_RANGE)
+        # model 5, drawn after all the above so a seed keeps its earlier mismatches: the
+        # reference DACs' slopes per half and the trim DACs' steps per channel. Each is a
+        # factor around 1 on a change from the characterisation setting, so data taken
+        # there (Inv_vref 300, Noinv_vref 100, trims 0) are those of model 4.
+        self.inv_vref_gain = rng.normal(1.0, VREF_GAIN_SPREAD, (n_chips, HALVES, 1))
+        self.noinv_vref_gain = rng.normal(1.0, VREF_GAIN_SPREAD, (n_chips, HALVES, 1))
+        self.toa_trim_step = rng.normal(1.0, TRIM_STEP_SPREAD, shape)
+        self.tot_trim_step = rng.normal(1.0, TRIM_STEP_SPREAD, shape)
         # after every draw, so a board with defects has the mismatches of its seed
         self.dead = _channel_mask(dead, n_chips)
         self.noise[_channel_mask(noisy, n_chips)] = NOISY_ADC
@@ -160,8 +178,8 @@ class Board:
         half = lambda block, name: self._halves(regs, block, name)  # noqa: E731
         slot = lambda name: self._slots(regs, name).astype(np.float64)  # noqa: E731
         # half baseline from the reference voltages: linear, saturating at the ends
-        linear = 272.0 + 0.9 * (half("ReferenceVoltage", "Inv_vref") - 300) \
-            - 0.6 * (half("ReferenceVoltage", "Noinv_vref") - 100)
+        linear = 272.0 + INV_VREF_ADC * self.inv_vref_gain * (half("ReferenceVoltage", "Inv_vref") - 300) \
+            - NOINV_VREF_ADC * self.noinv_vref_gain * (half("ReferenceVoltage", "Noinv_vref") - 100)
         baseline = 512.0 + 480.0 * np.tanh((linear - 512.0) / 480.0)
         pedestal = baseline + self.chip_offset + self.pedestal_offset - self.trim_slope * slot("trim_inv")
         per_step = HIGH_RANGE_FC * slot("HighRange") + LOW_RANGE_FC * slot("LowRange")
@@ -171,13 +189,13 @@ class Board:
         fsc = _full_scale(half("GlobalAnalog", "Cf"), half("GlobalAnalog", "Cf_comp"),
                           half("GlobalAnalog", "Rf"))
         toa_thr = TOA_THRESHOLD_FC * (1 + 0.004 * (half("ReferenceVoltage", "Toa_vref") - 400)) \
-            - 0.3 * slot("trim_toa") + self.toa_threshold
+            - TOA_TRIM_FC * self.toa_trim_step * slot("trim_toa") + self.toa_threshold
         tot_thr = TOT_THRESHOLD_CALIB * (1 + 0.0025 * (half("ReferenceVoltage", "Tot_vref") - 700)) \
-            - 2.0 * slot("trim_tot") + self.tot_threshold
+            - TOT_TRIM_CALIB * self.tot_trim_step * slot("trim_tot") + self.tot_threshold
         phase = regs.get("Top", "phase_strobe")[:, 0].astype(np.float64)[:, None, None]
         return {
             "pedestal": pedestal, "charge": charge, "gain": 1024.0 / fsc * self.gain,
-            "toa_threshold": np.maximum(toa_thr, 2.0), "tot_threshold": tot_thr,
+            "toa_threshold": toa_thr, "tot_threshold": tot_thr,
             "phase": phase, "off": slot("Channel_off") > 0, "silent": (slot("Channel_off") > 0) | self.dead,
             "characterisation": regs.get("DigitalHalf", "CalibrationSC") > 0,
         }
@@ -251,7 +269,8 @@ class Board:
         p_fire = 0.5 * (1.0 + erf(z_toa / np.sqrt(2.0)))
         can_fire = (z_toa > -FIRE_SIGMAS) & ~s["silent"]
         if can_fire.any():
-            over = np.maximum(q / s["toa_threshold"] - 1.0, 0.0)
+            # the walk of a pulse near a threshold at (or below) the pedestal: that of 2 fC
+            over = np.maximum(q / np.maximum(s["toa_threshold"], 2.0) - 1.0, 0.0)
             walk = TIMEWALK_AT_THRESHOLD * self.timewalk * (1.0 + TIMEWALK_SCALE * over) ** -TIMEWALK_POWER
             code, density = self._tdc(self.toa_offset + TOA_LSB_PER_PHASE * s["phase"] + walk)
             code, density = code[can_fire], density[can_fire]
