@@ -118,3 +118,22 @@ def analysis_record(procedure: str, inputs: dict, outputs: dict, seconds: float,
     return _record(RecordKind.ANALYSIS, {"procedure": procedure, "inputs": inputs, "outputs": outputs,
                                          "seconds": round(seconds, 3),
                                          "time": time.time() if when is None else when})
+
+
+# -- the calibrations in a dataset's build record (names/datasets/<name>.json, its `inputs`) --
+
+def calibration_record(calibrations: dict[str, str]) -> dict:
+    """The calibrations a dataset's points stood on: `calibrations`, [name, analysis key] pairs in
+    the order applied (a list: records are written with sorted keys); `calibration`, the one key
+    of a single calibration, as records before lists had it, so an older raffinerie still reads it."""
+    single = next(iter(calibrations.values())) if len(calibrations) == 1 else None
+    return {"calibration": single, "calibrations": [[name, key] for name, key in calibrations.items()]}
+
+
+def recorded_calibrations(inputs: dict) -> dict[str, str]:
+    """name -> analysis key of the calibrations a dataset record's `inputs` name, in order."""
+    pairs = inputs.get("calibrations")
+    if not isinstance(pairs, list):
+        return {}
+    return {p[0]: p[1] for p in pairs
+            if isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)}

@@ -147,7 +147,7 @@ def test_each_kind_of_change_is_named(raff, libdir):
     assert "0 points acquired, 0 datasets and 1 analysis built" in built.out
     doc = _plan(raff, main)
     points = doc["by_id"]["points:trimmed"]
-    assert points["reason"] == "calibration changed: 1 new point, 0 cached (roc_s0.ch.0.trim_inv 5 → 7)"
+    assert points["reason"] == "calibration changed (calib): 1 new point, 0 cached (roc_s0.ch.0.trim_inv 5 → 7)"
     assert points["why"]["kind"] == "calibration_changed"
     assert points["why"]["changes"] == [{"path": "roc_s0.ch.0.trim_inv", "before": 5, "after": 7}]
     assert doc["by_id"]["dataset:trimmed"]["why"]["kind"] == "calibration_changed"

@@ -44,6 +44,7 @@ from raffinerie.graph.countdown import Countdown
 from raffinerie.graph.keying import build_record, take_record
 from raffinerie.graph.nodes import CACHED, Node, NodeKind, is_calibration
 from raffinerie.graph.plan import Plan, force, make_plan, replan
+from raffinerie.records import calibration_record
 from raffinerie.store.entries import DamagedEntry
 from raffinerie.store.store import Store
 from raffinerie.words import count
@@ -395,9 +396,9 @@ class Builder:
                 bytes.fromhex(node.key), meta,
                 lambda folder: write_dataset(points, self.store, folder, proc.data_columns,
                                              proc.origin.at("data_columns"), meta.get(BOARD)), replace)
-        calibration = next((plan.nodes[d].key for d in plan.nodes[node.depends_on[0]].depends_on), None)
+        calibrations = {plan.nodes[d].name: plan.nodes[d].key for d in plan.nodes[node.depends_on[0]].depends_on}
         self.store.record(node.kind.store_kind, node.name, node.key,
-                          {"calibration": calibration, **build_record(points, node)})
+                          {**calibration_record(calibrations), **build_record(points, node)})
         self._built(node)
         self.report.datasets += 1
         self.progress.info(f"{node.name}: dataset of {shape['rows']} rows x {len(shape['columns'])} columns "

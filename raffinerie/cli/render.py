@@ -80,6 +80,10 @@ def _points_lines(points: PointSet) -> list[str]:
     lines = [f"  {proc.name}: daq procedure at {origin.file}:{origin.line}"]
     if proc.imported is not None:
         lines.append(f"    imported from {proc.imported.get('source')}; board {points.identity}")
+    if proc.calibrations:
+        order = " (applied in this order, a later one winning)" if len(proc.calibrations) > 1 else ""
+        lines.append(f"    stands on calibration{'s' * (len(proc.calibrations) > 1)} "
+                     f"{', '.join(proc.calibrations)}{order}")
     if not points.scan.axes:
         lines.append("    no scan parameters: a single point")
     for axis in points.scan.axes:

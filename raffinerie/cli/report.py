@@ -325,21 +325,18 @@ def _acquisition(store, keys: list[str]) -> dict:
 
 
 def _chain(plan: Plan, node_id: str | None) -> str:
-    """`dataset trimmed ← analysis trim (key…) ← dataset scan`: the calibrations a node depends on."""
-    links = []
-    seen = set()
-    while node_id and node_id not in seen:
-        seen.add(node_id)
-        node = plan.nodes.get(node_id)
-        if node is None:
-            break
-        if node.kind == "points" and node.depends_on:  # a calibration
-            calib = plan.nodes[node.depends_on[0]]
-            links.append(f"calibration {calib.name} ({(calib.key or 'not built')[:12]})")
-            node_id = calib.depends_on[0] if calib.depends_on else None
-            continue
-        node_id = node.depends_on[0] if node.depends_on else None
-    return " ← ".join(links) or "none"
+    """`calibration trim (key…) ← calibration vref (key…)`: every calibration a node stands on,
+    directly or through the data of another, the nearest first."""
+    upstream, todo = set(), [node_id] if node_id else []
+    while todo:
+        node = plan.nodes.get(todo.pop())
+        if node is not None and node.id not in upstream:
+            upstream.add(node.id)
+            todo += node.depends_on
+    calibrations = {d for i in upstream if plan.nodes[i].kind == "points" for d in plan.nodes[i].depends_on}
+    order = [i for i in reversed(plan.nodes) if i in calibrations]   # plans list inputs first
+    return " ← ".join(f"calibration {plan.nodes[i].name} ({(plan.nodes[i].key or 'not built')[:12]})"
+                      for i in order) or "none"
 
 
 def _provenance(rows) -> str:

@@ -125,15 +125,14 @@ class _Checker:
                 self.error(proc.origin.at("module") if proc.module_given else proc.origin, message)
 
     def daq(self, proc: DaqProcedure) -> None:
-        if proc.calibration:
-            calib = self.lib.procedures.get(proc.calibration)
+        for i, name in enumerate(proc.calibrations):
+            where = proc.calibration_origin(i)
+            calib = self.lib.procedures.get(name)
             if calib is None:
-                self.unknown(proc.origin.at("calibration"), proc.name, proc.calibration,
-                             f"'{proc.name}' takes its calibration from '{proc.calibration}', which is "
-                             "not a procedure of this library", _kinds(self.lib, AnalysisProcedure))
+                self.unknown(where, proc.name, name, f"'{proc.name}' takes its calibration from '{name}', "
+                             "which is not a procedure of this library", _kinds(self.lib, AnalysisProcedure))
             elif not isinstance(calib, AnalysisProcedure):
-                self.error(proc.origin.at("calibration"),
-                           f"calibration '{proc.calibration}' is a daq procedure, not an analysis")
+                self.error(where, f"calibration '{name}' is a daq procedure, not an analysis")
         scan = expand(proc)
         if scan.total > self.max_points:
             self.error(proc.origin.at("parameters"), f"'{proc.name}' has {scan.total:,} points, more "

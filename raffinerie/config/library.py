@@ -73,7 +73,9 @@ class DaqProcedure:
     server_override: dict = field(default_factory=dict)
     client_override: dict = field(default_factory=dict)
     parameters: list[ScanParameter] = field(default_factory=list)
-    calibration: str | None = None
+    # analyses whose calibration outputs overlay the target, in order (a later one wins)
+    calibrations: tuple[str, ...] = ()
+    calibrations_listed: bool = False   # written as a list (so each has its own place)
     mode: str = "summary"
     repeat: int = 1
     data_columns: list[str] | None = None
@@ -83,7 +85,11 @@ class DaqProcedure:
     kind = "daq"
 
     def dependencies(self) -> list[str]:
-        return [self.calibration] if self.calibration else []
+        return list(self.calibrations)
+
+    def calibration_origin(self, i: int) -> Origin:
+        """Where the library names the i-th calibration."""
+        return self.origin.at("calibration", i) if self.calibrations_listed else self.origin.at("calibration")
 
 
 @dataclass
@@ -334,7 +340,8 @@ def _build(entry: dict, origin: Origin, report) -> Procedure:
         client_override=normalize(daq.get("client_override") or {}),
         parameters=[_parameter(p, origin.at("parameters", i), report)
                     for i, p in enumerate(entry.get("parameters") or [])],
-        calibration=entry.get("calibration"),
+        calibrations=_calibrations(entry.get("calibration")),
+        calibrations_listed=isinstance(entry.get("calibration"), list),
         mode=entry.get("mode", "summary"),
         repeat=entry.get("repeat", 1),
         data_columns=entry.get("data_columns"),
@@ -382,3 +389,10 @@ def _parameter(entry: dict, origin: Origin, report) -> ScanParameter:
         report(origin.at("range").error(
             f"range is empty: stop {stop} is not {relation} start {start} (step {step})"))
     return ScanParameter(levels, values, origin)
+
+
+def _calibrations(value) -> tuple[str, ...]:
+    """`calibration: NAME` or `calibration: [A, B, ...]` (the schema has checked the shape)."""
+    if not value:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from raffinerie.config.daqconfig import int_setting, run_settings_as_meant, server_override, server_section
 from raffinerie.config.library import DaqProcedure, Origin, missing_message
@@ -62,8 +62,12 @@ class ConfigFiles:
         return strip_network(doc) if doc is not None else None
 
 
-def base_config(proc: DaqProcedure, files: ConfigFiles, calibration: dict | None = None) -> dict | None:
-    """`{"target": ..., "daq": ...}` of `proc` before its scan, or None if a file failed."""
+def base_config(proc: DaqProcedure, files: ConfigFiles, calibrations: Sequence[dict] = ()) -> dict | None:
+    """`{"target": ..., "daq": ...}` of `proc` before its scan, or None if a file failed.
+
+    `calibrations`: the outputs of `proc.calibrations`, in that order; each overlays the
+    target as it stands after the ones before it, so a later one wins on a shared register.
+    """
     where = proc.origin
     pod = files.target(proc.power_on_default, where.at("target_settings", "power_on_default"),
                        "power-on default")
@@ -74,15 +78,17 @@ def base_config(proc: DaqProcedure, files: ConfigFiles, calibration: dict | None
     daq = files.mapping(proc.daq_default, where.at("daq_settings", "default"), "daq default config")
     if pod is None or init is None or daq is None:
         return None
-    calibration = normalize(calibration or {})
-    _check_calibration(proc, calibration)
-    target = merge(merge(merge(pod, init), proc.overrides), calibration)
+    target = merge(merge(pod, init), proc.overrides)
+    for name, calibration in zip(proc.calibrations, calibrations, strict=True):
+        calibration = normalize(calibration or {})
+        _check_calibration(proc, name, calibration)
+        target = merge(target, calibration)
     server = server_override(server_section(daq), proc.server_override)
     daq = run_settings_as_meant(merge(daq, {"server": server, "client": proc.client_override}))
     return {"target": target, "daq": daq}
 
 
-def _check_calibration(proc: DaqProcedure, calibration: dict) -> None:
+def _check_calibration(proc: DaqProcedure, name: str, calibration: dict) -> None:
     """A calibration is an analysis's output: its register values pass the checks a file's do."""
     from raffinerie.config.parameters import load_table
 
@@ -90,8 +96,8 @@ def _check_calibration(proc: DaqProcedure, calibration: dict) -> None:
                 for path, problem in load_table().problems(calibration)]
     if problems:
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
-        raise proc.origin.at("calibration").error(
-            f"the calibration '{proc.calibration}' that '{proc.name}' takes sets "
+        raise proc.calibration_origin(proc.calibrations.index(name)).error(
+            f"the calibration '{name}' that '{proc.name}' takes sets "
             f"{'; '.join(problems[:3])}{more}").as_error()
 
 

@@ -38,7 +38,8 @@ from raffinerie.errors import ConfigErrors, RaffError
 from raffinerie.graph.keying import CacheView, analysis_inputs, analysis_key, current_take, dataset_key
 from raffinerie.graph.nodes import BUILD, CACHED, WAITING, Node, NodeKind, downstream, node_id
 from raffinerie.graph.points import KEY_SIZE, PointSet, hash_points
-from raffinerie.graph.reasons import Change, Comparison, Reason, ReasonKind, compare_resolved, diff_values
+from raffinerie.graph.reasons import (Change, Comparison, Reason, ReasonKind, calibrations_changed, compare_resolved,
+                                     diff_values)
 
 
 @dataclass
@@ -209,33 +210,42 @@ class _Planner:
         if points_id in self.plan.nodes:  # kept from the plan before: only its dataset is planned again
             points_node = self.plan.nodes[points_id]
             return self._add(self._dataset_node(self.plan.points[proc.name], points_node))
-        calib_node = self.add(proc.calibration) if proc.calibration else None
-        calibration, waiting_cause = None, None
-        if calib_node is not None and calib_node.status == CACHED:
-            calibration = self.cache.calibration(bytes.fromhex(calib_node.key))
-            if calibration is None and not self.cache.has("analyses", bytes.fromhex(calib_node.key)):
-                calib_node = self._damaged(calib_node)  # checked, quarantined: never used, made again
-        if calib_node is not None and calibration is None:
-            waiting_cause = calib_node.why
-        points = self._kept_keys(proc) or self._points(proc, calibration, waiting_cause is not None)
+        calib_nodes, calibrations, pending = [], [], None
+        for name in proc.calibrations:
+            node, calibration = self._calibration(name)
+            calib_nodes.append(node)
+            calibrations.append(calibration)
+            if calibration is None and pending is None:
+                pending = node   # the first not ready: the one a plan says it waits for
+        points = self._kept_keys(proc) or self._points(proc, calibrations, pending)
         self.plan.points[proc.name] = points
-        deps = [calib_node.id] if calib_node is not None else []
-        points_node = self._add(self._points_node(points, deps, calib_node.key if calib_node else None,
-                                                  waiting_cause))
+        deps = [n.id for n in calib_nodes]
+        keys = {n.name: n.key for n in calib_nodes}
+        points_node = self._add(self._points_node(points, deps, keys, pending.why if pending else None))
         return self._add(self._dataset_node(points, points_node))
+
+    def _calibration(self, name: str) -> tuple[Node, dict | None]:
+        """The node of calibration `name` and its output, if it is built and intact."""
+        node = self.add(name)
+        if node.status != CACHED:
+            return node, None
+        calibration = self.cache.calibration(bytes.fromhex(node.key))
+        if calibration is None and not self.cache.has("analyses", bytes.fromhex(node.key)):
+            node = self._damaged(node)  # checked, quarantined: never used, made again
+        return node, calibration
 
     def _add(self, node: Node) -> Node:
         self.plan.nodes[node.id] = node
         return node
 
-    def _points(self, proc: DaqProcedure, calibration: dict | None, waiting: bool) -> PointSet:
-        """The points of `proc`, their keys hashed (unless they wait for their calibration)."""
+    def _points(self, proc: DaqProcedure, calibrations: list[dict | None], pending: Node | None) -> PointSet:
+        """The points of `proc`, their keys hashed (unless they wait for a calibration, `pending`)."""
         base = None
-        if not waiting:
-            base = base_config(proc, self.files, calibration)
+        if pending is None:
+            base = base_config(proc, self.files, calibrations)
             if base is None:
                 raise ConfigErrors(self.files.diagnostics)
-        points = PointSet(proc, expand(proc), base, waiting_for=proc.calibration if waiting else None,
+        points = PointSet(proc, expand(proc), base, waiting_for=pending.name if pending else None,
                           identity=proc.identity or self.plan.identity)
         points.take = current_take(self.cache, proc.name, points.identity)
         if self.retake and points.retakeable:
@@ -260,7 +270,7 @@ class _Planner:
         problem = getattr(self.cache, "damaged", {}).get(node.key, "it left the cache")
         return self._add(replace(node, status=BUILD, why=Reason(ReasonKind.DAMAGED, problem=problem)))
 
-    def _points_node(self, points: PointSet, deps: list[str], calibration: str | None,
+    def _points_node(self, points: PointSet, deps: list[str], calibrations: dict[str, str | None],
                      waiting_cause: Reason | None = None) -> Node:
         name = points.procedure.name
         points_id = node_id(NodeKind.POINTS, name)
@@ -270,14 +280,15 @@ class _Planner:
         if not points.to_acquire:
             why = Reason(ReasonKind.ALL_CACHED, cached=points.total)
             return Node(points_id, NodeKind.POINTS, name, None, CACHED, why, deps)
-        c = self._compare(points, calibration)
-        kind = ReasonKind.CALIBRATION_CHANGED if c is not None and c.calibration_changed else ReasonKind.NEW_POINTS
+        c = self._compare(points, calibrations)
+        changed = c.calibrations_changed if c is not None else ()
+        kind = ReasonKind.CALIBRATION_CHANGED if changed else ReasonKind.NEW_POINTS
         changes = tuple(c.changes) if c is not None else ()
         why = Reason(kind, changes, c.more if c else 0, new=points.to_acquire, cached=points.n_cached,
-                     calibration=points.procedure.calibration if kind == ReasonKind.CALIBRATION_CHANGED else None)
+                     calibration=", ".join(changed) or None)
         return Node(points_id, NodeKind.POINTS, name, None, BUILD, why, deps)
 
-    def _compare(self, points: PointSet, calibration: str | None = None) -> Comparison | None:
+    def _compare(self, points: PointSet, calibrations: dict[str, str | None] | None = None) -> Comparison | None:
         """How `points` differ from what the last build of their dataset resolved (None: no record)."""
         if points.comparison is not None:
             return points.comparison
@@ -292,11 +303,10 @@ class _Planner:
                                  proc.data_columns, points.take)
         else:
             c = Comparison()
-        calib_key = calibration
-        if calib_key is None and proc.calibration:
-            calib_key = self.plan.nodes.get(node_id(NodeKind.ANALYSIS, proc.calibration))
-            calib_key = calib_key.key if calib_key is not None else None
-        c.calibration_changed = bool(calib_key and inputs.get("calibration") not in (None, calib_key))
+        if calibrations is None:
+            calibrations = {name: getattr(self.plan.nodes.get(node_id(NodeKind.ANALYSIS, name)), "key", None)
+                            for name in proc.calibrations}
+        c.calibrations_changed = calibrations_changed(inputs, calibrations)
         points.comparison = c
         return c
 
@@ -322,9 +332,9 @@ class _Planner:
         if c is None:
             return Reason(ReasonKind.POINTS_CHANGED, new=points.to_acquire) if points.to_acquire \
                 else Reason(ReasonKind.NOT_BUILT)
-        if c.calibration_changed:
+        if c.calibrations_changed:
             return Reason(ReasonKind.CALIBRATION_CHANGED, tuple(c.changes), c.more,
-                          calibration=points.procedure.calibration)
+                          calibration=", ".join(c.calibrations_changed))
         if c.changes or points.to_acquire:
             return Reason(ReasonKind.POINTS_CHANGED, tuple(c.changes), c.more, new=points.to_acquire)
         if c.columns is not None:

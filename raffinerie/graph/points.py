@@ -90,7 +90,7 @@ class PointSet:
         if c is None:
             return Reason(ReasonKind.NEW_POINT)
         general = [ch for ch in c.changes if ch.axis is None]
-        if general or c.calibration_changed:
+        if general or c.calibrations_changed:
             return Reason(ReasonKind.NEW_POINT, tuple(general), c.more)
         coordinate, _ = self.coordinate(i)
         new = tuple(Change(axis.name, after=value, added=True)

@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any, Iterable
 
 from raffinerie.config.keys import hashed_config
+from raffinerie.records import recorded_calibrations
 
 MAX_CHANGES = 20     # changes kept in a reason (the first ones); `more` counts the rest
 SHOWN_CHANGES = 3    # changes named in a reason's text
@@ -127,7 +128,8 @@ class Reason:
         if k is ReasonKind.CALIBRATION_CHANGED:
             counts = (f": {self.new} new point{'s' * (self.new != 1)}, {self.cached} cached"
                       if self.new or self.cached else "")
-            return f"calibration changed{counts}{detail}"
+            named = f" ({self.calibration})" if self.calibration else ""
+            return f"calibration changed{named}{counts}{detail}"
         if k is ReasonKind.WAITING:
             if self.cause is None or self.cause.kind in (ReasonKind.NOT_BUILT, ReasonKind.CACHED):
                 return f"calibration {self.calibration} not built yet"
@@ -185,11 +187,24 @@ class Reason:
 class Comparison:
     """How a scan differs from its last build."""
 
-    calibration_changed: bool = False
+    calibrations_changed: tuple[str, ...] = ()   # the calibrations whose output is not the one used
     columns: Change | None = None
     changes: list[Change] = field(default_factory=list)   # settings and axes, first differing first
     more: int = 0
     old_values: dict[str, set] | None = None   # axis name -> the values the last build scanned
+
+
+def calibrations_changed(inputs: dict, calibrations: dict[str, str | None]) -> tuple[str, ...]:
+    """The calibrations (name -> analysis key now) whose key differs from the one the last build
+    of the dataset (its record's `inputs`) applied. Records name their calibrations' keys
+    (`calibrations`); those of raffinerie before composable calibrations hold one key
+    (`calibration`). A calibration not yet built (key None) has not changed."""
+    before = recorded_calibrations(inputs)
+    if not before and len(calibrations) == 1 and isinstance(inputs.get("calibration"), str):
+        before = {name: inputs["calibration"] for name in calibrations}
+    if not before:
+        return ()
+    return tuple(name for name, key in calibrations.items() if key and before.get(name) != key)
 
 
 # -- what a build keeps ----------------------------------------------------------------

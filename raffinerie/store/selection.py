@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from raffinerie.records import recorded_calibrations
 from raffinerie.store.files import json_dict
 from raffinerie.store.folderfs import read_plain_or_none
 from raffinerie.store.layout import KINDS, entry_rel
@@ -56,9 +57,11 @@ def select(names: Iterable[str], record: Callable[[str, str], dict | None],
         rec = record("datasets", proc) if isinstance(proc, str) else None
         if rec and rec.get("key") == key:
             records[("datasets", proc)] = None
-            calibration = (rec.get("inputs") or {}).get("calibration")
-            if isinstance(calibration, str):
-                analysis(calibration, None)
+            inputs = rec.get("inputs") or {}
+            keys_used = list(recorded_calibrations(inputs).values()) or [inputs.get("calibration")]
+            for calibration in keys_used:
+                if isinstance(calibration, str):
+                    analysis(calibration, None)
 
     def analysis(key: str, name: str | None) -> None:
         if key in keys["analyses"]:
