@@ -39,6 +39,10 @@ class Job:
     dataset: Path          # the dataset's Zarr folder (data.zarr)
     dataset_key: str       # its key in the cache
     output: Path           # an empty folder for the outputs
+    # (name, overlay) of each calibration the dataset's points stood on, in the order applied:
+    # given to a distillery that sets `reads_calibrations` (builtin.tuned_config), as its
+    # `applied_calibrations`. The dataset's key covers them (they are in its points' keys).
+    calibrations: tuple[tuple[str, dict], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ def _run_job(job: Job) -> JobResult:
             raise RaffError(f"analysis '{job.analysis}': dataset_form is {form!r}; it must be one of "
                             f"{', '.join(map(repr, FORMS))}", file=job.source.file)
         distillery = _call(job, "__init__", lambda: cls(dict(job.parameters)))
+        if getattr(cls, "reads_calibrations", False):
+            distillery.applied_calibrations = [(name, dict(overlay)) for name, overlay in job.calibrations]
         try:
             dataset = Dataset(job.dataset)
         except Exception as exc:  # noqa: BLE001 - any failure to read it is damage

@@ -47,7 +47,7 @@ from raffinerie.graph.plan import Plan
 from raffinerie.records import analysis_record
 from raffinerie.store.files import process_alive
 from raffinerie.store.entries import DamagedEntry
-from raffinerie.store.layout import MANIFEST
+from raffinerie.store.layout import MANIFEST, CacheIndex
 
 
 @dataclass
@@ -95,8 +95,19 @@ class AnalysisRunner:
         folder = self.store.root / "tmp" / f"analysis-{node.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         folder.mkdir(parents=True)
         job = Job(node.name, self.source(proc), proc.parameters,
-                  self.store.dataset_folder(data_node.key), data_node.key, folder)
+                  self.store.dataset_folder(data_node.key), data_node.key, folder,
+                  self._calibrations(plan, data_node))
         return job, analysis_inputs(proc, data_node.key, self.code(proc))
+
+    def _calibrations(self, plan: Plan, data_node: Node) -> tuple[tuple[str, dict], ...]:
+        """The overlays of the calibrations the dataset's points stood on, checked against their
+        manifests (as the plan checked them before laying them over the points)."""
+        points_node = plan.nodes.get(data_node.depends_on[0]) if data_node.depends_on else None
+        if points_node is None or not points_node.depends_on:
+            return ()
+        index = CacheIndex(self.store.root)
+        return tuple((plan.nodes[d].name, index.calibration(bytes.fromhex(plan.nodes[d].key)) or {})
+                     for d in points_node.depends_on)
 
     def submit(self, plan: Plan, node: Node) -> Submitted:
         """Run one analysis in a worker process.

@@ -65,6 +65,7 @@ class Distillery:
     defaults: dict = {}
     plots: tuple[str, ...] = ()
     calibrates = False
+    calibration_file = "calibration.yaml"
     dataset_form = "dataset"   # the built-ins read the Dataset themselves: see `load`
     injected_only = False      # analyses of injected channels read only their slots
     chips = None               # every chip of the dataset (panels), read before any row
@@ -90,7 +91,7 @@ class Distillery:
 
     def output(self) -> dict:
         return {"summary": "summary.csv", "plots": [f"{p}.png" for p in self.plots],
-                "calibration": "calibration.yaml" if self.calibrates else None}
+                "calibration": self.calibration_file if self.calibrates else None}
 
     def load(self, dataset) -> pd.DataFrame:
         """The rows this analysis reads: its columns, and with `injected_only`, the slots of
@@ -120,7 +121,7 @@ class Distillery:
         if self.calibrates:
             import yaml
 
-            with open(os.path.join(output_dir, "calibration.yaml"), "w") as f:
+            with open(os.path.join(output_dir, self.calibration_file), "w") as f:
                 f.write("# calibration written by raffinerie's " + type(self).__name__ + " analysis\n")
                 yaml.safe_dump(calibration or {}, f, sort_keys=True)
 

@@ -1,0 +1,121 @@
+"""The tuned configuration of a board: every register its tuning chain changed, in one file.
+
+Input: the dataset of a daq procedure that stands on the chain's calibrations
+(`calibration: [vref, pedestal_trim, toa_threshold, ...]`), usually a pedestal
+run of the tuned board. Those calibrations are merged in the order applied, a
+later one winning, exactly as that procedure's points were configured, into
+`tuned_config.yaml`: the library's target format (`roc_sN: Block: index:
+param: value`), loadable as an `initial_config` and by the slow-control
+servers as it is. It is a calibration too, so a daq procedure can stand on
+the tuned board with `calibration: NAME`.
+
+Summary: one row per (chip, block, parameter) set: the calibration that set
+it (the last one that did), how many places, and the least, median and
+greatest value. Plot `tuned_board`: per half, the pedestal median and spread
+the data show with the tuned configuration, and the reference values chosen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .common import Distillery, chip_panels
+
+SPREAD_COLUMNS = ["chip", "half", "channels", "pedestal_median", "pedestal_spread", "noise_median"]
+
+
+class TunedConfig(Distillery):
+    defaults: dict = {}
+    plots = ("tuned_board",)
+    calibrates = True
+    calibration_file = "tuned_config.yaml"
+    reads_calibrations = True      # the runner sets `applied_calibrations`: (name, overlay), in order
+    applied_calibrations: list = []
+
+    def analyse(self, data):
+        from raffinerie.config.tree import merge, normalize
+
+        if not self.applied_calibrations:
+            raise ValueError("its daq procedure stands on no calibration: there is no tuned configuration "
+                             "to write (give that procedure `calibration: [vref, pedestal_trim, ...]`)")
+        tuned: dict = {}
+        setters: dict = {}
+        for name, overlay in self.applied_calibrations:
+            overlay = normalize(overlay or {})
+            tuned = merge(tuned, overlay)
+            for place in _places(overlay):
+                setters[place] = name
+        summary = _summary(tuned, _setters_by_register(setters))
+        spread = half_spread(data)
+        for r in spread.itertuples():
+            self.notes.append(f"roc_s{r.chip} half {r.half}: pedestal median {r.pedestal_median:.1f} ADC, "
+                              f"spread {r.pedestal_spread:.2f} ADC over {r.channels} channels")
+        self.notes.append("tuned configuration from " + " → ".join(n for n, _ in self.applied_calibrations)
+                          + f": {int(summary.places.sum())} register values")
+        return summary, {"tuned_board": lambda: self._plot(spread, tuned)}, tuned
+
+    def _plot(self, spread: pd.DataFrame, tuned: dict):
+        fig, panels = chip_panels(spread.chip.unique(), "the tuned board: pedestal median and spread per "
+                                  "half (bars), and the reference values the chain chose")
+        for chip, ax in panels.items():
+            mine = spread[spread.chip == chip]
+            x = mine.half.to_numpy()
+            ax.bar(x, mine.pedestal_median, yerr=mine.pedestal_spread, capsize=6, color="tab:blue", alpha=0.7)
+            for half, median, std in zip(x, mine.pedestal_median, mine.pedestal_spread):
+                ax.annotate(f"{median:.0f} ± {std:.1f}", (half, median), textcoords="offset points",
+                            xytext=(0, 12), ha="center", fontsize=8)
+            refs = (tuned.get(f"roc_s{chip}") or {}).get("ReferenceVoltage") or {}
+            lines = [f"half {h}: " + ", ".join(f"{k} {v}" for k, v in sorted(refs[h].items()))
+                     for h in sorted(refs)]
+            ax.text(0.02, 0.02, "\n".join(lines) or "no reference value set", transform=ax.transAxes,
+                    fontsize=7, va="bottom")
+            ax.set_ylim(0, 1.15 * max(spread.pedestal_median.max(), 1))   # room for the labels
+            ax.set_xticks([0, 1], ["half 0", "half 1"])
+            ax.set_xlim(-0.6, 1.6)
+        panels[min(panels)].set_ylabel("pedestal (ADC counts)")
+        return fig
+
+
+def half_spread(data: pd.DataFrame) -> pd.DataFrame:
+    """Per (chip, half) over the normal channels: how many, the median pedestal, the spread
+    (standard deviation across channels) and the median noise; dead (zero-noise) channels left out."""
+    rows = data[(data.channeltype == 0) & (data.adc_stdd > 0)]
+    channel = rows.groupby(["chip", "half", "channel"], as_index=False)[["adc_mean", "adc_stdd"]].mean()
+    g = channel.groupby(["chip", "half"])
+    out = pd.DataFrame({"channels": g.size(), "pedestal_median": g.adc_mean.median(),
+                        "pedestal_spread": g.adc_mean.std(), "noise_median": g.adc_stdd.median()}).reset_index()
+    return out[SPREAD_COLUMNS]
+
+
+def _places(tree: dict, prefix: tuple = ()):
+    """(chip, block, index, parameter) of every value in a target overlay."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _places(value, prefix + (key,))
+        else:
+            yield prefix + (key,)
+
+
+def _summary(tuned: dict, setters: dict) -> pd.DataFrame:
+    values: dict = {}
+    for place in _places(tuned):
+        chip, block, _index, param = place
+        node = tuned
+        for k in place:
+            node = node[k]
+        values.setdefault((chip, block, param), []).append(node)
+    rows = [(chip, block, param, ", ".join(setters[(chip, block, param)]), len(v), min(v), float(np.median(v)), max(v))
+            for (chip, block, param), v in sorted(values.items(), key=lambda kv: tuple(map(str, kv[0])))]
+    return pd.DataFrame(rows, columns=["chip", "block", "parameter", "set_by", "places", "min", "median", "max"])
+
+
+def _setters_by_register(setters: dict) -> dict:
+    """(chip, block, param) -> the calibrations whose value of it stands somewhere, in order."""
+    out: dict = {}
+    for (chip, block, _index, param), name in setters.items():
+        out.setdefault((chip, block, param), {})[name] = None
+    return {k: list(v) for k, v in out.items()}
+
+
+DISTILLERY = TunedConfig

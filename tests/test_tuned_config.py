@@ -1,0 +1,91 @@
+"""builtin.tuned_config: the merged calibrations a tuned daq procedure stood on, as one target file.
+
+The chain here: a trim_inv scan standing on a reference-voltage calibration (`setter`, which
+writes its parameter), pedestal_trim on that scan, a tuned pedestal run on both, and the
+tuned_config analysis of it. The tuned file, loaded as an initial config, must configure a
+point exactly as the calibrations did: the same key, so the plan finds it cached.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from test_calibrations import SETTER
+
+VREF = {"roc_s0": {"ReferenceVoltage": {0: {"Inv_vref": 320}, 1: {"Inv_vref": 290}}},
+        "roc_s1": {"ReferenceVoltage": {0: {"Inv_vref": 305}}}}
+TRIM_VALUES = "[0, 32, 63]"
+
+
+def _chain(libdir, init: str = "") -> str:
+    trim_axis = "- key: [[roc_s0, roc_s1, roc_s2], ch, [%s], trim_inv]\n  values: %s\n" % (
+        ", ".join(map(str, range(72))), TRIM_VALUES)
+    trim_scan = libdir.daq("trim_scan", trim_axis).replace("  type: daq\n", "  type: daq\n  calibration: vref\n")
+    tuned = libdir.daq("tuned_run").replace("  type: daq\n", "  type: daq\n  calibration: [vref, trim]\n")
+    return (libdir.daq("base") + trim_scan + tuned
+            + f"- {{name: vref, type: analysis, daq: base, module: setter, parameters: {{sets: {json.dumps(VREF)}}}}}\n"
+            "- {name: trim, type: analysis, daq: trim_scan, module: builtin.pedestal_trim}\n"
+            "- {name: hexaboard_tuning, type: analysis, daq: tuned_run, module: builtin.tuned_config}\n")
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    from conftest import LibraryFolder, run_raff
+
+    libdir = LibraryFolder(tmp_path_factory.mktemp("tuned"))
+    libdir.write("defaults/daq.yaml", "server: {NChips: 3, NEvents: 100, zmqPushPull_port: 8888}\nclient: {}\n")
+    libdir.write("analyses/setter.py", SETTER)
+    main = libdir.main(_chain(libdir))
+    r = run_raff("build", "hexaboard_tuning", "-c", main, timeout=300)
+    assert r.code == 0, r.err
+    return libdir, main
+
+
+def test_the_tuned_config_is_every_calibration_merged_in_order(tuned):
+    libdir, _ = tuned
+    out = libdir.root / "raff-out"
+    doc = yaml.safe_load((out / "hexaboard_tuning" / "tuned_config.yaml").read_text())
+    trims = yaml.safe_load((out / "trim" / "calibration.yaml").read_text())
+    assert doc["roc_s0"]["ReferenceVoltage"] == {0: {"Inv_vref": 320}, 1: {"Inv_vref": 290}}
+    assert doc["roc_s1"]["ReferenceVoltage"] == {0: {"Inv_vref": 305}}
+    for chip in ("roc_s0", "roc_s1", "roc_s2"):
+        assert doc[chip]["ch"] == trims[chip]["ch"] and len(doc[chip]["ch"]) == 72
+    summary = pd.read_csv(out / "hexaboard_tuning" / "summary.csv")
+    row = summary[(summary.chip == "roc_s0") & (summary.parameter == "Inv_vref")].iloc[0]
+    assert (row.set_by, row.places, row["min"], row["max"]) == ("vref", 2, 290, 320)
+    assert set(summary[summary.parameter == "trim_inv"].set_by) == {"trim"}
+    notes = (out / "hexaboard_tuning" / "notes.txt").read_text()
+    assert "tuned configuration from vref → trim" in notes and "roc_s2 half 1: pedestal median" in notes
+    assert (out / "hexaboard_tuning" / "tuned_board.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_tuned_config_as_an_initial_config_configures_the_points_as_the_chain_did(tuned, raff):
+    libdir, main = tuned
+    tuned_file = libdir.root / "raff-out" / "hexaboard_tuning" / "tuned_config.yaml"
+    check = libdir.daq("from_file").replace(
+        "    power_on_default: ./defaults/pod.yaml\n",
+        f"    power_on_default: ./defaults/pod.yaml\n    initial_config: {tuned_file}\n")
+    main = libdir.main(_chain(libdir) + check)
+    plan = json.loads(raff("plan", "from_file", "tuned_run", "-c", main, "--json").out)
+    nodes = {n["id"]: n for n in plan["nodes"]}
+    # the same resolved configuration, so the same key: the tuned run's point, already acquired
+    assert nodes["points:from_file"]["status"] == "cached", nodes["points:from_file"]
+    keys = {p["procedure"]: p["key"] for p in plan["points"]}
+    assert keys["from_file"] == keys["tuned_run"]
+
+
+def test_a_rebuild_does_nothing(tuned, raff):
+    _, main = tuned
+    r = raff("build", "hexaboard_tuning", "-c", main)
+    assert r.code == 0 and "is up to date" in r.out, r.out
+
+
+def test_without_calibrations_it_says_what_is_missing(raff, libdir):
+    libdir.write("defaults/daq.yaml", "server: {NChips: 3, NEvents: 10, zmqPushPull_port: 8888}\nclient: {}\n")
+    main = libdir.main(libdir.daq("base") + "- {name: t, type: analysis, daq: base, module: builtin.tuned_config}\n")
+    r = raff("build", "t", "-c", main, timeout=120)
+    assert r.code != 0 and "stands on no calibration" in r.err, r.err
