@@ -239,3 +239,36 @@ def test_emulated_timewalk_changes_with_the_phase_like_the_real_one():
         assert np.mean([c[calib] for c in curves]) == pytest.approx(value, rel=0.25, abs=1.0)
     assert 62 < np.median(steps) < 66 and 1.0 < steps.std() < 3.5   # real: 62.8-68.4, sd 2.0
     assert np.corrcoef(steps, changes)[0, 1] < -0.4     # real: -0.97, the TDC's code density
+
+
+def test_model_5_keeps_the_characterisation_setting_and_moves_with_the_trims_by_each_channels_step():
+    """Model 5's new mismatches act only away from Inv_vref 300, Noinv_vref 100 and trims 0."""
+    board, regs = Board(4), RegisterFile()
+    regs.write(yaml.safe_load((EXAMPLES / "init" / "characterisation_mode.yaml").read_text()))
+    base = board.state(regs, False)
+    board.inv_vref_gain[:] = board.noinv_vref_gain[:] = 3.0   # no effect at Inv_vref 300, Noinv_vref 100
+    assert np.array_equal(board.state(regs, False)["pedestal"], base["pedestal"])
+    trimmed = RegisterFile()
+    trimmed.write(yaml.safe_load((EXAMPLES / "init" / "characterisation_mode.yaml").read_text()))
+    trimmed.write({f"roc_s{c}": {"ch": {ch: {"trim_toa": 20, "trim_tot": 20} for ch in range(72)}} for c in range(3)})
+    moved = board.state(trimmed, False)
+    step = (base["toa_threshold"] - moved["toa_threshold"])[:, :, :36] / 20
+    assert np.allclose(step, 0.3 * board.toa_trim_step[:, :, :36])
+    assert 0.01 < step.std() / step.mean() < 0.1          # each channel its own step, a few per cent apart
+    # a TOA threshold below the pedestal fires on noise alone: not held at 2 fC any more
+    low = RegisterFile()
+    low.write({f"roc_s{c}": {"ReferenceVoltage": {h: {"Toa_vref": 50} for h in (0, 1)}} for c in range(3)})
+    assert (board.state(low, False)["toa_threshold"] < 0).all()
+
+
+def test_an_untunable_channel_lies_beyond_its_trims_and_the_rest_of_the_board_is_its_seeds():
+    plain, far = Board(2), Board(2, untunable=[(1, 40)])
+    where = (1, 1, 4)   # chip 1, half 1, slot 4 = channel 40
+    assert far.pedestal_offset[where] - plain.pedestal_offset[where] == 150
+    assert far.toa_threshold[where] - plain.toa_threshold[where] == 30
+    assert far.pedestal_offset[where] - np.median(plain.pedestal_offset[1, 1]) > 63 * far.trim_slope[where]
+    far.pedestal_offset[where] = plain.pedestal_offset[where]
+    far.toa_threshold[where] = plain.toa_threshold[where]
+    far.tot_threshold[where] = plain.tot_threshold[where]
+    assert np.array_equal(far.pedestal_offset, plain.pedestal_offset)
+    assert np.array_equal(far.toa_threshold, plain.toa_threshold)

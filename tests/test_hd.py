@@ -213,3 +213,8 @@ def test_an_hd_run_yaml_without_nchips_is_imported_with_the_chips_of_its_target(
 def test_the_readme_names_the_hd_example():
     text = (EXAMPLES.parent / "README.md").read_text()
     assert re.search(r"hd_pedestal_run", text) and "--board HD" in text
+
+
+def test_an_untunable_channel_on_a_chip_the_board_lacks_is_an_error(raff):
+    assert_clean_error(raff("emulator", "--untunable-channel", "3:1", timeout=20),
+                       "--untunable-channel 3:1", "an LD hexaboard has chips 0 to 2")

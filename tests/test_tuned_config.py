@@ -89,3 +89,18 @@ def test_without_calibrations_it_says_what_is_missing(raff, libdir):
     main = libdir.main(libdir.daq("base") + "- {name: t, type: analysis, daq: base, module: builtin.tuned_config}\n")
     r = raff("build", "t", "-c", main, timeout=120)
     assert r.code != 0 and "stands on no calibration" in r.err, r.err
+
+
+def test_the_hcc_slow_control_takes_the_tuned_config_as_it_is(tuned, tmp_path):
+    from test_emulator_protocol import running_emulator
+
+    libdir, _ = tuned
+    doc = yaml.safe_load((libdir.root / "raff-out" / "hexaboard_tuning" / "tuned_config.yaml").read_text())
+    with running_emulator(tmp_path) as emu:
+        sc = emu.req("target")
+        assert sc.hcc("set", doc)["status"] == "success"
+        back = sc.hcc("get", {"roc_s0": {"ReferenceVoltage": {1: None}}, "roc_s2": {"ch": {71: None}}},
+                      from_hardware=True)
+        assert back["status"] == "success", back
+        assert back["args"]["roc_s0"]["ReferenceVoltage"][1]["Inv_vref"] == 290
+        assert back["args"]["roc_s2"]["ch"][71]["trim_inv"] == doc["roc_s2"]["ch"][71]["trim_inv"]

@@ -31,7 +31,8 @@ def emulator_command(args) -> int:
                       client_port=args.client_port, data_port=args.data_port,
                       generation=Generation(args.generation), slow_control=args.slow_control,
                       seed=args.seed, board=args.board, rate=args.trigger_rate, log=args.log, faults=faults,
-                      dead=tuple(args.dead_channel or ()), noisy=tuple(args.noisy_channel or ()))
+                      dead=tuple(args.dead_channel or ()), noisy=tuple(args.noisy_channel or ()),
+                      untunable=tuple(args.untunable_channel or ()))
     if args.trigger_rate is not None and args.trigger_rate <= 0:
         raise RaffError(f"--trigger-rate must be positive, got {args.trigger_rate}")
     _check_channels(options)
@@ -70,7 +71,8 @@ def _check_channels(options) -> None:
     from raffinerie.hgcroc import CHIPS_PER_BOARD
 
     chips = CHIPS_PER_BOARD[options.board]
-    for flag, channels in (("--dead-channel", options.dead), ("--noisy-channel", options.noisy)):
+    for flag, channels in (("--dead-channel", options.dead), ("--noisy-channel", options.noisy),
+                           ("--untunable-channel", options.untunable)):
         for chip, channel in channels:
             if chip >= chips:
                 raise RaffError(f"{flag} {chip}:{channel}: an {options.board} hexaboard has chips 0 to "
@@ -121,4 +123,7 @@ def add_parser(sub) -> None:
                         help="that channel of the board is dead: stuck at its pedestal (repeatable)")
     faults.add_argument("--noisy-channel", type=board_channel, action="append", metavar="CHIP:CHANNEL",
                         help="that channel of the board is noisy: 5 ADC of noise (repeatable)")
+    faults.add_argument("--untunable-channel", type=board_channel, action="append", metavar="CHIP:CHANNEL",
+                        help="that channel's pedestal and TOA and TOT thresholds lie beyond what its trims "
+                             "reach (repeatable): the tuning chain must flag it")
     p.set_defaults(func=lambda args: emulator_command(args))

@@ -78,6 +78,11 @@ BX_COUNTER = 44
 # a noisy cell of a defective board (--noisy-channel): the noisy cells of the real E02 module
 # (../shared/data/reference/hexaboard-maps, pads 18, 28, 80, 126, 189) have 4.9-5.7 ADC
 NOISY_ADC = 5.0
+# an untunable cell (--untunable-channel): beyond the full range of its trim, whatever the seed:
+# trim_inv moves a pedestal by up to 63 x 1.5 ADC, trim_toa a threshold by 63 x 0.3 fC, trim_tot by 63 x 2
+UNTUNABLE_PEDESTAL_ADC = 150.0
+UNTUNABLE_TOA_FC = 30.0
+UNTUNABLE_TOT_CALIB = 200.0
 COMMON_MODE_NOISE = 0.35      # ADC, shared by the channels of a half in each event
 EVENTS_PER_MESSAGE = 32
 TOA_RANGE = 1024
@@ -125,9 +130,10 @@ def compress_tot(tot: np.ndarray) -> np.ndarray:
 class Board:
     """One emulated board: its mismatches, drawn from the seed."""
 
-    def __init__(self, seed: int, n_chips: int = DEFAULT_CHIPS, dead=(), noisy=()):
-        """`dead`, `noisy`: (chip, channel) of normal channels made defective (`raff emulator
-        --dead-channel`, `--noisy-channel`), for tests of QC: the seed's board, with those defects."""
+    def __init__(self, seed: int, n_chips: int = DEFAULT_CHIPS, dead=(), noisy=(), untunable=()):
+        """`dead`, `noisy`, `untunable`: (chip, channel) of normal channels made defective (`raff
+        emulator --dead-channel`, `--noisy-channel`, `--untunable-channel`), for tests of QC and of
+        tuning: the seed's board, with those defects."""
         self.seed, self.n_chips = seed, n_chips
         rng = np.random.default_rng([seed, 0x4843524F43])
         # per analogue front end (36 channels + calibration channel); the two common-mode
@@ -163,6 +169,10 @@ class Board:
         # after every draw, so a board with defects has the mismatches of its seed
         self.dead = _channel_mask(dead, n_chips)
         self.noise[_channel_mask(noisy, n_chips)] = NOISY_ADC
+        far = _channel_mask(untunable, n_chips)
+        self.pedestal_offset[far] += UNTUNABLE_PEDESTAL_ADC
+        self.toa_threshold[far] += UNTUNABLE_TOA_FC
+        self.tot_threshold[far] += UNTUNABLE_TOT_CALIB
 
     # -- configuration -> per-slot physics -----------------------------------
 

@@ -46,6 +46,7 @@ class Options:
     faults: Faults = field(default_factory=Faults)
     dead: tuple = ()                   # (chip, channel) of defective channels of the board
     noisy: tuple = ()
+    untunable: tuple = ()              # (chip, channel) out of its trims' reach
 
     @property
     def slow_control_kind(self) -> str:
@@ -70,7 +71,7 @@ class Emulator:
             raise
 
     def _build(self, o: Options) -> None:
-        board = Board(o.seed, CHIPS_PER_BOARD[o.board], dead=o.dead, noisy=o.noisy)
+        board = Board(o.seed, CHIPS_PER_BOARD[o.board], dead=o.dead, noisy=o.noisy, untunable=o.untunable)
         target = Target(board.n_chips)
         push = DataPush(self.ctx, o.host, o.data_port)
         bench = Bench(board, target, push, o.faults, self.log, o.rate)
