@@ -80,7 +80,8 @@ def _given(module: str, analysis: str) -> str:
 
 def _builtins(name: str) -> str:
     """`; built-ins: ...` and the nearest one, for a module that is not there."""
-    known = sorted(p.stem for p in BUILTIN_DIR.glob("[!_]*.py") if p.stem != "common")
+    # the analyses, not the modules they share (common, thresholds, trims): those name no DISTILLERY
+    known = sorted(p.stem for p in BUILTIN_DIR.glob("[!_]*.py") if "\nDISTILLERY = " in p.read_text())
     close = nearest(name, known)
     hint = f" (did you mean '{BUILTIN_PREFIX}{close[0]}'?)" if close else ""
     return f"; built-ins: {', '.join(BUILTIN_PREFIX + k for k in known)}{hint}"

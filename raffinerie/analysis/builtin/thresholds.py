@@ -90,7 +90,7 @@ class NoiseThreshold(Distillery):
     calibrates = True
 
     def analyse(self, data):
-        d, p = self.discriminator, self.parameters
+        d = self.discriminator
         counts = self._counts(data)
         channels = self._channel_edges(counts)
         halves = self._half_edges(channels)
