@@ -1,0 +1,184 @@
+"""The example tuning chain (`raff build hexaboard_tuning`) against the emulator's truth.
+
+Three boards (seeds 1-3) are tuned in one build. For each, the registers the chain chose
+(its tuned_config.yaml) are written into the model of that seed's board
+(`raffinerie.emulator.model.Board`), which says what the chip then does: the truth, read
+here, never through the analyses. A fourth board, on a standalone emulator, has one cell
+out of its trims' reach: the chain must name it and still finish.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import EXAMPLES, run_raff
+
+from raffinerie.emulator.model import Board
+from raffinerie.emulator.registers import RegisterFile
+
+SEEDS = (1, 2, 3)
+TARGET = 250.0            # the library's pedestal target (vref, pedestal_trim_tuning)
+MAX_NOISE_RATE = 1e-3     # toa_threshold's default
+MARGIN = 10               # toa_threshold's default, DAC steps above the noise edge
+UNTUNABLE = (1, 40)       # chip, channel of the fourth board
+NORMAL = slice(0, 36)     # the normal channels' slots of a half
+
+
+def _library(root):
+    shutil.copytree(EXAMPLES, root)
+    return root / "main_config.yaml"
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    main = _library(tmp_path_factory.mktemp("tuning") / "lib")
+    seeds = [a for s in SEEDS for a in ("--seed", str(s))]
+    r = run_raff("build", "hexaboard_tuning", "-c", main, *seeds, "-w", "2", timeout=600)
+    assert r.code == 0, r.err
+    return main
+
+
+def _tuned(main, seed: int) -> dict:
+    path = main.parent / "raff-out" / "tuned_config" / f"emulator-seed-{seed}" / "tuned_config.yaml"
+    return yaml.safe_load(path.read_text())
+
+
+def _registers(*overlays) -> RegisterFile:
+    regs = RegisterFile()
+    for path in ("defaults/V3LDHexaboard-poweron-default.yaml", "init/tuning_start.yaml"):
+        doc = yaml.safe_load((EXAMPLES / path).read_text())
+        regs.write({k: v for k, v in doc.items() if k.startswith("roc_s")})
+    for overlay in overlays:
+        regs.write(overlay)
+    return regs
+
+
+def _only(tuned: dict, *params) -> dict:
+    """The part of a tuned config that sets `params` (what one link of the chain wrote)."""
+    out: dict = {}
+    for chip, blocks in tuned.items():
+        for block, instances in blocks.items():
+            for index, values in instances.items():
+                kept = {k: v for k, v in values.items() if k in params}
+                if kept:
+                    out.setdefault(chip, {}).setdefault(block, {})[index] = kept
+    return out
+
+
+def _phi(x):
+    return 0.5 * np.vectorize(math.erfc)(-np.asarray(x, float) / math.sqrt(2))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_pedestals_of_each_half_sit_at_the_target_and_line_up(chain, seed):
+    tuned, board = _tuned(chain, seed), Board(seed)
+    before = board.state(_registers(), False)["pedestal"][:, :, NORMAL]
+    after = board.state(_registers(tuned), False)["pedestal"][:, :, NORMAL]
+    assert np.all(np.abs(np.median(after, axis=2) - TARGET) <= 10)
+    assert np.all(after.std(axis=2) <= 3.0) and np.all(before.std(axis=2) > 12)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_each_trim_inv_is_within_one_step_of_the_truths_best(chain, seed):
+    tuned, board = _tuned(chain, seed), Board(seed)
+    vref = _only(tuned, "Inv_vref")
+    trims = np.array([[tuned[f"roc_s{c}"]["ch"][ch]["trim_inv"] for ch in range(72)] for c in range(3)])
+    untrimmed = _registers(vref)
+    untrimmed.write({f"roc_s{c}": {"ch": {ch: {"trim_inv": 0} for ch in range(72)}} for c in range(3)})
+    at_zero = board.state(untrimmed, False)["pedestal"][:, :, NORMAL].reshape(3, 72)
+    slope = board.trim_slope[:, :, NORMAL].reshape(3, 72)
+    steps = np.arange(64)
+    best = np.abs(at_zero[..., None] - slope[..., None] * steps - TARGET).argmin(axis=2)
+    assert np.abs(trims - best).max() <= 1
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_toa_vref_sits_a_margin_above_the_noise_edge_and_noise_stays_below_the_rate(chain, seed):
+    tuned, board = _tuned(chain, seed), Board(seed)
+    scanned = _registers(_only(tuned, "Inv_vref", "trim_inv"))   # as the Toa_vref scan was configured
+    values = np.arange(150, 500)
+    rates = []
+    for v in values:
+        scanned.write({f"roc_s{c}": {"ReferenceVoltage": {h: {"Toa_vref": int(v)} for h in (0, 1)}} for c in range(3)})
+        rates.append(_phi(-board.state(scanned, False)["toa_threshold"][:, :, NORMAL]).max(axis=2))
+    rates = np.array(rates)                                     # [value, chip, half]
+    for c in range(3):
+        for h in range(2):
+            chosen = tuned[f"roc_s{c}"]["ReferenceVoltage"][h]["Toa_vref"]
+            quiet = np.logical_and.accumulate((rates[::-1, c, h] < MAX_NOISE_RATE))[::-1]
+            edge = int(values[np.argmax(quiet)])
+            assert edge + MARGIN - 5 <= chosen <= edge + MARGIN + 10, (c, h, edge, chosen)
+            assert rates[values == chosen, c, h][0] < MAX_NOISE_RATE
+    final = board.state(_registers(tuned), False)["toa_threshold"][:, :, NORMAL]
+    assert _phi(-final).max() < MAX_NOISE_RATE      # the trims lowered some thresholds: still quiet
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_50_percent_toa_points_of_a_half_agree_within_one_trim_step(chain, seed):
+    tuned, board = _tuned(chain, seed), Board(seed)
+    threshold = board.state(_registers(tuned), True)["toa_threshold"][:, :, NORMAL]
+    step = 0.3 * board.toa_trim_step[:, :, NORMAL]          # fC per trim_toa step, per channel
+    spread = (threshold - np.median(threshold, axis=2, keepdims=True)) / step
+    assert np.abs(spread).max() <= 1.0, np.abs(spread).max()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_chosen_phase_is_the_pulse_maximum(chain, seed):
+    tuned = _tuned(chain, seed)
+    # the model's pulse peaks at phase_strobe 2 on every chip (TAU_NS + (phase - 2) * PHASE_NS)
+    assert all(abs(tuned[f"roc_s{c}"]["Top"][0]["phase_strobe"] - 2) <= 1 for c in range(3))
+
+
+def test_a_rebuild_does_nothing_and_a_new_toa_trim_target_replans_only_what_stands_on_it(chain, raff):
+    seeds = [a for s in SEEDS for a in ("--seed", str(s))]
+    r = raff("build", "hexaboard_tuning", "-c", chain, *seeds)
+    assert r.code == 0 and "is up to date" in r.out, r.out
+    lib = chain.parent / "tuning_procedures.yaml"
+    text = lib.read_text()
+    lib.write_text(text.replace("  module: builtin.toa_trim\n", "  module: builtin.toa_trim\n"
+                                "  parameters: {target_trim: 31}\n"))
+    try:
+        plan = json.loads(raff("plan", "hexaboard_tuning", "-c", chain, "--seed", "1", "--json").out)
+    finally:
+        lib.write_text(text)
+    status = {n["id"]: n["status"] for n in plan["nodes"]}
+    redone = {i for i, s in status.items() if s != "cached"}
+    assert redone == {"analysis:toa_trim", "points:tuning_tot_vref_scan", "dataset:tuning_tot_vref_scan",
+                      "analysis:tot_threshold", "points:tuning_tot_trim_scan", "dataset:tuning_tot_trim_scan",
+                      "analysis:tot_trim", "points:tuning_phase_scan", "dataset:tuning_phase_scan",
+                      "analysis:sampling_phase", "points:tuned_board_run", "dataset:tuned_board_run",
+                      "analysis:tuned_config", "points:tuned_injection_scan", "dataset:tuned_injection_scan",
+                      "analysis:tuned_injection"}, redone
+
+
+def test_an_untunable_cell_is_named_and_the_chain_still_finishes(tmp_path):
+    from raffinerie.config.daqconfig import Generation
+    from raffinerie.emulator.process import EmulatorProcess
+
+    main = _library(tmp_path / "lib")
+    chip, channel = UNTUNABLE
+    with EmulatorProcess(seed=4, generation=Generation.Y2021,
+                         extra_args=["--untunable-channel", f"{chip}:{channel}"]) as emu:
+        p = emu.ports
+        net = tmp_path / "board.yaml"
+        sockets = {k: {"hostname": "127.0.0.1", "port": p[k]} for k in ("server", "target", "data")}
+        net.write_text(yaml.safe_dump(sockets | {"board": "untunable", "timeout": 10}))
+        r = run_raff("build", "hexaboard_tuning", "-c", main, "--network", net, "-w", "2", timeout=600)
+    assert r.code == 0, r.err
+    out = main.parent / "raff-out"
+    trims = pd.read_csv(out / "pedestal_trim_tuning" / "untunable" / "summary.csv")
+    flagged = trims[trims.status == "unreachable"]
+    assert ((flagged.chip == chip) & (flagged.channel == channel)).any(), flagged
+    assert f"roc_s{chip} ch {channel} (" in (out / "pedestal_trim_tuning" / "untunable" / "notes.txt").read_text()
+    toa = pd.read_csv(out / "toa_trim" / "untunable" / "summary.csv")
+    cell = toa[(toa.chip == chip) & (toa.channel == channel)].iloc[0]
+    assert cell.status != "trimmed" and np.isnan(cell.trim_toa)
+    assert f"roc_s{chip}" in (out / "toa_trim" / "untunable" / "notes.txt").read_text()
+    assert (out / "tuned_config" / "untunable" / "tuned_config.yaml").is_file()
