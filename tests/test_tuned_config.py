@@ -56,7 +56,7 @@ def test_the_tuned_config_is_every_calibration_merged_in_order(tuned):
         assert doc[chip]["ch"] == trims[chip]["ch"] and len(doc[chip]["ch"]) == 72
     summary = pd.read_csv(out / "hexaboard_tuning" / "summary.csv")
     row = summary[(summary.chip == "roc_s0") & (summary.parameter == "Inv_vref")].iloc[0]
-    assert (row.set_by, row.places, row["min"], row["max"]) == ("vref", 2, 290, 320)
+    assert (row.set_by, row.places, row.missing, row["min"], row["max"]) == ("vref", 2, 0, 290, 320)
     assert set(summary[summary.parameter == "trim_inv"].set_by) == {"trim"}
     notes = (out / "hexaboard_tuning" / "notes.txt").read_text()
     assert "tuned configuration from vref → trim" in notes and "roc_s2 half 1: pedestal median" in notes

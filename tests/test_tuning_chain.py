@@ -181,4 +181,7 @@ def test_an_untunable_cell_is_named_and_the_chain_still_finishes(tmp_path):
     cell = toa[(toa.chip == chip) & (toa.channel == channel)].iloc[0]
     assert cell.status != "trimmed" and np.isnan(cell.trim_toa)
     assert f"roc_s{chip}" in (out / "toa_trim" / "untunable" / "notes.txt").read_text()
-    assert (out / "tuned_config" / "untunable" / "tuned_config.yaml").is_file()
+    tuned = yaml.safe_load((out / "tuned_config" / "untunable" / "tuned_config.yaml").read_text())
+    assert "trim_toa" not in tuned[f"roc_s{chip}"]["ch"][channel]       # left at its base value
+    notes = (out / "tuned_config" / "untunable" / "notes.txt").read_text()
+    assert f"roc_s{chip} trim_toa: toa_trim left" in notes and str(channel) in notes, notes

@@ -10,8 +10,9 @@ servers as it is. It is a calibration too, so a daq procedure can stand on
 the tuned board with `calibration: NAME`.
 
 Summary: one row per (chip, block, parameter) set: the calibration that set
-it (the last one that did), how many places, and the least, median and
-greatest value. Plot `tuned_board`: per half, the pedestal median and spread
+it (the last one that did), how many places, how many of the chip's channels
+(halves) it left out (`missing`: those its link flagged, named in the notes),
+and the least, median and greatest value. Plot `tuned_board`: per half, the pedestal median and spread
 the data show with the tuned configuration, and the reference values chosen.
 """
 
@@ -20,7 +21,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from raffinerie import words
+from raffinerie.hgcroc import CHANNELS_PER_CHIP, HALVES
+
 from .common import Distillery, chip_panels
+
+# instances of a block on a chip: a register set on fewer of them was left untuned on the others
+EXPECTED = {"ch": CHANNELS_PER_CHIP, "ReferenceVoltage": HALVES, "Top": 1}
 
 SPREAD_COLUMNS = ["chip", "half", "channels", "pedestal_median", "pedestal_spread", "noise_median"]
 
@@ -53,6 +60,7 @@ class TunedConfig(Distillery):
                               f"spread {r.pedestal_spread:.2f} ADC over {r.channels} channels")
         self.notes.append("tuned configuration from " + " → ".join(n for n, _ in self.applied_calibrations)
                           + f": {int(summary.places.sum())} register values")
+        self.notes += untuned_lines(tuned, summary)
         return summary, {"tuned_board": lambda: self._plot(spread, tuned)}, tuned
 
     def _plot(self, spread: pd.DataFrame, tuned: dict):
@@ -75,6 +83,19 @@ class TunedConfig(Distillery):
             ax.set_xlim(-0.6, 1.6)
         panels[min(panels)].set_ylabel("pedestal (ADC counts)")
         return fig
+
+
+def untuned_lines(tuned: dict, summary: pd.DataFrame) -> list[str]:
+    """The places a link of the chain set on some channels (halves) of a chip but not on others:
+    those it flagged, left at the base config's value. Named, one line per register."""
+    lines = []
+    for r in summary[summary.missing > 0].itertuples():
+        instances = (tuned.get(r.chip) or {}).get(r.block) or {}
+        lacking = [i for i in range(EXPECTED[r.block]) if r.parameter not in (instances.get(i) or {})]
+        where = "channels" if r.block == "ch" else f"{r.block} instances"
+        lines.append(f"{r.chip} {r.parameter}: {r.set_by} left {len(lacking)} {where} untuned "
+                     f"({words.int_runs(lacking)}): they keep the base config's value")
+    return lines
 
 
 def half_spread(data: pd.DataFrame) -> pd.DataFrame:
@@ -105,9 +126,11 @@ def _summary(tuned: dict, setters: dict) -> pd.DataFrame:
         for k in place:
             node = node[k]
         values.setdefault((chip, block, param), []).append(node)
-    rows = [(chip, block, param, ", ".join(setters[(chip, block, param)]), len(v), min(v), float(np.median(v)), max(v))
+    rows = [(chip, block, param, ", ".join(setters[(chip, block, param)]), len(v),
+             max(EXPECTED.get(block, len(v)) - len(v), 0), min(v), float(np.median(v)), max(v))
             for (chip, block, param), v in sorted(values.items(), key=lambda kv: tuple(map(str, kv[0])))]
-    return pd.DataFrame(rows, columns=["chip", "block", "parameter", "set_by", "places", "min", "median", "max"])
+    return pd.DataFrame(rows, columns=["chip", "block", "parameter", "set_by", "places", "missing",
+                                       "min", "median", "max"])
 
 
 def _setters_by_register(setters: dict) -> dict:
