@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 
 import numpy as np
@@ -46,7 +47,7 @@ def chain(tmp_path_factory):
 
 
 def _tuned(main, seed: int) -> dict:
-    path = main.parent / "raff-out" / "tuned_config" / f"emulator-seed-{seed}" / "tuned_config.yaml"
+    path = main.parent / "raff-out" / "hexaboard_tuning" / f"emulator-seed-{seed}" / "tuned_config.yaml"
     return yaml.safe_load(path.read_text())
 
 
@@ -136,6 +137,25 @@ def test_the_chosen_phase_is_the_pulse_maximum(chain, seed):
     assert all(abs(tuned[f"roc_s{c}"]["Top"][0]["phase_strobe"] - 2) <= 1 for c in range(3))
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_one_page_summary_gives_each_halfs_spread_before_and_after_as_the_truth_has_them(chain, seed):
+    folder = chain.parent / "raff-out" / "hexaboard_tuning" / f"emulator-seed-{seed}"
+    assert (folder / "tuning_summary.png").read_bytes()[:4] == b"\x89PNG"
+    notes = (folder / "notes.txt").read_text()
+    board, tuned = Board(seed), _tuned(chain, seed)
+    live = board.noise[:, :, NORMAL] > 0
+    truth = [board.state(_registers(*o), False)["pedestal"][:, :, NORMAL] for o in ((), (tuned,))]
+    for chip in range(3):
+        for half in range(2):
+            found = re.search(rf"^roc_s{chip} half {half}: pedestal spread ([0-9.]+) → ([0-9.]+) ADC, "
+                              r"gain ([0-9.]+) ADC/fC; Inv_vref", notes, re.M)
+            assert found, notes
+            before, after, gain = map(float, found.groups())
+            expected = [t[chip, half][live[chip, half]].std(ddof=1) for t in truth]
+            assert abs(before - expected[0]) < 0.5 and abs(after - expected[1]) < 0.5, (before, after, expected)
+            assert abs(gain - 6.4) < 0.64   # 1024 ADC over the usual 160 fC full scale (hgcroc-physics.md)
+
+
 def test_a_rebuild_does_nothing_and_a_new_toa_trim_target_replans_only_what_stands_on_it(chain, raff):
     seeds = [a for s in SEEDS for a in ("--seed", str(s))]
     r = raff("build", "hexaboard_tuning", "-c", chain, *seeds)
@@ -154,7 +174,7 @@ def test_a_rebuild_does_nothing_and_a_new_toa_trim_target_replans_only_what_stan
                       "analysis:tot_threshold", "points:tuning_tot_trim_scan", "dataset:tuning_tot_trim_scan",
                       "analysis:tot_trim", "points:tuning_phase_scan", "dataset:tuning_phase_scan",
                       "analysis:sampling_phase", "points:tuned_board_run", "dataset:tuned_board_run",
-                      "analysis:tuned_config", "points:tuned_injection_scan", "dataset:tuned_injection_scan",
+                      "analysis:hexaboard_tuning", "points:tuned_injection_scan", "dataset:tuned_injection_scan",
                       "analysis:tuned_injection"}, redone
 
 
@@ -181,7 +201,7 @@ def test_an_untunable_cell_is_named_and_the_chain_still_finishes(tmp_path):
     cell = toa[(toa.chip == chip) & (toa.channel == channel)].iloc[0]
     assert cell.status != "trimmed" and np.isnan(cell.trim_toa)
     assert f"roc_s{chip}" in (out / "toa_trim" / "untunable" / "notes.txt").read_text()
-    tuned = yaml.safe_load((out / "tuned_config" / "untunable" / "tuned_config.yaml").read_text())
+    tuned = yaml.safe_load((out / "hexaboard_tuning" / "untunable" / "tuned_config.yaml").read_text())
     assert "trim_toa" not in tuned[f"roc_s{chip}"]["ch"][channel]       # left at its base value
-    notes = (out / "tuned_config" / "untunable" / "notes.txt").read_text()
+    notes = (out / "hexaboard_tuning" / "untunable" / "notes.txt").read_text()
     assert f"roc_s{chip} trim_toa: toa_trim left" in notes and str(channel) in notes, notes

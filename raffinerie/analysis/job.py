@@ -43,6 +43,9 @@ class Job:
     # given to a distillery that sets `reads_calibrations` (builtin.tuned_config), as its
     # `applied_calibrations`. The dataset's key covers them (they are in its points' keys).
     calibrations: tuple[tuple[str, dict], ...] = ()
+    # (name, summary table as written, None if it writes none) of each analysis it `uses`, in
+    # the library's order, checked against their manifests: the distillery's `upstream`
+    used: tuple[tuple[str, bytes | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,8 @@ def _run_job(job: Job) -> JobResult:
         distillery = _call(job, "__init__", lambda: cls(dict(job.parameters)))
         if getattr(cls, "reads_calibrations", False):
             distillery.applied_calibrations = [(name, dict(overlay)) for name, overlay in job.calibrations]
+        if job.used:
+            distillery.upstream = _upstream(job)
         try:
             dataset = Dataset(job.dataset)
         except Exception as exc:  # noqa: BLE001 - any failure to read it is damage
@@ -258,3 +263,11 @@ def _entry_name(job: Job, kind: str, path) -> str:
     shutil.copy(full, os.path.join(folder, name))  # keep everything inside the entry
     return name
 
+
+def _upstream(job: Job) -> dict:
+    """name -> DataFrame of each used analysis's summary (None where it writes none)."""
+    import io
+
+    import pandas as pd
+
+    return {name: None if table is None else pd.read_csv(io.BytesIO(table)) for name, table in job.used}

@@ -94,10 +94,22 @@ class AnalysisRunner:
         data_node = plan.nodes[node.depends_on[0]]
         folder = self.store.root / "tmp" / f"analysis-{node.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         folder.mkdir(parents=True)
+        used = [plan.nodes[d] for d in node.depends_on[1:]]
         job = Job(node.name, self.source(proc), proc.parameters,
                   self.store.dataset_folder(data_node.key), data_node.key, folder,
-                  self._calibrations(plan, data_node))
-        return job, analysis_inputs(proc, data_node.key, self.code(proc))
+                  self._calibrations(plan, data_node), tuple((u.name, self._summary(node, u)) for u in used))
+        return job, analysis_inputs(proc, data_node.key, self.code(proc), {u.name: u.key for u in used})
+
+    def _summary(self, node: Node, used: Node) -> bytes | None:
+        """The summary table of analysis `used` (None if it writes none), checked against its
+        entry's manifest. A damaged entry is never read: it goes to quarantine/."""
+        try:
+            summary = (self.store.meta("analyses", used.key).get("outputs") or {}).get("summary")
+            return self.store.read_checked("analyses", used.key, summary) if summary else None
+        except DamagedEntry as exc:
+            raise RaffError(f"analysis '{node.name}' uses '{used.name}', whose cache entry is damaged "
+                            f"({exc.problem}): it is in quarantine/ now; build again to make it anew",
+                            file=self.store.path("analyses", used.key)) from None
 
     def _calibrations(self, plan: Plan, data_node: Node) -> tuple[tuple[str, dict], ...]:
         """The overlays of the calibrations the dataset's points stood on, checked against their

@@ -120,9 +120,11 @@ def render_report(plan: Plan, store, lib, warn=None) -> str:
              f"backend {e(plan.identity)}; cache <code>{e(str(store.root))}</code>.<br>"
              f"{count(s['total'], 'point')}: {s['cached']} cached, {s['to_acquire']} to acquire"
              f"{', %d waiting for a calibration' % s['waiting'] if s['waiting'] else ''}; <b>{e(verdict)}</b>.</p>"]
-    # the board's verdict and its hexmaps are what a test stand reads first
+    # the board's verdict and its hexmaps are what a test stand reads first; then the analysis
+    # asked for (hexaboard_tuning's one-page summary), then the rest in plan order
     analyses = sorted((n for n in plan.nodes.values() if n.kind == "analysis"),
-                      key=lambda n: getattr(lib.procedures.get(n.name), "module", None) != QC_MODULE)
+                      key=lambda n: (getattr(lib.procedures.get(n.name), "module", None) != QC_MODULE,
+                                     n.name != plan.target))
     datasets = [n for n in plan.nodes.values() if n.kind == "dataset"]
     parts.append("<nav><b>Contents</b>: " + " · ".join(
         f'<a href="#{e(n.id)}">{e(n.kind)} {e(n.name)}</a>' for n in analyses + datasets) + "</nav>")

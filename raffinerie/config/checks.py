@@ -117,6 +117,14 @@ class _Checker:
                          f"unknown daq procedure '{proc.daq}'", _kinds(self.lib, DaqProcedure))
         elif not isinstance(target, DaqProcedure):
             self.error(proc.origin.at("daq"), f"'{proc.daq}' is an analysis, not a daq procedure")
+        for i, name in enumerate(proc.uses):
+            used = self.lib.procedures.get(name)
+            if used is None:
+                self.unknown(proc.origin.at("uses", i), proc.name, name, f"analysis '{proc.name}' uses "
+                             f"unknown analysis '{name}'", _kinds(self.lib, AnalysisProcedure))
+            elif not isinstance(used, AnalysisProcedure):
+                self.error(proc.origin.at("uses", i), f"'{name}' is a daq procedure, not an analysis: "
+                           f"an analysis reads its own daq procedure's dataset (`daq:`) and uses analyses")
         if module is not None:
             try:
                 module(proc)

@@ -100,10 +100,13 @@ class AnalysisProcedure:
     module: str
     parameters: dict = field(default_factory=dict)
     module_given: bool = True   # False: `module:` left out, so the module is the name
+    # analyses whose outputs (summary table) this one reads beside its dataset, e.g. the
+    # untuned board's pedestals that builtin.tuned_config sets beside the tuned ones
+    uses: tuple[str, ...] = ()
     kind = "analysis"
 
     def dependencies(self) -> list[str]:
-        return [self.daq]
+        return [self.daq, *self.uses]
 
 
 @dataclass
@@ -327,7 +330,8 @@ def _build(entry: dict, origin: Origin, report) -> Procedure:
         return AnalysisProcedure(
             name=entry["name"], origin=origin, daq=entry["daq"],
             module=entry.get("module") or entry["name"],
-            parameters=dict(entry.get("parameters") or {}), module_given=bool(entry.get("module")))
+            parameters=dict(entry.get("parameters") or {}), module_given=bool(entry.get("module")),
+            uses=tuple(entry.get("uses") or ()))
     target, daq = entry["target_settings"], entry["daq_settings"]
     init = target.get("initial_config")
     proc = DaqProcedure(

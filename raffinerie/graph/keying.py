@@ -43,15 +43,20 @@ def dataset_key(points: PointSet, content: bytes = b"") -> bytes:
     return h.digest()
 
 
-def analysis_inputs(proc: AnalysisProcedure, dataset: str, code: dict | None = None) -> dict:
+def analysis_inputs(proc: AnalysisProcedure, dataset: str, code: dict | None = None,
+                    uses: dict[str, str] | None = None) -> dict:
     """What an analysis key hashes; kept in the build record to explain reruns.
 
     `parameter_values` (the parameters themselves, for naming what changed)
-    is recorded but not hashed: `parameters` (their digest) is.
+    is recorded but not hashed: `parameters` (their digest) is. `uses` (name -> key of
+    each analysis it uses) only when it uses some, so other analyses keep their keys.
     """
-    return {"dataset": dataset, "module": proc.module,
-            "parameters": digest(proc.parameters).hex(), "code": code or {},
-            "parameter_values": _json_safe(proc.parameters)}
+    inputs = {"dataset": dataset, "module": proc.module,
+              "parameters": digest(proc.parameters).hex(), "code": code or {},
+              "parameter_values": _json_safe(proc.parameters)}
+    if uses:
+        inputs["uses"] = dict(uses)
+    return inputs
 
 
 def analysis_key(inputs: dict) -> bytes:

@@ -345,19 +345,21 @@ class _Planner:
 
     def _analysis(self, proc: AnalysisProcedure) -> Node:
         data_node = self.add(proc.daq)
+        used = [self.add(name) for name in proc.uses]
+        deps = [data_node.id] + [u.id for u in used]   # the dataset first: runner and executor read it there
         analysis_id = node_id(NodeKind.ANALYSIS, proc.name)
-        if data_node.status == WAITING:
-            node = Node(analysis_id, NodeKind.ANALYSIS, proc.name, None, WAITING, data_node.why, [data_node.id])
+        waiting = next((n for n in [data_node, *used] if n.status == WAITING), None)
+        if waiting is not None:
+            return self._add(Node(analysis_id, NodeKind.ANALYSIS, proc.name, None, WAITING, waiting.why, deps))
+        inputs = analysis_inputs(proc, data_node.key, self.code(proc) if self.code else None,
+                                 {u.name: u.key for u in used})
+        key = analysis_key(inputs)
+        if self.cache.has("analyses", key):
+            status, why = CACHED, Reason(ReasonKind.CACHED)
         else:
-            inputs = analysis_inputs(proc, data_node.key, self.code(proc) if self.code else None)
-            key = analysis_key(inputs)
-            if self.cache.has("analyses", key):
-                status, why = CACHED, Reason(ReasonKind.CACHED)
-            else:
-                status = BUILD
-                why = changed(self.cache.last_build("analyses", proc.name), inputs, data_node)
-            node = Node(analysis_id, NodeKind.ANALYSIS, proc.name, key.hex(), status, why, [data_node.id])
-        return self._add(node)
+            status = BUILD
+            why = changed(self.cache.last_build("analyses", proc.name), inputs, data_node)
+        return self._add(Node(analysis_id, NodeKind.ANALYSIS, proc.name, key.hex(), status, why, deps))
 
 
 def changed(last: dict | None, inputs: dict, data_node: Node | None = None) -> Reason:
@@ -382,4 +384,8 @@ def changed(last: dict | None, inputs: dict, data_node: Node | None = None) -> R
     files = sorted(f for f in set(old_code) | set(new_code) if old_code.get(f) != new_code.get(f))
     if files:
         return Reason(ReasonKind.CODE_CHANGED, files=tuple(files))
+    old_uses, new_uses = before.get("uses", {}), inputs.get("uses", {})
+    used = sorted(n for n in set(old_uses) | set(new_uses) if old_uses.get(n) != new_uses.get(n))
+    if used:
+        return Reason(ReasonKind.USED_CHANGED, used=tuple(used))
     return Reason(ReasonKind.INPUTS_CHANGED)

@@ -48,6 +48,7 @@ class ReasonKind(StrEnum):
     INPUTS_CHANGED = "inputs_changed"            # changed, but the last build recorded too little to say how
     FORCED = "forced"                            # cached, built again because of --force
     DAMAGED = "damaged"                          # its cache entry failed its check: quarantined, made again
+    USED_CHANGED = "used_changed"                # an analysis it uses (`uses:`) has a new output
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class Reason:
     calibration: str | None = None      # the calibration waited for, or that changed
     cause: "Reason | None" = None       # why that calibration is not ready
     problem: str | None = None          # what a damaged entry's check found
+    used: tuple[str, ...] = ()          # the analyses it uses whose output changed
 
     def __str__(self) -> str:
         return self.text()
@@ -136,6 +138,8 @@ class Reason:
             return f"waiting for calibration {self.calibration} ({self.cause.text(nested=True)})"
         if k is ReasonKind.CODE_CHANGED:
             return f"code changed ({', '.join(self.files)})"
+        if k is ReasonKind.USED_CHANGED:
+            return f"used analysis changed ({', '.join(self.used)})"
         if k is ReasonKind.FORCED:
             return "forced" if nested else "forced (--force)"
         if k is ReasonKind.DAMAGED:
@@ -167,6 +171,8 @@ class Reason:
             out["cause"] = self.cause.as_dict()
         if self.problem:
             out["problem"] = self.problem
+        if self.used:
+            out["used"] = list(self.used)
         return out
 
     @classmethod
@@ -180,7 +186,7 @@ class Reason:
         return cls(kind, tuple(Change.from_dict(c) for c in doc.get("changes") or ()),
                    int(doc.get("more") or 0), tuple(doc.get("files") or ()),
                    int(doc.get("new") or 0), int(doc.get("cached") or 0), doc.get("calibration"),
-                   cls.from_dict(doc.get("cause")), doc.get("problem"))
+                   cls.from_dict(doc.get("cause")), doc.get("problem"), tuple(doc.get("used") or ()))
 
 
 @dataclass

@@ -71,6 +71,10 @@ def select(names: Iterable[str], record: Callable[[str, str], dict | None],
         inputs = doc.get("inputs") or {}
         if isinstance(inputs.get("dataset"), str):
             dataset(inputs["dataset"], None)
+        uses = inputs.get("uses")
+        for used_name, used in (uses.items() if isinstance(uses, dict) else ()):  # the analyses it read
+            if isinstance(used, str):
+                analysis(used, used_name)
         proc = doc.get("procedure") or name
         rec = record("analyses", proc) if isinstance(proc, str) else None
         if rec and rec.get("key") == key:

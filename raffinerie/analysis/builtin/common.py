@@ -69,6 +69,7 @@ class Distillery:
     dataset_form = "dataset"   # the built-ins read the Dataset themselves: see `load`
     injected_only = False      # analyses of injected channels read only their slots
     chips = None               # every chip of the dataset (panels), read before any row
+    upstream: dict = {}        # name -> summary DataFrame of each analysis it `uses` (the runner sets it)
 
     def __init__(self, parameters: dict | None = None):
         unknown = set(parameters or {}) - set(self.defaults) - {"where"}

@@ -12,8 +12,14 @@ the tuned board with `calibration: NAME`.
 Summary: one row per (chip, block, parameter) set: the calibration that set
 it (the last one that did), how many places, how many of the chip's channels
 (halves) it left out (`missing`: those its link flagged, named in the notes),
-and the least, median and greatest value. Plot `tuned_board`: per half, the pedestal median and spread
-the data show with the tuned configuration, and the reference values chosen.
+and the least, median and greatest value. Plot `tuned_board`: per half, the pedestal median
+and spread the data show with the tuned configuration, and the reference values chosen.
+
+Plot `tuning_summary`, the one-page summary (`tuning_page`): pedestal spread and median per
+half before and after, the values chosen, the gain, the channels left untuned. "Before" and
+the gain come from analyses it `uses`, named by the parameters `before` (a builtin.pedestal
+of the untuned board) and `gain` (a builtin.injection of the tuned one); without them the
+page shows the tuned board alone.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import pandas as pd
 from raffinerie import words
 from raffinerie.hgcroc import CHANNELS_PER_CHIP, HALVES
 
+from . import tuning_page
 from .common import Distillery, chip_panels
 
 # instances of a block on a chip: a register set on fewer of them was left untuned on the others
@@ -33,8 +40,9 @@ SPREAD_COLUMNS = ["chip", "half", "channels", "pedestal_median", "pedestal_sprea
 
 
 class TunedConfig(Distillery):
-    defaults: dict = {}
-    plots = ("tuned_board",)
+    # names of analyses it `uses`: a pedestal run of the untuned board, an injection scan of the tuned one
+    defaults: dict = {"before": None, "gain": None}
+    plots = ("tuning_summary", "tuned_board")
     calibrates = True
     calibration_file = "tuned_config.yaml"
     reads_calibrations = True      # the runner sets `applied_calibrations`: (name, overlay), in order
@@ -60,8 +68,26 @@ class TunedConfig(Distillery):
                               f"spread {r.pedestal_spread:.2f} ADC over {r.channels} channels")
         self.notes.append("tuned configuration from " + " → ".join(n for n, _ in self.applied_calibrations)
                           + f": {int(summary.places.sum())} register values")
-        self.notes += untuned_lines(tuned, summary)
-        return summary, {"tuned_board": lambda: self._plot(spread, tuned)}, tuned
+        links = [n for n, _ in self.applied_calibrations]
+        untuned = tuning_page.flagged(self.upstream, links) + untuned_lines(tuned, summary)
+        self.notes += untuned
+        page = tuning_page.halves(spread, tuned, self._used("before", tuning_page.before_spread),
+                                  self._used("gain", tuning_page.half_gain))
+        self.notes += tuning_page.note_lines(page)
+        return summary, {"tuning_summary": lambda: tuning_page.draw(page, untuned, " → ".join(links)),
+                         "tuned_board": lambda: self._plot(spread, tuned)}, tuned
+
+    def _used(self, parameter: str, read):
+        """The table `read` makes of the summary of the used analysis the parameter names."""
+        name = self.parameters[parameter]
+        if name is None:
+            return None
+        if name not in self.upstream:
+            raise ValueError(f"parameter {parameter}: '{name}' is not an analysis it uses (give it "
+                             f"`uses: [{name}]`; it uses {sorted(self.upstream) or 'none'})")
+        if self.upstream[name] is None:
+            raise ValueError(f"parameter {parameter}: '{name}' writes no summary table")
+        return read(self.upstream[name], name)
 
     def _plot(self, spread: pd.DataFrame, tuned: dict):
         fig, panels = chip_panels(spread.chip.unique(), "the tuned board: pedestal median and spread per "
