@@ -89,7 +89,7 @@ def test_pedestals_of_each_half_sit_at_the_target_and_line_up(chain, seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_each_trim_inv_is_within_one_step_of_the_truths_best(chain, seed):
     tuned, board = _tuned(chain, seed), Board(seed)
-    vref = _only(tuned, "Inv_vref")
+    vref = _only(tuned, "Inv_vref", "Noinv_vref")
     trims = np.array([[tuned[f"roc_s{c}"]["ch"][ch]["trim_inv"] for ch in range(72)] for c in range(3)])
     untrimmed = _registers(vref)
     untrimmed.write({f"roc_s{c}": {"ch": {ch: {"trim_inv": 0} for ch in range(72)}} for c in range(3)})
@@ -103,7 +103,7 @@ def test_each_trim_inv_is_within_one_step_of_the_truths_best(chain, seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_toa_vref_sits_a_margin_above_the_noise_edge_and_noise_stays_below_the_rate(chain, seed):
     tuned, board = _tuned(chain, seed), Board(seed)
-    scanned = _registers(_only(tuned, "Inv_vref", "trim_inv"))   # as the Toa_vref scan was configured
+    scanned = _registers(_only(tuned, "Inv_vref", "Noinv_vref", "trim_inv"))   # as the Toa_vref scan was configured
     values = np.arange(150, 500)
     rates = []
     for v in values:
@@ -127,7 +127,11 @@ def test_the_50_percent_toa_points_of_a_half_agree_within_one_trim_step(chain, s
     threshold = board.state(_registers(tuned), True)["toa_threshold"][:, :, NORMAL]
     step = 0.3 * board.toa_trim_step[:, :, NORMAL]          # fC per trim_toa step, per channel
     spread = (threshold - np.median(threshold, axis=2, keepdims=True)) / step
-    assert np.abs(spread).max() <= 1.0, np.abs(spread).max()
+    # a channel toa_trim flagged (its crossing hidden by TOA codes on the TDC's wrap) has no trim
+    trimmed = np.array([[[("trim_toa" in tuned[f"roc_s{c}"]["ch"][h * 36 + ch]) for ch in range(36)]
+                         for h in range(2)] for c in range(3)])
+    assert (~trimmed).sum() <= 2, np.argwhere(~trimmed)
+    assert np.abs(spread[trimmed]).max() <= 1.0, np.abs(spread[trimmed]).max()
 
 
 @pytest.mark.parametrize("seed", SEEDS)

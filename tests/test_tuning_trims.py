@@ -228,3 +228,21 @@ def test_shift_keeps_the_most_channels_in_range_and_flags_the_rest():
     assert 11.5 < choose_shift(t50[2:8], 0.0) <= 12   # 20..75 fit only when shifted down by 11.5-12
 
 
+
+
+def test_points_on_the_tdc_wrap_are_left_out_and_a_crossing_in_their_gap_is_flagged():
+    from raffinerie.analysis.builtin.trims import GAP, TRIMMED, at_wrap, crossing
+
+    # the TOA codes of fired events: mid-range, then on the wrap either side, then fine again
+    rows = pd.DataFrame({"toa_median": [500.0, 1023.0, 1.0, 3.0, 4.0, np.nan],
+                         "toa_efficiency": [0.2, 0.3, 0.4, 0.5, 0.6, 0.0]})
+    assert at_wrap(rows).tolist() == [False, True, True, True, False, False]
+    x = np.arange(0, 30, 3.0)
+    eff = np.array([0, 0, 0, 0.15, 0.3, 0.7, 0.95, 1, 1, 1])
+    assert crossing(x, eff, 3.0)[5] == TRIMMED
+    kept = np.ones(len(x), bool)
+    kept[[4, 5, 6]] = False                        # three points on the wrap: a 12-step gap
+    t50, *_, low, high, status = crossing(x[kept], eff[kept], 3.0)
+    assert status == GAP and (low, high) == (9.0, 21.0) and np.isnan(t50)
+    kept[[4, 6]] = True                            # one left out: 6 steps, still read
+    assert crossing(x[kept], eff[kept], 3.0)[5] == TRIMMED

@@ -30,7 +30,9 @@ Summary columns: chip, channeltype, channel, half, t50 (trim steps), width (fitt
 steps), method, bracket_low, bracket_high (the scan points around the crossing), shift (D
 of the half), <trim> (chosen, empty when flagged), residual (expected 50 % point after
 trimming minus the half's target, trim steps: the rounding), status (`trimmed` or the
-reason it is flagged).
+reason it is flagged), n_left_out (points left out of the curve: those whose fired TOA codes sit
+within 3 LSB of the TDC's 0/1023 wrap, where a hit reads 0, "no hit", so their efficiency
+counts lost events; the notes name them).
 """
 
 from __future__ import annotations
@@ -51,14 +53,33 @@ NEVER = "never fires"
 ALWAYS_BELOW = "below 50 % at every trim"
 ALWAYS_ABOVE = "above 50 % at every trim"
 UNRESOLVED = "unresolved: no point inside the transition"
+GAP = "unresolved: its crossing lies in a gap of points left out"
 OUT_OF_RANGE = "needed trim outside the range"
 MAX_TRIM = 63            # trim_toa and trim_tot are 6-bit registers (HGCROC3_regmap.csv)
 SHIFT_STEP = 0.25        # resolution (trim steps) of the search for D: finer than the rounding
 CURVES_PER_CHIP = 6      # channels drawn in the efficiency plot: readable, not a smear
+TOA_CODES = 1024         # the TOA is 10 bits and wraps (hgcroc-physics.md)
+# a median code this close to the wrap loses hits to code 0: the codes' jitter is about half
+# an LSB (the emulator's, and a TDC's bin), so at 3 LSB a 0 is 5 sigma away
+TDC_WRAP_MARGIN = 3
 
 
-def crossing(x: np.ndarray, eff: np.ndarray) -> tuple[float, float, str, float, float, str]:
-    """(t50, width, method, bracket_low, bracket_high, status) of one channel's curve, x sorted."""
+def at_wrap(rows: pd.DataFrame) -> pd.Series:
+    """Rows whose fired TOA codes sit on the TDC's wrap: their median code within
+    TDC_WRAP_MARGIN of 0 (1024) on the circle. There a hit's code rounds to 0, which the chip's
+    word reads as "no hit", so the efficiency counts lost events, not the threshold."""
+    if "toa_median" not in rows:
+        return pd.Series(False, index=rows.index)
+    code = rows.toa_median.to_numpy(float) % TOA_CODES
+    return pd.Series(np.minimum(code, TOA_CODES - code) <= TDC_WRAP_MARGIN, index=rows.index) \
+        & (rows["toa_efficiency"] > 0)
+
+
+def crossing(x: np.ndarray, eff: np.ndarray, step: float = math.inf) -> tuple[float, float, str, float,
+                                                                            float, str]:
+    """(t50, width, method, bracket_low, bracket_high, status) of one channel's curve, x sorted.
+    `step`: the scan's step; a crossing interpolated over more than two of them (points left
+    out) says too little of where it lies, so the channel is flagged."""
     nan = math.nan
     if eff.max() < LOW:
         return nan, nan, "", nan, nan, NEVER
@@ -82,6 +103,8 @@ def crossing(x: np.ndarray, eff: np.ndarray) -> tuple[float, float, str, float, 
         mu, sigma, ok = fit(x, eff, rising)
         if ok and low <= mu <= high:
             return mu, sigma, "erf fit", low, high, TRIMMED
+    if high - low > 2 * step:
+        return nan, nan, "", low, high, GAP
     return t50, nan, "interpolation", low, high, TRIMMED
 
 
@@ -123,7 +146,9 @@ class TrimAlignment(Distillery):
         if others:
             raise ValueError(f"the scan varies {', '.join(others)} besides {trim}; a trim is chosen at "
                              f"one charge: select one value with `where`")
-        curves = rows.groupby(CHANNEL + ["half", trim], as_index=False)[eff].mean()
+        wrapped = at_wrap(rows) if self.measure == "toa" else pd.Series(False, index=rows.index)
+        curves = rows.assign(wrapped=wrapped).groupby(CHANNEL + ["half", trim], as_index=False).agg(
+            **{eff: (eff, "mean"), "wrapped": ("wrapped", "any")})
         summary = self._summary(curves, trim, eff)
         self._note(summary, rows[trim])
         calibration = self._calibration(summary)
@@ -140,9 +165,13 @@ class TrimAlignment(Distillery):
         out = []
         for key, g in curves.groupby(CHANNEL + ["half"]):   # one small curve per channel
             g = g.sort_values(trim)
-            out.append((*key, *crossing(g[trim].to_numpy(float), g[eff].to_numpy(float))))
+            lost, scanned = g.wrapped.to_numpy(bool), g[trim].to_numpy(float)
+            x, y = scanned[~lost], g[eff].to_numpy(float)[~lost]
+            step = float(np.median(np.diff(scanned))) if len(scanned) > 1 else math.inf
+            out.append((*key, *crossing(x, y, step), int(lost.sum()), list(scanned[lost])))
         s = pd.DataFrame(out, columns=CHANNEL + ["half", "t50", "width", "method", "bracket_low",
-                                                  "bracket_high", "status"])
+                                                  "bracket_high", "status", "n_left_out", "left_out"])
+        self._note_left_out(s[s.n_left_out > 0])
         target, top = self.parameters["target_trim"], int(self.parameters["max_trim"])
         shifts = {}
         for (chip, half), g in s[s.status == TRIMMED].groupby(["chip", "half"]):
@@ -156,7 +185,15 @@ class TrimAlignment(Distillery):
         s[trim] = pd.array(np.where(ok, chosen, np.nan), dtype="Float64").astype("Int64")
         s["residual"] = np.where(ok, s.t50 - s["shift"] - chosen, np.nan)
         return s[CHANNEL + ["half", "t50", "width", "method", "bracket_low", "bracket_high", "shift", trim,
-                            "residual", "status"]]
+                            "residual", "status", "n_left_out"]]
+
+    def _note_left_out(self, s: pd.DataFrame) -> None:
+        """Name the channels with points left out as lost events, and where."""
+        if len(s):
+            where = ", ".join(f"roc_s{r.chip} {_name(r)} at {self.trim} {', '.join(f'{v:g}' for v in r.left_out)}"
+                              for r in s.itertuples())
+            self.notes.append(f"{len(s)} channels with points left out, their TOA codes on the TDC's wrap "
+                              f"(a hit there reads 0, no hit: the efficiency counts lost events): {where}")
 
     def _note(self, s: pd.DataFrame, scanned: pd.Series) -> None:
         """One line per half (its shift and spreads), one per flag reason naming the channels."""
