@@ -223,7 +223,8 @@ class TrimAlignment(Distillery):
     def _curves(self, curves, s, chips, eff):
         """A few channels per chip: measured efficiency, the fit (or the interpolated crossing)."""
         fig, panels = chip_panels(chips, f"{self.measure.upper()} efficiency versus {self.trim} at the "
-                                  "scanned charge: measured (points), fit (lines), 50 % point (ticks)")
+                                  "scanned charge: measured (points; x: on the TDC's wrap, left out), "
+                                  "fit (lines), 50 % point (ticks)")
         for chip, ax in panels.items():
             shown = _some(s[s.chip == chip])
             if shown.empty:
@@ -232,7 +233,9 @@ class TrimAlignment(Distillery):
             for color, r in zip(distinct_colors(len(shown)), shown.itertuples()):
                 g = curves[(curves.chip == chip) & (curves.channeltype == r.channeltype)
                            & (curves.channel == r.channel)].sort_values(self.trim)
-                ax.plot(g[self.trim], g[eff], "o", ms=3, color=color)
+                lost = g.wrapped.to_numpy(bool)       # on the TDC's wrap: drawn, left out of the fit
+                ax.plot(g[self.trim][~lost], g[eff][~lost], "o", ms=3, color=color)
+                ax.plot(g[self.trim][lost], g[eff][lost], "x", ms=5, color=color)
                 label = f"{_name(r)}: " + (f"t50 {r.t50:.1f}" if np.isfinite(r.t50) else r.status)
                 if np.isfinite(r.width):
                     grid = np.linspace(g[self.trim].min(), g[self.trim].max(), 200)
