@@ -167,7 +167,8 @@ def test_backend_that_stops_answering():
     with EmulatorProcess(extra_args=["--silent-after", "8"]) as emu:
         with session(emu, timeout=0.5) as s:
             t0 = time.monotonic()
-            with pytest.raises(BackendError, match=r"did not answer '.*' within 0.5 s"):
+            # silent, its data stream stops too: under load either timer may see it first
+            with pytest.raises(BackendError, match=r"did not answer '.*' within 0.5 s|nothing for 0.5 s"):
                 for calib in range(0, 1000, 100):
                     s.acquire(with_calib(calib), DAQ_MENUS)
             assert time.monotonic() - t0 < 5
