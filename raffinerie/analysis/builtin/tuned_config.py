@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from raffinerie import words
+from raffinerie.config.tree import get_path, has_path, merge, normalize
 from raffinerie.hgcroc import CHANNELS_PER_CHIP, HALVES
 
 from . import tuning_page
@@ -49,8 +50,6 @@ class TunedConfig(Distillery):
     applied_calibrations: list = []
 
     def analyse(self, data):
-        from raffinerie.config.tree import merge, normalize
-
         if not self.applied_calibrations:
             raise ValueError("its daq procedure stands on no calibration: there is no tuned configuration "
                              "to write (give that procedure `calibration: [vref, pedestal_trim, ...]`)")
@@ -66,9 +65,9 @@ class TunedConfig(Distillery):
         for r in spread.itertuples():
             self.notes.append(f"roc_s{r.chip} half {r.half}: pedestal median {r.pedestal_median:.1f} ADC, "
                               f"spread {r.pedestal_spread:.2f} ADC over {r.channels} channels")
-        self.notes.append("tuned configuration from " + " → ".join(n for n, _ in self.applied_calibrations)
-                          + f": {int(summary.places.sum())} register values")
         links = [n for n, _ in self.applied_calibrations]
+        self.notes.append("tuned configuration from " + " → ".join(links)
+                          + f": {int(summary.places.sum())} register values")
         untuned = tuning_page.flagged(self.upstream, links) + untuned_lines(tuned, summary)
         self.notes += untuned
         page = tuning_page.halves(spread, tuned, self._used("before", tuning_page.before_spread),
@@ -116,8 +115,7 @@ def untuned_lines(tuned: dict, summary: pd.DataFrame) -> list[str]:
     those it flagged, left at the base config's value. Named, one line per register."""
     lines = []
     for r in summary[summary.missing > 0].itertuples():
-        instances = (tuned.get(r.chip) or {}).get(r.block) or {}
-        lacking = [i for i in range(EXPECTED[r.block]) if r.parameter not in (instances.get(i) or {})]
+        lacking = [i for i in range(EXPECTED[r.block]) if not has_path(tuned, (r.chip, r.block, i, r.parameter))]
         where = "channels" if r.block == "ch" else f"{r.block} instances"
         lines.append(f"{r.chip} {r.parameter}: {r.set_by} left {len(lacking)} {where} untuned "
                      f"({words.int_runs(lacking)}): they keep the base config's value")
@@ -129,10 +127,7 @@ def half_spread(data: pd.DataFrame) -> pd.DataFrame:
     (standard deviation across channels) and the median noise; dead (zero-noise) channels left out."""
     rows = data[(data.channeltype == 0) & (data.adc_stdd > 0)]
     channel = rows.groupby(["chip", "half", "channel"], as_index=False)[["adc_mean", "adc_stdd"]].mean()
-    g = channel.groupby(["chip", "half"])
-    out = pd.DataFrame({"channels": g.size(), "pedestal_median": g.adc_mean.median(),
-                        "pedestal_spread": g.adc_mean.std(), "noise_median": g.adc_stdd.median()}).reset_index()
-    return out[SPREAD_COLUMNS]
+    return tuning_page.per_half(channel, "adc_mean", "adc_stdd")[SPREAD_COLUMNS]
 
 
 def _places(tree: dict, prefix: tuple = ()):
@@ -148,10 +143,7 @@ def _summary(tuned: dict, setters: dict) -> pd.DataFrame:
     values: dict = {}
     for place in _places(tuned):
         chip, block, _index, param = place
-        node = tuned
-        for k in place:
-            node = node[k]
-        values.setdefault((chip, block, param), []).append(node)
+        values.setdefault((chip, block, param), []).append(get_path(tuned, place))
     rows = [(chip, block, param, ", ".join(setters[(chip, block, param)]), len(v),
              max(EXPECTED.get(block, len(v)) - len(v), 0), min(v), float(np.median(v)), max(v))
             for (chip, block, param), v in sorted(values.items(), key=lambda kv: tuple(map(str, kv[0])))]

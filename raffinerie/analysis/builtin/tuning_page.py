@@ -17,7 +17,10 @@ import textwrap
 import numpy as np
 import pandas as pd
 
+from raffinerie.config.tree import get_path
 from raffinerie.hgcroc import CHANNELS_PER_HALF, CHANNELTYPE_CHANNEL, chip_name
+
+from . import sampling_phase, thresholds, trims, vref
 
 REFERENCES = ("Inv_vref", "Noinv_vref", "Toa_vref", "Tot_vref")
 BEFORE_COLUMNS = {"chip", "channeltype", "half", "pedestal", "noise"}
@@ -32,9 +35,17 @@ def before_spread(table: pd.DataFrame, name: str) -> pd.DataFrame:
         raise ValueError(f"parameter before: the summary of '{name}' has no column "
                          f"{', '.join(sorted(lacking))}; it must be a builtin.pedestal analysis")
     live = table[(table.channeltype == CHANNELTYPE_CHANNEL) & (table.noise > 0)]
-    g = live.groupby(["chip", "half"])
-    return pd.DataFrame({"pedestal_median_before": g.pedestal.median(),
-                         "pedestal_spread_before": g.pedestal.std()}).reset_index()
+    stats = per_half(live, "pedestal", "noise")[["chip", "half", "pedestal_median", "pedestal_spread"]]
+    return stats.rename(columns={"pedestal_median": "pedestal_median_before",
+                                 "pedestal_spread": "pedestal_spread_before"})
+
+
+def per_half(channels: pd.DataFrame, pedestal: str, noise: str) -> pd.DataFrame:
+    """Per (chip, half) of a table of one row per channel: how many, the median pedestal, the
+    spread (standard deviation across the channels) and the median noise."""
+    g = channels.groupby(["chip", "half"])
+    return pd.DataFrame({"channels": g.size(), "pedestal_median": g[pedestal].median(),
+                         "pedestal_spread": g[pedestal].std(), "noise_median": g[noise].median()}).reset_index()
 
 
 def half_gain(table: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -55,21 +66,18 @@ def halves(after: pd.DataFrame, tuned: dict, before: pd.DataFrame | None,
     """One row per (chip, half): after (and before) pedestals, the references chosen, the gain."""
     out = after.copy()
     for ref in REFERENCES:
-        out[ref] = [_reference(tuned, chip, half, ref) for chip, half in zip(out.chip, out.half)]
-    out["phase_strobe"] = [(((tuned.get(chip_name(c)) or {}).get("Top") or {}).get(0) or {}).get("phase_strobe")
-                           for c in out.chip]
+        out[ref] = [get_path(tuned, (chip_name(chip), "ReferenceVoltage", half, ref))
+                    for chip, half in zip(out.chip, out.half)]
+    out["phase_strobe"] = [get_path(tuned, (chip_name(c), "Top", 0, "phase_strobe")) for c in out.chip]
     for extra in (before, gain):
         if extra is not None:
             out = out.merge(extra, on=["chip", "half"], how="left")
     return out
 
 
-def _reference(tuned: dict, chip: int, half: int, ref: str):
-    return (((tuned.get(chip_name(chip)) or {}).get("ReferenceVoltage") or {}).get(half) or {}).get(ref)
-
-
 # what the chain's analyses write for a channel (half, chip) they tuned: anything else is a flag
-FINE = {"ok", "trimmed", "chosen", "not scanned"}
+# (pedestal_trim writes "ok" and "not scanned" as literals)
+FINE = {vref.OK, thresholds.OK, trims.TRIMMED, sampling_phase.CHOSEN, "ok", "not scanned"}
 
 
 def flagged(upstream: dict, names) -> list[str]:
