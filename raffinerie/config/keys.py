@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 from typing import Any, Iterator, Sequence
 
 from raffinerie.config.daqconfig import without_locations
@@ -82,7 +83,7 @@ def hashed_config(config: dict) -> dict:
 class _Node:
     """A mapping on the path of some scan place, or a place (leaf) itself."""
 
-    __slots__ = ("children", "parts", "slots", "deps", "axis", "memo", "dep_list", "spine")
+    __slots__ = ("children", "parts", "slots", "deps", "axis", "memo", "memo_key", "dep_list", "spine")
 
     def __init__(self):
         self.children: dict[bytes, _Node] = {}
@@ -91,6 +92,7 @@ class _Node:
         self.deps: frozenset[int] = frozenset()
         self.axis = -1                    # for a leaf: the axis that sets it
         self.memo: dict | None = None
+        self.memo_key: Any = None           # idx -> the memo's key (the values of its axes)
         self.dep_list: tuple[int, ...] = ()
         self.spine = False
 
@@ -162,6 +164,8 @@ class ScanHasher:
                     self._mark(child)
         else:
             node.memo = {}
+            # one C call per look-up, not a generator: this runs several times per point
+            node.memo_key = operator.itemgetter(*node.dep_list)
 
     def _updates(self, j: int) -> list:
         """Post-order spine work when axes j.. changed.
@@ -192,22 +196,19 @@ class ScanHasher:
             node.parts[node.slots[kb]] = self._subtree(child, idx)
         return _sha(b"M" + b"".join(node.parts)).digest()
 
-    def _memoised(self, node: _Node, idx: Sequence[int]) -> bytes:
-        deps = node.dep_list
-        mkey: Any = idx[deps[0]] if len(deps) == 1 else tuple(idx[a] for a in deps)
-        d = node.memo.get(mkey)
-        if d is None:
-            d = node.memo[mkey] = self._subtree(node, idx)
-        return d
-
     def _step(self, idx: list[int], j: int) -> bytes:
         leaf = self.leaf_digests
         d = b""
         for node, ups, parent_parts, parent_slot in self.plan[j]:
             parts = node.parts
             for slot, child in ups:
-                if child.memo is not None:
-                    parts[slot] = self._memoised(child, idx)
+                memo = child.memo
+                if memo is not None:  # inlined: the per-point hot path
+                    mkey = child.memo_key(idx)
+                    sub = memo.get(mkey)
+                    if sub is None:
+                        sub = memo[mkey] = self._subtree(child, idx)
+                    parts[slot] = sub
                 else:
                     parts[slot] = leaf[child.axis][idx[child.axis]]
             d = _sha(b"M" + b"".join(parts)).digest()
