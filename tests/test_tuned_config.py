@@ -104,3 +104,41 @@ def test_the_hcc_slow_control_takes_the_tuned_config_as_it_is(tuned, tmp_path):
         assert back["status"] == "success", back
         assert back["args"]["roc_s0"]["ReferenceVoltage"][1]["Inv_vref"] == 290
         assert back["args"]["roc_s2"]["ch"][71]["trim_inv"] == doc["roc_s2"]["ch"][71]["trim_inv"]
+
+
+def test_the_validate_table_of_naming_parameters_is_the_classes_own():
+    """`raff validate` checks the parameters that name used analyses without importing the
+    analyses: its table must say what each built-in class says."""
+    import importlib
+
+    from raffinerie.analysis.code import BUILTIN_DIR, NAMING_PARAMETERS
+
+    declared = {}
+    for path in sorted(BUILTIN_DIR.glob("[!_]*.py")):
+        module = importlib.import_module(f"raffinerie.analysis.builtin.{path.stem}")
+        cls = getattr(module, "DISTILLERY", None)
+        if cls is not None and getattr(cls, "naming_parameters", ()):
+            declared[path.stem] = tuple(cls.naming_parameters)
+    assert declared == NAMING_PARAMETERS
+
+
+def test_a_named_analysis_it_does_not_use_is_an_error_before_anything_runs(raff, tmp_path):
+    """The example chain with a typo in `before`: validate names the place and the analysis
+    meant; plan and build stop on it, before a point is acquired."""
+    import shutil
+
+    from conftest import EXAMPLES, assert_clean_error
+
+    shutil.copytree(EXAMPLES, tmp_path / "lib")
+    procedures = tmp_path / "lib" / "tuning_procedures.yaml"
+    text = procedures.read_text()
+    assert "before: tuning_pedestal," in text
+    procedures.write_text(text.replace("before: tuning_pedestal,", "before: tuning_pedestl,"))
+    main = tmp_path / "lib" / "main_config.yaml"
+    want = ("tuning_procedures.yaml:", "procedure 'hexaboard_tuning': parameters.before: 'tuning_pedestl' "
+            "is not an analysis 'hexaboard_tuning' uses (did you mean 'tuning_pedestal'?): add it to `uses:`")
+    assert_clean_error(raff("validate", "-c", main), *want)
+    assert_clean_error(raff("plan", "hexaboard_tuning", "-c", main), *want)
+    assert_clean_error(raff("build", "hexaboard_tuning", "-c", main), *want)
+    assert not list((tmp_path / "lib").glob(".raffinerie-cache/measurements/*"))
+    assert raff("plan", "tuning_pedestal", "-c", main).code == 0  # what does not need it plans

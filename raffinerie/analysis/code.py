@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raffinerie import memo
-from raffinerie.errors import RaffError, nearest
+from raffinerie.errors import RaffError, did_you_mean, nearest
 from raffinerie.inputs import record
 
 _MEMO_STEP = "analysis-code:" + memo.code_of(__file__)  # at import: the code that runs is the code named
@@ -87,11 +87,39 @@ def _builtins(name: str) -> str:
     return f"; built-ins: {', '.join(BUILTIN_PREFIX + k for k in known)}{hint}"
 
 
+# Parameters of a built-in whose value names an analysis the procedure must `use` (its summary
+# is read): `raff validate` checks them without importing the analysis. Each class says the same
+# in `naming_parameters`, and tests/test_tuned_config.py holds the two together.
+NAMING_PARAMETERS: dict[str, tuple[str, ...]] = {"tuned_config": ("before", "gain")}
+
+
 def module_check(main: Path, given: Path | str | None):
     """`check(analysis)` for `raff validate`: raises the RaffError a build would if the
-    analysis's code cannot be found (nothing is imported)."""
+    analysis's code cannot be found, and returns the problems of its parameters that name
+    analyses, as (place in the procedure, message) (nothing is imported)."""
     path = analysis_path_for(main, given)
-    return lambda proc: locate(proc.module, proc.name, path, proc.origin)
+
+    def check(proc) -> list[tuple[tuple, str]]:
+        locate(proc.module, proc.name, path, proc.origin)
+        return naming_problems(proc)
+    return check
+
+
+def naming_problems(proc) -> list[tuple[tuple, str]]:
+    """A parameter of a built-in that names an analysis the procedure does not `use`: the build
+    would fail only when the analysis runs, after everything it stands on."""
+    if not proc.module.startswith(BUILTIN_PREFIX):
+        return []
+    out = []
+    for parameter in NAMING_PARAMETERS.get(proc.module[len(BUILTIN_PREFIX):], ()):
+        name = proc.parameters.get(parameter)
+        if name is None or name in proc.uses:
+            continue
+        uses = ", ".join(proc.uses[:6]) + (f" and {len(proc.uses) - 6} more" if len(proc.uses) > 6 else "")
+        out.append((("parameters", parameter),
+                    f"'{name}' is not an analysis '{proc.name}' uses"
+                    f"{did_you_mean(str(name), proc.uses)}: add it to `uses:` (it uses {uses or 'none'})"))
+    return out
 
 
 def analysis_path_for(main: Path, given: Path | str | None) -> Path | None:

@@ -25,10 +25,11 @@ __all__ = ["DEFAULT_MAX_POINTS", "RUN_SETTINGS", "validate"]
 
 def validate(lib: Library, strict: bool = False, files: ConfigFiles | None = None,
              max_points: int = DEFAULT_MAX_POINTS,
-             module: Callable[[AnalysisProcedure], None] | None = None,
+             module: Callable[[AnalysisProcedure], list | None] | None = None,
              names: list[str] | None = None) -> list[Diagnostic]:
     """Every problem of `lib`. `module(analysis)` raises RaffError when the analysis's code cannot
-    be found (the analysis layer knows where code is; this one only reports it). With `names`,
+    be found, and returns its parameters' problems as (place, message) (the analysis layer knows
+    code; this one only reports it). With `names`,
     the problems of entries they do not need come last, unsorted: they are only counted
     (`blocking`), so their lines are never looked up."""
     files = files or ConfigFiles()
@@ -127,10 +128,13 @@ class _Checker:
                            f"an analysis reads its own daq procedure's dataset (`daq:`) and uses analyses")
         if module is not None:
             try:
-                module(proc)
+                problems = module(proc) or []
             except RaffError as exc:  # said of the procedure, which the line names already
                 message = exc.diagnostic.message.removeprefix(f"analysis '{proc.name}': ")
                 self.error(proc.origin.at("module") if proc.module_given else proc.origin, message)
+                problems = []
+            for where, message in problems:
+                self.error(proc.origin.at(*where), message)
 
     def daq(self, proc: DaqProcedure) -> None:
         for i, name in enumerate(proc.calibrations):

@@ -43,6 +43,7 @@ SPREAD_COLUMNS = ["chip", "half", "channels", "pedestal_median", "pedestal_sprea
 class TunedConfig(Distillery):
     # names of analyses it `uses`: a pedestal run of the untuned board, an injection scan of the tuned one
     defaults: dict = {"before": None, "gain": None}
+    naming_parameters = ("before", "gain")   # analysis.code.NAMING_PARAMETERS: raff validate checks them
     plots = ("tuning_summary", "tuned_board")
     calibrates = True
     calibration_file = "tuned_config.yaml"
