@@ -75,12 +75,6 @@ def detect(doc: Any) -> str | None:
     return None
 
 
-def explain(main: Path) -> str:
-    return (f"this is the {FORMAT_10} format (system_settings, tasks, module_name ...); raff reads the "
-            f"{FORMAT_012} format: `raff migrate {main} -o DIR` writes the equivalent library, with its "
-            "main file at DIR/main_config.yaml, and leaves this one as it is")
-
-
 # -- overlays as 1.0 lays them --------------------------------------------------------
 
 def update(original: Any, overlay: Any, where: str = "") -> Any:
@@ -175,14 +169,16 @@ def _split(full: dict) -> tuple[dict, dict]:
     return target, {"server": daq, "client": client}
 
 
-def convert_daq(entry: dict, source: Path, write, renderer: Renderer | None = None) -> dict:
+def convert_daq(entry: dict, source: Path, write, renderer: Renderer | None = None,
+                sources: list[int] | None = None) -> dict:
     """A 0.1.2-format daq procedure for the 1.0 entry; `write(kind, mapping)` stores a config file.
 
-    Templates are rendered by `renderer` (by one of its own without it).
+    Templates are rendered by `renderer` (by one of its own without it). `sources`, if given,
+    receives the index of the 1.0 parameter each 0.1.2 parameter comes from.
     """
     if renderer is None:
         with Renderer() as own:
-            return convert_daq(entry, source, write, own)
+            return convert_daq(entry, source, write, own, sources)
     name = entry.get("name", "?")
     settings = _mapping(entry.get("system_settings"), "system_settings")
     defaults = _load_merged(_files(settings.get("default"), source, "default"), "default config")
@@ -246,8 +242,10 @@ def convert_daq(entry: dict, source: Path, write, renderer: Renderer | None = No
         dims.append(KeyDim(levels, values))
     if not templates:
         out["parameters"] = [key_param(levels, values) for levels, values in key_params]
+        if sources is not None:
+            sources += [i for i, p in enumerate(params) if "template" not in p]
         return out
-    return explicit(out, dims, full_target, full_daq, repeat, name, source)
+    return explicit(out, dims, full_target, full_daq, repeat, name, source, sources)
 
 
 def convert_analysis(entry: dict) -> dict:

@@ -143,8 +143,10 @@ class TemplateDim:
 
 
 def explicit(out: dict, dims: list[KeyDim | TemplateDim], target: dict, daq: dict, repeat: int, name: str,
-             source: Path) -> dict:
-    """Template parameters as explicit places and points (the Cartesian product, first slowest)."""
+             source: Path, sources: list[int] | None = None) -> dict:
+    """Template parameters as explicit places and points (the Cartesian product, first slowest).
+    `sources` receives the index of the dim (the 1.0 parameter) of each parameter written."""
+    sources = [] if sources is None else sources
     total = math.prod(len(dim) for dim in dims) * repeat
     if total > MAX_EXPLICIT_POINTS:
         raise RaffError(f"procedure '{name}' has {total:,} points; with template parameters each is "
@@ -152,8 +154,9 @@ def explicit(out: dict, dims: list[KeyDim | TemplateDim], target: dict, daq: dic
     base = {"target": target, "daq": daq}
     params: list[dict] = []
     per_dim: list[list[tuple]] = []   # per dim: for each value, the values of that dim's parameters
-    for dim in dims:
+    for d, dim in enumerate(dims):
         if isinstance(dim, KeyDim):
+            sources.append(d)
             params.append({"key": dim.levels, "values": list(dim.values)})
             per_dim.append([(v,) for v in dim.values])
             continue
@@ -174,6 +177,7 @@ def explicit(out: dict, dims: list[KeyDim | TemplateDim], target: dict, daq: dic
             vectors.setdefault(tuple(map(_freeze, column)), []).append(place)
         for vector, group in vectors.items():
             distinct = list(dict.fromkeys(vector))
+            sources.append(d)
             params.append({"keys": [list(p[1:]) if p[0] == "target" else list(p) for p in group],
                            "values": [_thaw(v) for v in distinct]})
         per_dim.append([tuple(_thaw(vector[j]) for vector in vectors) for j in range(len(patches))])

@@ -188,6 +188,7 @@ class _Loader:
     def __init__(self, lib: Library):
         self.lib = lib
         self.done: set[Path] = set()
+        self.sources: dict[tuple, list[int]] = {}  # of the file being loaded: see dr10read.Converted
 
     def report(self, diag: Diagnostic) -> None:
         self.lib.diagnostics.append(diag)
@@ -222,13 +223,20 @@ class _Loader:
             return
         from raffinerie.config import dr10
 
-        if dr10.detect(doc) is not None:  # one line that says what it is, not a schema error per entry
+        failures: list = []
+        if dr10.detect(doc) is not None:  # read as it is: converted in memory, entry by entry
             self.lib.formats[path] = dr10.FORMAT_10
-            self.unloaded(path, Diagnostic(ERROR, dr10.explain(self.lib.main), path, 1))
-            return
-        self.lib.formats[path] = dr10.FORMAT_012
-        problems = schema.check(doc, kind, path)
-        bad = {d.where for d in problems}
+            converted = self._dr10(doc, path)
+            doc, failures, self.sources = converted.doc, converted.failures, converted.sources
+        else:
+            self.sources = {}
+            self.lib.formats[path] = dr10.FORMAT_012
+        skip = {format_where(f.where) for f in failures}
+        problems = [d for d in schema.check(doc, kind, path) if not _inside(d.where, skip)]
+        bad = {d.where for d in problems} | skip
+        for failure in failures:
+            where = Origin(path, failure.where)
+            self.report((where.of("procedure", failure.name) if failure.name else where).error(failure.message))
         if "" in bad:  # the document as a whole has the wrong shape
             for diag in problems:
                 self.unloaded(path, diag)
@@ -254,6 +262,13 @@ class _Loader:
             if isinstance(flows, list):
                 self._workflows(flows, Origin(path, ("workflows",)), bad)
 
+    def _dr10(self, doc, path: Path):
+        from raffinerie.config.dr10read import as_012
+        from raffinerie.config.template import Renderer
+
+        with Renderer() as renderer:  # one sandboxed child for the file's templates, if it has any
+            return as_012(doc, path, renderer)
+
     def _procedures(self, entries: list, origin: Origin, bad: set[str]) -> None:
         for i, entry in enumerate(entries):
             here = origin.at(i)
@@ -264,6 +279,10 @@ class _Loader:
                     self.lib.broken.setdefault(origin.file, set()).add(entry["name"])
                 continue
             proc = _build(entry, here.of("procedure", entry["name"]), self.report)
+            sources = self.sources.get(here.path)
+            if sources and isinstance(proc, DaqProcedure):  # said at the 1.0 parameter written
+                for param, source in zip(proc.parameters, sources):
+                    param.origin = here.of("procedure", entry["name"]).at("parameters", source)
             self._add(proc, self.lib.procedures)
 
     def _workflows(self, entries: list, origin: Origin, bad: set[str]) -> None:
@@ -300,6 +319,11 @@ def _names_in(path: Path) -> set[str] | None:
         return set(_NAME.findall(read_text(path)))
     except RaffError:
         return None
+
+
+def _inside(where: str, entries: set[str]) -> bool:
+    """`where` lies in one of the `entries` (document places such as `[3]`)."""
+    return any(where == e or where.startswith(e + ".") or where.startswith(e + "[") for e in entries)
 
 
 def _named(diag: Diagnostic, doc) -> Diagnostic:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from raffinerie.config.daqconfig import int_setting, run_settings_as_meant, server_override, server_section
+from raffinerie.config import memfiles
 from raffinerie.config.library import DaqProcedure, Origin, missing_message
 from raffinerie.config.tree import merge, normalize, set_path, strip_network
 from raffinerie.config.yamlio import load_yaml, real_path
@@ -39,7 +40,9 @@ class ConfigFiles:
                 self.diagnostics.append(origin.error(diag.message))
             return None
         try:
-            doc = load_yaml(path, what)
+            doc = memfiles.get(path)  # a 1.0 procedure's merged settings, read directly
+            if doc is None:
+                doc = load_yaml(path, what)
         except RaffError as exc:
             diag = exc.diagnostic
             if diag.line is None:  # not found / unreadable: say where it is named
