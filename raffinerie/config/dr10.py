@@ -145,13 +145,33 @@ def _files(spec: Any, base: Path, what: str) -> list[Path]:
 def _load_merged(paths: list[Path], what: str, start: dict | None = None) -> dict:
     config: dict = dict(start or {})
     for path in paths:
-        doc = load_yaml(path, what)
-        if doc is None:
-            continue
-        if not isinstance(doc, dict):
-            raise RaffError(f"{what} holds a {type(doc).__name__}, not a mapping", file=path)
-        config = update(config, normalize(doc))
+        doc = _normalized(path, what)
+        if doc is not None:
+            config = update(config, doc)
     return config
+
+
+_NORMALIZED: dict[tuple, Any] = {}
+
+
+def _normalized(path: Path, what: str) -> dict | None:
+    """The normalised mapping in `path`, once per content: the procedures of a library share
+    their default files (a power-on default of 167 kB normalised per procedure is ~20 ms each).
+    `update` never changes its inputs, so the one copy is never changed."""
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        key = None  # load_yaml says what is wrong with it
+    if key is not None and key in _NORMALIZED:
+        return _NORMALIZED[key]
+    doc = load_yaml(path, what)
+    if doc is not None and not isinstance(doc, dict):
+        raise RaffError(f"{what} holds a {type(doc).__name__}, not a mapping", file=path)
+    doc = normalize(doc) if doc is not None else None
+    if key is not None:
+        _NORMALIZED[key] = doc
+    return doc
 
 
 def _split(full: dict) -> tuple[dict, dict]:
@@ -170,15 +190,16 @@ def _split(full: dict) -> tuple[dict, dict]:
 
 
 def convert_daq(entry: dict, source: Path, write, renderer: Renderer | None = None,
-                sources: list[int] | None = None) -> dict:
+                sources: list[int] | None = None, indices: list | None = None) -> dict:
     """A 0.1.2-format daq procedure for the 1.0 entry; `write(kind, mapping)` stores a config file.
 
     Templates are rendered by `renderer` (by one of its own without it). `sources`, if given,
-    receives the index of the 1.0 parameter each 0.1.2 parameter comes from.
+    receives the index of the 1.0 parameter each 0.1.2 parameter comes from; `indices`, if given,
+    the explicit points of a procedure with templates, as `dr10points.explicit` says.
     """
     if renderer is None:
         with Renderer() as own:
-            return convert_daq(entry, source, write, own, sources)
+            return convert_daq(entry, source, write, own, sources, indices)
     name = entry.get("name", "?")
     settings = _mapping(entry.get("system_settings"), "system_settings")
     defaults = _load_merged(_files(settings.get("default"), source, "default"), "default config")
@@ -245,7 +266,7 @@ def convert_daq(entry: dict, source: Path, write, renderer: Renderer | None = No
         if sources is not None:
             sources += [i for i, p in enumerate(params) if "template" not in p]
         return out
-    return explicit(out, dims, full_target, full_daq, repeat, name, source, sources)
+    return explicit(out, dims, full_target, full_daq, repeat, name, source, sources, indices)
 
 
 def convert_analysis(entry: dict) -> dict:

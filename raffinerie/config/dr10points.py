@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from raffinerie.config.template import MAX_RANGE, Renderer, TemplateProblem
-from raffinerie.config.tree import norm_key, normalize
+from raffinerie.config.tree import norm_key, normalize, value_token
 from raffinerie.config.yamlio import parse_yaml
 from raffinerie.errors import RaffError
 
@@ -143,9 +143,11 @@ class TemplateDim:
 
 
 def explicit(out: dict, dims: list[KeyDim | TemplateDim], target: dict, daq: dict, repeat: int, name: str,
-             source: Path, sources: list[int] | None = None) -> dict:
+             source: Path, sources: list[int] | None = None, indices: list | None = None) -> dict:
     """Template parameters as explicit places and points (the Cartesian product, first slowest).
-    `sources` receives the index of the dim (the 1.0 parameter) of each parameter written."""
+    `sources` receives the index of the dim (the 1.0 parameter) of each parameter written. With
+    `indices`, the points go there as value-index tuples (what the loader makes of `points:`),
+    and not into `out`: a library read directly never writes them out and reads them back."""
     sources = [] if sources is None else sources
     total = math.prod(len(dim) for dim in dims) * repeat
     if total > MAX_EXPLICIT_POINTS:
@@ -154,11 +156,14 @@ def explicit(out: dict, dims: list[KeyDim | TemplateDim], target: dict, daq: dic
     base = {"target": target, "daq": daq}
     params: list[dict] = []
     per_dim: list[list[tuple]] = []   # per dim: for each value, the values of that dim's parameters
+    per_dim_index: list[list[tuple]] = []  # the same as indices into those parameters' values
     for d, dim in enumerate(dims):
         if isinstance(dim, KeyDim):
             sources.append(d)
             params.append({"key": dim.levels, "values": list(dim.values)})
             per_dim.append([(v,) for v in dim.values])
+            lookup = {value_token(v): i for i, v in enumerate(dim.values)}  # as the loader looks up
+            per_dim_index.append([(lookup[value_token(v)],) for v in dim.values])
             continue
         patches = dim.patches
         places = list(dict.fromkeys(p for patch in patches for p in patch))
@@ -181,13 +186,20 @@ def explicit(out: dict, dims: list[KeyDim | TemplateDim], target: dict, daq: dic
             params.append({"keys": [list(p[1:]) if p[0] == "target" else list(p) for p in group],
                            "values": [_thaw(v) for v in distinct]})
         per_dim.append([tuple(_thaw(vector[j]) for vector in vectors) for j in range(len(patches))])
+        positions = [{v: i for i, v in enumerate(dict.fromkeys(vector))} for vector in vectors]
+        per_dim_index.append([tuple(pos[vector[j]] for pos, vector in zip(positions, vectors))
+                              for j in range(len(patches))])
+    out["parameters"] = params
+    out.pop("repeat", None)
+    if indices is not None:
+        for combo in itertools.product(*per_dim_index):
+            indices.extend([tuple(i for part in combo for i in part)] * repeat)
+        return out
     points = []
     for combo in itertools.product(*per_dim):
         row = [v for part in combo for v in part]
         points.extend([row] * repeat)
-    out["parameters"] = params
     out["points"] = points
-    out.pop("repeat", None)
     return out
 
 

@@ -25,11 +25,13 @@ from raffinerie.errors import RaffError
 class Converted:
     """The 0.1.2 document, what could not be converted, and for each daq procedure converted
     (by its place in the document) the index of the 1.0 parameter of each of its parameters:
-    a problem of a parameter is said at the parameter the user wrote."""
+    a problem of a parameter is said at the parameter the user wrote. The explicit points of a
+    procedure with templates are given as the loader's index tuples, not written into `doc`."""
 
     doc: Any
     failures: list
     sources: dict[tuple, list[int]]
+    points: dict[tuple, list[tuple]]   # explicit points (value-index tuples) of template procedures
 
 
 @dataclass(frozen=True)
@@ -44,14 +46,18 @@ class Failure:
 def as_012(doc: Any, path: Path, renderer: Renderer) -> Converted:
     failures: list[Failure] = []
     sources: dict[tuple, list[int]] = {}
+    points: dict[tuple, list[tuple]] = {}
 
     def entries(items: list, where: tuple) -> list:
         out = []
         for i, entry in enumerate(items):
             try:
                 mine: list[int] = []
-                out.append(_entry(entry, path, renderer, mine))
+                explicit: list[tuple] = []
+                out.append(_entry(entry, path, renderer, mine, explicit))
                 sources[where + (i,)] = mine
+                if explicit:
+                    points[where + (i,)] = explicit
             except RaffError as exc:
                 name = entry.get("name") if isinstance(entry, dict) else None
                 failures.append(Failure(where + (i,), name if isinstance(name, str) else None,
@@ -60,16 +66,16 @@ def as_012(doc: Any, path: Path, renderer: Renderer) -> Converted:
         return out
 
     if isinstance(doc, list):
-        return Converted(entries(doc, ()), failures, sources)
+        return Converted(entries(doc, ()), failures, sources, points)
     out = dict(doc)
     if isinstance(doc.get("procedures"), list):
         out["procedures"] = entries(doc["procedures"], ("procedures",))
     if isinstance(doc.get("workflows"), list):
         out["workflows"] = [_workflow(w) for w in doc["workflows"]]
-    return Converted(out, failures, sources)
+    return Converted(out, failures, sources, points)
 
 
-def _entry(entry: Any, path: Path, renderer: Renderer, sources: list[int]) -> Any:
+def _entry(entry: Any, path: Path, renderer: Renderer, sources: list[int], points: list[tuple]) -> Any:
     if not isinstance(entry, dict):
         return entry  # the schema check says what is wrong with it
     if entry.get("type") == "analysis" or any(k in entry for k in _ANALYSIS_MARKERS):
@@ -83,7 +89,7 @@ def _entry(entry: Any, path: Path, renderer: Renderer, sources: list[int]) -> An
         memfiles.put(path.parent / file, mapping)
         return file
 
-    return convert_daq(entry, path, keep, renderer, sources)
+    return convert_daq(entry, path, keep, renderer, sources, points)
 
 
 def _workflow(flow: Any) -> Any:

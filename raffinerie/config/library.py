@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 
 from raffinerie.config import schema
-from raffinerie.config.tree import norm_key, normalize
+from raffinerie.config.tree import norm_key, normalize, value_token
 from raffinerie.config.yamlio import MissingFile, line_of, load_yaml, read_text, real_path
 from raffinerie.errors import ERROR, Diagnostic, RaffError, did_you_mean, format_where
 
@@ -189,6 +189,7 @@ class _Loader:
         self.lib = lib
         self.done: set[Path] = set()
         self.sources: dict[tuple, list[int]] = {}  # of the file being loaded: see dr10read.Converted
+        self.points: dict[tuple, list[tuple]] = {}
 
     def report(self, diag: Diagnostic) -> None:
         self.lib.diagnostics.append(diag)
@@ -227,9 +228,10 @@ class _Loader:
         if dr10.detect(doc) is not None:  # read as it is: converted in memory, entry by entry
             self.lib.formats[path] = dr10.FORMAT_10
             converted = self._dr10(doc, path)
-            doc, failures, self.sources = converted.doc, converted.failures, converted.sources
+            doc, failures = converted.doc, converted.failures
+            self.sources, self.points = converted.sources, converted.points
         else:
-            self.sources = {}
+            self.sources, self.points = {}, {}
             self.lib.formats[path] = dr10.FORMAT_012
         skip = {format_where(f.where) for f in failures}
         problems = [d for d in schema.check(doc, kind, path) if not _inside(d.where, skip)]
@@ -283,6 +285,8 @@ class _Loader:
             if sources and isinstance(proc, DaqProcedure):  # said at the 1.0 parameter written
                 for param, source in zip(proc.parameters, sources):
                     param.origin = here.of("procedure", entry["name"]).at("parameters", source)
+            if here.path in self.points and isinstance(proc, DaqProcedure):
+                proc.points = self.points[here.path]
             self._add(proc, self.lib.procedures)
 
     def _workflows(self, entries: list, origin: Origin, bad: set[str]) -> None:
@@ -383,13 +387,13 @@ def _build(entry: dict, origin: Origin, report) -> Procedure:
 
 def _points(entries: list, params: list[ScanParameter], origin: Origin, report) -> list[tuple]:
     """Explicit points as value-index tuples; a repeated point is a repeat."""
-    lookup = [{repr(v): i for i, v in enumerate(p.values)} for p in params]
+    lookup = [{value_token(v): i for i, v in enumerate(p.values)} for p in params]
     out = []
     for n, entry in enumerate(entries):
         if len(entry) != len(params):
             report(origin.at(n).error(f"point has {len(entry)} values for {len(params)} parameters"))
             continue
-        index = tuple(table.get(repr(v)) for table, v in zip(lookup, entry))
+        index = tuple([table.get(value_token(v)) for table, v in zip(lookup, entry)])
         if None in index:
             bad = index.index(None)
             report(origin.at(n, bad).error(f"{entry[bad]!r} is not among the values of parameter {bad}"))

@@ -79,3 +79,13 @@ def strip_network(target: dict) -> dict:
     if any(k in target for k in NETWORK_KEYS):
         return {k: v for k, v in target.items() if k not in NETWORK_KEYS}
     return target
+
+
+_PLAIN = (int, str)  # a float goes by its repr: NaN is not equal to itself
+
+
+def value_token(value) -> tuple:
+    """A scan value as a look-up key: 1, 1.0 and True apart (as their reprs are), without
+    writing out the repr of every number of every point."""
+    kind = value.__class__
+    return (kind, value) if kind in _PLAIN else (None, repr(value))
