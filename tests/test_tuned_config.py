@@ -129,7 +129,8 @@ def test_a_named_analysis_it_does_not_use_is_an_error_before_anything_runs(raff,
 
     from conftest import EXAMPLES, assert_clean_error
 
-    shutil.copytree(EXAMPLES, tmp_path / "lib")
+    # not the cache or outputs of a build of the examples made before (the README main job)
+    shutil.copytree(EXAMPLES, tmp_path / "lib", ignore=shutil.ignore_patterns(".raffinerie-cache", "raff-out"))
     procedures = tmp_path / "lib" / "tuning_procedures.yaml"
     text = procedures.read_text()
     assert "before: tuning_pedestal," in text
