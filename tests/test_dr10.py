@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -232,6 +233,24 @@ def test_a_10_library_builds_on_the_embedded_emulator_as_it_is(raff, libraries):
         again.out
     shown = raff("show", "highrange", "-c", main10)
     assert shown.code == 0 and "HighRange" in shown.out, shown.out + shown.err
+
+
+def test_a_10_main_config_with_procedures_of_its_own_and_a_library(raff, libraries, tmp_path):
+    """A template procedure in the 1.0 main config itself, beside the library it includes (read
+    in between): each keeps its own points and says its problems at its own parameters."""
+    main10, _ = libraries
+    text = (main10.parent / "dr10_procedures.yaml").read_text()
+    highrange = text[text.index("- name: highrange"):text.index("- name: trimmed")]
+    own = highrange.replace("name: highrange", "name: highrange_here").replace("values: [50, 100]",
+                                                                             "values: [50, 100, 5000]")
+    main10.write_text(main10.read_text() + "procedures:\n" + textwrap.indent(own, "  "))
+    assert_clean_error(raff("validate", "-c", main10), "main_config.yaml:", "procedure 'highrange_here': "
+                       "parameters[1].values[2]: Calib = 5000 does not fit its 12-bit register")
+    main10.write_text(main10.read_text().replace("[50, 100, 5000]", "[50, 100, 150]"))
+    here, _ = _keys(raff, main10, "highrange_here", tmp_path / "c")
+    there, _ = _keys(raff, main10, "highrange", tmp_path / "c")
+    assert len(here) == 2 * 3 and len(there) == 2 * 2
+    assert {k for _, k, _, _ in there} < {k for _, k, _, _ in here}  # the same points, and Calib 150
 
 
 def test_a_10_procedure_that_cannot_be_read_stops_only_what_needs_it(raff, libraries):

@@ -188,8 +188,6 @@ class _Loader:
     def __init__(self, lib: Library):
         self.lib = lib
         self.done: set[Path] = set()
-        self.sources: dict[tuple, list[int]] = {}  # of the file being loaded: see dr10read.Converted
-        self.points: dict[tuple, list[tuple]] = {}
 
     def report(self, diag: Diagnostic) -> None:
         self.lib.diagnostics.append(diag)
@@ -229,9 +227,8 @@ class _Loader:
             self.lib.formats[path] = dr10.FORMAT_10
             converted = self._dr10(doc, path)
             doc, failures = converted.doc, converted.failures
-            self.sources, self.points = converted.sources, converted.points
         else:
-            self.sources, self.points = {}, {}
+            converted = None
             self.lib.formats[path] = dr10.FORMAT_012
         skip = {format_where(f.where) for f in failures}
         problems = [d for d in schema.check(doc, kind, path) if not _inside(d.where, skip)]
@@ -246,7 +243,7 @@ class _Loader:
         for diag in problems:
             self.report(_named(diag, doc))
         if isinstance(doc, list):
-            self._procedures(doc, Origin(path), bad)
+            self._procedures(doc, Origin(path), bad, converted)
         elif isinstance(doc, dict):
             for i, entry in enumerate(doc.get("libraries") or []):
                 if isinstance(entry, str) and entry:
@@ -259,7 +256,7 @@ class _Loader:
                     else str(path.parent / remote)
             procs = doc.get("procedures")
             if isinstance(procs, list):
-                self._procedures(procs, Origin(path, ("procedures",)), bad)
+                self._procedures(procs, Origin(path, ("procedures",)), bad, converted)
             flows = doc.get("workflows")
             if isinstance(flows, list):
                 self._workflows(flows, Origin(path, ("workflows",)), bad)
@@ -271,7 +268,11 @@ class _Loader:
         with Renderer() as renderer:  # one sandboxed child for the file's templates, if it has any
             return as_012(doc, path, renderer)
 
-    def _procedures(self, entries: list, origin: Origin, bad: set[str]) -> None:
+    def _procedures(self, entries: list, origin: Origin, bad: set[str], converted=None) -> None:
+        """`converted`: the dr10read.Converted of a 1.0 file (its parameters' 1.0 places, its
+        explicit points), given with the entries, not kept: `load` reads included files between."""
+        sources_of = converted.sources if converted is not None else {}
+        points_of = converted.points if converted is not None else {}
         for i, entry in enumerate(entries):
             here = origin.at(i)
             prefix = format_where(here.path)
@@ -281,12 +282,12 @@ class _Loader:
                     self.lib.broken.setdefault(origin.file, set()).add(entry["name"])
                 continue
             proc = _build(entry, here.of("procedure", entry["name"]), self.report)
-            sources = self.sources.get(here.path)
+            sources = sources_of.get(here.path)
             if sources and isinstance(proc, DaqProcedure):  # said at the 1.0 parameter written
                 for param, source in zip(proc.parameters, sources):
                     param.origin = here.of("procedure", entry["name"]).at("parameters", source)
-            if here.path in self.points and isinstance(proc, DaqProcedure):
-                proc.points = self.points[here.path]
+            if here.path in points_of and isinstance(proc, DaqProcedure):
+                proc.points = points_of[here.path]
             self._add(proc, self.lib.procedures)
 
     def _workflows(self, entries: list, origin: Origin, bad: set[str]) -> None:
