@@ -348,3 +348,28 @@ def test_the_real_10_library_is_read_as_it_is_and_migrated(raff, tmp_path):
     assert_clean_error(raff("plan", "full_toa_scan", "-c", migrated), "phase_strobe = 16 does not fit")
     for name, keys in direct.items():  # read directly or migrated: the same points
         assert [p["key"] for p in json.loads(raff("plan", name, "-c", migrated, "--json").out)["points"]] == keys
+
+
+@pytest.mark.parametrize("case", ["data_columns", "analysis_parameters", "date", "mixed_keys"])
+def test_a_10_entry_of_the_wrong_shape_is_one_error_of_its_own(raff, libraries, case):
+    """Values the converter cannot take as they are reach the schema and the checks, which say
+    what is wrong at the entry; never a traceback, and the other procedures still plan."""
+    main10, _ = libraries
+    procedures = main10.parent / "dr10_procedures.yaml"
+    text = procedures.read_text()
+    edits = {  # (what is there, what it becomes, what the error says)
+        "data_columns": ("  repeat: 2\n", "  repeat: 2\n  data_columns: 5\n",
+                         "procedure 'injection': data_columns: expected a list, got int 5"),
+        "analysis_parameters": ("parameters: {max_trim: 40}", "parameters: [1, 2]",
+                                "procedure 'trim': parameters: expected a mapping or nothing, got a list"),
+        "date": ("                HighRange: 1\n", "                HighRange: [2020-01-01]\n",
+                 "procedure 'highrange': parameters[0]"),
+        "mixed_keys": ("                HighRange: 1\n", "                HighRange: [{1: a, b: 2}]\n",
+                       "procedure 'highrange': parameters[0]"),
+    }
+    before, after, said = edits[case]
+    assert before in text
+    procedures.write_text(text.replace(before, after, 1))
+    assert_clean_error(raff("validate", "-c", main10), said)
+    other = "highrange" if case in ("data_columns", "analysis_parameters") else "injection"
+    assert raff("plan", other, "-c", main10).code == 0

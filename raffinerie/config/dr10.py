@@ -230,8 +230,9 @@ def convert_daq(entry: dict, source: Path, write, renderer: Renderer | None = No
         raise RaffError(f"repeat is a whole number from 1, got {repeat!r}"[:200])
     if repeat != 1:
         out["repeat"] = repeat
-    if entry.get("data_columns"):
-        out["data_columns"] = list(entry["data_columns"])
+    if entry.get("data_columns"):  # anything but a list goes as it is, for the schema check to name
+        columns = entry["data_columns"]
+        out["data_columns"] = list(columns) if isinstance(columns, list) else columns
     # the target: the defaults, then what init and override change (raffinerie's overlay gives
     # the same config as 1.0's, or else the whole resolved target is the default and nothing overlays it)
     from raffinerie.config.tree import merge
@@ -274,8 +275,9 @@ def convert_analysis(entry: dict) -> dict:
     module = entry.get("module_name") or entry.get("module")
     if module:
         out["module"] = module
-    if entry.get("parameters"):
-        out["parameters"] = dict(entry["parameters"])
+    if entry.get("parameters"):  # anything but a mapping goes as it is, for the schema check to name
+        parameters = entry["parameters"]
+        out["parameters"] = dict(parameters) if isinstance(parameters, dict) else parameters
     return out
 
 

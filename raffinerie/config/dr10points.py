@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -205,14 +205,24 @@ def explicit(out: dict, dims: list[KeyDim | TemplateDim], target: dict, daq: dic
 
 @dataclass(frozen=True)
 class _Json:
-    """A mapping or list as a hashable value (its canonical JSON), to group places by their values."""
+    """A mapping or list as a hashable value (its canonical JSON), to group places by their values.
+    One that JSON cannot write canonically (a date, keys of mixed types) goes by its repr, and
+    is kept as it is."""
 
     text: str
+    kept: Any = field(default=None, compare=False)
 
 
 def _freeze(value: Any) -> Any:
-    return _Json(json.dumps(value, sort_keys=True)) if isinstance(value, (dict, list)) else value
+    if not isinstance(value, (dict, list)):
+        return value
+    try:
+        return _Json(json.dumps(value, sort_keys=True))
+    except (TypeError, ValueError):
+        return _Json("repr " + repr(value), value)
 
 
 def _thaw(value: Any) -> Any:
-    return json.loads(value.text) if isinstance(value, _Json) else value
+    if not isinstance(value, _Json):
+        return value
+    return value.kept if value.text.startswith("repr ") else json.loads(value.text)

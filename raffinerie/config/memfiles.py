@@ -1,6 +1,6 @@
 """Configuration documents that exist only in memory, by the path a procedure names them with.
 
-A Datenraffinerie 1.0 procedure read directly (`raffinerie.config.dr10.as_012`)
+A Datenraffinerie 1.0 procedure read directly (`raffinerie.config.dr10read.as_012`)
 has merged defaults and initial settings that no file holds. Every reader of
 target and daq files goes through `raffinerie.config.resolve.ConfigFiles`,
 which looks here first. The path names the 1.0 file and the procedure, so a
