@@ -284,7 +284,9 @@ def test_readme_says_the_tests_take_minutes_and_lists_every_example_procedure():
     readme = (ROOT / "README.md").read_text()
     before = readme[:readme.index("```sh\npython3 -m venv .venv && .venv/bin/pip install -q -e '.[test]'")]
     last = before.rstrip()[before.rstrip().rindex("\n\n"):]  # the paragraph that introduces the test command
-    assert "minutes" in last and "about 15 minutes on a 2-core machine" in " ".join(last.split()), last
+    # The README's figure is a measured one; CI must stay well under its 30-minute budget.
+    said = re.search(r"about (\d+) minutes on a 2-core machine", " ".join(last.split()))
+    assert said and 1 <= int(said.group(1)) <= 20, last
     section = readme[readme.index("## The example library"):]
     section = section[:section.index("\n## ", 3)]
     import yaml
