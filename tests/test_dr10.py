@@ -11,7 +11,6 @@ points: the same keys, in the same order.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import textwrap
 from pathlib import Path
@@ -273,7 +272,8 @@ def test_migrated_10_library_plans_to_the_points_of_its_hand_written_twin(raff, 
     out = tmp_path / "migrated"
     r = raff("migrate", main10, "-o", out)
     assert r.code == 0, r.err
-    assert "5 procedures and 1 workflow" in r.out and "1 with template parameters as explicit points" in r.out
+    assert "5 procedures and 1 workflow" in r.out and "1 procedure with template parameters" in r.out
+    assert "explicit points" not in r.out
     assert _snapshot(main10.parent) == before  # the original is never touched
     migrated = out / "main_config.yaml"
     check = raff("validate", "-c", migrated)
@@ -282,6 +282,11 @@ def test_migrated_10_library_plans_to_the_points_of_its_hand_written_twin(raff, 
     procs = {p["name"]: p for p in yaml.safe_load((out / "procedures.yaml").read_text())}
     assert procs["injection"]["mode"] == "events" and procs["trim"]["module"] == "builtin.pedestal_trim"
     assert "provides_calibration" not in procs["trim"]
+    # a template stays a template (0.1.2 extension), written as the 1.0 library wrote it
+    assert "points" not in procs["highrange"]
+    assert procs["highrange"]["parameters"][0] == {"template": yaml.safe_load(V10_PROCEDURES)[1]["parameters"][0][
+        "template"], "range": {"start": 0, "stop": 72, "step": 36}}
+    assert "  - template: |-\n" in (out / "procedures.yaml").read_text()   # a block, as people write it
     for name in ("injection", "highrange"):
         mine, doc = _keys(raff, migrated, name, tmp_path / "c1")
         twin, _ = _keys(raff, main012, name, tmp_path / "c2")
@@ -338,7 +343,13 @@ def test_the_real_10_library_is_read_as_it_is_and_migrated(raff, tmp_path):
     # what remains is a real mistake of that library: phase_strobe scanned up to 16 in a 4-bit register
     assert [line for line in check.lines if ": " in line and "invalid" not in line] == [
         line for line in check.lines if "phase_strobe = 16 does not fit its 4-bit register" in line]
-    assert os.path.getsize(out / "procedures.yaml") > 0
+    # templates written as templates: the migrated library is about the size of the original
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    original = sum(p.stat().st_size for p in main.parent.rglob("*") if p.is_file())
+    assert 0 < size < 1.5 * original, (size, original)
+    procs = {p["name"]: p for p in yaml.safe_load((out / "procedures.yaml").read_text())}
+    for name in ("template_test", "full_toa_scan"):
+        assert "points" not in procs[name] and any("template" in p for p in procs[name]["parameters"]), name
     # who asks for test_1 gets test_1 (issue 23); full_toa_scan's own plan names its mistake
     migrated = out / "main_config.yaml"
     planned = raff("plan", "test_1", "-c", migrated)
@@ -373,3 +384,32 @@ def test_a_10_entry_of_the_wrong_shape_is_one_error_of_its_own(raff, libraries, 
     assert_clean_error(raff("validate", "-c", main10), said)
     other = "highrange" if case in ("data_columns", "analysis_parameters") else "injection"
     assert raff("plan", other, "-c", main10).code == 0
+
+
+def test_a_10_template_of_daq_settings_is_migrated_as_explicit_points_with_the_same_keys(raff, libraries, tmp_path):
+    """1.0 roots a daq server's settings at `daq:`, raffinerie at `daq: server:`: such a template
+    cannot be written as it is, so its points are written out; read directly or migrated, the
+    same keys."""
+    main10, _ = libraries
+    procedures = main10.parent / "dr10_procedures.yaml"
+    procedures.write_text(procedures.read_text() + textwrap.dedent("""\
+        - name: events
+          type: daq
+          system_settings:
+            default: [./defaults/target-default.yaml, ./defaults/daq-default.yaml]
+          parameters:
+            - template: |-
+                daq:
+                  menus:
+                    randomL1A:
+                      NEvents: {{ value * 100 }}
+              values: [1, 2, 3]
+        """))
+    direct, _ = _keys(raff, main10, "events", tmp_path / "c1")
+    out = tmp_path / "migrated"
+    r = raff("migrate", main10, "-o", out)
+    assert r.code == 0 and "1 procedure with templates written as explicit points" in r.out, r.out + r.err
+    procs = {p["name"]: p for p in yaml.safe_load((out / "procedures.yaml").read_text())}
+    assert procs["events"]["points"] == [[100], [200], [300]] and "points" not in procs["highrange"]
+    migrated, _ = _keys(raff, out / "main_config.yaml", "events", tmp_path / "c2")
+    assert [k for _, k, *_ in migrated] == [k for _, k, *_ in direct] and len({k for _, k, *_ in direct}) == 3

@@ -155,7 +155,12 @@ def test_a_sane_template_still_migrates(raff, tmp_path):
     r = raff("migrate", main, "-o", tmp_path / "out", timeout=60)
     assert r.code == 0, r.err
     procs = yaml.safe_load((tmp_path / "out" / "procedures.yaml").read_text())
-    assert procs[0]["points"] == [[1, 0], [0, 1]]
+    assert procs[0]["parameters"][0]["template"] == text.rstrip("\n") or \
+        procs[0]["parameters"][0]["template"] == text
+    # rendered again, in the sandbox, when the migrated library is planned
+    planned = raff("plan", "crafted", "-c", tmp_path / "out" / "main_config.yaml", "--points",
+                   "--cache", tmp_path / "c")
+    assert planned.code == 0 and "2 points: 0 cached, 2 to acquire" in planned.out, planned.out + planned.err
 
 
 # -- item 8: every check of a setting, wherever the setting comes from --------------------------

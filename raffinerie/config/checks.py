@@ -11,10 +11,10 @@ from typing import Callable
 from raffinerie.config.daqconfig import (RUN_SETTINGS, run_problems, run_settings_as_meant, server_override,
                                          server_section, setting_problem)
 from raffinerie.config.expand import expand, overlaps
-from raffinerie.config.library import AnalysisProcedure, DaqProcedure, Library, Origin
+from raffinerie.config.library import AnalysisProcedure, DaqProcedure, Library, Origin, ScanParameter
 from raffinerie.config.parameters import ParameterTable, load_table
 from raffinerie.config.resolve import ConfigFiles, leaf_paths
-from raffinerie.config.tree import has_path, merge, normalize, set_path
+from raffinerie.config.tree import KEEP, has_path, merge, normalize, set_path
 from raffinerie.config.yamlio import real_path
 from raffinerie.errors import ERROR, NOTE, WARNING, Diagnostic, RaffError, did_you_mean
 
@@ -150,7 +150,7 @@ class _Checker:
             self.error(proc.origin.at("parameters"), f"'{proc.name}' has {scan.total:,} points, more "
                        f"than the limit of {self.max_points:,} (raise it with --max-points N)")
         for axis, place, problem in overlaps(scan):
-            self.error(axis.origin.at("key"), f"place {'.'.join(map(str, place[1:]))} {problem}")
+            self.error(axis.origin.at(axis.written), f"place {'.'.join(map(str, place[1:]))} {problem}")
         pod = self.files.target(proc.power_on_default,
                                 proc.origin.at("target_settings", "power_on_default"),
                                 "power-on default")
@@ -168,16 +168,16 @@ class _Checker:
                     if problem is not None:  # the chips would refuse it: an error, said once
                         unknown.setdefault(problem, []).append(path)
                         continue
-                    self.error(param.origin.at("key"),
+                    self.error(param.origin.at(param.written),
                                f"key path {'.'.join(map(str, path))} is not in the {what}",
                                WARNING)
                 if place[0] == "target":
-                    self._values(param.origin, path, axis.values)
+                    self._values(param, path, axis.values)
             if resolved is not None:
-                self._scanned_run_settings(param.origin, axis, resolved)
+                self._scanned_run_settings(param, axis, resolved)
             for problem, paths in unknown.items():
                 more = f" (and {len(paths) - 1} more place{'s' * (len(paths) > 2)})" if len(paths) > 1 else ""
-                self.error(param.origin.at("key"), f"key path {'.'.join(map(str, paths[0]))}{more} is in "
+                self.error(param.origin.at(param.written), f"key path {'.'.join(map(str, paths[0]))}{more} is in "
                            f"neither the power-on default nor the HGCROCv3 register map: {problem}")
 
     def _run_settings(self, proc: DaqProcedure, daq: dict) -> dict:
@@ -192,7 +192,7 @@ class _Checker:
             self.error(where, problem)
         return resolved
 
-    def _scanned_run_settings(self, origin: Origin, axis, resolved: dict) -> None:
+    def _scanned_run_settings(self, param: ScanParameter, axis, resolved: dict) -> None:
         """A scan of the daq config passes the checks its default file would.
 
         Each value is laid into the resolved daq config and the run settings
@@ -203,7 +203,7 @@ class _Checker:
         if not paths:
             return
         before = run_problems(resolved)
-        for value, where in _samples(axis.values, origin):
+        for value, where in _samples(axis.values, param):
             scanned = resolved
             for path in paths:
                 scanned = set_path(scanned, path, normalize(value))
@@ -216,8 +216,8 @@ class _Checker:
             for problem in found.values():
                 self.error(where, problem)
 
-    def _values(self, origin: Origin, path: tuple, values) -> None:
-        for value, where in _samples(values, origin):
+    def _values(self, param: ScanParameter, path: tuple, values) -> None:
+        for value, where in _samples(values, param):
             for _, problem in self.table.problems(normalize(value), path):
                 self.error(where, problem)
                 if isinstance(values, range):
@@ -291,13 +291,19 @@ def _unregistered(table: ParameterTable, pod: dict, path: tuple) -> str | None:
     return f"{inside} {_LEVELS[level]} {path[level]!r}" + did_you_mean(str(path[level]), names)
 
 
-def _samples(values, origin: Origin):
+def _samples(values, param: ScanParameter):
     """(value, where it is written) of a parameter's values: a range by its two ends (whole
-    numbers in between fit whatever bounds its ends fit), a list item by item."""
+    numbers in between fit whatever bounds its ends fit), a list item by item; a template's
+    columns at the template, but for the places it leaves as configured (checked with the files)."""
+    origin = param.origin
     if isinstance(values, range):
         if len(values):
             for value in sorted({values[0], values[-1]}):
                 yield value, origin.at("range")
         return
     for i, value in enumerate(values):
+        if param.written == "template":
+            if value is not KEEP:
+                yield value, origin.at("template")
+            continue
         yield value, origin.at("values", i)

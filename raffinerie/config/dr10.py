@@ -34,9 +34,11 @@ How parameters and templates become places and points:
 `raffinerie.config.dr10points`. `raff migrate MAIN -o DIR` writes the equivalent library in the 0.1.2 format
 raffinerie reads: each procedure's merged defaults and initial settings as
 files under `DIR/configs/` (one file per distinct content), its parameters
-as `key` parameters, and template parameters as explicit places (`keys:`)
-with explicit `points:` (a template's places change with its value, which a
-`key` cannot say). The points, and so the keys, are those 1.0 would acquire.
+as `key` parameters, and template parameters as the 0.1.2 format's template
+parameters (config/templated.py), but for templates rooted where 0.1.2 roots
+otherwise (1.0's `daq:` is the server's section), which become explicit
+places (`keys:`) with explicit `points:`. The points, and so the keys, are
+those 1.0 would acquire.
 """
 
 from __future__ import annotations
@@ -190,16 +192,19 @@ def _split(full: dict) -> tuple[dict, dict]:
 
 
 def convert_daq(entry: dict, source: Path, write, renderer: Renderer | None = None,
-                sources: list[int] | None = None, indices: list | None = None) -> dict:
+                sources: list[tuple[int, str]] | None = None, indices: list | None = None,
+                as_text: bool = False) -> dict:
     """A 0.1.2-format daq procedure for the 1.0 entry; `write(kind, mapping)` stores a config file.
 
     Templates are rendered by `renderer` (by one of its own without it). `sources`, if given,
     receives the index of the 1.0 parameter each 0.1.2 parameter comes from; `indices`, if given,
-    the explicit points of a procedure with templates, as `dr10points.explicit` says.
+    the explicit points of a procedure with templates, as `dr10points.explicit` says. With
+    `as_text`, templates whose renderings are rooted as the 0.1.2 format roots them are written
+    as `template` parameters (config/templated.py), the others as explicit points.
     """
     if renderer is None:
         with Renderer() as own:
-            return convert_daq(entry, source, write, own, sources, indices)
+            return convert_daq(entry, source, write, own, sources, indices, as_text)
     name = entry.get("name", "?")
     settings = _mapping(entry.get("system_settings"), "system_settings")
     defaults = _load_merged(_files(settings.get("default"), source, "default"), "default config")
@@ -248,26 +253,40 @@ def convert_daq(entry: dict, source: Path, write, renderer: Renderer | None = No
 
     dims: list[KeyDim | TemplateDim] = []     # per 1.0 parameter
     key_params = []
+    as_written = []   # per 1.0 parameter, its 0.1.2 form when templates are written as text
+    roots = {"target", "daq"} if layout == "split" else {"target"}   # what 0.1.2 roots as 1.0 does
     for i, p in enumerate(params):
         if not isinstance(p, dict):
             raise RaffError(f"procedure '{name}': parameter {i} is not a mapping", file=source)
         what = f"the template of parameter {i}" if "template" in p else f"parameter {i}"
         if "template" in p:
             values = template_values(p.get("values"), what)
-            dims.append(TemplateDim([rooted_places(render(renderer, p["template"], v, what), layout)
-                                     for v in values]))
+            patches = [render(renderer, p["template"], v, what) for v in values]
+            dims.append(TemplateDim([rooted_places(patch, layout) for patch in patches]))
+            as_text = as_text and all(set(patch) <= roots for patch in patches)
+            as_written.append({"template": p["template"], **_values_field(values)})
             continue
         values = parameter_values(p.get("values"), what)
         key = p.get("key")
         levels = place(list(key) if isinstance(key, list) else [key], layout)
         key_params.append((levels, values))
         dims.append(KeyDim(levels, values))
+        as_written.append(key_param(levels, values))
+    if templates and as_text:
+        out["parameters"] = as_written
+        return out
     if not templates:
         out["parameters"] = [key_param(levels, values) for levels, values in key_params]
         if sources is not None:
-            sources += [i for i, p in enumerate(params) if "template" not in p]
+            sources += [(i, "key") for i, p in enumerate(params) if "template" not in p]
         return out
     return explicit(out, dims, full_target, full_daq, repeat, name, source, sources, indices)
+
+
+def _values_field(values) -> dict:
+    if isinstance(values, range):
+        return {"range": {"start": values.start, "stop": values.stop, "step": values.step}}
+    return {"values": list(values)}
 
 
 def convert_analysis(entry: dict) -> dict:
@@ -311,7 +330,7 @@ def migrate(main: Path, folder: Path) -> dict:
                 if entry.get("type") == "analysis":
                     procedures.append(convert_analysis(entry))
                 else:
-                    procedures.append(convert_daq(entry, source, write, renderer))
+                    procedures.append(convert_daq(entry, source, write, renderer, as_text=True))
             except RaffError as exc:
                 if exc.diagnostic.file is None:
                     raise RaffError(f"procedure '{entry.get('name')}': {exc.diagnostic.message}",
@@ -322,13 +341,30 @@ def migrate(main: Path, folder: Path) -> dict:
     header = (f"# Written by `raff migrate` from the {FORMAT_10} library {main.resolve()}\n"
               f"# in the {FORMAT_012} format that raffinerie reads.\n")
     (folder / "procedures.yaml").write_text(
-        header + yaml.safe_dump(procedures, sort_keys=False, width=110), encoding="utf-8")
+        header + yaml.dump(procedures, Dumper=_Dumper(), sort_keys=False, width=110), encoding="utf-8")
     doc: dict[str, Any] = {"libraries": ["./procedures.yaml"]}
     if workflows:
         doc["workflows"] = workflows
     (folder / "main_config.yaml").write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return {"procedures": len(procedures), "workflows": len(workflows), "configs": len(written),
-            "templates": sum(1 for p in procedures if "points" in p)}
+            "templates": sum(1 for p in procedures if any("template" in q for q in p.get("parameters") or [])),
+            "explicit": sum(1 for p in procedures if "points" in p)}
+
+
+def _Dumper():
+    """yaml's SafeDumper, writing text of several lines (a template) as a literal block, as
+    people write it, and not as one quoted line of escapes."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper, value: str):
+        block = "\n" in value and not any(line != line.rstrip() for line in value.splitlines())
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if block else None)
+
+    Dumper.add_representer(str, text)
+    return Dumper
 
 
 def migrate_command(args) -> int:
@@ -347,10 +383,13 @@ def migrate_command(args) -> int:
                         "raff reads it as it is", file=main)
     folder.mkdir(parents=True, exist_ok=True)
     done = migrate(main, folder)
-    templates = f"; {done['templates']} with template parameters as explicit points" if done["templates"] else ""
+
     def n(k: int, word: str) -> str:
         return f"{k} {word}{'s' * (k != 1)}"
 
+    templates = f"; {n(done['templates'], 'procedure')} with template parameters" if done["templates"] else ""
+    if done["explicit"]:  # templates that set the daq server, which 0.1.2 roots as daq.server
+        templates += f"; {n(done['explicit'], 'procedure')} with templates written as explicit points"
     print(f"{folder / 'main_config.yaml'}: {n(done['procedures'], 'procedure')} and "
           f"{n(done['workflows'], 'workflow')} in the {FORMAT_012} format, {n(done['configs'], 'config file')} "
           f"in {folder / 'configs'}{templates}")

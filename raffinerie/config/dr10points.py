@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from raffinerie.config.template import MAX_RANGE, Renderer, TemplateProblem
-from raffinerie.config.tree import norm_key, normalize, value_token
+from raffinerie.config.tree import KEEP, norm_key, normalize, value_token
 from raffinerie.config.yamlio import parse_yaml
 from raffinerie.errors import RaffError
 
@@ -89,11 +89,11 @@ def render(renderer: Renderer, template: Any, value: Any, what: str) -> dict:
     return normalize(doc or {})
 
 
-def _leaves(tree: Any, path: tuple = ()) -> dict[tuple, Any]:
+def leaf_places(tree: Any, path: tuple = ()) -> dict[tuple, Any]:
     if isinstance(tree, dict) and tree:
         out: dict[tuple, Any] = {}
         for key, value in tree.items():
-            out.update(_leaves(value, path + (key,)))
+            out.update(leaf_places(value, path + (key,)))
         return out
     return {path: tree}
 
@@ -101,7 +101,7 @@ def _leaves(tree: Any, path: tuple = ()) -> dict[tuple, Any]:
 def rooted_places(patch: dict, layout: str) -> dict[tuple, Any]:
     """Leaves of a rendered patch as raffinerie places (`("target", ...)` or `("daq", ...)`)."""
     out = {}
-    for path, value in _leaves(patch).items():
+    for path, value in leaf_places(patch).items():
         levels = place(list(path), layout)
         out[tuple(levels) if levels and levels[0] == "daq" else ("target",) + tuple(levels)] = value
     return out
@@ -143,9 +143,10 @@ class TemplateDim:
 
 
 def explicit(out: dict, dims: list[KeyDim | TemplateDim], target: dict, daq: dict, repeat: int, name: str,
-             source: Path, sources: list[int] | None = None, indices: list | None = None) -> dict:
+             source: Path, sources: list[tuple[int, str]] | None = None, indices: list | None = None) -> dict:
     """Template parameters as explicit places and points (the Cartesian product, first slowest).
-    `sources` receives the index of the dim (the 1.0 parameter) of each parameter written. With
+    `sources` receives (index of the dim, i.e. the 1.0 parameter; `key` or `template`) of each
+    parameter written. With
     `indices`, the points go there as value-index tuples (what the loader makes of `points:`),
     and not into `out`: a library read directly never writes them out and reads them back."""
     sources = [] if sources is None else sources
@@ -159,36 +160,28 @@ def explicit(out: dict, dims: list[KeyDim | TemplateDim], target: dict, daq: dic
     per_dim_index: list[list[tuple]] = []  # the same as indices into those parameters' values
     for d, dim in enumerate(dims):
         if isinstance(dim, KeyDim):
-            sources.append(d)
+            sources.append((d, "key"))
             params.append({"key": dim.levels, "values": list(dim.values)})
             per_dim.append([(v,) for v in dim.values])
             lookup = {value_token(v): i for i, v in enumerate(dim.values)}  # as the loader looks up
             per_dim_index.append([(lookup[value_token(v)],) for v in dim.values])
             continue
-        patches = dim.patches
-        places = list(dict.fromkeys(p for patch in patches for p in patch))
-        vectors: dict[tuple, list[tuple]] = {}
-        for place in places:
-            column = []
-            for patch in patches:
-                if place in patch:
-                    column.append(patch[place])
-                else:
-                    found, value = _get(base, place)
-                    if not found:
-                        raise RaffError(f"procedure '{name}': the template sets {'.'.join(map(str, place))} "
-                                        "for some values only, and nothing else sets it", file=source)
-                    column.append(value)
-            vectors.setdefault(tuple(map(_freeze, column)), []).append(place)
-        for vector, group in vectors.items():
-            distinct = list(dict.fromkeys(vector))
-            sources.append(d)
+        def base_value(place: tuple) -> Any:
+            found, value = _get(base, place)
+            if not found:
+                raise RaffError(f"procedure '{name}': the template sets {'.'.join(map(str, place))} "
+                                "for some values only, and nothing else sets it", file=source)
+            return value
+
+        # read directly, a place a rendering leaves out keeps its configured value (settled when
+        # planned, calibrations included), as in a template parameter of raffinerie's own format
+        groups, rows = template_columns(dim.patches, base_value if indices is None else lambda place: KEEP)
+        for group, distinct in groups:
+            sources.append((d, "template"))
             params.append({"keys": [list(p[1:]) if p[0] == "target" else list(p) for p in group],
-                           "values": [_thaw(v) for v in distinct]})
-        per_dim.append([tuple(_thaw(vector[j]) for vector in vectors) for j in range(len(patches))])
-        positions = [{v: i for i, v in enumerate(dict.fromkeys(vector))} for vector in vectors]
-        per_dim_index.append([tuple(pos[vector[j]] for pos, vector in zip(positions, vectors))
-                              for j in range(len(patches))])
+                           "values": distinct})
+        per_dim.append([tuple(distinct[i] for (_, distinct), i in zip(groups, row)) for row in rows])
+        per_dim_index.append(rows)
     out["parameters"] = params
     out.pop("repeat", None)
     if indices is not None:
@@ -203,6 +196,25 @@ def explicit(out: dict, dims: list[KeyDim | TemplateDim], target: dict, daq: dic
     return out
 
 
+def template_columns(patches: list[dict], missing) -> tuple[list[tuple[list, list]], list[tuple]]:
+    """A template's renderings (per value, {place: value}) as columns that vary together: places
+    whose values agree at every template value share one column. A place a rendering leaves out
+    takes `missing(place)` there. Gives the columns, each (places, distinct values), and per
+    template value the index of its value in each column."""
+    places = list(dict.fromkeys(p for patch in patches for p in patch))
+    vectors: dict[tuple, list[tuple]] = {}
+    for place in places:
+        column = [patch[place] if place in patch else missing(place) for patch in patches]
+        vectors.setdefault(tuple(map(_freeze, column)), []).append(place)
+    groups, positions = [], []
+    for vector, group in vectors.items():
+        distinct = list(dict.fromkeys(vector))
+        groups.append((group, [_thaw(v) for v in distinct]))
+        positions.append({v: i for i, v in enumerate(distinct)})
+    rows = [tuple(pos[vector[j]] for pos, vector in zip(positions, vectors)) for j in range(len(patches))]
+    return groups, rows
+
+
 @dataclass(frozen=True)
 class _Json:
     """A mapping or list as a hashable value (its canonical JSON), to group places by their values.
@@ -213,9 +225,17 @@ class _Json:
     kept: Any = field(default=None, compare=False)
 
 
+@dataclass(frozen=True)
+class _Scalar:
+    """A scalar grouped as the loader looks values up (`value_token`): 1, 1.0 and True apart."""
+
+    token: tuple
+    kept: Any = field(compare=False)
+
+
 def _freeze(value: Any) -> Any:
     if not isinstance(value, (dict, list)):
-        return value
+        return _Scalar(value_token(value), value)
     try:
         return _Json(json.dumps(value, sort_keys=True))
     except (TypeError, ValueError):
@@ -223,6 +243,6 @@ def _freeze(value: Any) -> Any:
 
 
 def _thaw(value: Any) -> Any:
-    if not isinstance(value, _Json):
-        return value
+    if isinstance(value, _Scalar):
+        return value.kept
     return value.kept if value.text.startswith("repr ") else json.loads(value.text)

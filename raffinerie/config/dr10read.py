@@ -1,8 +1,8 @@
 """A Datenraffinerie 1.0 library read directly: each document converted in memory, entry by entry.
 
 `as_012(doc, path, renderer)` gives the 0.1.2 document that `raff migrate`
-would write for a 1.0 main config or library file (templates as explicit
-points), while the merged settings of each procedure stay in memory
+would write for a 1.0 main config or library file (but templates as explicit
+places and points, given to the loader as index tuples), while the merged settings of each procedure stay in memory
 (`raffinerie.config.memfiles`) under paths that name the 1.0 file and the
 procedure. An entry that cannot be converted is left as it is, with its
 problem (`Failure`), for the loader to skip and report as that entry's own:
@@ -30,7 +30,7 @@ class Converted:
 
     doc: Any
     failures: list
-    sources: dict[tuple, list[int]]
+    sources: dict[tuple, list[tuple[int, str]]]   # per parameter: (1.0 parameter, key or template)
     points: dict[tuple, list[tuple]]   # explicit points (value-index tuples) of template procedures
 
 
@@ -45,14 +45,14 @@ class Failure:
 
 def as_012(doc: Any, path: Path, renderer: Renderer) -> Converted:
     failures: list[Failure] = []
-    sources: dict[tuple, list[int]] = {}
+    sources: dict[tuple, list[tuple[int, str]]] = {}
     points: dict[tuple, list[tuple]] = {}
 
     def entries(items: list, where: tuple) -> list:
         out = []
         for i, entry in enumerate(items):
             try:
-                mine: list[int] = []
+                mine: list[tuple[int, str]] = []
                 explicit: list[tuple] = []
                 out.append(_entry(entry, path, renderer, mine, explicit))
                 sources[where + (i,)] = mine
@@ -75,7 +75,7 @@ def as_012(doc: Any, path: Path, renderer: Renderer) -> Converted:
     return Converted(out, failures, sources, points)
 
 
-def _entry(entry: Any, path: Path, renderer: Renderer, sources: list[int], points: list[tuple]) -> Any:
+def _entry(entry: Any, path: Path, renderer: Renderer, sources: list, points: list[tuple]) -> Any:
     if not isinstance(entry, dict):
         return entry  # the schema check says what is wrong with it
     if entry.get("type") == "analysis" or any(k in entry for k in _ANALYSIS_MARKERS):

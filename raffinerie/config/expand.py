@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 from raffinerie.config.library import DaqProcedure, Origin, ScanParameter
+from raffinerie.config.tree import KEEP, get_path, has_path, value_token
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Axis:
     places: tuple[tuple, ...]    # paths into {"target": ..., "daq": ...}
     values: Sequence
     origin: Origin
+    written: str = "key"         # the field of its parameter that says its places
 
     def describe_values(self) -> str:
         v = self.values
@@ -92,11 +94,51 @@ def place_of(path: tuple) -> tuple:
 
 def expand(proc: DaqProcedure) -> Scan:
     names = axis_names(proc.parameters)
-    axes = tuple(Axis(name, tuple(place_of(p) for p in param.places()), param.values, param.origin)
+    axes = tuple(Axis(name, tuple(place_of(p) for p in param.places()), param.values, param.origin, param.written)
                  for name, param in zip(names, proc.parameters))
     if proc.points is not None:
         return Scan(axes, 1, tuple(proc.points))
     return Scan(axes, proc.repeat)
+
+
+def kept_axes(scan: Scan) -> list[int]:
+    """The axes with a value KEEP (a template leaves their places out at some values)."""
+    return [a for a, axis in enumerate(scan.axes)
+            if isinstance(axis.values, list) and any(v is KEEP for v in axis.values)]
+
+
+def settle(scan: Scan, base: dict) -> tuple[Scan, list[tuple[Axis, tuple]]]:
+    """The scan with every KEEP as the value `base` (the resolved config without the scan) has
+    at that place; an axis whose places have different values there becomes one axis per
+    value vector. Also gives the (axis, place) that `base` lacks (those places keep KEEP)."""
+    kept = kept_axes(scan)
+    if not kept:
+        return scan, []
+    axes: list[Axis] = []
+    remaps: list[list[list[int] | None]] = []   # per old axis: per new axis, old index -> new index
+    missing = []
+    for a, axis in enumerate(scan.axes):
+        if a not in kept:
+            axes.append(axis)
+            remaps.append([None])
+            continue
+        groups: dict[tuple, tuple[list, list]] = {}   # token vector -> (places, values)
+        for place in axis.places:
+            if not has_path(base, place):
+                missing.append((axis, place))
+            there = get_path(base, place, KEEP)
+            values = [there if v is KEEP else v for v in axis.values]
+            groups.setdefault(tuple(map(value_token, values)), ([], values))[0].append(place)
+        remaps.append([])
+        for k, (tokens, (places, values)) in enumerate(groups.items()):
+            index = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+            distinct = list({t: v for t, v in zip(tokens, values)}.values())
+            name = axis.name if len(groups) == 1 else f"{axis.name}#{k + 1}"
+            axes.append(Axis(name, tuple(places), distinct, axis.origin, axis.written))
+            remaps[-1].append([index[t] for t in tokens])
+    points = tuple(tuple(i if m is None else m[i] for i, maps in zip(point, remaps) for m in maps)
+                   for point in scan.explicit or ())
+    return Scan(tuple(axes), scan.repeat, points if scan.explicit is not None else None), missing
 
 
 def overlaps(scan: Scan) -> list[tuple[Axis, tuple, str]]:

@@ -51,6 +51,12 @@ class ScanParameter:
     values: range | list
     origin: Origin
     paths: list[tuple] | None = None   # explicit places (`keys:`) instead of levels
+    written: str = "key"     # the field that says its places: key, keys, or a template's columns
+
+    @property
+    def values_field(self) -> str:
+        """Where its values are written: a template's columns come from its rendering."""
+        return "template" if self.written == "template" else "values"
 
     def places(self) -> list[tuple]:
         if self.paths is not None:
@@ -180,7 +186,11 @@ def load_library(main: Path) -> Library:
     """Load `main` and everything it includes; problems go to `.diagnostics`."""
     main = Path(main)
     lib = Library(main=main)
-    _Loader(lib).load(main, "main", stack=())
+    loader = _Loader(lib)
+    try:
+        loader.load(main, "main", stack=())
+    finally:
+        loader.close()
     return lib
 
 
@@ -188,6 +198,18 @@ class _Loader:
     def __init__(self, lib: Library):
         self.lib = lib
         self.done: set[Path] = set()
+        self._renderer = None   # the sandboxed template renderer, started for the first template
+
+    def renderer(self):
+        if self._renderer is None:
+            from raffinerie.config.template import Renderer
+
+            self._renderer = Renderer()
+        return self._renderer
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
 
     def report(self, diag: Diagnostic) -> None:
         self.lib.diagnostics.append(diag)
@@ -281,11 +303,12 @@ class _Loader:
                 if isinstance(entry, dict) and isinstance(entry.get("name"), str):
                     self.lib.broken.setdefault(origin.file, set()).add(entry["name"])
                 continue
-            proc = _build(entry, here.of("procedure", entry["name"]), self.report)
+            proc = _build(entry, here.of("procedure", entry["name"]), self.report, self.renderer)
             sources = sources_of.get(here.path)
             if sources and isinstance(proc, DaqProcedure):  # said at the 1.0 parameter written
-                for param, source in zip(proc.parameters, sources):
+                for param, (source, written) in zip(proc.parameters, sources):
                     param.origin = here.of("procedure", entry["name"]).at("parameters", source)
+                    param.written = "template" if written == "template" else param.written
             if here.path in points_of and isinstance(proc, DaqProcedure):
                 proc.points = points_of[here.path]
             self._add(proc, self.lib.procedures)
@@ -353,7 +376,7 @@ def missing_message(exc: RaffError, path: Path) -> str:
     return f"{exc.diagnostic.message}: {path}"
 
 
-def _build(entry: dict, origin: Origin, report) -> Procedure:
+def _build(entry: dict, origin: Origin, report, renderer=None) -> Procedure:
     base = origin.file.parent
     if entry["type"] == "analysis":
         return AnalysisProcedure(
@@ -363,6 +386,7 @@ def _build(entry: dict, origin: Origin, report) -> Procedure:
             uses=tuple(entry.get("uses") or ()))
     target, daq = entry["target_settings"], entry["daq_settings"]
     init = target.get("initial_config")
+    templated = any("template" in p for p in entry.get("parameters") or [])
     proc = DaqProcedure(
         name=entry["name"], origin=origin,
         power_on_default=base / target["power_on_default"],
@@ -371,8 +395,8 @@ def _build(entry: dict, origin: Origin, report) -> Procedure:
         daq_default=base / daq["default"],
         server_override=normalize(daq.get("server_override") or {}),
         client_override=normalize(daq.get("client_override") or {}),
-        parameters=[_parameter(p, origin.at("parameters", i), report)
-                    for i, p in enumerate(entry.get("parameters") or [])],
+        parameters=[] if templated else [_parameter(p, origin.at("parameters", i), report)
+                                         for i, p in enumerate(entry.get("parameters") or [])],
         calibrations=_calibrations(entry.get("calibration")),
         calibrations_listed=isinstance(entry.get("calibration"), list),
         mode=entry.get("mode", "summary"),
@@ -381,9 +405,52 @@ def _build(entry: dict, origin: Origin, report) -> Procedure:
         identity=entry.get("identity"),
         imported=entry.get("imported"),
     )
-    if entry.get("points") is not None:
+    if templated:
+        if entry.get("points") is not None:
+            report(origin.at("points").error("explicit points and a template parameter do not go together: "
+                                              "a template's points are the product of its values"))
+        proc.parameters, proc.points = _templated(entry["parameters"], origin, report, renderer, proc.repeat)
+    elif entry.get("points") is not None:
         proc.points = _points(entry["points"], proc.parameters, origin.at("points"), report)
     return proc
+
+
+def _templated(entries: list[dict], origin: Origin, report, renderer, repeat: int):
+    """Parameters and points of a procedure with `template` parameters (config/templated.py): each
+    template becomes columns that vary together, and the points are listed, first slowest."""
+    import itertools
+    import math
+
+    from raffinerie.config import templated
+
+    params: list[ScanParameter] = []
+    rows_per_dim: list[list[tuple]] = []   # per parameter written: its value-index tuples
+    for i, entry in enumerate(entries):
+        here = origin.at("parameters", i)
+        if "template" not in entry:
+            param = _parameter(entry, here, report)
+            params.append(param)
+            rows_per_dim.append([(j,) for j in range(len(param.values))])
+            continue
+        values = _values(entry, here, report)
+        try:
+            columns, rows = templated.template_axis(renderer(), entry["template"], values)
+        except RaffError as exc:
+            report(here.at("template").error(exc.diagnostic.message))
+            return params, []
+        for places, distinct in columns:
+            paths = [p[1:] if p[0] == "target" else p for p in places]
+            params.append(ScanParameter([paths[0][-1]], distinct, here, paths, "template"))
+        rows_per_dim.append(rows)
+    total = math.prod(len(rows) for rows in rows_per_dim) * repeat
+    if total > templated.MAX_POINTS:
+        report(origin.at("parameters").error(
+            f"{total:,} points; with a template parameter the points are listed one by one, "
+            f"and at most {templated.MAX_POINTS:,} are"))
+        return params, []
+    points = [tuple(i for part in combo for i in part)
+              for combo in itertools.product(*rows_per_dim) for _ in range(repeat)]
+    return params, points
 
 
 def _points(entries: list, params: list[ScanParameter], origin: Origin, report) -> list[tuple]:
@@ -406,22 +473,27 @@ def _points(entries: list, params: list[ScanParameter], origin: Origin, report) 
 def _parameter(entry: dict, origin: Origin, report) -> ScanParameter:
     if "keys" in entry:
         paths = [tuple(norm_key(k) for k in path) for path in entry["keys"]]
-        return ScanParameter([paths[0][-1]], list(entry["values"]), origin, paths)
+        return ScanParameter([paths[0][-1]], list(entry["values"]), origin, paths, "keys")
     levels = [[norm_key(k) for k in level] if isinstance(level, list) else norm_key(level)
               for level in entry["key"]]
+    return ScanParameter(levels, _values(entry, origin, report), origin)
+
+
+def _values(entry: dict, origin: Origin, report) -> list | range:
+    """A parameter's `values`, or its `range` (an empty range is reported)."""
     if "values" in entry:
-        return ScanParameter(levels, list(entry["values"]), origin)
+        return list(entry["values"])
     spec = entry["range"]
     start, stop, step = spec.get("start", 0), spec["stop"], spec.get("step", 1)
     if step == 0:
         report(origin.at("range", "step").error("range step is 0; it must be a positive integer"))
-        return ScanParameter(levels, range(0), origin)
+        return range(0)
     values = range(start, stop, step)
     if len(values) == 0:
         relation = "above" if step > 0 else "below"
         report(origin.at("range").error(
             f"range is empty: stop {stop} is not {relation} start {start} (step {step})"))
-    return ScanParameter(levels, values, origin)
+    return values
 
 
 def _calibrations(value) -> tuple[str, ...]:

@@ -123,7 +123,7 @@ def written_at(proc: DaqProcedure, axes, message: str) -> tuple[str, Origin] | N
     idea of the file it came from; the scan keys and the overrides of the procedure are
     looked for in the message, longest first, as whole places.
     """
-    written = [(place[1:], axis.origin.at("key")) for axis in axes for place in axis.places
+    written = [(place[1:], axis.origin.at(axis.written)) for axis in axes for place in axis.places
                if place[0] == "target"]
     written += [(path, proc.origin.at("target_settings", "overrides", *path))
                 for path in leaf_paths(proc.overrides)]

@@ -7,9 +7,26 @@ turned into that integer, once, when a file is read.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 NETWORK_KEYS = ("hostname", "port")
+
+
+class Kept(Enum):
+    """The value of a place that a template's rendering for some value leaves out: the one the
+    procedure's resolved configuration gives it, known only when it is planned (`expand.settle`).
+    An enum, so that it keeps its identity through pickling."""
+
+    KEEP = "as configured"
+
+    def __repr__(self) -> str:
+        return "(as configured)"
+
+    __str__ = __repr__
+
+
+KEEP = Kept.KEEP
 
 
 def norm_key(key: Any) -> Any:

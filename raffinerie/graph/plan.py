@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
-from raffinerie.config.expand import expand
+from raffinerie.config.expand import expand, settle
 from raffinerie.config.library import AnalysisProcedure, DaqProcedure, Library, Workflow
 from raffinerie.config.resolve import ConfigFiles, base_config
 from raffinerie.errors import ConfigErrors, RaffError
@@ -245,7 +245,15 @@ class _Planner:
             base = base_config(proc, self.files, calibrations)
             if base is None:
                 raise ConfigErrors(self.files.diagnostics)
-        points = PointSet(proc, expand(proc), base, waiting_for=pending.name if pending else None,
+        scan = expand(proc)
+        if base is not None:
+            scan, missing = settle(scan, base)
+            if missing:
+                raise ConfigErrors([axis.origin.at("template").error(
+                    f"the template sets {'.'.join(map(str, place[1:] if place[0] == 'target' else place))} "
+                    "for some of its values only, and the configuration has no value there for the others")
+                    for axis, place in missing[:5]])
+        points = PointSet(proc, scan, base, waiting_for=pending.name if pending else None,
                           identity=proc.identity or self.plan.identity)
         points.take = current_take(self.cache, proc.name, points.identity)
         if self.retake and points.retakeable:
