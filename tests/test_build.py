@@ -168,7 +168,11 @@ def test_sigkill_loses_at_most_the_point_in_flight(raff, libdir):
     result = raff("build", "slow", "-c", main)
     assert result.code == 0, result.err
     keys = acquired_keys(cache)
-    assert len(keys) == 40 and len(set(keys)) == 40  # every point once, none twice
+    # none acquired twice; a kill between a point's rename into the cache and its journal line
+    # loses that line (never the point, which the rebuild finds cached)
+    assert len(set(keys)) == len(keys) and len(keys) >= 39
+    planned = plan(raff, main, "slow")["points"]
+    assert len(planned) == 40 and all(p["status"] == "cached" for p in planned), planned
     verify = raff("cache", "verify", "-c", main)
     assert verify.code == 0 and "0 damaged" in verify.out
     assert raff("plan", "slow", "-c", main, "--check").code == 0
