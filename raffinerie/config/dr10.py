@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from raffinerie.config.dr10points import KeyDim, TemplateDim, daq_layout, explicit, key_param, parameter_values, \
-    place, render, rooted_places, template_values
+    place, render, rooted_places, template_values, values_field
 from raffinerie.config.template import Renderer
 from raffinerie.config.tree import normalize
 from raffinerie.config.yamlio import load_yaml
@@ -252,8 +252,7 @@ def convert_daq(entry: dict, source: Path, write, renderer: Renderer | None = No
     out["daq_settings"] = {"default": write("daq", full_daq)}
 
     dims: list[KeyDim | TemplateDim] = []     # per 1.0 parameter
-    key_params = []
-    as_written = []   # per 1.0 parameter, its 0.1.2 form when templates are written as text
+    as_written = []   # per 1.0 parameter, its 0.1.2 form (a template's when written as text)
     roots = {"target", "daq"} if layout == "split" else {"target"}   # what 0.1.2 roots as 1.0 does
     for i, p in enumerate(params):
         if not isinstance(p, dict):
@@ -264,29 +263,19 @@ def convert_daq(entry: dict, source: Path, write, renderer: Renderer | None = No
             patches = [render(renderer, p["template"], v, what) for v in values]
             dims.append(TemplateDim([rooted_places(patch, layout) for patch in patches]))
             as_text = as_text and all(set(patch) <= roots for patch in patches)
-            as_written.append({"template": p["template"], **_values_field(values)})
+            as_written.append({"template": p["template"], **values_field(values)})
             continue
         values = parameter_values(p.get("values"), what)
         key = p.get("key")
         levels = place(list(key) if isinstance(key, list) else [key], layout)
-        key_params.append((levels, values))
         dims.append(KeyDim(levels, values))
         as_written.append(key_param(levels, values))
-    if templates and as_text:
+    if not templates or as_text:
         out["parameters"] = as_written
-        return out
-    if not templates:
-        out["parameters"] = [key_param(levels, values) for levels, values in key_params]
-        if sources is not None:
-            sources += [(i, "key") for i, p in enumerate(params) if "template" not in p]
+        if sources is not None and not templates:
+            sources += [(i, "key") for i in range(len(params))]
         return out
     return explicit(out, dims, full_target, full_daq, repeat, name, source, sources, indices)
-
-
-def _values_field(values) -> dict:
-    if isinstance(values, range):
-        return {"range": {"start": values.start, "stop": values.stop, "step": values.step}}
-    return {"values": list(values)}
 
 
 def convert_analysis(entry: dict) -> dict:

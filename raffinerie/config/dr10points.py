@@ -63,7 +63,11 @@ def parameter_values(spec: Any, what: str) -> list | range:
 
 def template_values(spec: Any, what: str) -> list | range:
     """The values of a template parameter: each is one rendering, so there are at most MAX_RANGE."""
-    values = parameter_values(spec, what)
+    return renderable(parameter_values(spec, what), what)
+
+
+def renderable(values: list | range, what: str) -> list | range:
+    """`values` of a template, refused before any rendering when there are more than MAX_RANGE."""
     if len(values) > MAX_RANGE:
         raise RaffError(f"{what} has {len(values):,} values; a template is rendered once per value, "
                         f"and at most {MAX_RANGE:,} are")
@@ -116,9 +120,14 @@ def _get(tree: Any, path: tuple) -> tuple[bool, Any]:
 
 
 def key_param(levels: list, values) -> dict:
+    return {"key": levels, **values_field(values)}
+
+
+def values_field(values) -> dict:
+    """A parameter's values as the 0.1.2 format writes them: a `range`, or a list of `values`."""
     if isinstance(values, range):
-        return {"key": levels, "range": {"start": values.start, "stop": values.stop, "step": values.step}}
-    return {"key": levels, "values": list(values)}
+        return {"range": {"start": values.start, "stop": values.stop, "step": values.step}}
+    return {"values": list(values)}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 from raffinerie.config.library import DaqProcedure, Origin, ScanParameter
-from raffinerie.config.tree import KEEP, get_path, has_path, value_token
+from raffinerie.config.tree import KEEP, get_path, value_token
 
 
 @dataclass(frozen=True)
@@ -124,9 +124,9 @@ def settle(scan: Scan, base: dict) -> tuple[Scan, list[tuple[Axis, tuple]]]:
             continue
         groups: dict[tuple, tuple[list, list]] = {}   # token vector -> (places, values)
         for place in axis.places:
-            if not has_path(base, place):
+            there = get_path(base, place, KEEP)   # KEEP: the base has no value there
+            if there is KEEP:
                 missing.append((axis, place))
-            there = get_path(base, place, KEEP)
             values = [there if v is KEEP else v for v in axis.values]
             groups.setdefault(tuple(map(value_token, values)), ([], values))[0].append(place)
         remaps.append([])

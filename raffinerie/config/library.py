@@ -53,11 +53,6 @@ class ScanParameter:
     paths: list[tuple] | None = None   # explicit places (`keys:`) instead of levels
     written: str = "key"     # the field that says its places: key, keys, or a template's columns
 
-    @property
-    def values_field(self) -> str:
-        """Where its values are written: a template's columns come from its rendering."""
-        return "template" if self.written == "template" else "values"
-
     def places(self) -> list[tuple]:
         if self.paths is not None:
             return list(self.paths)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from raffinerie.config.dr10points import leaf_places, render, template_columns
-from raffinerie.config.template import MAX_RANGE, Renderer
+from raffinerie.config.dr10points import leaf_places, render, renderable, template_columns
+from raffinerie.config.template import Renderer
 from raffinerie.config.tree import KEEP
 from raffinerie.errors import RaffError
 
@@ -50,8 +50,5 @@ def template_places(renderer: Renderer, template: str, value: Any) -> dict[tuple
 def template_axis(renderer: Renderer, template: str, values) -> tuple[list[tuple[list, list]], list[tuple]]:
     """The columns of a template parameter, each (places, distinct values), and per template
     value the index of its value in each column (see `dr10points.template_columns`)."""
-    if len(values) > MAX_RANGE:
-        raise RaffError(f"the template has {len(values):,} values; it is rendered once per value, "
-                        f"and at most {MAX_RANGE:,} are")
-    patches = [template_places(renderer, template, v) for v in values]
+    patches = [template_places(renderer, template, v) for v in renderable(values, "the template")]
     return template_columns(patches, lambda place: KEEP)
