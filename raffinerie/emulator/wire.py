@@ -60,8 +60,8 @@ def load_yaml(frame: bytes) -> Any:
 
 
 def dump_yaml(value: Any, **options) -> str:
-    """YAML text of `value`; a large one (a board's `describe`: 0.4 MB, 0.3 s of CPU at
-    every emulator start) from the memo when an equal document was written before."""
+    """YAML text of `value`; a large one (a board's `describe`: 0.4 MB, rendered at every
+    emulator start, 0.15-0.25 s of CPU) from the memo when an equal document was written before."""
     step = _MEMO_STEP + ":dump:" + repr(sorted(options.items()))
     return memo.dumped(step, value, lambda: yaml.dump(value, Dumper=_Dumper, **options))
 
