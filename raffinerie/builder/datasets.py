@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from raffinerie.config.expand import AxisRole
 from raffinerie.config.library import Origin
 from raffinerie.config.daqconfig import LOCATION_KEYS, active_settings, server_section
 from raffinerie.config.parameters import ParameterTable, load_table
@@ -148,10 +149,10 @@ class _Registers:
         self.n_chips = max(self.chips, default=-1) + 1
         self.scanned: dict[tuple[str, str], list] = {}
         for number, axis in enumerate(points.scan.axes):
-            for place in axis.places:
+            for j, place in enumerate(axis.places):
                 chip = chip_index(place[1]) if len(place) == 5 else None
                 if place[0] == "target" and chip is not None and table.lookup(place[1:]) is not None:
-                    self.scanned.setdefault((place[2], place[4]), []).append((number, chip, place[3]))
+                    self.scanned.setdefault((place[2], place[4]), []).append((number, j, chip, place[3]))
 
     def covers(self, axis) -> bool:
         return any(p[0] == "target" and len(p) == 5 and self.table.lookup(p[1:]) is not None
@@ -223,15 +224,15 @@ class _Registers:
         """(values, scanned, dtype) of parameter `name`: [chip, slot], or [coordinate, chip, slot]
         when a scan axis sets it."""
         base = self._lookup(blocks, name, width)
-        overrides = [(axis_number, c, SLOT_BASE.get(b, 0) + index)
-                     for b in blocks for axis_number, c, index in self.scanned.get((b, name), [])]
+        overrides = [(axis_number, j, c, SLOT_BASE.get(b, 0) + index)
+                     for b in blocks for axis_number, j, c, index in self.scanned.get((b, name), [])]
         dtype = _dtype(max((self.table.parameters[(b, name)].width for b in blocks
                             if (b, name) in self.table.parameters), default=32))
         if not overrides:
             return base, False, dtype
         per_point = np.broadcast_to(base, (self.points.scan.coordinates_total,) + base.shape).copy()
-        for axis_number, c, s in overrides:
-            values = np.asarray(self.points.scan.axes[axis_number].values, dtype=np.int64)
+        for axis_number, j, c, s in overrides:   # j: the place's element of a search's values
+            values = np.asarray(self.points.scan.axes[axis_number].place_values(j), dtype=np.int64)
             per_point[:, c, s] = values[_axis_index(self.points, axis_number)]
         return per_point, True, dtype
 
@@ -290,8 +291,8 @@ def write_dataset(points: PointSet, store: Store, folder: Path, wanted: list[str
 
 def _attributes(points: PointSet) -> dict:
     axes = points.scan.axes
-    numeric = {a.name: list(a.values) for a in axes
-               if np.asarray(a.values).dtype.kind in "biuf"}
+    numeric = {a.name: list(a.values) for a in axes   # a search's probes: per place, in the rows
+               if a.role is not AxisRole.SEARCH and np.asarray(a.values).dtype.kind in "biuf"}
     return {"procedure": points.procedure.name, "axes": [a.name for a in axes],
             "axis_sizes": [len(a.values) for a in axes], "axis_values": numeric,
             "repeat": points.scan.repeat, "explicit": points.scan.explicit is not None}

@@ -44,6 +44,7 @@ from raffinerie.graph.countdown import Countdown
 from raffinerie.graph.keying import build_record, take_record
 from raffinerie.graph.nodes import CACHED, Node, NodeKind, is_calibration
 from raffinerie.graph.plan import Plan, force, make_plan, replan
+from raffinerie.graph.searchplan import advance, describe, flagged_lines
 from raffinerie.records import calibration_record
 from raffinerie.store.entries import DamagedEntry
 from raffinerie.store.store import Store
@@ -374,11 +375,25 @@ class Builder:
         t0, cpu0, emulator0 = time.perf_counter(), time.process_time(), self.acquisition.backend.emulator_cpu()
         try:
             self.report.acquired += acquire_points(points, self.acquisition, pod)
+            while points.search is not None and not self.stop:   # its next round, from what this one measured
+                points = plan.points[node.name] = advance(points, self.store)
+                if points.search.done:
+                    self._searched(points)
+                    break
+                self.progress.info(f"{node.name}: {describe(points.search)}")
+                self.report.acquired += acquire_points(points, self.acquisition, pod)
         finally:
             self.report.corrupt_halves = self.acquisition.corrupt_halves
             self.report.acquiring += time.perf_counter() - t0
             self.report.acquiring_cpu += time.process_time() - cpu0
             self.report.emulator_cpu += max(self.acquisition.backend.emulator_cpu() - emulator0, 0.0)
+
+    def _searched(self, points) -> None:
+        """Say how a finished search went: its probes, and every cell it could not bring to its target."""
+        progress, name = points.search, points.procedure.name
+        self.progress.info(f"{name}: {describe(progress)}")
+        for line in flagged_lines(points):
+            self.progress.info(f"{name}: warning: {line}")
 
     def _dataset(self, plan: Plan, node: Node) -> None:
         points = plan.points[node.name]

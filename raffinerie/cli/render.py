@@ -10,7 +10,13 @@ JSON plan (stable; `raff plan NAME --json`):
                  "why": REASON (new points only, when the last build says what differs)}],
      "nodes": [{"id": "points:P" | "dataset:P" | "analysis:P", "kind": ..., "name": ...,
                 "key": HEX | null, "status": "cached" | "build" | "waiting",
-                "reason": TEXT, "why": REASON, "depends_on": [ID]}]}
+                "reason": TEXT, "why": REASON, "depends_on": [ID]}],
+     "searches": {P: {"measured": N, "next": N, "more": N, "done": bool,
+                      "flagged": [{"cell": "roc_s0 ch 12", "status": TEXT}]}}}
+
+`searches` (present when a planned daq procedure searches a parameter): its probes cached
+(`measured`), the round it would acquire next (`next`), the most points that can follow
+(`more`), and the cells that ended without a crossing.
 
 REASON is `Reason.as_dict()`: {"kind": KIND, "changes": [{"path", "before", "after"}],
 "more": N, "files": [...], "new": N, "cached": N, "calibration": NAME, "cause": REASON},
@@ -68,9 +74,13 @@ def compact_places(places: tuple[tuple, ...]) -> str:
     return shown + (", ..." if len(paths) > 4 else "")
 
 
-def _axis_lines(axis: Axis) -> list[str]:
+def _axis_lines(axis: Axis, search=None) -> list[str]:
     n = len(axis.places)
-    return [f"    axis {axis.name}: {axis.describe_values()}",
+    values = axis.describe_values()
+    if search is not None:   # a SearchSpec: the values it may choose from, and what it looks for
+        values = (f"search over {values} ({search.mode}, {search.measure} {search.direction} to "
+                  f"{search.target:g}, resolution {search.resolution:g})")
+    return [f"    axis {axis.name}: {values}",
             f"      sets {compact_places(axis.places)} ({count(n, 'place')})"]
 
 
@@ -84,10 +94,12 @@ def _points_lines(points: PointSet) -> list[str]:
         order = " (applied in this order, a later one winning)" if len(proc.calibrations) > 1 else ""
         lines.append(f"    stands on calibration{'s' * (len(proc.calibrations) > 1)} "
                      f"{', '.join(proc.calibrations)}{order}")
-    if not points.scan.axes:
+    # a search's own axes, not its probes so far (the dataset's search_step and tuples)
+    axes = points.search.grid.axes if points.search is not None else points.scan.axes
+    if not axes:
         lines.append("    no scan parameters: a single point")
-    for axis in points.scan.axes:
-        lines += _axis_lines(axis)
+    for axis, parameter in zip(axes, proc.parameters if len(proc.parameters) == len(axes) else [None] * len(axes)):
+        lines += _axis_lines(axis, getattr(parameter, "search", None))
     events = points.events_per_point()
     lines.append(f"    mode {proc.mode}, repeat {proc.repeat}, {events} events per point")
     if points.base is None:
@@ -96,6 +108,10 @@ def _points_lines(points: PointSet) -> list[str]:
     take = f"; take {points.take} (--force-acquire)" if points.take else ""
     lines.append(f"    points: {points.total} total, {points.n_cached} cached, "
                  f"{points.to_acquire} to acquire{take}")
+    if points.search is not None:
+        from raffinerie.graph.searchplan import describe
+
+        lines.append(f"    {describe(points.search)}")
     raw, table = points.bytes_per_point()
     todo = points.to_acquire
     lines.append(f"    data to acquire: ~{human_bytes(raw * todo)} raw, "
@@ -212,10 +228,19 @@ def plan_json(plan: Plan) -> dict:
     asked = ({"procedure": plan.target, "kind": plan.kind} if len(plan.targets) <= 1 else
              {"procedures": list(plan.targets), "kinds": dict(zip(plan.targets, plan.kinds))})
     takes = {name: ps.take for name, ps in plan.points.items() if ps.take}
+    searches = {name: search_json(ps.search) for name, ps in plan.points.items() if ps.search is not None}
     return {**asked, "identity": identity_of(plan), **({"takes": takes} if takes else {}),
+            **({"searches": searches} if searches else {}),
             **({"identities": identities} if len(set(identities.values())) > 1 else {}),
             "todo": plan.todo, "summary": plan.summary(), "points": points,
             "nodes": [n.as_dict() for n in plan.nodes.values()]}
+
+
+def search_json(progress) -> dict:
+    """A search's progress as the JSON plan gives it (`searches`)."""
+    return {"measured": len(progress.measured), "next": len(progress.pending), "more": progress.more,
+            "done": progress.done, "flagged": [{"cell": cell.name, "status": str(status)}
+                                               for _, cell, status in progress.flagged()]}
 
 
 _DOT_COLOURS = {CACHED: "#b8e0a8", BUILD: "#f6c26b", WAITING: "#d0d0d0"}

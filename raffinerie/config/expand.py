@@ -11,10 +11,17 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Iterator, Sequence
 
 from raffinerie.config.library import DaqProcedure, Origin, ScanParameter
 from raffinerie.config.tree import KEEP, get_path, value_token
+
+
+class AxisRole(StrEnum):
+    SCAN = "scan"        # every place takes the axis's value
+    STEP = "step"        # sets nothing: numbers a search's rounds (the dataset's `search_step`)
+    SEARCH = "search"    # a search's probes: each value is a tuple, one element per place
 
 
 @dataclass(frozen=True)
@@ -24,6 +31,13 @@ class Axis:
     values: Sequence
     origin: Origin
     written: str = "key"         # the field of its parameter that says its places
+    role: AxisRole = AxisRole.SCAN
+
+    def place_values(self, j: int) -> list:
+        """The value place j takes at each of the axis's values."""
+        if self.role is AxisRole.SEARCH:
+            return [value[j] for value in self.values]
+        return list(self.values)
 
     def describe_values(self) -> str:
         v = self.values
@@ -81,8 +95,25 @@ class Scan:
 
     def patch(self, coordinate: tuple) -> list[tuple[tuple, object]]:
         """(place, value) for every place the coordinate sets."""
-        return [(place, value) for axis, value in zip(self.axes, coordinate)
-                for place in axis.places]
+        return [pair for axis, value in zip(self.axes, coordinate)
+                for pair in (zip(axis.places, value) if axis.role is AxisRole.SEARCH
+                             else ((place, value) for place in axis.places))]
+
+    def hashed_axes(self) -> tuple[list[tuple[tuple, Sequence]], tuple | None]:
+        """(places, values) of every axis as the key hasher takes them, and the explicit index
+        tuples to go with them: a search axis becomes one axis per place (its element of each value)."""
+        if not any(a.role is AxisRole.SEARCH for a in self.axes):
+            return [(a.places, a.values) for a in self.axes], self.explicit
+        axes, spread = [], []
+        for axis in self.axes:
+            if axis.role is AxisRole.SEARCH:
+                axes += [((place,), axis.place_values(j)) for j, place in enumerate(axis.places)]
+                spread.append(len(axis.places))
+            else:
+                axes.append((axis.places, axis.values))
+                spread.append(1)
+        explicit = tuple(tuple(i for i, n in zip(index, spread) for _ in range(n)) for index in self.explicit)
+        return axes, explicit
 
 
 def place_of(path: tuple) -> tuple:

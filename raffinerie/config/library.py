@@ -11,11 +11,15 @@ import re
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raffinerie.config import schema
 from raffinerie.config.tree import norm_key, normalize, value_token
 from raffinerie.config.yamlio import MissingFile, line_of, load_yaml, read_text, real_path
 from raffinerie.errors import ERROR, Diagnostic, RaffError, did_you_mean, format_where
+
+if TYPE_CHECKING:
+    from raffinerie.config.search import SearchSpec
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class ScanParameter:
     origin: Origin
     paths: list[tuple] | None = None   # explicit places (`keys:`) instead of levels
     written: str = "key"     # the field that says its places: key, keys, or a template's columns
+    search: "SearchSpec | None" = None  # a value looked for among `values`, per place (config/search.py)
 
     def places(self) -> list[tuple]:
         if self.paths is not None:
@@ -87,6 +92,11 @@ class DaqProcedure:
 
     def dependencies(self) -> list[str]:
         return list(self.calibrations)
+
+    @property
+    def search(self) -> "ScanParameter | None":
+        """Its search parameter, if it has one (at most one: raffinerie.config.search)."""
+        return next((p for p in self.parameters if p.search is not None), None)
 
     def calibration_origin(self, i: int) -> Origin:
         """Where the library names the i-th calibration."""
@@ -407,6 +417,10 @@ def _build(entry: dict, origin: Origin, report, renderer=None) -> Procedure:
         proc.parameters, proc.points = _templated(entry["parameters"], origin, report, renderer, proc.repeat)
     elif entry.get("points") is not None:
         proc.points = _points(entry["points"], proc.parameters, origin.at("points"), report)
+    if any("search" in p for p in entry.get("parameters") or []):
+        from raffinerie.config.search import check_procedure
+
+        check_procedure(entry, proc.parameters, origin, report)
     return proc
 
 
@@ -471,7 +485,12 @@ def _parameter(entry: dict, origin: Origin, report) -> ScanParameter:
         return ScanParameter([paths[0][-1]], list(entry["values"]), origin, paths, "keys")
     levels = [[norm_key(k) for k in level] if isinstance(level, list) else norm_key(level)
               for level in entry["key"]]
-    return ScanParameter(levels, _values(entry, origin, report), origin)
+    search = None
+    if "search" in entry:
+        from raffinerie.config.search import parse
+
+        search = parse(entry["search"])
+    return ScanParameter(levels, _values(entry, origin, report), origin, search=search)
 
 
 def _values(entry: dict, origin: Origin, report) -> list | range:

@@ -259,6 +259,10 @@ class _Planner:
         if self.retake and points.retakeable:
             points.take += 1
         if base is not None:
+            if proc.search is not None:   # its points so far and the next round, from the cache
+                from raffinerie.graph.searchplan import plan_search
+
+                plan_search(points, scan, self.cache.keys("measurements"), self.cache.summary)
             hash_points(points, self.cache.keys("measurements"))
             self.plan.points_hashed += points.total
         return points

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from raffinerie import hgcroc
 from raffinerie.config.expand import Scan
@@ -17,6 +17,9 @@ from raffinerie.config.keys import ScanHasher
 from raffinerie.config.library import DaqProcedure
 from raffinerie.config.resolve import server_setting
 from raffinerie.graph.reasons import Change, Comparison, Reason, ReasonKind, hashable
+
+if TYPE_CHECKING:
+    from raffinerie.graph.search import SearchProgress
 
 KEY_SIZE = 32
 
@@ -34,6 +37,7 @@ class PointSet:
     identity: str = ""               # target identity in the keys
     comparison: Comparison | None = None   # how it differs from its last build (when it was built)
     take: int = 0                    # the take (forced re-acquisition) its keys are of; 0: the first
+    search: "SearchProgress | None" = None   # a search procedure's probes so far (graph/search.py)
 
     @property
     def retakeable(self) -> bool:
@@ -138,6 +142,6 @@ def hash_points(points: PointSet, known: set[bytes]) -> None:
 
 def _hasher(points: PointSet, take: int) -> ScanHasher:
     scan, proc = points.scan, points.procedure
-    return ScanHasher(hashed_base(points.base, take), [(a.places, a.values) for a in scan.axes],
-                      points.identity, proc.mode, scan.repeat, scan.explicit,
+    axes, explicit = scan.hashed_axes()
+    return ScanHasher(hashed_base(points.base, take), axes, points.identity, proc.mode, scan.repeat, explicit,
                       points.explicit_repeats if scan.explicit is not None else None)

@@ -135,6 +135,22 @@ class CacheIndex:
         doc = parse_yaml(text, folder / "calibration.yaml")
         return doc if isinstance(doc, dict) else None
 
+    def summary(self, key: bytes) -> dict | None:
+        """The summary table of a measurement (a search's probe, replayed while planning), its
+        CRCs checked; None when it is damaged: quarantined and out of this listing, so the
+        plan acquires it again (`damaged` says what was found)."""
+        from raffinerie.store.entries import DamagedEntry
+        from raffinerie.store.store import Store  # a search's plan reads tables: numpy is needed
+
+        if getattr(self, "_store", None) is None:
+            self._store = Store(self.root)
+        try:
+            return self._store.read_summary(key, check=True)
+        except DamagedEntry as exc:
+            self.keys("measurements").discard(key)
+            self.damaged[key.hex()] = exc.problem
+            return None
+
     def last_build(self, kind: str, name: str) -> dict | None:
         """The record of the last build of procedure `name` (its key and inputs)."""
         path = self.root / record_rel(kind, name)

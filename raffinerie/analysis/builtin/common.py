@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from raffinerie.graph.search import STEP_AXIS
+
 HIGH_RANGE_FC = 1.953   # injected charge per Calib step through the 8 pF capacitor
 LOW_RANGE_FC = 0.122    # through the 0.5 pF capacitor
 CHANNEL_TYPES = {0: "channels", 1: "calibration channels", 100: "common mode"}
@@ -162,7 +164,8 @@ def scan_axes(data: pd.DataFrame, modelled=()) -> list[str]:
     These are the scan's axes (and whatever moves with them); an analysis
     that does not model one analyses each of its values separately.
     """
-    candidates = [c for c in data.columns if c not in MEASURED and c not in modelled
+    # a search's round only numbers its probes: the register it moved is the axis
+    candidates = [c for c in data.columns if c not in MEASURED and c not in modelled and c != STEP_AXIS
                   and not c.endswith(UNKNOWN_SUFFIX) and data[c].dtype.kind in "biuf"]
     if not candidates or data.empty:
         return []
