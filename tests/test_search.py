@@ -135,7 +135,7 @@ def test_a_search_builds_its_probes_and_a_rebuild_acquires_nothing(searched, raf
     assert len(_acquired(main)) == search["measured"]
     text = raff("plan", "toa_trim_search", "-c", main).out
     assert f"search: {search['measured']} probes measured, done" in text, text
-    assert "search over range(0, 64): 64 values (bisect, toa_efficiency rising to 0.5" in text, text
+    assert "search over range(0, 64): 64 values (refine, toa_efficiency rising to 0.5" in text, text
     again = raff("build", "toa_trim_of_search", "-c", main)
     assert again.code == 0 and "is up to date" in again.out, again.out + again.err
     assert len(_acquired(main)) == search["measured"]
@@ -192,8 +192,7 @@ def test_a_bad_search_is_one_clean_error_naming_the_place(tmp_path, raff, search
     main = _toa_trim_search(tmp_path / "lib")
     lib = main.parent / "search.yaml"
     text = lib.read_text()
-    lib.write_text(re.sub(r"search: \{measure: toa_efficiency, target: 0.5, direction: rising\}",
-                          f"search: {search}", text))
+    lib.write_text(re.sub(r"search: \{measure: toa_efficiency[^}]*\}", f"search: {search}", text))
     assert_clean_error(raff("validate", "-c", main), "search.yaml:", message)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from raffinerie.config import schema
-from raffinerie.config.tree import norm_key, normalize, value_token
+from raffinerie.config.tree import normalize
 from raffinerie.config.yamlio import MissingFile, line_of, load_yaml, read_text, real_path
 from raffinerie.errors import ERROR, Diagnostic, RaffError, did_you_mean, format_where
 
@@ -382,6 +382,8 @@ def missing_message(exc: RaffError, path: Path) -> str:
 
 
 def _build(entry: dict, origin: Origin, report, renderer=None) -> Procedure:
+    from raffinerie.config import scanparams  # it reads into this module's classes
+
     base = origin.file.parent
     if entry["type"] == "analysis":
         return AnalysisProcedure(
@@ -400,7 +402,7 @@ def _build(entry: dict, origin: Origin, report, renderer=None) -> Procedure:
         daq_default=base / daq["default"],
         server_override=normalize(daq.get("server_override") or {}),
         client_override=normalize(daq.get("client_override") or {}),
-        parameters=[] if templated else [_parameter(p, origin.at("parameters", i), report)
+        parameters=[] if templated else [scanparams.parameter(p, origin.at("parameters", i), report)
                                          for i, p in enumerate(entry.get("parameters") or [])],
         calibrations=_calibrations(entry.get("calibration")),
         calibrations_listed=isinstance(entry.get("calibration"), list),
@@ -414,100 +416,15 @@ def _build(entry: dict, origin: Origin, report, renderer=None) -> Procedure:
         if entry.get("points") is not None:
             report(origin.at("points").error("explicit points and a template parameter do not go together: "
                                               "a template's points are the product of its values"))
-        proc.parameters, proc.points = _templated(entry["parameters"], origin, report, renderer, proc.repeat)
+        proc.parameters, proc.points = scanparams.templated(entry["parameters"], origin, report, renderer,
+                                                            proc.repeat)
     elif entry.get("points") is not None:
-        proc.points = _points(entry["points"], proc.parameters, origin.at("points"), report)
+        proc.points = scanparams.points(entry["points"], proc.parameters, origin.at("points"), report)
     if any("search" in p for p in entry.get("parameters") or []):
         from raffinerie.config.search import check_procedure
 
         check_procedure(entry, proc.parameters, origin, report)
     return proc
-
-
-def _templated(entries: list[dict], origin: Origin, report, renderer, repeat: int):
-    """Parameters and points of a procedure with `template` parameters (config/templated.py): each
-    template becomes columns that vary together, and the points are listed, first slowest."""
-    import itertools
-    import math
-
-    from raffinerie.config import templated
-
-    params: list[ScanParameter] = []
-    rows_per_dim: list[list[tuple]] = []   # per parameter written: its value-index tuples
-    for i, entry in enumerate(entries):
-        here = origin.at("parameters", i)
-        if "template" not in entry:
-            param = _parameter(entry, here, report)
-            params.append(param)
-            rows_per_dim.append([(j,) for j in range(len(param.values))])
-            continue
-        values = _values(entry, here, report)
-        try:
-            columns, rows = templated.template_axis(renderer(), entry["template"], values)
-        except RaffError as exc:
-            report(here.at("template").error(exc.diagnostic.message))
-            return params, []
-        for places, distinct in columns:
-            paths = [p[1:] if p[0] == "target" else p for p in places]
-            params.append(ScanParameter([paths[0][-1]], distinct, here, paths, "template"))
-        rows_per_dim.append(rows)
-    total = math.prod(len(rows) for rows in rows_per_dim) * repeat
-    if total > templated.MAX_POINTS:
-        report(origin.at("parameters").error(
-            f"{total:,} points; with a template parameter the points are listed one by one, "
-            f"and at most {templated.MAX_POINTS:,} are"))
-        return params, []
-    points = [tuple(i for part in combo for i in part)
-              for combo in itertools.product(*rows_per_dim) for _ in range(repeat)]
-    return params, points
-
-
-def _points(entries: list, params: list[ScanParameter], origin: Origin, report) -> list[tuple]:
-    """Explicit points as value-index tuples; a repeated point is a repeat."""
-    lookup = [{value_token(v): i for i, v in enumerate(p.values)} for p in params]
-    out = []
-    for n, entry in enumerate(entries):
-        if len(entry) != len(params):
-            report(origin.at(n).error(f"point has {len(entry)} values for {len(params)} parameters"))
-            continue
-        index = tuple([table.get(value_token(v)) for table, v in zip(lookup, entry)])
-        if None in index:
-            bad = index.index(None)
-            report(origin.at(n, bad).error(f"{entry[bad]!r} is not among the values of parameter {bad}"))
-            continue
-        out.append(index)
-    return out
-
-
-def _parameter(entry: dict, origin: Origin, report) -> ScanParameter:
-    if "keys" in entry:
-        paths = [tuple(norm_key(k) for k in path) for path in entry["keys"]]
-        return ScanParameter([paths[0][-1]], list(entry["values"]), origin, paths, "keys")
-    levels = [[norm_key(k) for k in level] if isinstance(level, list) else norm_key(level)
-              for level in entry["key"]]
-    search = None
-    if "search" in entry:
-        from raffinerie.config.search import parse
-
-        search = parse(entry["search"])
-    return ScanParameter(levels, _values(entry, origin, report), origin, search=search)
-
-
-def _values(entry: dict, origin: Origin, report) -> list | range:
-    """A parameter's `values`, or its `range` (an empty range is reported)."""
-    if "values" in entry:
-        return list(entry["values"])
-    spec = entry["range"]
-    start, stop, step = spec.get("start", 0), spec["stop"], spec.get("step", 1)
-    if step == 0:
-        report(origin.at("range", "step").error("range step is 0; it must be a positive integer"))
-        return range(0)
-    values = range(start, stop, step)
-    if len(values) == 0:
-        relation = "above" if step > 0 else "below"
-        report(origin.at("range").error(
-            f"range is empty: stop {stop} is not {relation} start {start} (step {step})"))
-    return values
 
 
 def _calibrations(value) -> tuple[str, ...]:

@@ -17,11 +17,12 @@ summary's `<measure>_error`, or `<x>_stdd`/sqrt(n_events) for a `<x>_mean`):
 
 - UNDECIDED when |m - target| <= z e (z = `undecided_within`, 2 by default): the probe lies
   within its statistics of the target and says nothing of the side, so it never closes the
-  bracket; the values on both sides of it are searched instead;
+  bracket; the values on both sides of it are searched instead, right beside it first (the
+  crossing lies within the noise of it);
 - else PAST (m at or beyond the target in the search's direction) or BELOW.
 
 The bracket of a cell is (lo, hi): the highest BELOW below the lowest PAST. The next probe
-halves the widest open gap between the probed values inside it (lo, the UNDECIDED ones,
+is the value beside an UNDECIDED probe in an open gap, if there is one; else it halves the widest open gap between the probed values inside it (lo, the UNDECIDED ones,
 hi; an unprobed end of the range counts as open); a gap is closed when nothing lies in it or
 its ends are at most `resolution` apart. A cell is FOUND when no gap is open (and, in refine
 mode, every value within `around` of the bracket is measured); it is flagged, and stops, when
@@ -203,6 +204,9 @@ def next_index(cell: CellSearch, values: Sequence[int], spec: SearchSpec) -> tup
         return None, CellStatus.SHORT_AT_HIGHEST
     stops = [lo] + sorted(i for i in cell.sides if lo < i < hi) + [hi]
     gaps = [(a, b) for a, b in zip(stops, stops[1:]) if _open(a, b, values, spec.resolution)]
+    beside = [i for a, b in gaps for i in _beside_undecided(cell, a, b)]
+    if beside:   # the crossing lies within the noise of an undecided probe: look right beside it
+        return min(beside), CellStatus.SEARCHING
     if gaps:
         a, b = max(gaps, key=lambda g: (g[1] - g[0], -g[0]))   # the widest, the lowest of equals
         return (a + b) // 2, CellStatus.SEARCHING
@@ -214,6 +218,11 @@ def next_index(cell: CellSearch, values: Sequence[int], spec: SearchSpec) -> tup
         if window:   # nearest the bracket first
             return min(window, key=lambda i: (min(abs(i - lo), abs(i - hi)), i)), CellStatus.SEARCHING
     return None, CellStatus.FOUND
+
+
+def _beside_undecided(cell: CellSearch, a: int, b: int) -> list[int]:
+    """The values of open gap (a, b) right beside an end of it that is an UNDECIDED probe."""
+    return [i for i, end in ((a + 1, a), (b - 1, b)) if cell.sides.get(end) is Side.UNDECIDED]
 
 
 def rounds_left(cell: CellSearch, values: Sequence[int], spec: SearchSpec) -> int:
@@ -232,7 +241,16 @@ def rounds_left(cell: CellSearch, values: Sequence[int], spec: SearchSpec) -> in
         mid = (a + b) // 2
         return 1 + max(worst(a, mid), worst(mid, b))
 
-    left = sum(worst(a, b) for a, b in zip(stops, stops[1:]))
+    def first(a: int, b: int) -> int:   # a gap beside an undecided probe is probed next to it first
+        if not _open(a, b, values, spec.resolution):
+            return 0
+        if cell.sides.get(a) is Side.UNDECIDED:
+            return 1 + max(worst(a + 1, b), first(a, a + 1))
+        if cell.sides.get(b) is Side.UNDECIDED:
+            return 1 + worst(a, b - 1)
+        return worst(a, b)
+
+    left = sum(first(a, b) for a, b in zip(stops, stops[1:]))
     if spec.mode is SearchMode.REFINE:
         left += 2 * spec.around + 1
     return left
