@@ -28,7 +28,7 @@ from raffinerie.graph.search import Cell, CellStatus, Level, unfold
 VALUES = list(range(64))
 
 
-def _replay(spec, crossings, noise=0.0, n_events=1000):
+def _replay(spec, crossings, noise=0.0, n_events=1000, outer=()):
     """Unfold a search over VALUES for one chip of channels whose efficiency steps from 0 to 1 at
     `crossings` (value index; a probe at or above it reads 1), with binomial error `noise` near it."""
     cells = [Cell(("roc_s0", "ch", c, "trim_toa"), 0, Level.CHANNEL, 0, c) for c in range(len(crossings))]
@@ -37,8 +37,9 @@ def _replay(spec, crossings, noise=0.0, n_events=1000):
     def keys_of(probes):
         out = []
         for p in probes:
-            key = repr(p.indices).encode()
-            eff = np.array([1.0 if i >= x else 0.0 for i, x in zip(p.indices, crossings)])
+            key = repr((p.outer, p.indices)).encode()
+            shift = sum(p.outer) * 10      # each outer coordinate moves every crossing by 10 values
+            eff = np.array([1.0 if i >= x + shift else 0.0 for i, x in zip(p.indices, crossings)])
             if noise:   # a probe one below its crossing reads 0.5 +- noise: within the noise of the target
                 eff = np.where([i == x - 1 for i, x in zip(p.indices, crossings)], 0.5, eff)
             n = len(crossings)
@@ -52,7 +53,7 @@ def _replay(spec, crossings, noise=0.0, n_events=1000):
         def __contains__(self, key):
             return True
 
-    return unfold(spec, VALUES, cells, [], keys_of, Everything(), table.get)
+    return unfold(spec, VALUES, cells, list(outer), keys_of, Everything(), table.get)
 
 
 def test_bisection_brackets_every_channel_at_its_own_crossing_in_log2_rounds():
@@ -62,6 +63,14 @@ def test_bisection_brackets_every_channel_at_its_own_crossing_in_log2_rounds():
     for c, x in enumerate(crossings):
         assert progress.result((), c) == (x - 1, x)
     assert len(progress.measured) <= 7   # ceil(log2(64)) + 1
+
+
+def test_each_coordinate_of_the_other_axes_has_a_search_of_its_own():
+    progress = _replay(SearchSpec("toa_efficiency", 0.5), [5, 20], outer=(3,))
+    assert progress.done and not progress.flagged()
+    for o in range(3):
+        assert [progress.result((o,), c) for c in (0, 1)] == [(4 + 10 * o, 5 + 10 * o), (19 + 10 * o, 20 + 10 * o)]
+    assert {p.outer for p in progress.measured} == {(0,), (1,), (2,)}
 
 
 def test_a_crossing_outside_the_bounds_is_flagged_and_the_search_ends():

@@ -12,7 +12,7 @@ JSON plan (stable; `raff plan NAME --json`):
                 "key": HEX | null, "status": "cached" | "build" | "waiting",
                 "reason": TEXT, "why": REASON, "depends_on": [ID]}],
      "searches": {P: {"measured": N, "next": N, "more": N, "done": bool,
-                      "flagged": [{"cell": "roc_s0 ch 12", "status": TEXT}]}}}
+                      "flagged": [{"cell": "roc_s0 ch 12", "status": TEXT, "at": {AXIS: VALUE}}]}}}
 
 `searches` (present when a planned daq procedure searches a parameter): its probes cached
 (`measured`), the round it would acquire next (`next`), the most points that can follow
@@ -74,13 +74,27 @@ def compact_places(places: tuple[tuple, ...]) -> str:
     return shown + (", ..." if len(paths) > 4 else "")
 
 
+def shown_axes(points: PointSet) -> list[tuple[Axis, object]]:
+    """The procedure's own axes with the search spec of each (None: scanned), as plans and reports
+    show them: a search's, not its probes so far (the dataset's search_step and tuples)."""
+    proc = points.procedure
+    axes = points.search.grid.axes if points.search is not None else points.scan.axes
+    params = proc.parameters if len(proc.parameters) == len(axes) else [None] * len(axes)
+    return [(axis, getattr(p, "search", None)) for axis, p in zip(axes, params)]
+
+
+def values_text(axis: Axis, search=None) -> str:
+    """`range(0, 64): 64 values`; for a search (a SearchSpec) also what it looks for."""
+    values = axis.describe_values()
+    if search is None:
+        return values
+    return (f"search over {values} ({search.mode}, {search.measure} {search.direction} to "
+            f"{search.target:g}, resolution {search.resolution:g})")
+
+
 def _axis_lines(axis: Axis, search=None) -> list[str]:
     n = len(axis.places)
-    values = axis.describe_values()
-    if search is not None:   # a SearchSpec: the values it may choose from, and what it looks for
-        values = (f"search over {values} ({search.mode}, {search.measure} {search.direction} to "
-                  f"{search.target:g}, resolution {search.resolution:g})")
-    return [f"    axis {axis.name}: {values}",
+    return [f"    axis {axis.name}: {values_text(axis, search)}",
             f"      sets {compact_places(axis.places)} ({count(n, 'place')})"]
 
 
@@ -94,12 +108,11 @@ def _points_lines(points: PointSet) -> list[str]:
         order = " (applied in this order, a later one winning)" if len(proc.calibrations) > 1 else ""
         lines.append(f"    stands on calibration{'s' * (len(proc.calibrations) > 1)} "
                      f"{', '.join(proc.calibrations)}{order}")
-    # a search's own axes, not its probes so far (the dataset's search_step and tuples)
-    axes = points.search.grid.axes if points.search is not None else points.scan.axes
+    axes = shown_axes(points)
     if not axes:
         lines.append("    no scan parameters: a single point")
-    for axis, parameter in zip(axes, proc.parameters if len(proc.parameters) == len(axes) else [None] * len(axes)):
-        lines += _axis_lines(axis, getattr(parameter, "search", None))
+    for axis, search in axes:
+        lines += _axis_lines(axis, search)
     events = points.events_per_point()
     lines.append(f"    mode {proc.mode}, repeat {proc.repeat}, {events} events per point")
     if points.base is None:
@@ -228,7 +241,7 @@ def plan_json(plan: Plan) -> dict:
     asked = ({"procedure": plan.target, "kind": plan.kind} if len(plan.targets) <= 1 else
              {"procedures": list(plan.targets), "kinds": dict(zip(plan.targets, plan.kinds))})
     takes = {name: ps.take for name, ps in plan.points.items() if ps.take}
-    searches = {name: search_json(ps.search) for name, ps in plan.points.items() if ps.search is not None}
+    searches = {name: search_json(ps) for name, ps in plan.points.items() if ps.search is not None}
     return {**asked, "identity": identity_of(plan), **({"takes": takes} if takes else {}),
             **({"searches": searches} if searches else {}),
             **({"identities": identities} if len(set(identities.values())) > 1 else {}),
@@ -236,11 +249,17 @@ def plan_json(plan: Plan) -> dict:
             "nodes": [n.as_dict() for n in plan.nodes.values()]}
 
 
-def search_json(progress) -> dict:
-    """A search's progress as the JSON plan gives it (`searches`)."""
+def search_json(points: PointSet) -> dict:
+    """A search's progress as the JSON plan gives it (`searches`); a flagged cell's `at`: the
+    values of the other axes where it was flagged (when there are others)."""
+    from raffinerie.graph.searchplan import outer_values
+
+    progress = points.search
+    flagged = [{"cell": cell.name, "status": str(status), **({"at": at} if (at := outer_values(points, outer))
+                                                              else {})}
+               for outer, cell, status in progress.flagged()]
     return {"measured": len(progress.measured), "next": len(progress.pending), "more": progress.more,
-            "done": progress.done, "flagged": [{"cell": cell.name, "status": str(status)}
-                                               for _, cell, status in progress.flagged()]}
+            "done": progress.done, "flagged": flagged}
 
 
 _DOT_COLOURS = {CACHED: "#b8e0a8", BUILD: "#f6c26b", WAITING: "#d0d0d0"}

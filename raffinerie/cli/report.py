@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from raffinerie import __version__
 from raffinerie.cli.entryfiles import EntryFiles
 from raffinerie.cli.options import add_analysis_path, add_config_and_backend
+from raffinerie.cli.render import shown_axes, values_text
 from raffinerie.errors import RaffError
 from raffinerie.graph.nodes import BUILD, CACHED, Node
 from raffinerie.graph.reasons import Reason
@@ -252,13 +253,19 @@ def _analysis_reason(store, name: str, key: str, meta: dict, files: EntryFiles) 
     return str(changed({"inputs": previous.get("inputs") or {}}, meta.get("inputs") or {}))
 
 
+def _axis_item(axis, search) -> str:
+    """One axis of a dataset's procedure; a search's as the plan shows it, not its probes."""
+    values = values_text(axis, search) if search else f"{describe_values(axis.values)}, {len(axis.values)} values"
+    return f"<li><b>{html.escape(axis.name)}</b>: {html.escape(values)}</li>"
+
+
 def _dataset(plan: Plan, node: Node, store, files: EntryFiles, said: dict) -> str:
     e = html.escape
     out = [f'<section id="{e(node.id)}"><h2>dataset {e(node.name)}</h2><p>{_status(node)}</p>']
     points = plan.points.get(node.name)
     if points is not None:
-        axes = "".join(f"<li><b>{e(a.name)}</b>: {e(describe_values(a.values))}, {len(a.values)} values</li>"
-                       for a in points.scan.axes) or "<li>no scan parameters: a single point</li>"
+        axes = "".join(_axis_item(a, search) for a, search in shown_axes(points)) \
+            or "<li>no scan parameters: a single point</li>"
         out.append(f"<p>{count(points.total, 'point')} ({points.n_cached} cached), mode {e(points.procedure.mode)}, "
                    f"repeat {points.procedure.repeat}</p><ul>{axes}</ul>")
     key = _shown_entry(node, store, "datasets", out, "Not built yet.")

@@ -351,9 +351,8 @@ def _measured(progress: SearchProgress, probe: Probe, measures: list[tuple[float
 
 def _more(progress: SearchProgress) -> int:
     """The most points that can still follow the pending round (see `rounds_left`)."""
-    total = 0
+    total, pending = 0, {p.outer for p in progress.pending}
     for outer, states in progress.states.items():
-        pending = {p.outer: p for p in progress.pending}.get(outer)
         left = max((rounds_left(s, progress.values, progress.spec) for s in states), default=0)
-        total += max(left - (1 if pending is not None else 0), 0)
+        total += max(left - (outer in pending), 0)
     return total

@@ -17,7 +17,7 @@ from raffinerie.graph.points import KEY_SIZE, PointSet, take_keys
 from raffinerie.graph.search import STEP_AXIS, Probe, SearchProgress, cells_of, unfold
 
 
-def search_axis(scan: Scan, points: PointSet) -> int:
+def search_axis(points: PointSet) -> int:
     """The index of the searched parameter's axis in the procedure's own scan."""
     return next(i for i, p in enumerate(points.procedure.parameters) if p.search is not None)
 
@@ -25,7 +25,7 @@ def search_axis(scan: Scan, points: PointSet) -> int:
 def plan_search(points: PointSet, grid: Scan, known: Container[bytes], read) -> None:
     """Replay the search of `points` (whose procedure's own scan is `grid`) from the cache, and
     set its scan to the probes measured and the next round (`points.search` says which)."""
-    k = search_axis(grid, points)
+    k = search_axis(points)
     axis, spec = grid.axes[k], points.procedure.parameters[k].search
     outer = [a for i, a in enumerate(grid.axes) if i != k]
     cells = cells_of(axis.places)
@@ -99,15 +99,23 @@ def describe(progress: SearchProgress) -> str:
 def flagged_lines(points: PointSet) -> list[str]:
     """One line per cell whose crossing was not found, naming it and its last bracket."""
     progress = points.search
-    axis_name = progress.grid.axes[search_axis(progress.grid, points)].name
+    axis_name = progress.grid.axes[search_axis(points)].name
     out = []
     for outer, cell, status in progress.flagged():
         lo, hi = progress.result(outer, progress.cells.index(cell))
-        where = f" at {', '.join(map(str, outer))}" if outer else ""
+        at = outer_values(points, outer)
+        where = f" at {', '.join(f'{name} {value}' for name, value in at.items())}" if at else ""
         bracket = f"{axis_name} {progress.values[0]}..{progress.values[-1]}"
         out.append(f"{cell.name}{where}: {status} ({progress.spec.measure} → {progress.spec.target:g} "
                    f"over {bracket}; last bracket {lo}..{hi})")
     return out
+
+
+def outer_values(points: PointSet, outer: tuple) -> dict:
+    """The values of the other axes at a search's outer coordinate (value indices), by axis name."""
+    grid, k = points.search.grid, search_axis(points)
+    axes = [a for i, a in enumerate(grid.axes) if i != k]
+    return {a.name: a.values[j] for a, j in zip(axes, outer)}
 
 
 def check_cells(points: PointSet) -> None:
