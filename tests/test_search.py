@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import EXAMPLES, assert_clean_error, run_raff
+from conftest import EXAMPLES, assert_clean_error, damage_member, run_raff, summary_files
 
 from raffinerie.config.search import Direction, SearchMode, SearchSpec
 from raffinerie.graph.search import Cell, CellStatus, Level, unfold
@@ -151,6 +151,26 @@ def test_a_search_builds_its_probes_and_a_rebuild_acquires_nothing(searched, raf
     summary = (main.parent / "raff-out" / "toa_trim_of_search" / "summary.csv").read_text()
     # on the untuned start config (Toa_vref not tuned) a third of the crossings lie beyond trim 63
     assert summary.count(",trimmed,") >= 120
+
+
+def test_a_damaged_probe_is_never_read_the_search_measures_it_again(searched, tmp_path, raff):
+    reference, _ = searched
+    main = tmp_path / "lib" / "main_config.yaml"
+    shutil.copytree(reference.parent, main.parent)
+    probe = summary_files(main.parent / ".raffinerie-cache")[0]
+    damage_member(probe)
+    plan = json.loads(raff("plan", "toa_trim_search", "-c", main, "--json").out)
+    search = plan["searches"]["toa_trim_search"]
+    assert not search["done"] and search["next"] >= 1, search      # the round it was in, to measure again
+    r = raff("build", "toa_trim_of_search", "-c", main)
+    assert r.code == 0, r.err
+    assert "quarantine" in (r.out + r.err) or (main.parent / ".raffinerie-cache" / "quarantine").is_dir()
+    assert probe.is_file()                                           # measured again, intact
+    again = json.loads(raff("plan", "toa_trim_search", "-c", main, "--json").out)["searches"]["toa_trim_search"]
+    assert again["done"] and again["measured"] == json.loads(raff("plan", "toa_trim_search", "-c", reference,
+                                                                  "--json").out)["searches"]["toa_trim_search"]["measured"]
+    result = (main.parent / "raff-out" / "toa_trim_of_search" / "summary.csv").read_text()
+    assert result == (reference.parent / "raff-out" / "toa_trim_of_search" / "summary.csv").read_text()
 
 
 def test_a_search_killed_at_random_moments_resumes_without_acquiring_a_probe_twice(searched, tmp_path):
