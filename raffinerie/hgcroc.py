@@ -26,6 +26,11 @@ ROWS_PER_CHIP = HALVES * SLOTS_PER_HALF                 # 78 summary rows a chip
 # channeltype of a summary row (hexactrl-raw-format.md, section 5)
 CHANNELTYPE_CHANNEL, CHANNELTYPE_CALIB, CHANNELTYPE_CM = 0, 1, 100
 
+# the blocks of a chip's target config by how many it has: one per channel slot, one per half, one
+CHANNEL_BLOCKS = ("ch", "calib", "cm")
+HALF_BLOCKS = ("DigitalHalf", "GlobalAnalog", "ReferenceVoltage", "MasterTdc")
+GLOBAL_BLOCKS = ("Top",)
+
 # parameter-register slots of a chip, in the order the register tables use them:
 # 72 readout channels, then 2 calibration channels, then 4 common-mode inputs
 CALIB_REGISTER_START = CHANNELS_PER_CHIP                # 72

@@ -37,8 +37,8 @@ from raffinerie.config.parameters import ParameterTable, load_table
 from raffinerie.config.tree import get_path
 from raffinerie.graph.points import PointSet
 from raffinerie.errors import RaffError
-from raffinerie.hgcroc import CALIB_REGISTER_START, CHANNELTYPE_CALIB, CHANNELTYPE_CHANNEL, CM_REGISTER_START, \
-    REGISTER_SLOTS, chip_index, chip_name
+from raffinerie.hgcroc import CALIB_REGISTER_START, CHANNEL_BLOCKS, CHANNELTYPE_CALIB, CHANNELTYPE_CHANNEL, \
+    CM_REGISTER_START, GLOBAL_BLOCKS, HALF_BLOCKS, REGISTER_SLOTS, chip_index, chip_name
 
 from raffinerie.records import DatasetLayout, dataset_record, dataset_shape
 from raffinerie.store.dataset import POINT, ROW, SLOT, SLOT_COLUMNS, UNKNOWN_SUFFIX, DatasetWriter
@@ -46,9 +46,6 @@ from raffinerie.store.store import Store
 from raffinerie.builder.summaryreader import Irregular, summary_blocks
 BOARD = "board"  # one dataset per board: a constant column, stored once
 
-CHANNEL_BLOCKS = ("ch", "calib", "cm")
-HALF_BLOCKS = ("DigitalHalf", "GlobalAnalog", "ReferenceVoltage", "MasterTdc")
-GLOBAL_BLOCKS = ("Top",)
 SLOT_BASE = {"ch": 0, "calib": CALIB_REGISTER_START, "cm": CM_REGISTER_START}  # register slot of a chip
 
 

@@ -41,9 +41,8 @@ from functools import lru_cache
 from typing import Callable, Sequence
 
 from raffinerie.config.search import Combine, SearchMode, SearchSpec
-from raffinerie.hgcroc import CHANNELTYPE_CALIB, CHANNELTYPE_CHANNEL, CHANNELTYPE_CM, chip_index
+from raffinerie.hgcroc import CHANNELTYPE_CALIB, CHANNELTYPE_CHANNEL, CHANNELTYPE_CM, HALF_BLOCKS, chip_index
 
-HALF_BLOCKS = ("DigitalHalf", "GlobalAnalog", "ReferenceVoltage", "MasterTdc")
 CHANNEL_TYPES = {"ch": CHANNELTYPE_CHANNEL, "calib": CHANNELTYPE_CALIB, "cm": CHANNELTYPE_CM}
 STEP_AXIS = "search_step"
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Container
 
 from raffinerie.config.expand import Axis, AxisRole, Scan
-from raffinerie.errors import RaffError
 from raffinerie.graph.points import KEY_SIZE, PointSet, take_keys
 from raffinerie.graph.search import STEP_AXIS, Probe, SearchProgress, cells_of, unfold
 
@@ -27,7 +26,7 @@ def plan_search(points: PointSet, grid: Scan, known: Container[bytes], read) -> 
     set its scan to the probes measured and the next round (`points.search` says which)."""
     k = search_axis(points)
     axis, spec = grid.axes[k], points.procedure.parameters[k].search
-    outer = [a for i, a in enumerate(grid.axes) if i != k]
+    outer = outer_axes(grid, k)
     cells = cells_of(axis.places)
     if isinstance(cells, str):
         raise axis.origin.at("key").error(cells).as_error()
@@ -113,15 +112,9 @@ def flagged_lines(points: PointSet) -> list[str]:
 
 def outer_values(points: PointSet, outer: tuple) -> dict:
     """The values of the other axes at a search's outer coordinate (value indices), by axis name."""
-    grid, k = points.search.grid, search_axis(points)
-    axes = [a for i, a in enumerate(grid.axes) if i != k]
-    return {a.name: a.values[j] for a, j in zip(axes, outer)}
+    return {a.name: a.values[j] for a, j in zip(outer_axes(points.search.grid, search_axis(points)), outer)}
 
 
-def check_cells(points: PointSet) -> None:
-    """Raise the problem of a search's places (for `raff validate` and the planner)."""
-    for p in points.procedure.parameters:
-        if p.search is not None:
-            cells = cells_of([("target",) + tuple(place) for place in p.places()])
-            if isinstance(cells, str):
-                raise RaffError(cells)
+def outer_axes(grid: Scan, k: int) -> list[Axis]:
+    """The axes of a search procedure's own scan around its search (axis k)."""
+    return [a for i, a in enumerate(grid.axes) if i != k]

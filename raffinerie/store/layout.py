@@ -71,6 +71,7 @@ class CacheIndex:
         self.root = Path(root)
         self._keys: dict[str, set[bytes]] = {}
         self.damaged: dict[str, str] = {}  # key -> problem of the entries quarantined while planning
+        self._store = None   # the Store that reads a search's probes (`summary`), made when first needed
 
     def keys(self, kind: str) -> set[bytes]:
         if kind not in self._keys:
@@ -142,7 +143,7 @@ class CacheIndex:
         from raffinerie.store.entries import DamagedEntry
         from raffinerie.store.store import Store  # a search's plan reads tables: numpy is needed
 
-        if getattr(self, "_store", None) is None:
+        if self._store is None:
             self._store = Store(self.root)
         try:
             return self._store.read_summary(key, check=True)
