@@ -231,3 +231,15 @@ def test_a_search_over_values_that_are_not_register_values_is_refused(tmp_path, 
     lib.write_text(lib.read_text().replace("range: {start: 0, stop: 64}", "values: [0.5, 1.5]"))
     assert_clean_error(raff("validate", "-c", main), "search.yaml:",
                        "a search looks for a register value: its values must be whole numbers")
+
+
+def test_a_search_over_a_place_that_is_no_chip_register_is_refused_by_validate_and_plan(tmp_path, raff):
+    main = _toa_trim_search(tmp_path / "lib")
+    lib = main.parent / "search.yaml"
+    text = lib.read_text()
+    lib.write_text(re.sub(r"key: \[\[roc_s0, roc_s1, roc_s2\], ch, \[[0-9, ]*\], trim_toa\]",
+                          "key: [daq, server, NEvents]", text))
+    want = ("search.yaml:", "procedure 'toa_trim_search': parameters[0].key: a search sets chip registers "
+            "(roc_sN, block, index, register); not daq.server.NEvents")
+    assert_clean_error(raff("validate", "-c", main), *want)
+    assert_clean_error(raff("plan", "toa_trim_search", "-c", main), *want)

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from raffinerie.hgcroc import chip_index
+
 
 class SearchMode(StrEnum):
     BISECT = "bisect"    # probe the middle of the bracket until it is `resolution` wide
@@ -69,14 +71,29 @@ def parse(entry: dict) -> SearchSpec:
                       z=float(entry.get("undecided_within", Z_UNDECIDED)))
 
 
+def place_problem(place: tuple) -> str | None:
+    """What is wrong with a searched place (a path into the resolved config, `target` first), or None:
+    a search sets chip registers, whose cells (channel, half, chip) it can read in a summary."""
+    path = place[1:]
+    if place[0] != "target" or len(path) != 4 or chip_index(path[0]) is None:
+        return f"a search sets chip registers (roc_sN, block, index, register); not {'.'.join(map(str, place))}"
+    return None
+
+
 def check_procedure(entry: dict, parameters: list, origin, report) -> None:
     """Report each problem of the search parameters of daq procedure `entry` (read as `parameters`)."""
+    from raffinerie.config.expand import place_of
+
     written = [(i, p) for i, p in enumerate(entry.get("parameters") or []) if "search" in p]
     for n, (i, p) in enumerate(written):
         here = origin.at("parameters", i)
         values = parameters[i].values if i < len(parameters) else []
         for place, message in problems(p, values, entry):
             report(here.at(*place).error(message))
+        if i < len(parameters) and "key" in p:
+            wrong = next(filter(None, map(place_problem, map(place_of, parameters[i].places()))), None)
+            if wrong:
+                report(here.at("key").error(wrong))
         if n:
             report(here.at("search").error("a procedure searches one parameter; "
                                            f"parameter {written[0][0]} is its search already"))

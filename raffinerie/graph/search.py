@@ -40,7 +40,7 @@ from enum import IntEnum, StrEnum
 from functools import lru_cache
 from typing import Callable, Sequence
 
-from raffinerie.config.search import Combine, SearchMode, SearchSpec
+from raffinerie.config.search import Combine, SearchMode, SearchSpec, place_problem
 from raffinerie.hgcroc import CHANNELTYPE_CALIB, CHANNELTYPE_CHANNEL, CHANNELTYPE_CM, HALF_BLOCKS, chip_index
 
 CHANNEL_TYPES = {"ch": CHANNELTYPE_CHANNEL, "calib": CHANNELTYPE_CALIB, "cm": CHANNELTYPE_CM}
@@ -91,11 +91,11 @@ def cells_of(places: Sequence[tuple]) -> list[Cell] | str:
     """The cells of a search's places (paths with `target` first), or what is wrong with one."""
     out = []
     for place in places:
+        wrong = place_problem(place)
+        if wrong:
+            return wrong
         path = place[1:]
-        chip = chip_index(path[0]) if path else None
-        if place[0] != "target" or len(path) != 4 or chip is None:
-            return f"a search sets chip registers (roc_sN, block, index, register); not {'.'.join(map(str, place))}"
-        block, index = path[1], int(path[2])
+        chip, block, index = chip_index(path[0]), path[1], int(path[2])
         if block in CHANNEL_TYPES:
             out.append(Cell(path, chip, Level.CHANNEL, CHANNEL_TYPES[block], index))
         elif block in HALF_BLOCKS:
