@@ -105,7 +105,8 @@ def test_a_falling_measure_and_refine_mode_sample_around_the_crossing():
 def _toa_trim_search(root, extra=""):
     """The example library plus `toa_trim_search`: the chain's trim_toa search on the untuned start
     config (no calibrations), and its analysis."""
-    shutil.copytree(EXAMPLES, root)
+    # not the cache or outputs of a build of the examples (the README's main job makes them there)
+    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns(".raffinerie-cache", "raff-out"))
     text = (root / "tuning_search_procedures.yaml").read_text()
     block = re.search(r"^- name: tuning_toa_trim_scan\n.*?(?=^# TOT threshold)", text, re.M | re.S).group(0)
     block = block.replace("tuning_toa_trim_scan", "toa_trim_search")
